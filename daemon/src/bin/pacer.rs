@@ -1,0 +1,19 @@
+//! `pacer`: the Pacer command line.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    if pacer::worker::child::is_worker_invocation() {
+        pacer::worker::child::main();
+    }
+    let args = pacer::cli::Args::parse();
+    match pacer::cli::run(args) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("pacer: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! `pacer check`: is the config valid, does every job's plugin exist and accept its params,
+//! and when will each job fire next.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use clap::Args;
+use serde::Serialize;
+
+use super::table::{Table, when};
+use super::{Context, print_json, runtime};
+use crate::config::{Config, Environment, Job, load};
+use crate::plugins::Registry;
+use crate::time::{parse_instant_or_ago, to_ms};
+use crate::worker::protocol::{Assignment, Setup, Task};
+use crate::worker::{Launcher, perform};
+
+/// How long one plugin may take to validate all its jobs' params.
+const VALIDATE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What `pacer check` prints.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// How many fires to list per job.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    next: usize,
+    /// List fires strictly after T (RFC 3339); default: now.
+    #[arg(long, value_name = "T")]
+    from: Option<String>,
+}
+
+/// One job's verdict, as `--json` prints it.
+#[derive(Debug, Serialize)]
+struct Verdict {
+    job: Option<String>,
+    #[serde(serialize_with = "serialize_instants")]
+    next: Vec<i64>,
+    error: Option<String>,
+}
+
+fn serialize_instants<S: serde::Serializer>(values: &[i64], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(values.iter().map(|ms| crate::time::rfc3339_ms(*ms)))
+}
+
+pub fn run(context: &Context, args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let from = match &args.from {
+        Some(text) => parse_instant_or_ago(text, jiff::Timestamp::now())
+            .map_err(|e| anyhow!("--from: {e}"))?,
+        None => jiff::Timestamp::now(),
+    };
+    let verdicts = match load(&context.config, Environment::current()) {
+        Ok(config) => check_jobs(&config, from, args.next)?,
+        Err(errors) => errors
+            .0
+            .iter()
+            .map(|error| Verdict {
+                job: None,
+                next: Vec::new(),
+                error: Some(error.to_string()),
+            })
+            .collect(),
+    };
+    let failed = verdicts.iter().any(|v| v.error.is_some());
+    if context.json {
+        print_json(&verdicts)?;
+    } else {
+        print_table(&verdicts);
+        if failed {
+            eprintln!("pacer check: the config has errors (see above)");
+        } else {
+            println!("{} job(s) OK", verdicts.len());
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn check_jobs(
+    config: &Config,
+    from: jiff::Timestamp,
+    count: usize,
+) -> anyhow::Result<Vec<Verdict>> {
+    let launcher = Launcher::current("pacer");
+    let runtime = runtime()?;
+    let registry = runtime.block_on(Registry::discover(&config.daemon.plugin_dirs, &launcher));
+    let mut errors: BTreeMap<String, String> = BTreeMap::new();
+    let mut by_plugin: BTreeMap<&str, Vec<&Arc<Job>>> = BTreeMap::new();
+    for job in &config.jobs {
+        match registry.problem(&job.plugin, &config.daemon.plugin_dirs) {
+            Some(problem) => {
+                errors.insert(job.name.clone(), problem);
+            }
+            None => by_plugin.entry(job.plugin.as_str()).or_default().push(job),
+        }
+    }
+    for (plugin, jobs) in by_plugin {
+        let Some(info) = registry.get(plugin) else {
+            continue;
+        };
+        let assignment = Assignment {
+            plugin: info.path.clone(),
+            setup: Setup::default(),
+            task: Task::Validate {
+                expected_name: plugin.to_owned(),
+                params: jobs.iter().map(|job| job.params.clone()).collect(),
+            },
+        };
+        let workdir = &jobs[0].workdir;
+        let outcome = runtime.block_on(perform(&launcher, workdir, &assignment, VALIDATE_TIMEOUT));
+        let results = match outcome {
+            Ok(ended) => match (ended.reports.validated, ended.reports.refused) {
+                (Some(results), _) => results,
+                (None, Some(reason)) => vec![Some(reason); jobs.len()],
+                (None, None) => {
+                    vec![
+                        Some(format!("plugin `{plugin}` crashed while validating params"));
+                        jobs.len()
+                    ]
+                }
+            },
+            Err(e) => vec![Some(format!("cannot start a process to validate: {e}")); jobs.len()],
+        };
+        for (job, result) in jobs.iter().zip(results) {
+            if let Some(reason) = result {
+                errors.insert(
+                    job.name.clone(),
+                    format!(
+                        "{}:{}: params of `{}`: {reason}",
+                        job.source.display(),
+                        job.line,
+                        job.name
+                    ),
+                );
+            }
+        }
+    }
+    Ok(config
+        .jobs
+        .iter()
+        .map(|job| Verdict {
+            job: Some(job.name.clone()),
+            next: next_fires(job, from, count),
+            error: errors.remove(&job.name),
+        })
+        .collect())
+}
+
+/// The next `count` fires strictly after `from`, jitter included.
+fn next_fires(job: &Job, from: jiff::Timestamp, count: usize) -> Vec<i64> {
+    let mut fires = Vec::with_capacity(count);
+    let mut after = from;
+    while fires.len() < count {
+        let Some(next) = job.next_fire_after(after) else {
+            break;
+        };
+        fires.push(to_ms(next));
+        after = next;
+    }
+    fires
+}
+
+fn print_table(verdicts: &[Verdict]) {
+    let mut table = Table::new(vec!["JOB", "NEXT FIRES", "PROBLEM"]);
+    for verdict in verdicts {
+        let next = if verdict.next.is_empty() {
+            "-".to_owned()
+        } else {
+            verdict
+                .next
+                .iter()
+                .map(|ms| when(Some(*ms)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        table.row(vec![
+            verdict.job.clone().unwrap_or_else(|| "(config)".to_owned()),
+            next,
+            verdict.error.clone().unwrap_or_else(|| "ok".to_owned()),
+        ]);
+    }
+    table.print();
+}

@@ -1,0 +1,96 @@
+//! `pacer jobs`: every job of the config in force, asked of the daemon; when it is down, of the
+//! config file and the database.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail};
+
+use super::table::{Table, when};
+use super::{Context, print_json, runtime};
+use crate::config::{Environment, load};
+use crate::control::client::{ClientError, ask};
+use crate::control::{JobInfo, Request, Response};
+use crate::plugins::Registry;
+use crate::store::sqlite::SqliteHistory;
+use crate::store::{History, StoreError};
+use crate::time::to_ms;
+use crate::worker::Launcher;
+
+pub fn run(context: &Context) -> anyhow::Result<ExitCode> {
+    let settings = context.settings()?;
+    let jobs = match ask(&settings.socket, &Request::Jobs) {
+        Ok(Response::Jobs { jobs }) => jobs,
+        Ok(Response::Error { message }) => bail!("{message}"),
+        Ok(other) => bail!("unexpected answer from pacerd: {other:?}"),
+        Err(ClientError::NotRunning(_)) => from_files(context)?,
+        Err(e) => return Err(e.into()),
+    };
+    if context.json {
+        print_json(&jobs)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = Table::new(vec![
+        "NAME",
+        "SCHEDULE",
+        "TIMEZONE",
+        "PLUGIN",
+        "NEXT FIRE",
+        "LAST",
+        "STATE",
+    ]);
+    for job in &jobs {
+        let state = match (&job.problem, job.enabled, job.paused) {
+            (Some(problem), _, _) => problem.clone(),
+            (None, false, _) => "disabled".to_owned(),
+            (None, true, true) => "paused".to_owned(),
+            (None, true, false) => "active".to_owned(),
+        };
+        table.row(vec![
+            job.name.clone(),
+            job.schedule
+                .clone()
+                .unwrap_or_else(|| "(triggered only)".to_owned()),
+            job.timezone.clone(),
+            job.plugin.clone(),
+            when(job.next_fire),
+            job.last_status
+                .map_or_else(|| "-".to_owned(), |s| s.to_string()),
+            state,
+        ]);
+    }
+    table.print();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What the daemon would answer, worked out from the config file and the database.
+fn from_files(context: &Context) -> anyhow::Result<Vec<JobInfo>> {
+    let config = load(&context.config, Environment::current()).map_err(|e| anyhow!("{e}"))?;
+    let (states, last_status) = match SqliteHistory::open(&config.daemon.database) {
+        Ok(history) => (history.job_states()?, history.last_statuses()?),
+        Err(StoreError::Missing(_)) => (HashMap::new(), HashMap::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let registry = runtime()?.block_on(Registry::discover(
+        &config.daemon.plugin_dirs,
+        &Launcher::current("pacer"),
+    ));
+    let now = jiff::Timestamp::now();
+    Ok(config
+        .jobs
+        .iter()
+        .map(|job| {
+            let state = states.get(&job.name);
+            let after = state
+                .and_then(|s| s.last_fire)
+                .map_or(now, |last| crate::time::from_ms(last).max(now));
+            JobInfo::new(
+                job,
+                state.is_some_and(|s| s.paused),
+                job.next_fire_after(after).map(to_ms),
+                last_status.get(&job.name).copied(),
+                registry.problem(&job.plugin, &config.daemon.plugin_dirs),
+            )
+        })
+        .collect())
+}

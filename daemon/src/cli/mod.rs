@@ -1,0 +1,103 @@
+//! `pacer`: query the history and control the daemon. One module per verb.
+//!
+//! `history`, `show` and `stats` read the database directly (read-only), so they work while the
+//! daemon is down. `jobs` and `plugins` ask the daemon and fall back to the config file and the
+//! database. `status` needs the daemon. Every verb reads only `[daemon]` to find the socket and
+//! database, except where it needs the jobs, so an error among the jobs does not stop it.
+
+mod check;
+mod history;
+mod jobs;
+mod plugins;
+mod show;
+mod stats;
+mod status;
+mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::anyhow;
+use clap::{Parser, Subcommand};
+
+use crate::config::{ConfigPath, DaemonSettings, load_daemon_settings};
+
+/// Query Pacer's run history and control the pacerd daemon.
+#[derive(Debug, Parser)]
+#[command(name = "pacer", version, about, propagate_version = true)]
+pub struct Args {
+    /// The config file [env: PACER_CONFIG] [default: /etc/pacer/pacer.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs, newest first.
+    History(history::HistoryArgs),
+    /// One run in full, with its captured output.
+    Show {
+        /// The run's id.
+        id: i64,
+    },
+    /// Every job: schedule, zone, plugin, next fire, last status.
+    Jobs,
+    /// Per job: runs, success rate, duration and lateness percentiles.
+    Stats(stats::StatsArgs),
+    /// Validate the config and each job's params; print each job's next fires.
+    Check(check::CheckArgs),
+    /// Plugins found: name, version, ABI version, path, state.
+    Plugins,
+    /// Whether pacerd runs, and how loaded it is.
+    Status,
+}
+
+/// What a verb needs besides its own arguments.
+#[derive(Debug)]
+struct Context {
+    config: PathBuf,
+    json: bool,
+}
+
+impl Context {
+    fn settings(&self) -> anyhow::Result<DaemonSettings> {
+        load_daemon_settings(&self.config).map_err(|errors| anyhow!("{errors}"))
+    }
+}
+
+/// Runs one verb and returns the exit code (0 ok, 1 error or failed check).
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let context = Context {
+        config: ConfigPath::resolve(args.config).0,
+        json: args.json,
+    };
+    match args.command {
+        Command::History(history) => history::run(&context, &history),
+        Command::Show { id } => show::run(&context, id),
+        Command::Jobs => jobs::run(&context),
+        Command::Stats(stats) => stats::run(&context, &stats),
+        Command::Check(check) => check::run(&context, &check),
+        Command::Plugins => plugins::run(&context),
+        Command::Status => status::run(&context),
+    }
+}
+
+/// Prints `value` as pretty JSON on stdout.
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// A single-threaded runtime for the verbs that start worker processes.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}

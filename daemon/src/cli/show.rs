@@ -1,0 +1,52 @@
+//! `pacer show ID`: one run in full.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+
+use super::table::{millis, when};
+use super::{Context, print_json};
+use crate::store::History;
+use crate::store::sqlite::SqliteHistory;
+
+pub fn run(context: &Context, id: i64) -> anyhow::Result<ExitCode> {
+    let settings = context.settings()?;
+    let Some(detail) = SqliteHistory::open(&settings.database)?.run(id)? else {
+        bail!("no run with id {id} (pacer history lists them)");
+    };
+    if context.json {
+        print_json(&detail)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let run = &detail.record;
+    let lines = [
+        ("id", run.id.to_string()),
+        ("job", run.job.clone()),
+        ("plugin", run.plugin.clone()),
+        ("status", run.status.to_string()),
+        ("trigger", run.trigger.to_string()),
+        ("attempt", run.attempt.to_string()),
+        ("scheduled", when(Some(run.scheduled_at))),
+        ("started", when(run.started_at)),
+        ("finished", when(run.finished_at)),
+        ("duration", millis(run.duration_ms)),
+        ("queued", millis(run.queue_ms)),
+        ("error", run.error.clone().unwrap_or_else(|| "-".to_owned())),
+        ("params", detail.params.to_string()),
+    ];
+    for (label, value) in lines {
+        println!("{label:<10} {value}");
+    }
+    println!("output:");
+    if detail.output_dropped > 0 {
+        println!(
+            "[{} earlier bytes dropped: output_limit]",
+            detail.output_dropped
+        );
+    }
+    print!("{}", detail.output);
+    if !detail.output.is_empty() && !detail.output.ends_with('\n') {
+        println!();
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,160 @@
+//! Finding and reading the config file and its drop-ins.
+
+use std::path::{Path, PathBuf};
+
+use super::error::{ConfigError, ConfigErrors};
+use super::validate::{Source, validate_daemon_only, validate_files};
+use super::{Config, DaemonSettings, defaults, raw};
+
+/// Where the config file is: `--config`, else `PACER_CONFIG`, else `/etc/pacer/pacer.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigPath(pub PathBuf);
+
+impl ConfigPath {
+    /// Picks the config file from the command line or the environment.
+    pub fn resolve(flag: Option<PathBuf>) -> ConfigPath {
+        ConfigPath(
+            flag.or_else(|| std::env::var_os(defaults::CONFIG_ENV).map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from(defaults::CONFIG_PATH)),
+        )
+    }
+}
+
+/// Facts about the host that decide whether a config is valid here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Environment {
+    /// `user = ...` needs the daemon to be root.
+    pub is_root: bool,
+}
+
+impl Environment {
+    /// The environment of this process.
+    pub fn current() -> Environment {
+        Environment {
+            is_root: nix::unistd::geteuid().is_root(),
+        }
+    }
+}
+
+/// Reads and validates the config at `path` and the `jobs.d/*.toml` drop-ins beside it,
+/// reporting every problem found.
+pub fn load(path: &Path, env: Environment) -> Result<Config, ConfigErrors> {
+    let main_text = read(path)?;
+    let dir = base_dir(path)?;
+    let mut errors = Vec::new();
+    let main = parse::<raw::File>(path, &main_text).map_err(ConfigErrors::from)?;
+    let mut files = Vec::new();
+    let mut texts = Vec::new();
+    let mut parsed = Vec::new();
+    for file in drop_in_files(&dir.join(defaults::DROP_IN_DIR)).map_err(ConfigErrors::from)? {
+        match read(&file).and_then(|text| Ok((parse::<raw::DropIn>(&file, &text)?, text))) {
+            Ok((drop_in, text)) => {
+                files.push(file);
+                texts.push(text);
+                parsed.push(drop_in);
+            }
+            Err(error) => errors.push(error),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    let main_source = Source {
+        file: path,
+        text: &main_text,
+        dir: &dir,
+    };
+    let drop_in_sources = files
+        .iter()
+        .zip(&texts)
+        .map(|(file, text)| Source {
+            file,
+            text,
+            dir: &dir,
+        })
+        .zip(parsed)
+        .collect();
+    let (daemon, pools, jobs) = validate_files(&main_source, main, drop_in_sources, env)?;
+    Ok(Config {
+        path: path.to_owned(),
+        drop_ins: files,
+        daemon,
+        pools,
+        jobs,
+    })
+}
+
+/// Reads only `[daemon]`, as the CLI does: an error among the jobs must not stop `pacer history`.
+pub fn load_daemon_settings(path: &Path) -> Result<DaemonSettings, ConfigErrors> {
+    let text = read(path)?;
+    let dir = base_dir(path)?;
+    let parsed = parse::<raw::DaemonOnly>(path, &text)?;
+    let source = Source {
+        file: path,
+        text: &text,
+        dir: &dir,
+    };
+    validate_daemon_only(&source, parsed.daemon)
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                "; pass --config PATH or set PACER_CONFIG to use another file"
+            }
+            _ => "",
+        };
+        ConfigError::file(path, format!("cannot read the config file: {e}{hint}"))
+    })
+}
+
+/// The directory relative paths in `path` are resolved against, made absolute so a run's
+/// working directory does not depend on where the daemon was started.
+fn base_dir(path: &Path) -> Result<PathBuf, ConfigError> {
+    let absolute = std::path::absolute(path)
+        .map_err(|e| ConfigError::file(path, format!("cannot resolve the path: {e}")))?;
+    Ok(absolute
+        .parent()
+        .map_or_else(|| PathBuf::from("/"), Path::to_path_buf))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let message = e.message().trim_end().replace('\n', "; ");
+        match e.span() {
+            Some(span) => ConfigError::at(path, text, span, message),
+            None => ConfigError::file(path, message),
+        }
+    })
+}
+
+/// `*.toml` files in `dir` in byte order of name, skipping hidden files (editors' temp files).
+fn drop_in_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(ConfigError::file(
+                dir,
+                format!("cannot list the drop-in directory: {e}"),
+            ));
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.extension().is_some_and(|ext| ext == "toml")
+                && path
+                    .file_name()
+                    .is_some_and(|name| !name.as_encoded_bytes().starts_with(b"."))
+        })
+        .collect();
+    files.sort_by(|a, b| {
+        a.as_os_str()
+            .as_encoded_bytes()
+            .cmp(b.as_os_str().as_encoded_bytes())
+    });
+    Ok(files)
+}

@@ -1,0 +1,187 @@
+//! The config file: serde structs with spans ([`raw`]), defaults ([`defaults`]), and a validate
+//! step that turns them into the typed [`Config`] or errors naming `file:line:column`.
+
+pub mod defaults;
+mod error;
+mod load;
+mod raw;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::tz::TimeZone;
+
+use crate::schedule::{Schedule, jitter_offset};
+
+pub use error::{ConfigError, ConfigErrors};
+pub use load::{ConfigPath, Environment, load, load_daemon_settings};
+pub use raw::{CatchUp, Overlap};
+pub use validate::plugin_name;
+
+/// A validated configuration: what the daemon runs and what `pacer check` reports on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The main file, as the user named it.
+    pub path: PathBuf,
+    /// Drop-in files read from `jobs.d`, in the order read.
+    pub drop_ins: Vec<PathBuf>,
+    /// `[daemon]`.
+    pub daemon: DaemonSettings,
+    /// Named pools; always holds [`defaults::POOL`].
+    pub pools: BTreeMap<String, Pool>,
+    /// Jobs in file order, main file first.
+    pub jobs: Vec<Arc<Job>>,
+}
+
+/// `[daemon]`, with defaults filled in and relative paths resolved.
+#[derive(Debug, Clone)]
+pub struct DaemonSettings {
+    /// Directories searched for plugins, in order.
+    pub plugin_dirs: Vec<PathBuf>,
+    /// The SQLite database.
+    pub database: PathBuf,
+    /// The control socket.
+    pub socket: PathBuf,
+    /// The default zone for jobs.
+    pub timezone: Zone,
+    /// Runs in flight, all jobs together.
+    pub max_concurrency: u32,
+    /// Fires waiting for a slot.
+    pub max_queue: u32,
+    /// Missed fires run per job with `catch_up = "all"`.
+    pub max_catch_up: u32,
+    /// Captured output kept per run, in bytes.
+    pub output_limit: u64,
+    /// PSI thresholds above which new starts wait.
+    pub pressure: PressureLimits,
+    /// Runs older than this are pruned.
+    pub history_retention: Duration,
+    /// How long running jobs get on stop.
+    pub shutdown_grace: Duration,
+    /// Where Prometheus metrics are served, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Linux PSI thresholds ("some avg10", percent).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PressureLimits {
+    /// `max_cpu_pressure`.
+    pub cpu: Option<f64>,
+    /// `max_memory_pressure`.
+    pub memory: Option<f64>,
+    /// `max_io_pressure`.
+    pub io: Option<f64>,
+    /// Where `cpu`, `memory` and `io` files are read.
+    pub dir: PathBuf,
+}
+
+/// A named time zone from the system's tz database.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    /// The IANA name as configured.
+    pub name: String,
+    /// The zone's rules.
+    pub tz: TimeZone,
+}
+
+/// `[pools.NAME]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pool {
+    /// Runs in flight in this pool; `None` means the global cap.
+    pub max_concurrency: Option<u32>,
+    /// Starts per second; a token bucket holding `max(1, rate)` tokens.
+    pub max_starts_per_second: Option<f64>,
+}
+
+/// One job, validated.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Unique, `[A-Za-z0-9_.-]+`.
+    pub name: String,
+    /// `None`: the job runs only when triggered.
+    pub schedule: Option<Schedule>,
+    /// The schedule line as written.
+    pub schedule_text: Option<String>,
+    /// The job's zone (its own or the daemon's default).
+    pub timezone: Zone,
+    /// The name the plugin declares.
+    pub plugin: String,
+    /// The pool it runs in.
+    pub pool: String,
+    /// What happens when a fire finds the previous run still going.
+    pub overlap: Overlap,
+    /// Killed after this long.
+    pub timeout: Option<Duration>,
+    /// Further attempts after a failure.
+    pub retries: u32,
+    /// The first retry delay; it doubles each attempt.
+    pub retry_backoff: Duration,
+    /// The cap on the retry delay.
+    pub retry_backoff_max: Duration,
+    /// The fixed offset added to each scheduled fire (already derived from the name).
+    pub jitter_offset: Duration,
+    /// The configured jitter span (for display).
+    pub jitter: Option<Duration>,
+    /// Fires missed while the daemon was down.
+    pub catch_up: CatchUp,
+    /// Higher starts first when runs wait for a slot.
+    pub priority: i32,
+    /// A disabled job never fires.
+    pub enabled: bool,
+    /// Address-space cap of the run's process, in bytes.
+    pub memory_limit: Option<u64>,
+    /// Run as this user.
+    pub user: Option<String>,
+    /// Jobs started when a run ends failed, timed out or crashed (after its last retry).
+    pub on_failure: Vec<String>,
+    /// Jobs started when a run succeeds.
+    pub on_success: Vec<String>,
+    /// The params table, as JSON, handed to the plugin.
+    pub params: serde_json::Value,
+    /// The file that defines the job.
+    pub source: PathBuf,
+    /// 1-based line of the `[[jobs]]` entry in `source`.
+    pub line: usize,
+    /// Where runs start: the directory of `source`.
+    pub workdir: PathBuf,
+}
+
+impl Job {
+    /// The first scheduled fire strictly after `after`, jitter included.
+    pub fn next_fire_after(&self, after: jiff::Timestamp) -> Option<jiff::Timestamp> {
+        let offset = jiff::SignedDuration::try_from(self.jitter_offset).ok()?;
+        let cron_time = self
+            .schedule
+            .as_ref()?
+            .next_after(after.checked_sub(offset).ok()?)?;
+        cron_time.checked_add(offset).ok()
+    }
+
+    /// Whether the job fires once per boot.
+    pub fn is_reboot(&self) -> bool {
+        matches!(self.schedule, Some(Schedule::Reboot))
+    }
+}
+
+impl Config {
+    /// The job called `name`.
+    pub fn job(&self, name: &str) -> Option<&Arc<Job>> {
+        self.jobs.iter().find(|job| job.name == name)
+    }
+}
+
+/// Resolves `path` against `base` (the directory of the file it was written in).
+fn resolve(base: &Path, path: &str) -> PathBuf {
+    base.join(path)
+}
+
+/// The offset a job's jitter puts on each fire.
+fn offset_for(name: &str, jitter: Option<Duration>) -> Duration {
+    jitter.map_or(Duration::ZERO, |span| jitter_offset(name, span))
+}

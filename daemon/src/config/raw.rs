@@ -1,0 +1,170 @@
+//! The config file's shape as serde reads it: every key the contract names, unknown keys
+//! denied, values still as written (with their spans) so `validate` can point at them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, Visitor};
+use toml::Spanned;
+
+/// A whole config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub daemon: Option<Spanned<Daemon>>,
+    #[serde(default)]
+    pub pools: BTreeMap<Spanned<String>, Spanned<Pool>>,
+    #[serde(default)]
+    pub jobs: Vec<Spanned<Job>>,
+}
+
+/// A drop-in file from `jobs.d`: jobs only.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropIn {
+    #[serde(default)]
+    pub jobs: Vec<Spanned<Job>>,
+}
+
+/// The part of a config file the CLI reads: it must not fail on an error among the jobs.
+#[derive(Debug, Deserialize)]
+pub struct DaemonOnly {
+    pub daemon: Option<Spanned<Daemon>>,
+    #[serde(default, rename = "pools")]
+    _pools: IgnoredAny,
+    #[serde(default, rename = "jobs")]
+    _jobs: IgnoredAny,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Daemon {
+    pub plugin_dirs: Option<Spanned<Vec<Spanned<String>>>>,
+    pub database: Option<Spanned<String>>,
+    pub socket: Option<Spanned<String>>,
+    pub timezone: Option<Spanned<String>>,
+    pub max_concurrency: Option<Spanned<i64>>,
+    pub max_queue: Option<Spanned<i64>>,
+    pub max_catch_up: Option<Spanned<i64>>,
+    pub output_limit: Option<Spanned<Scalar>>,
+    pub max_cpu_pressure: Option<Spanned<f64>>,
+    pub max_memory_pressure: Option<Spanned<f64>>,
+    pub max_io_pressure: Option<Spanned<f64>>,
+    pub pressure_dir: Option<Spanned<String>>,
+    pub history_retention: Option<Spanned<String>>,
+    pub shutdown_grace: Option<Spanned<String>>,
+    pub metrics_listen: Option<Spanned<String>>,
+}
+
+/// `[pools.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    pub max_concurrency: Option<Spanned<i64>>,
+    pub max_starts_per_second: Option<Spanned<f64>>,
+}
+
+/// One `[[jobs]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    pub name: Spanned<String>,
+    pub schedule: Option<Spanned<String>>,
+    pub timezone: Option<Spanned<String>>,
+    pub plugin: Spanned<String>,
+    pub pool: Option<Spanned<String>>,
+    pub overlap: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub retries: Option<Spanned<i64>>,
+    pub retry_backoff: Option<Spanned<String>>,
+    pub retry_backoff_max: Option<Spanned<String>>,
+    pub jitter: Option<Spanned<String>>,
+    pub catch_up: Option<Spanned<String>>,
+    pub priority: Option<Spanned<i64>>,
+    pub enabled: Option<bool>,
+    pub memory_limit: Option<Spanned<Scalar>>,
+    pub user: Option<Spanned<String>>,
+    pub on_failure: Option<Vec<Spanned<String>>>,
+    pub on_success: Option<Vec<Spanned<String>>>,
+    pub params: Option<Spanned<toml::Table>>,
+}
+
+/// What happens to a fire while the job's previous run still goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    /// Record the fire as skipped, naming the run still going.
+    #[default]
+    Skip,
+    /// Wait for the previous run; at most one fire waits per job.
+    Queue,
+    /// Cancel the running one, then start.
+    Replace,
+    /// Run side by side.
+    Allow,
+}
+
+/// What happens to fires missed while the daemon was down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchUp {
+    /// Record each as skipped.
+    #[default]
+    Skip,
+    /// Run one.
+    Once,
+    /// Run each, up to `max_catch_up`.
+    All,
+}
+
+impl Overlap {
+    /// The config file's names, in the order the contract lists them.
+    pub const CHOICES: [(&'static str, Overlap); 4] = [
+        ("skip", Overlap::Skip),
+        ("queue", Overlap::Queue),
+        ("replace", Overlap::Replace),
+        ("allow", Overlap::Allow),
+    ];
+}
+
+impl CatchUp {
+    /// The config file's names, in the order the contract lists them.
+    pub const CHOICES: [(&'static str, CatchUp); 3] = [
+        ("skip", CatchUp::Skip),
+        ("once", CatchUp::Once),
+        ("all", CatchUp::All),
+    ];
+}
+
+/// A size or count written either as a TOML integer or as a string with a unit (`"1M"`).
+#[derive(Debug, Clone)]
+pub enum Scalar {
+    Integer(i64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ScalarVisitor;
+        impl Visitor<'_> for ScalarVisitor {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an integer or a string such as \"1M\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Integer(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                i64::try_from(v)
+                    .map(Scalar::Integer)
+                    .map_err(|_| E::custom("integer too large"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Text(v.to_owned()))
+            }
+        }
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}

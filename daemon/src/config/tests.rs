@@ -1,0 +1,447 @@
+//! Config loading against real files in temporary directories.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+const ROOT: Environment = Environment { is_root: true };
+const USER: Environment = Environment { is_root: false };
+
+struct Dir(tempfile::TempDir);
+
+impl Dir {
+    fn new() -> Dir {
+        Dir(tempfile::tempdir().unwrap())
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+fn errors_of(text: &str) -> Vec<String> {
+    let dir = Dir::new();
+    let path = dir.write("pacer.toml", text);
+    load(&path, ROOT)
+        .unwrap_err()
+        .0
+        .iter()
+        .map(|e| {
+            e.to_string()
+                .strip_prefix(&format!("{}:", path.display()))
+                .unwrap()
+                .replace(&path.display().to_string(), "PATH")
+        })
+        .collect()
+}
+
+#[test]
+fn every_contract_key_is_accepted() {
+    let dir = Dir::new();
+    let path = dir.write(
+        "pacer.toml",
+        r#"
+[daemon]
+plugin_dirs = ["plugins", "/usr/lib/pacer/plugins"]
+database = "state/pacer.db"
+socket = "run/pacer.sock"
+timezone = "Europe/Berlin"
+max_concurrency = 4
+max_queue = 100
+max_catch_up = 10
+output_limit = "64K"
+max_cpu_pressure = 80
+max_memory_pressure = 50.5
+max_io_pressure = 90
+pressure_dir = "pressure"
+history_retention = "7d"
+shutdown_grace = "5s"
+metrics_listen = "127.0.0.1:9464"
+
+[pools.mail]
+max_concurrency = 2
+max_starts_per_second = 0.5
+
+[[jobs]]
+name = "nightly-report"
+schedule = "30 2 * * *"
+timezone = "America/New_York"
+plugin = "exec"
+pool = "mail"
+overlap = "queue"
+timeout = "10m"
+retries = 3
+retry_backoff = "30s"
+retry_backoff_max = "1h"
+jitter = "5m"
+catch_up = "all"
+priority = -2
+enabled = false
+memory_limit = "512M"
+on_failure = ["page-ops"]
+on_success = ["page-ops"]
+[jobs.params]
+command = "make-report --date yesterday"
+env = { A = "1" }
+when = 2027-01-01T00:00:00Z
+
+[[jobs]]
+name = "page-ops"
+plugin = "http"
+"#,
+    );
+    let config = load(&path, ROOT).unwrap();
+    let d = &config.daemon;
+    assert_eq!(
+        d.plugin_dirs,
+        vec![
+            dir.path().join("plugins"),
+            PathBuf::from("/usr/lib/pacer/plugins")
+        ]
+    );
+    assert_eq!(d.database, dir.path().join("state/pacer.db"));
+    assert_eq!(d.socket, dir.path().join("run/pacer.sock"));
+    assert_eq!(d.timezone.name, "Europe/Berlin");
+    assert_eq!(
+        (d.max_concurrency, d.max_queue, d.max_catch_up),
+        (4, 100, 10)
+    );
+    assert_eq!(d.output_limit, 64 << 10);
+    assert_eq!(
+        d.pressure,
+        PressureLimits {
+            cpu: Some(80.0),
+            memory: Some(50.5),
+            io: Some(90.0),
+            dir: dir.path().join("pressure"),
+        }
+    );
+    assert_eq!(d.history_retention, Duration::from_secs(7 * 86_400));
+    assert_eq!(d.shutdown_grace, Duration::from_secs(5));
+    assert_eq!(d.metrics_listen.unwrap().to_string(), "127.0.0.1:9464");
+    assert_eq!(
+        config.pools["mail"],
+        Pool {
+            max_concurrency: Some(2),
+            max_starts_per_second: Some(0.5)
+        }
+    );
+    assert!(config.pools.contains_key("default"));
+
+    let job = config.job("nightly-report").unwrap();
+    assert_eq!(job.schedule_text.as_deref(), Some("30 2 * * *"));
+    assert_eq!(job.timezone.name, "America/New_York");
+    assert_eq!(job.plugin, "exec");
+    assert_eq!(job.pool, "mail");
+    assert_eq!(job.overlap, Overlap::Queue);
+    assert_eq!(job.timeout, Some(Duration::from_secs(600)));
+    assert_eq!(job.retries, 3);
+    assert_eq!(job.retry_backoff, Duration::from_secs(30));
+    assert_eq!(job.retry_backoff_max, Duration::from_secs(3600));
+    assert_eq!(job.jitter, Some(Duration::from_secs(300)));
+    assert!(job.jitter_offset < Duration::from_secs(300));
+    assert_eq!(job.catch_up, CatchUp::All);
+    assert_eq!(job.priority, -2);
+    assert!(!job.enabled);
+    assert_eq!(job.memory_limit, Some(512 << 20));
+    assert_eq!(job.on_failure, vec!["page-ops"]);
+    assert_eq!(
+        job.params,
+        serde_json::json!({
+            "command": "make-report --date yesterday",
+            "env": {"A": "1"},
+            "when": "2027-01-01T00:00:00Z",
+        })
+    );
+    assert_eq!(job.source, path);
+    assert_eq!(job.line, 23);
+    assert_eq!(job.workdir, dir.path());
+
+    let manual = config.job("page-ops").unwrap();
+    assert!(manual.schedule.is_none());
+    assert_eq!(
+        manual.timezone.name, "Europe/Berlin",
+        "the daemon's zone is the default"
+    );
+    assert_eq!(manual.pool, "default");
+    assert_eq!(manual.overlap, Overlap::Skip);
+    assert_eq!(manual.catch_up, CatchUp::Skip);
+    assert!(manual.enabled);
+}
+
+#[test]
+fn defaults_apply_to_an_empty_file() {
+    let dir = Dir::new();
+    let config = load(&dir.write("pacer.toml", ""), ROOT).unwrap();
+    let d = &config.daemon;
+    assert_eq!(
+        d.plugin_dirs,
+        vec![
+            PathBuf::from("/usr/lib/pacer/plugins"),
+            PathBuf::from("/usr/local/lib/pacer/plugins")
+        ]
+    );
+    assert_eq!(d.database, PathBuf::from("/var/lib/pacer/pacer.db"));
+    assert_eq!(d.socket, PathBuf::from("/run/pacer/pacer.sock"));
+    assert_eq!(d.timezone.name, "UTC");
+    assert_eq!(
+        (d.max_concurrency, d.max_queue, d.max_catch_up),
+        (8, 10_000, 100)
+    );
+    assert_eq!(d.output_limit, 1 << 20);
+    assert_eq!(d.pressure.dir, PathBuf::from("/proc/pressure"));
+    assert_eq!(d.history_retention, Duration::from_secs(30 * 86_400));
+    assert_eq!(d.shutdown_grace, Duration::from_secs(30));
+    assert!(d.metrics_listen.is_none());
+    assert!(config.jobs.is_empty());
+}
+
+#[test]
+fn syntax_errors_name_line_and_column() {
+    assert_eq!(
+        errors_of("[daemon]\nmax_concurrency = = 3\n"),
+        vec!["2:19: extra `=`, expected nothing"]
+    );
+}
+
+#[test]
+fn unknown_keys_are_errors() {
+    let errors = errors_of("[daemon]\nmax_concurency = 3\n");
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].starts_with("2:1: unknown field `max_concurency`, expected one of"),
+        "{errors:?}"
+    );
+    let errors = errors_of("[[jobs]]\nname = \"a\"\nplugin = \"exec\"\nschedle = \"* * * * *\"\n");
+    assert!(
+        errors[0].starts_with("4:1: unknown field `schedle`"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn semantic_errors_point_at_the_value_and_say_what_was_expected() {
+    let errors = errors_of(
+        r#"
+[daemon]
+max_concurrency = 0
+
+[[jobs]]
+name = "a"
+plugin = "exec"
+schedule = "61 * * * *"
+
+[[jobs]]
+name = "b"
+plugin = "exec"
+timezone = "Mars/Olympus"
+
+[[jobs]]
+name = "a"
+plugin = "exec"
+
+[[jobs]]
+name = "c"
+plugin = "exec"
+pool = "nope"
+timeout = "10 minutes"
+overlap = "sometimes"
+"#,
+    );
+    assert_eq!(
+        errors,
+        [
+            "3:19: max_concurrency must be at least 1, not 0",
+            "8:12: invalid schedule `61 * * * *`: minute field `61`: `61` is out of range; values are 0-59",
+            "13:12: unknown time zone `Mars/Olympus`: expected an IANA name such as `Europe/Berlin` or `UTC` from the system's tz database (/usr/share/zoneinfo)",
+            "16:8: duplicate job name `a`: first defined at PATH:6:8; job names must be unique",
+            "22:8: unknown pool `nope`: define [pools.nope] or use one of: default",
+            "23:11: timeout: `10 minutes` is not a duration such as 500ms, 30s, 10m, 2h, 7d or 1h30m",
+            "24:11: overlap `sometimes` is not one of `skip`, `queue`, `replace`, `allow`",
+        ],
+        "all errors: {errors:?}"
+    );
+}
+
+#[test]
+fn enum_values_list_the_choices() {
+    let errors = errors_of("[[jobs]]\nname = \"a\"\nplugin = \"exec\"\noverlap = \"sometimes\"\n");
+    assert_eq!(
+        errors,
+        vec!["4:11: overlap `sometimes` is not one of `skip`, `queue`, `replace`, `allow`"]
+    );
+}
+
+#[test]
+fn missing_required_keys_point_at_the_table() {
+    let errors = errors_of("[[jobs]]\nname = \"a\"\n");
+    assert_eq!(errors, vec!["1:1: missing field `plugin`"]);
+}
+
+#[test]
+fn names_are_checked() {
+    let errors = errors_of("[[jobs]]\nname = \"a b\"\nplugin = \"Exec\"\n");
+    assert_eq!(
+        errors,
+        vec![
+            "2:8: job name `a b` may only hold letters, digits, `_`, `.` and `-`",
+            "3:10: plugin name `Exec` may only hold lowercase letters, digits, `_` and `-`",
+        ]
+    );
+}
+
+#[test]
+fn chains_must_name_jobs_and_not_cycle() {
+    let errors = errors_of(
+        r#"
+[[jobs]]
+name = "a"
+plugin = "exec"
+on_success = ["b"]
+
+[[jobs]]
+name = "b"
+plugin = "exec"
+on_failure = ["a", "ghost"]
+"#,
+    );
+    assert_eq!(
+        errors,
+        vec![
+            "5:15: on_success of `a` names `b`, which leads back to `a`: chains must not form a cycle",
+            "10:15: on_failure of `b` names `a`, which leads back to `b`: chains must not form a cycle",
+            "10:20: on_failure names `ghost`, which is not a job; define it or remove the name",
+        ]
+    );
+}
+
+#[test]
+fn run_as_user_needs_root() {
+    let dir = Dir::new();
+    let path = dir.write(
+        "pacer.toml",
+        "[[jobs]]\nname = \"a\"\nplugin = \"exec\"\nuser = \"root\"\n",
+    );
+    assert!(load(&path, ROOT).is_ok());
+    let errors = load(&path, USER).unwrap_err().to_string();
+    assert!(
+        errors.ends_with(
+            ":4:8: user = \"root\" needs pacerd to run as root (it switches user before loading \
+             the plugin); run pacerd as root or remove `user`"
+        ),
+        "{errors}"
+    );
+    let path = dir.write(
+        "other.toml",
+        "[[jobs]]\nname = \"a\"\nplugin = \"exec\"\nuser = \"no-such-user-here\"\n",
+    );
+    let errors = load(&path, ROOT).unwrap_err().to_string();
+    assert!(errors.contains("no user `no-such-user-here`"), "{errors}");
+}
+
+#[test]
+fn drop_ins_add_jobs_and_only_jobs() {
+    let dir = Dir::new();
+    let path = dir.write(
+        "pacer.toml",
+        "[[jobs]]\nname = \"main\"\nplugin = \"exec\"\n",
+    );
+    dir.write(
+        "jobs.d/b.toml",
+        "[[jobs]]\nname = \"b\"\nplugin = \"exec\"\n",
+    );
+    dir.write(
+        "jobs.d/a.toml",
+        "[[jobs]]\nname = \"a\"\nplugin = \"exec\"\n",
+    );
+    dir.write("jobs.d/.a.toml.swp", "garbage");
+    dir.write("jobs.d/notes.txt", "garbage");
+    let config = load(&path, ROOT).unwrap();
+    let names: Vec<&str> = config.jobs.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(names, ["main", "a", "b"]);
+    assert_eq!(
+        config.job("a").unwrap().source,
+        dir.path().join("jobs.d/a.toml")
+    );
+    assert_eq!(
+        config.job("a").unwrap().workdir,
+        dir.path(),
+        "relative paths in drop-ins resolve against the main config's directory"
+    );
+
+    dir.write("jobs.d/c.toml", "[daemon]\nmax_queue = 1\n");
+    let errors = load(&path, ROOT).unwrap_err().to_string();
+    assert!(
+        errors.contains("c.toml:1:2: unknown field `daemon`, expected `jobs`"),
+        "{errors}"
+    );
+
+    std::fs::remove_file(dir.path().join("jobs.d/c.toml")).unwrap();
+    dir.write(
+        "jobs.d/c.toml",
+        "[[jobs]]\nname = \"main\"\nplugin = \"exec\"\n",
+    );
+    let errors = load(&path, ROOT).unwrap_err().to_string();
+    assert!(
+        errors.contains("c.toml:2:8: duplicate job name `main`: first defined at"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn the_cli_reads_only_the_daemon_table() {
+    let dir = Dir::new();
+    let path = dir.write(
+        "pacer.toml",
+        "[daemon]\ndatabase = \"h.db\"\n\n[[jobs]]\nname = \"bad name\"\nschedule = \"nope\"\n",
+    );
+    assert!(load(&path, ROOT).is_err());
+    let settings = load_daemon_settings(&path).unwrap();
+    assert_eq!(settings.database, dir.path().join("h.db"));
+}
+
+#[test]
+fn a_missing_file_says_how_to_pick_another() {
+    let error = load(Path::new("/nonexistent/pacer.toml"), ROOT)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "/nonexistent/pacer.toml: cannot read the config file: No such file or directory (os \
+         error 2); pass --config PATH or set PACER_CONFIG to use another file"
+    );
+}
+
+#[test]
+fn next_fire_includes_jitter() {
+    let dir = Dir::new();
+    let path = dir.write(
+        "pacer.toml",
+        "[[jobs]]\nname = \"j\"\nplugin = \"exec\"\nschedule = \"0 * * * *\"\njitter = \"10m\"\n",
+    );
+    let config = load(&path, ROOT).unwrap();
+    let job = config.job("j").unwrap();
+    let offset = jiff::SignedDuration::try_from(job.jitter_offset).unwrap();
+    let hour: jiff::Timestamp = "2027-01-01T01:00:00Z".parse().unwrap();
+    let expected = hour.checked_add(offset).unwrap();
+    let just_before = expected
+        .checked_sub(jiff::SignedDuration::from_millis(1))
+        .unwrap();
+    assert_eq!(job.next_fire_after(just_before), Some(expected));
+    assert_eq!(
+        job.next_fire_after(expected),
+        Some(
+            expected
+                .checked_add(jiff::SignedDuration::from_hours(1))
+                .unwrap()
+        )
+    );
+}

@@ -1,0 +1,69 @@
+//! The CLI's side of the control socket.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use super::{Request, Response};
+
+/// How long the CLI waits for an answer.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the daemon could not be asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing listens on the socket.
+    #[error("pacerd is not running (no answer on {0})")]
+    NotRunning(String),
+    /// The socket exists but may not be opened.
+    #[error("cannot reach pacerd on {path}: {source} (be root or in the socket's group)")]
+    Denied {
+        /// The socket.
+        path: String,
+        /// The refusal.
+        source: std::io::Error,
+    },
+    /// The exchange broke off.
+    #[error("pacerd did not answer properly on {path}: {reason}")]
+    Protocol {
+        /// The socket.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Sends `request` and returns the daemon's answer.
+pub fn ask(socket: &Path, request: &Request) -> Result<Response, ClientError> {
+    let path = socket.display().to_string();
+    let mut stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => ClientError::Denied {
+            path: path.clone(),
+            source: e,
+        },
+        _ => ClientError::NotRunning(path.clone()),
+    })?;
+    let protocol = |reason: String| ClientError::Protocol {
+        path: path.clone(),
+        reason,
+    };
+    stream
+        .set_read_timeout(Some(TIMEOUT))
+        .map_err(|e| protocol(e.to_string()))?;
+    let mut line = serde_json::to_vec(request).map_err(|e| protocol(e.to_string()))?;
+    line.push(b'\n');
+    stream
+        .write_all(&line)
+        .map_err(|e| protocol(e.to_string()))?;
+    let mut answer = String::new();
+    BufReader::new(stream)
+        .read_line(&mut answer)
+        .map_err(|e| protocol(e.to_string()))?;
+    if answer.is_empty() {
+        return Err(protocol(
+            "the connection closed without an answer".to_owned(),
+        ));
+    }
+    serde_json::from_str(&answer).map_err(|e| protocol(format!("unreadable answer: {e}")))
+}

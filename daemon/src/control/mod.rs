@@ -1,0 +1,122 @@
+//! The control socket: requests from `pacer` to `pacerd` and their answers, one JSON object
+//! per line. The daemon side is in [`server`], the CLI side in [`client`].
+
+pub mod client;
+pub mod server;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Job;
+use crate::dispatch::Load;
+use crate::model::Status;
+use crate::plugins::PluginInfo;
+use crate::time::json;
+
+/// The longest request line the daemon reads.
+pub const MAX_REQUEST: usize = 1 << 20;
+
+/// What the CLI asks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "verb", rename_all = "snake_case")]
+pub enum Request {
+    /// Is the daemon up, and how loaded is it.
+    Status,
+    /// Every job of the config in force, with its next fire.
+    Jobs,
+    /// Every plugin library found.
+    Plugins,
+}
+
+/// What the daemon answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Response {
+    /// For [`Request::Status`].
+    Status(StatusInfo),
+    /// For [`Request::Jobs`].
+    Jobs {
+        /// In config order.
+        jobs: Vec<JobInfo>,
+    },
+    /// For [`Request::Plugins`].
+    Plugins {
+        /// In discovery order.
+        plugins: Vec<PluginInfo>,
+    },
+    /// The request failed; the message says why.
+    Error {
+        /// For the operator.
+        message: String,
+    },
+}
+
+/// `pacer status --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusInfo {
+    /// Always true when the daemon answers.
+    pub running: bool,
+    /// The daemon's pid.
+    pub pid: u32,
+    /// Seconds since it started.
+    pub uptime_s: u64,
+    /// Runs in flight.
+    pub in_flight: u32,
+    /// Fires waiting for a slot.
+    pub queued: u32,
+    /// Per pool.
+    pub pools: BTreeMap<String, Load>,
+    /// Why new starts wait although slots are free (PSI), if they do.
+    pub waiting_on: Option<String>,
+}
+
+impl JobInfo {
+    /// The row for `job` given its runtime state.
+    pub fn new(
+        job: &Job,
+        paused: bool,
+        next_fire: Option<i64>,
+        last_status: Option<Status>,
+        problem: Option<String>,
+    ) -> JobInfo {
+        JobInfo {
+            name: job.name.clone(),
+            schedule: job.schedule_text.clone(),
+            timezone: job.timezone.name.clone(),
+            plugin: job.plugin.clone(),
+            enabled: job.enabled,
+            paused,
+            next_fire: next_fire.filter(|_| job.enabled),
+            last_status,
+            problem,
+        }
+    }
+}
+
+/// One row of `pacer jobs --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobInfo {
+    /// The job.
+    pub name: String,
+    /// The schedule line, or null for jobs that only run when triggered.
+    pub schedule: Option<String>,
+    /// Its IANA zone.
+    pub timezone: String,
+    /// The plugin name.
+    pub plugin: String,
+    /// `enabled` from the config.
+    pub enabled: bool,
+    /// `pacer pause` is in force.
+    pub paused: bool,
+    /// The next scheduled fire, jitter included.
+    #[serde(
+        serialize_with = "json::serialize_opt",
+        deserialize_with = "json::deserialize_opt"
+    )]
+    pub next_fire: Option<i64>,
+    /// The status of its newest run.
+    pub last_status: Option<Status>,
+    /// Why it cannot run as configured (its plugin is missing, say), if so.
+    pub problem: Option<String>,
+}

@@ -1,0 +1,161 @@
+//! `pacerd`: load the config, open the history, find the plugins, then loop: sleep until the
+//! next thing is due, fire, admit, and answer the control socket, until a signal stops it.
+
+mod engine;
+mod recovery;
+mod runner;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::config::{self, Environment};
+use crate::control;
+use crate::plugins::Registry;
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+use crate::time::{Clock, SystemClock, to_ms};
+use crate::worker::Launcher;
+
+use engine::Engine;
+use runner::{RunEnv, RunEvent};
+
+/// The wall clock is re-read at least this often, so a clock step is noticed within a minute
+/// even while nothing is due (tokio's timers are monotonic and would not notice).
+const MAX_SLEEP_MS: i64 = 60_000;
+
+/// What `pacerd` is started with.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The config file.
+    pub config: PathBuf,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT; returns once every run has ended and been recorded.
+pub fn run(options: &Options) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(options, Arc::new(SystemClock)))
+}
+
+async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
+    let config = config::load(&options.config, Environment::current())
+        .map_err(|errors| anyhow!("{errors}"))
+        .context("the config is invalid; pacerd did not start")?;
+    let config = Arc::new(config);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.daemon.database)?);
+    let orphans = store
+        .abandon_orphans(
+            to_ms(clock.now()),
+            "pacerd stopped while this run was going (found at the next start)".to_owned(),
+        )
+        .await?;
+    if !orphans.is_empty() {
+        let killed = recovery::kill_leftovers(&orphans);
+        tracing::warn!(
+            runs = orphans.len(),
+            processes_killed = killed,
+            "runs left by a previous pacerd are recorded as abandoned"
+        );
+    }
+    let launcher = Launcher::current("pacerd");
+    let registry = Registry::discover(&config.daemon.plugin_dirs, &launcher).await;
+    let listener = control::server::bind(&config.daemon.socket).with_context(|| {
+        format!(
+            "cannot listen on the control socket {}",
+            config.daemon.socket.display()
+        )
+    })?;
+    let states = store.job_states().await?;
+    let last_status = store.last_statuses().await?;
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let env = Arc::new(RunEnv {
+        store: Arc::clone(&store),
+        launcher,
+        output_limit: config.daemon.output_limit,
+        events: events_tx,
+        clock: Arc::clone(&clock),
+    });
+    let mut engine = Engine::new(Arc::clone(&config), registry, &states, last_status, env);
+    let (control_tx, mut control_rx) = mpsc::channel(64);
+    let server = tokio::spawn(control::server::serve(listener, control_tx));
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    tracing::info!(
+        jobs = config.jobs.len(),
+        config = %options.config.display(),
+        socket = %config.daemon.socket.display(),
+        "pacerd is ready"
+    );
+
+    loop {
+        let now = engine.now();
+        let sleep_ms = engine
+            .wake_at(now)
+            .map_or(MAX_SLEEP_MS, |at| (at - now).clamp(0, MAX_SLEEP_MS));
+        let sleep_ms = u64::try_from(sleep_ms).unwrap_or(0);
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
+            Some(event) = events.recv() => {
+                let now = engine.now();
+                engine.on_event(event, now);
+            }
+            Some(incoming) = control_rx.recv() => {
+                let response = engine.answer(&incoming.request);
+                let _ = incoming.reply.send(response);
+            }
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = hangup.recv() => {
+                tracing::warn!("SIGHUP received: reloading is not available in this version; restart pacerd to apply config changes");
+            }
+        }
+        let now = engine.now();
+        engine.tick(now);
+        engine.reap_records();
+    }
+
+    tracing::info!(in_flight = engine.in_flight(), "stopping");
+    server.abort();
+    engine.stop_admitting();
+    let grace = tokio::time::sleep(config.daemon.shutdown_grace);
+    tokio::pin!(grace);
+    let mut cancelled = false;
+    while engine.in_flight() > 0 {
+        tokio::select! {
+            Some(event) = events.recv() => {
+                let now = engine.now();
+                drain_event(&mut engine, event, now);
+            }
+            () = &mut grace, if !cancelled => {
+                engine.cancel_all("pacerd stopped and shutdown_grace elapsed");
+                cancelled = true;
+            }
+            _ = terminate.recv(), if !cancelled => {
+                engine.cancel_all("pacerd was stopped at once (a second signal)");
+                cancelled = true;
+            }
+            _ = interrupt.recv(), if !cancelled => {
+                engine.cancel_all("pacerd was stopped at once (a second signal)");
+                cancelled = true;
+            }
+        }
+    }
+    engine.flush_records().await;
+    let _ = std::fs::remove_file(&config.daemon.socket);
+    tracing::info!("pacerd stopped");
+    Ok(())
+}
+
+/// While stopping, runs still report; nothing new is admitted.
+fn drain_event(engine: &mut Engine, event: RunEvent, now: i64) {
+    engine.on_event(event, now);
+    engine.stop_admitting();
+}

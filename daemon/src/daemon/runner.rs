@@ -1,0 +1,205 @@
+//! One admitted run, start to finish: spawn its worker, record it, hand over its params,
+//! supervise it, record how it ended, and tell the engine.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::config::defaults::KILL_GRACE;
+use crate::dispatch::{Admitted, Request, SlotId, Started};
+use crate::model::Status;
+use crate::store::{Finish, NewRun, RunId, Store};
+use crate::time::{Clock, rfc3339_ms, to_ms};
+use crate::worker::outcome::classify;
+use crate::worker::protocol::{Assignment, Setup, Task};
+use crate::worker::{Launcher, Limits};
+
+/// What every run needs from the daemon.
+#[derive(Debug)]
+pub struct RunEnv {
+    /// The history.
+    pub store: Arc<dyn Store>,
+    /// Starts workers.
+    pub launcher: Launcher,
+    /// Captured output kept per run.
+    pub output_limit: u64,
+    /// Where runs report back.
+    pub events: mpsc::UnboundedSender<RunEvent>,
+    /// The wall clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// What a run tells the engine.
+#[derive(Debug)]
+pub enum RunEvent {
+    /// Its record exists.
+    Started {
+        /// Its slot.
+        slot: SlotId,
+        /// Its id.
+        id: RunId,
+    },
+    /// Its processes are gone and its record is complete.
+    Finished {
+        /// Its slot, to release.
+        slot: SlotId,
+        /// How it ended.
+        status: Status,
+        /// The request it served (retries and chains start from it).
+        request: Request,
+    },
+}
+
+/// Carries out one admitted request whose plugin lives at `plugin_path`.
+pub async fn execute(env: Arc<RunEnv>, admitted: Admitted, plugin_path: PathBuf) {
+    let Admitted {
+        slot,
+        mut request,
+        queue_ms,
+        cancel,
+    } = admitted;
+    let job = Arc::clone(&request.job);
+    let notify = request.notify.take();
+    let cancel = async move {
+        match cancel.await {
+            Ok(reason) => reason,
+            // The engine dropped the sender: nobody will cancel this run.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let new_run = |started_at, process| NewRun {
+        job: job.name.clone(),
+        plugin: job.plugin.clone(),
+        trigger: request.trigger,
+        attempt: request.attempt,
+        scheduled_at: request.scheduled_at,
+        started_at,
+        queue_ms,
+        params: request.params.clone(),
+        process,
+        advances_schedule: request.advances_schedule,
+    };
+    let mut worker = match env.launcher.spawn(&job.workdir) {
+        Ok(worker) => worker,
+        Err(e) => {
+            let now = to_ms(env.clock.now());
+            let error = format!("cannot start the run's process: {e}");
+            let recorded = env.store.start_run(new_run(now, None)).await;
+            if let Ok(id) = &recorded {
+                announce(notify, Started::Run(*id));
+                finish(&env, *id, Status::Failed, Some(error), Vec::new(), 0).await;
+            }
+            report_finished(&env, slot, Status::Failed, request);
+            return;
+        }
+    };
+    let (pid, start_ticks) = worker.process();
+    let started_at = worker.spawned_at_ms();
+    let id = match env
+        .store
+        .start_run(new_run(started_at, start_ticks.map(|t| (pid, t))))
+        .await
+    {
+        Ok(id) => id,
+        Err(e) => {
+            // Without a record the plugin must not run: a run that started is never lost.
+            let error = format!("cannot record the run, so it was not started: {e}");
+            tracing::error!(job = %job.name, "{error}");
+            drop(
+                worker
+                    .supervise(quick_stop(), std::future::ready(error.clone()))
+                    .await,
+            );
+            announce(notify, Started::Skipped(error));
+            report_finished(&env, slot, Status::Failed, request);
+            return;
+        }
+    };
+    let _ = env.events.send(RunEvent::Started { slot, id });
+    announce(notify, Started::Run(id));
+    tracing::info!(job = %job.name, run_id = id, trigger = %request.trigger, attempt = request.attempt, "run started");
+    let deadline_ms = job
+        .timeout
+        .map(|t| started_at + i64::try_from(t.as_millis()).unwrap_or(i64::MAX / 2));
+    let assignment = Assignment {
+        plugin: plugin_path,
+        setup: Setup {
+            memory_limit: job.memory_limit,
+            user: job.user.clone(),
+        },
+        task: Task::Run {
+            expected_name: job.plugin.clone(),
+            params: request.params.clone(),
+            deadline_ms,
+            env: vec![
+                ("PACER_JOB".into(), job.name.clone()),
+                ("PACER_RUN_ID".into(), id.to_string()),
+                ("PACER_ATTEMPT".into(), request.attempt.to_string()),
+                ("PACER_TRIGGER".into(), request.trigger.to_string()),
+                (
+                    "PACER_SCHEDULED_AT".into(),
+                    rfc3339_ms(request.scheduled_at),
+                ),
+            ],
+        },
+    };
+    // A worker that died before reading this is classified from its exit below.
+    let _ = worker.assign(&assignment).await;
+    let limits = Limits {
+        timeout: job.timeout,
+        output_limit: env.output_limit,
+        kill_grace: KILL_GRACE,
+    };
+    let ended = worker.supervise(limits, cancel).await;
+    let (status, error) = classify(&ended, job.memory_limit);
+    let (output, dropped) = ended.output.into_parts();
+    finish(&env, id, status, error.clone(), output, dropped).await;
+    tracing::info!(job = %job.name, run_id = id, status = %status, error = error.as_deref().unwrap_or(""), "run finished");
+    report_finished(&env, slot, status, request);
+}
+
+/// Stops a worker that must not run (no record could be written).
+fn quick_stop() -> Limits {
+    Limits {
+        timeout: Some(Duration::ZERO),
+        output_limit: 0,
+        kill_grace: Duration::ZERO,
+    }
+}
+
+async fn finish(
+    env: &RunEnv,
+    id: RunId,
+    status: Status,
+    error: Option<String>,
+    output: Vec<u8>,
+    output_dropped: u64,
+) {
+    let finished = Finish {
+        id,
+        status,
+        finished_at: to_ms(env.clock.now()),
+        error,
+        output,
+        output_dropped,
+    };
+    if let Err(e) = env.store.finish_run(finished).await {
+        tracing::error!(run_id = id, "cannot record the end of the run: {e}");
+    }
+}
+
+fn announce(notify: Option<tokio::sync::oneshot::Sender<Started>>, started: Started) {
+    if let Some(notify) = notify {
+        let _ = notify.send(started);
+    }
+}
+
+fn report_finished(env: &RunEnv, slot: SlotId, status: Status, request: Request) {
+    let _ = env.events.send(RunEvent::Finished {
+        slot,
+        status,
+        request,
+    });
+}

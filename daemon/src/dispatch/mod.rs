@@ -1,0 +1,569 @@
+//! Admission: the one place that decides when a fire becomes a run.
+//!
+//! Every trigger (schedule, manual, retry, catch-up, chained) takes the same path:
+//!
+//! 1. the job's **overlap** policy, against its runs still going and its fires still waiting;
+//! 2. the **bounded queue** (`max_queue`), ordered by priority (higher first), then due time;
+//! 3. **admission** once the global `max_concurrency`, the pool's `max_concurrency`, the pool's
+//!    `max_starts_per_second` token bucket and the PSI thresholds all allow.
+//!
+//! Fires due at the same instant are all submitted before [`Dispatcher::admit`] runs, so
+//! priority decides among them. Nothing leaves without a record: every refusal comes back as a
+//! [`Skip`] for the caller to record. `docs/admission.md` draws this path.
+
+mod bucket;
+mod pressure;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::config::{Job, Overlap, Pool, PressureLimits};
+use crate::model::Trigger;
+use crate::store::RunId;
+use crate::time::rfc3339_ms;
+
+use bucket::TokenBucket;
+use pressure::PressureGate;
+pub use pressure::RECHECK_MS;
+
+/// A fire asking to become a run.
+#[derive(Debug)]
+pub struct Request {
+    /// The job.
+    pub job: Arc<Job>,
+    /// Why it runs.
+    pub trigger: Trigger,
+    /// 1, or the retry's attempt number.
+    pub attempt: u32,
+    /// The due instant (request time for manual runs), Unix ms.
+    pub scheduled_at: i64,
+    /// The params the plugin will get.
+    pub params: serde_json::Value,
+    /// Whether recording it advances the job's last scheduled fire.
+    pub advances_schedule: bool,
+    /// Told the outcome of admission (`pacer run` waits on it).
+    pub notify: Option<oneshot::Sender<Started>>,
+}
+
+/// What a waiting `pacer run` learns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Started {
+    /// The run started with this id.
+    Run(RunId),
+    /// A policy declined it, for this reason.
+    Skipped(String),
+}
+
+/// A request a policy declined: record it as `skipped` with `reason`.
+#[derive(Debug)]
+pub struct Skip {
+    /// The declined request.
+    pub request: Request,
+    /// Which policy and why, naming what was going on.
+    pub reason: String,
+}
+
+/// A request allowed to start now.
+#[derive(Debug)]
+pub struct Admitted {
+    /// Its slot, released by [`Dispatcher::finished`].
+    pub slot: SlotId,
+    /// The request.
+    pub request: Request,
+    /// How long it waited, ms.
+    pub queue_ms: i64,
+    /// Resolves with a reason when the run must stop (cancel, replace, shutdown).
+    pub cancel: oneshot::Receiver<String>,
+}
+
+/// Identifies an admitted run before it has a run id.
+pub type SlotId = u64;
+
+/// In-flight and queued counts, for `pacer status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Load {
+    /// Runs in flight.
+    pub in_flight: u32,
+    /// Fires waiting.
+    pub queued: u32,
+}
+
+/// A snapshot of admission for `pacer status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DispatchStatus {
+    /// All pools together.
+    pub total: Load,
+    /// Per pool.
+    pub pools: BTreeMap<String, Load>,
+    /// Why new starts wait although slots are free (pressure), if they do.
+    pub waiting_on: Option<String>,
+}
+
+/// Orders the queue: higher priority first, then earlier due time, then arrival.
+type QueueKey = (i64, i64, u64);
+
+#[derive(Debug)]
+struct Entry {
+    request: Request,
+    enqueued_at: i64,
+    seq: u64,
+}
+
+impl Entry {
+    fn key(&self) -> QueueKey {
+        (
+            -i64::from(self.request.job.priority),
+            self.request.scheduled_at,
+            self.seq,
+        )
+    }
+}
+
+#[derive(Debug)]
+struct PoolState {
+    cap: Option<u32>,
+    bucket: Option<TokenBucket>,
+    in_flight: u32,
+    queue: BTreeMap<QueueKey, Entry>,
+}
+
+#[derive(Debug, Default)]
+struct JobLoad {
+    running: Vec<SlotId>,
+    /// Entries of this job in a pool queue.
+    queued: u32,
+    /// A fire held back by `overlap = "queue"` or `"replace"` until the job's runs end.
+    waiting: Option<Entry>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    job: String,
+    pool: String,
+    run_id: Option<RunId>,
+    cancel: Option<oneshot::Sender<String>>,
+}
+
+/// The admission state: queues, slots and the policies that govern them.
+#[derive(Debug)]
+pub struct Dispatcher {
+    max_concurrency: u32,
+    max_queue: u32,
+    in_flight: u32,
+    pools: BTreeMap<String, PoolState>,
+    jobs: HashMap<String, JobLoad>,
+    slots: HashMap<SlotId, Slot>,
+    pressure: PressureGate,
+    pressure_wait: Option<String>,
+    next_slot: SlotId,
+    next_seq: u64,
+}
+
+impl Dispatcher {
+    /// Admission under the given caps, pools and pressure thresholds.
+    pub fn new(
+        max_concurrency: u32,
+        max_queue: u32,
+        pools: &BTreeMap<String, Pool>,
+        pressure: PressureLimits,
+        now: i64,
+    ) -> Dispatcher {
+        let mut dispatcher = Dispatcher {
+            max_concurrency,
+            max_queue,
+            in_flight: 0,
+            pools: BTreeMap::new(),
+            jobs: HashMap::new(),
+            slots: HashMap::new(),
+            pressure: PressureGate::new(pressure.clone()),
+            pressure_wait: None,
+            next_slot: 0,
+            next_seq: 0,
+        };
+        dispatcher.reconfigure(max_concurrency, max_queue, pools, pressure, now);
+        dispatcher
+    }
+
+    /// Applies new caps and pools (on reload); runs in flight keep their slots.
+    pub fn reconfigure(
+        &mut self,
+        max_concurrency: u32,
+        max_queue: u32,
+        pools: &BTreeMap<String, Pool>,
+        pressure: PressureLimits,
+        now: i64,
+    ) {
+        self.max_concurrency = max_concurrency;
+        self.max_queue = max_queue;
+        self.pressure = PressureGate::new(pressure);
+        for (name, pool) in pools {
+            let state = self.pools.entry(name.clone()).or_insert_with(|| PoolState {
+                cap: None,
+                bucket: None,
+                in_flight: 0,
+                queue: BTreeMap::new(),
+            });
+            state.cap = pool.max_concurrency;
+            let rate_changed =
+                state.bucket.as_ref().map(TokenBucket::rate) != pool.max_starts_per_second;
+            if rate_changed {
+                state.bucket = pool
+                    .max_starts_per_second
+                    .map(|rate| TokenBucket::new(rate, now));
+            }
+        }
+    }
+
+    /// Applies the job's overlap policy and queues `request`; returns every request declined
+    /// along the way (the new one, or older ones it replaced).
+    pub fn submit(&mut self, request: Request, now: i64) -> Vec<Skip> {
+        let name = request.job.name.clone();
+        let overlap = request.job.overlap;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let entry = Entry {
+            request,
+            enqueued_at: now,
+            seq,
+        };
+        let load = self.jobs.entry(name.clone()).or_default();
+        let busy = !load.running.is_empty() || load.queued > 0 || load.waiting.is_some();
+        let mut skips = Vec::new();
+        match overlap {
+            Overlap::Allow => {}
+            Overlap::Skip if busy => {
+                let reason = format!("{} (overlap = \"skip\")", self.describe_busy(&name));
+                return vec![Skip {
+                    request: entry.request,
+                    reason,
+                }];
+            }
+            Overlap::Skip => {}
+            Overlap::Queue if load.waiting.is_some() => {
+                return vec![Skip {
+                    request: entry.request,
+                    reason: format!(
+                        "{}, and another fire already waits for it (overlap = \"queue\" holds \
+                         at most one)",
+                        self.describe_busy(&name)
+                    ),
+                }];
+            }
+            Overlap::Queue if busy => return self.hold(entry, skips),
+            Overlap::Queue => {}
+            Overlap::Replace if busy => {
+                let successor = format!(
+                    "replaced by the {} fire due at {} (overlap = \"replace\")",
+                    entry.request.trigger,
+                    rfc3339_ms(entry.request.scheduled_at)
+                );
+                skips.extend(self.withdraw_queued(&name, &successor));
+                self.cancel_job(&name, &successor);
+                return self.hold(entry, skips);
+            }
+            Overlap::Replace => {}
+        }
+        if self.queued() >= self.max_queue {
+            skips.push(self.queue_full(entry.request));
+            return skips;
+        }
+        self.enqueue(entry);
+        skips
+    }
+
+    /// Holds `entry` until its job's runs have ended.
+    fn hold(&mut self, entry: Entry, mut skips: Vec<Skip>) -> Vec<Skip> {
+        if self.queued() >= self.max_queue {
+            skips.push(self.queue_full(entry.request));
+            return skips;
+        }
+        let name = entry.request.job.name.clone();
+        self.jobs.entry(name.clone()).or_default().waiting = Some(entry);
+        self.release_waiting(&name);
+        skips
+    }
+
+    fn queue_full(&self, request: Request) -> Skip {
+        Skip {
+            request,
+            reason: format!(
+                "the queue is full: {} fires wait for a slot (max_queue = {})",
+                self.queued(),
+                self.max_queue
+            ),
+        }
+    }
+
+    fn enqueue(&mut self, entry: Entry) {
+        let job = &entry.request.job;
+        self.jobs.entry(job.name.clone()).or_default().queued += 1;
+        let pool = self
+            .pools
+            .get_mut(&job.pool)
+            .expect("config validation guarantees the pool exists");
+        pool.queue.insert(entry.key(), entry);
+    }
+
+    /// Moves a held fire into its pool's queue once its job has nothing running.
+    fn release_waiting(&mut self, name: &str) {
+        let Some(load) = self.jobs.get_mut(name) else {
+            return;
+        };
+        if !load.running.is_empty() {
+            return;
+        }
+        if let Some(entry) = load.waiting.take() {
+            self.enqueue(entry);
+        }
+    }
+
+    /// Removes the job's fires that wait in a pool queue (for `replace`).
+    fn withdraw_queued(&mut self, name: &str, reason: &str) -> Vec<Skip> {
+        let mut skips = Vec::new();
+        for pool in self.pools.values_mut() {
+            let keys: Vec<QueueKey> = pool
+                .queue
+                .iter()
+                .filter(|(_, e)| e.request.job.name == name)
+                .map(|(k, _)| *k)
+                .collect();
+            for key in keys {
+                if let Some(entry) = pool.queue.remove(&key) {
+                    skips.push(Skip {
+                        request: entry.request,
+                        reason: reason.to_owned(),
+                    });
+                }
+            }
+        }
+        if let Some(load) = self.jobs.get_mut(name) {
+            load.queued = 0;
+            if let Some(entry) = load.waiting.take() {
+                skips.push(Skip {
+                    request: entry.request,
+                    reason: reason.to_owned(),
+                });
+            }
+        }
+        skips
+    }
+
+    fn describe_busy(&self, name: &str) -> String {
+        let Some(load) = self.jobs.get(name) else {
+            return "the previous run is still going".to_owned();
+        };
+        let ids: Vec<String> = load
+            .running
+            .iter()
+            .filter_map(|slot| self.slots.get(slot)?.run_id)
+            .map(|id| id.to_string())
+            .collect();
+        match (ids.as_slice(), load.running.len()) {
+            ([id], _) => format!("run {id} of `{name}` is still running"),
+            ([], 0) => format!("an earlier fire of `{name}` is still waiting for a slot"),
+            ([], _) => format!("a run of `{name}` is starting"),
+            (ids, _) => format!("runs {} of `{name}` are still running", ids.join(", ")),
+        }
+    }
+
+    /// Starts as many queued requests as the caps, tokens and pressure allow, best first.
+    pub fn admit(&mut self, now: i64) -> Vec<Admitted> {
+        let mut admitted = Vec::new();
+        self.pressure_wait = None;
+        while self.in_flight < self.max_concurrency && self.queued_in_pools() > 0 {
+            if let Some(reason) = self.pressure.blocked(now) {
+                self.pressure_wait = Some(reason);
+                break;
+            }
+            let global_cap = self.max_concurrency;
+            let best = self
+                .pools
+                .iter_mut()
+                .filter_map(|(name, pool)| {
+                    let key = *pool.queue.keys().next()?;
+                    let has_room = pool.in_flight < pool.cap.unwrap_or(global_cap);
+                    let has_token = pool.bucket.as_mut().is_none_or(|b| b.ready(now));
+                    (has_room && has_token).then(|| (key, name.clone()))
+                })
+                .min();
+            let Some((key, pool_name)) = best else { break };
+            let pool = self.pools.get_mut(&pool_name).expect("chosen above");
+            let entry = pool.queue.remove(&key).expect("chosen above");
+            pool.in_flight += 1;
+            if let Some(bucket) = pool.bucket.as_mut() {
+                bucket.take(now);
+            }
+            self.in_flight += 1;
+            let slot = self.next_slot;
+            self.next_slot += 1;
+            let (cancel_tx, cancel_rx) = oneshot::channel();
+            let name = entry.request.job.name.clone();
+            let load = self.jobs.entry(name.clone()).or_default();
+            load.queued = load.queued.saturating_sub(1);
+            load.running.push(slot);
+            self.slots.insert(
+                slot,
+                Slot {
+                    job: name,
+                    pool: pool_name,
+                    run_id: None,
+                    cancel: Some(cancel_tx),
+                },
+            );
+            admitted.push(Admitted {
+                slot,
+                queue_ms: (now - entry.enqueued_at).max(0),
+                request: entry.request,
+                cancel: cancel_rx,
+            });
+        }
+        admitted
+    }
+
+    /// Records the run id of an admitted request once its record exists.
+    pub fn started(&mut self, slot: SlotId, run_id: RunId) {
+        if let Some(slot) = self.slots.get_mut(&slot) {
+            slot.run_id = Some(run_id);
+        }
+    }
+
+    /// Releases a slot once the run's processes are gone.
+    pub fn finished(&mut self, slot: SlotId) {
+        let Some(done) = self.slots.remove(&slot) else {
+            return;
+        };
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if let Some(pool) = self.pools.get_mut(&done.pool) {
+            pool.in_flight = pool.in_flight.saturating_sub(1);
+        }
+        if let Some(load) = self.jobs.get_mut(&done.job) {
+            load.running.retain(|s| *s != slot);
+        }
+        self.release_waiting(&done.job);
+        if let Some(load) = self.jobs.get(&done.job)
+            && load.running.is_empty()
+            && load.queued == 0
+            && load.waiting.is_none()
+        {
+            self.jobs.remove(&done.job);
+        }
+    }
+
+    /// When admission should look again although nothing finished: a token refills, or
+    /// pressure is re-read.
+    pub fn next_wake(&mut self, now: i64) -> Option<i64> {
+        if self.in_flight >= self.max_concurrency || self.queued_in_pools() == 0 {
+            return None;
+        }
+        if self.pressure_wait.is_some() {
+            return Some(now + RECHECK_MS);
+        }
+        let global_cap = self.max_concurrency;
+        self.pools
+            .values_mut()
+            .filter(|pool| {
+                !pool.queue.is_empty() && pool.in_flight < pool.cap.unwrap_or(global_cap)
+            })
+            .filter_map(|pool| pool.bucket.as_mut().map(|b| b.next_token_at(now)))
+            .filter(|at| *at > now)
+            .min()
+    }
+
+    /// Asks run `run_id` to stop; false if no such run is in flight.
+    pub fn cancel(&mut self, run_id: RunId, reason: &str) -> bool {
+        let Some(slot) = self.slots.values_mut().find(|s| s.run_id == Some(run_id)) else {
+            return false;
+        };
+        if let Some(cancel) = slot.cancel.take() {
+            let _ = cancel.send(reason.to_owned());
+        }
+        true
+    }
+
+    fn cancel_job(&mut self, name: &str, reason: &str) {
+        for slot in self.slots.values_mut().filter(|s| s.job == name) {
+            if let Some(cancel) = slot.cancel.take() {
+                let _ = cancel.send(reason.to_owned());
+            }
+        }
+    }
+
+    /// Asks every run in flight to stop.
+    pub fn cancel_all(&mut self, reason: &str) {
+        for slot in self.slots.values_mut() {
+            if let Some(cancel) = slot.cancel.take() {
+                let _ = cancel.send(reason.to_owned());
+            }
+        }
+    }
+
+    /// Takes every waiting request out (at shutdown), for recording.
+    pub fn drain(&mut self) -> Vec<Request> {
+        let mut drained: Vec<Request> = self
+            .pools
+            .values_mut()
+            .flat_map(|pool| std::mem::take(&mut pool.queue).into_values())
+            .map(|entry| entry.request)
+            .collect();
+        for load in self.jobs.values_mut() {
+            load.queued = 0;
+            drained.extend(load.waiting.take().map(|entry| entry.request));
+        }
+        drained
+    }
+
+    /// Runs in flight.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight
+    }
+
+    /// Fires waiting, held ones included.
+    pub fn queued(&self) -> u32 {
+        let held = self.jobs.values().filter(|l| l.waiting.is_some()).count();
+        self.queued_in_pools() + u32::try_from(held).unwrap_or(u32::MAX)
+    }
+
+    fn queued_in_pools(&self) -> u32 {
+        let n: usize = self.pools.values().map(|p| p.queue.len()).sum();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    /// Counts for `pacer status`.
+    pub fn status(&self) -> DispatchStatus {
+        let mut pools: BTreeMap<String, Load> = self
+            .pools
+            .iter()
+            .map(|(name, pool)| {
+                (
+                    name.clone(),
+                    Load {
+                        in_flight: pool.in_flight,
+                        queued: u32::try_from(pool.queue.len()).unwrap_or(u32::MAX),
+                    },
+                )
+            })
+            .collect();
+        for load in self.jobs.values() {
+            if let Some(entry) = &load.waiting {
+                pools
+                    .entry(entry.request.job.pool.clone())
+                    .or_default()
+                    .queued += 1;
+            }
+        }
+        DispatchStatus {
+            total: Load {
+                in_flight: self.in_flight,
+                queued: self.queued(),
+            },
+            pools,
+            waiting_on: self.pressure_wait.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

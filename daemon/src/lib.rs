@@ -1,0 +1,20 @@
+//! Pacer: a scheduled job runner for Linux servers.
+//!
+//! This crate is both binaries' library: `pacerd` (the daemon, see [`daemon`]) and `pacer`
+//! (the CLI, see [`cli`]). The daemon reads cron-style schedules from a TOML file, runs each fire
+//! of a job as a child process that loads the job's plugin, and records every run in SQLite.
+
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod dispatch;
+pub mod logging;
+pub mod model;
+pub mod plugins;
+pub mod schedule;
+pub mod scheduler;
+pub mod store;
+pub mod time;
+pub mod units;
+pub mod worker;

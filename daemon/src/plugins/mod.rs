@@ -1,0 +1,226 @@
+//! Plugin discovery: which libraries are in the plugin directories, what each declares (read in
+//! a worker process, never in the daemon), and which are refused and why.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::plugin_name;
+use crate::worker::outcome::signal_name;
+use crate::worker::protocol::{Assignment, Setup, Task};
+use crate::worker::{Launcher, perform};
+
+/// How long loading a library may take before it is refused as hanging.
+const INSPECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether a library can be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginState {
+    /// Jobs may use it.
+    Ok,
+    /// It is not used; `error` says why.
+    Refused,
+}
+
+/// One library found in a plugin directory, as `pacer plugins --json` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginInfo {
+    /// The name it declares; `None` if that could not be read.
+    pub name: Option<String>,
+    /// The version it declares.
+    pub version: Option<String>,
+    /// The ABI version it declares.
+    pub abi_version: Option<u32>,
+    /// The file.
+    pub path: PathBuf,
+    /// Usable or refused.
+    pub state: PluginState,
+    /// Why it was refused.
+    pub error: Option<String>,
+}
+
+/// The usable plugins by name, and every library found.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    found: Vec<PluginInfo>,
+    by_name: HashMap<String, usize>,
+}
+
+impl Registry {
+    /// Inspects every candidate library in `dirs` (in order; files in byte order of name) and
+    /// logs each refusal.
+    pub async fn discover(dirs: &[PathBuf], launcher: &Launcher) -> Registry {
+        let mut registry = Registry::default();
+        for path in candidates(dirs) {
+            let info = inspect(&path, launcher).await;
+            registry.add(info);
+        }
+        for info in &registry.found {
+            if let Some(error) = &info.error {
+                tracing::warn!(path = %info.path.display(), "plugin refused: {error}");
+            }
+        }
+        registry
+    }
+
+    /// Adds a library; the first library to declare a name keeps it.
+    fn add(&mut self, mut info: PluginInfo) {
+        if let (PluginState::Ok, Some(name)) = (info.state, &info.name) {
+            match self.by_name.get(name) {
+                Some(&first) => {
+                    info.state = PluginState::Refused;
+                    info.error = Some(format!(
+                        "the name `{name}` is already taken by {} (the first library in \
+                         plugin_dirs order keeps a name); remove one of them",
+                        self.found[first].path.display()
+                    ));
+                }
+                None => {
+                    self.by_name.insert(name.clone(), self.found.len());
+                }
+            }
+        }
+        self.found.push(info);
+    }
+
+    /// The usable plugin called `name`.
+    pub fn get(&self, name: &str) -> Option<&PluginInfo> {
+        self.by_name.get(name).map(|&i| &self.found[i])
+    }
+
+    /// Every library found, usable or not, in discovery order.
+    pub fn all(&self) -> &[PluginInfo] {
+        &self.found
+    }
+
+    /// Why a job using plugin `name` cannot run now (searched in `dirs`), if it cannot.
+    pub fn problem(&self, name: &str, dirs: &[PathBuf]) -> Option<String> {
+        if self.get(name).is_some() {
+            return None;
+        }
+        let refused = self
+            .found
+            .iter()
+            .find(|info| info.state == PluginState::Refused && info.name.as_deref() == Some(name));
+        Some(match refused {
+            Some(info) => format!(
+                "plugin `{name}` is not usable: {} was refused: {}",
+                info.path.display(),
+                info.error.as_deref().unwrap_or("refused")
+            ),
+            None => format!(
+                "plugin `{name}` is not installed: no library in plugin_dirs ({}) declares it",
+                dirs.iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
+    }
+}
+
+/// `*.so` files not starting with `.`, directory by directory, in byte order of name.
+pub fn candidates(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut all = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            tracing::debug!(dir = %dir.display(), "plugin directory not readable; skipped");
+            continue;
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|path| is_candidate(path))
+            .collect();
+        files.sort_by(|a, b| {
+            a.file_name()
+                .map(|n| n.as_encoded_bytes().to_vec())
+                .cmp(&b.file_name().map(|n| n.as_encoded_bytes().to_vec()))
+        });
+        all.extend(files);
+    }
+    all
+}
+
+/// Whether a file name is one discovery considers.
+pub fn is_candidate(path: &Path) -> bool {
+    path.file_name().is_some_and(|name| {
+        let name = name.as_encoded_bytes();
+        name.ends_with(b".so") && !name.starts_with(b".")
+    })
+}
+
+/// Reads one library's descriptor in a worker and decides whether it is usable.
+pub async fn inspect(path: &Path, launcher: &Launcher) -> PluginInfo {
+    let refused = |error: String| PluginInfo {
+        name: None,
+        version: None,
+        abi_version: None,
+        path: path.to_owned(),
+        state: PluginState::Refused,
+        error: Some(error),
+    };
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => {}
+        Ok(_) => return refused("not a regular file".to_owned()),
+        Err(e) => return refused(format!("cannot read it: {e}")),
+    }
+    let assignment = Assignment {
+        plugin: path.to_owned(),
+        setup: Setup::default(),
+        task: Task::Inspect,
+    };
+    let workdir = path.parent().unwrap_or(Path::new("/"));
+    let ended = match perform(launcher, workdir, &assignment, INSPECT_TIMEOUT).await {
+        Ok(ended) => ended,
+        Err(e) => return refused(format!("cannot start a process to read it: {e}")),
+    };
+    if let Some(reason) = ended.reports.refused {
+        return refused(reason);
+    }
+    let Some((abi_version, name, version)) = ended.reports.descriptor else {
+        use std::os::unix::process::ExitStatusExt;
+        let how = match (ended.stop, ended.exit.signal()) {
+            (Some(_), _) => format!(
+                "loading it did not finish within {}s",
+                INSPECT_TIMEOUT.as_secs()
+            ),
+            (None, Some(signal)) => format!(
+                "loading it killed the process with signal {signal} ({})",
+                signal_name(signal)
+            ),
+            (None, None) => "loading it ended the process before it could be read".to_owned(),
+        };
+        return refused(how);
+    };
+    let mut info = PluginInfo {
+        name: name.clone(),
+        version,
+        abi_version: Some(abi_version),
+        path: path.to_owned(),
+        state: PluginState::Ok,
+        error: None,
+    };
+    let problem = if abi_version != pacer_plugin_api::abi::ABI_VERSION {
+        Some(format!(
+            "it declares ABI version {abi_version}; this pacerd speaks version {}: rebuild it \
+             against this pacer-plugin-api",
+            pacer_plugin_api::abi::ABI_VERSION
+        ))
+    } else {
+        match &name {
+            None => Some("its descriptor has no readable name".to_owned()),
+            Some(name) => plugin_name(name)
+                .err()
+                .map(|e| format!("it declares an invalid name: {e}")),
+        }
+    };
+    if let Some(problem) = problem {
+        info.state = PluginState::Refused;
+        info.error = Some(problem);
+    }
+    info
+}

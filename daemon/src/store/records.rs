@@ -1,0 +1,191 @@
+//! The rows of the history, as the daemon writes them and the CLI reads them.
+
+use serde::Serialize;
+
+use crate::model::{Status, Trigger};
+use crate::time::json;
+
+/// A run's id: the `runs` table's integer key, increasing with each record.
+pub type RunId = i64;
+
+/// A run whose process was just spawned.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    /// The job.
+    pub job: String,
+    /// The plugin name the job uses.
+    pub plugin: String,
+    /// Why it runs.
+    pub trigger: Trigger,
+    /// 1 for the first attempt, counting up on retries.
+    pub attempt: u32,
+    /// The due instant (jitter included), Unix ms.
+    pub scheduled_at: i64,
+    /// When its process was spawned, Unix ms.
+    pub started_at: i64,
+    /// How long it waited for admission.
+    pub queue_ms: i64,
+    /// The params handed to the plugin (secrets are masked before storing).
+    pub params: serde_json::Value,
+    /// The worker's pid and its start time in clock ticks after boot (from /proc), so a
+    /// later daemon can tell the worker from an unrelated process that reused the pid.
+    pub process: Option<(i32, u64)>,
+    /// Whether this fire advances the job's last scheduled fire (schedule and catch-up fires).
+    pub advances_schedule: bool,
+}
+
+/// A run's end.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    /// The run.
+    pub id: RunId,
+    /// Its final status.
+    pub status: Status,
+    /// When its process was reaped and its slot released, Unix ms.
+    pub finished_at: i64,
+    /// Why it did not succeed, if it did not.
+    pub error: Option<String>,
+    /// The tail of its output.
+    pub output: Vec<u8>,
+    /// Bytes of output dropped from the front to respect `output_limit`.
+    pub output_dropped: u64,
+}
+
+/// A fire a policy declined.
+#[derive(Debug, Clone)]
+pub struct Skipped {
+    /// The job.
+    pub job: String,
+    /// The plugin name the job uses.
+    pub plugin: String,
+    /// Why it would have run.
+    pub trigger: Trigger,
+    /// The attempt it would have been.
+    pub attempt: u32,
+    /// The due instant, Unix ms.
+    pub scheduled_at: i64,
+    /// Which policy declined it and why.
+    pub reason: String,
+    /// Whether this fire advances the job's last scheduled fire.
+    pub advances_schedule: bool,
+}
+
+/// What the daemon persists per job between starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobState {
+    /// The last scheduled fire that was dispatched, Unix ms.
+    pub last_fire: Option<i64>,
+    /// `pacer pause` is in force.
+    pub paused: bool,
+}
+
+/// A run left `running` by a daemon that died.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrphanedRun {
+    /// The run.
+    pub id: RunId,
+    /// The job.
+    pub job: String,
+    /// The worker's pid and start time, if it was recorded.
+    pub process: Option<(i32, u64)>,
+}
+
+/// One row of `pacer history`, as `--json` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RunRecord {
+    /// The run's id.
+    pub id: RunId,
+    /// The job.
+    pub job: String,
+    /// The plugin name.
+    pub plugin: String,
+    /// What became of it.
+    pub status: Status,
+    /// Why it ran.
+    pub trigger: Trigger,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The due instant, jitter included.
+    #[serde(with = "json")]
+    pub scheduled_at: i64,
+    /// When its process was spawned.
+    #[serde(
+        serialize_with = "json::serialize_opt",
+        deserialize_with = "json::deserialize_opt"
+    )]
+    pub started_at: Option<i64>,
+    /// When its process was reaped.
+    #[serde(
+        serialize_with = "json::serialize_opt",
+        deserialize_with = "json::deserialize_opt"
+    )]
+    pub finished_at: Option<i64>,
+    /// `finished_at - started_at`.
+    pub duration_ms: Option<i64>,
+    /// Time spent waiting for admission.
+    pub queue_ms: Option<i64>,
+    /// Why it did not succeed.
+    pub error: Option<String>,
+}
+
+/// `pacer show`: a run with its output and params.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunDetail {
+    /// The record.
+    #[serde(flatten)]
+    pub record: RunRecord,
+    /// The captured output's tail, as text.
+    pub output: String,
+    /// Bytes dropped from the front of the output.
+    pub output_dropped: u64,
+    /// The params, with secret values masked.
+    pub params: serde_json::Value,
+}
+
+/// Filters for `pacer history`.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryQuery {
+    /// Only this job.
+    pub job: Option<String>,
+    /// Only this status.
+    pub status: Option<Status>,
+    /// Scheduled at or after, Unix ms.
+    pub since: Option<i64>,
+    /// Scheduled before, Unix ms.
+    pub until: Option<i64>,
+    /// Only ids below this one (the next page).
+    pub before: Option<RunId>,
+    /// Only ids above this one (`--follow`).
+    pub after: Option<RunId>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// One row of `pacer stats`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobStats {
+    /// The job.
+    pub job: String,
+    /// Runs that started and ended.
+    pub runs: u64,
+    /// Of those, succeeded.
+    pub succeeded: u64,
+    /// Of those, failed, timed out or crashed.
+    pub failed: u64,
+    /// `succeeded / runs`, 0 when there were none.
+    pub success_rate: f64,
+    /// Median duration.
+    pub p50_ms: Option<i64>,
+    /// 95th percentile duration.
+    pub p95_ms: Option<i64>,
+    /// Longest duration.
+    pub max_ms: Option<i64>,
+    /// Mean time waiting for admission.
+    pub mean_queue_ms: Option<f64>,
+    /// Median lateness (start minus due time).
+    pub p50_late_ms: Option<i64>,
+    /// 95th percentile lateness.
+    pub p95_late_ms: Option<i64>,
+    /// Greatest lateness.
+    pub max_late_ms: Option<i64>,
+}

@@ -1,0 +1,50 @@
+//! The schema, as versioned migrations. A released migration is never edited: a change is a new
+//! migration appended to the list, so every older database can still be opened.
+
+use rusqlite_migration::{M, Migrations};
+
+/// Every migration, oldest first. SQLite's `user_version` records how many have run.
+pub fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(V1)])
+}
+
+const V1: &str = r"
+CREATE TABLE runs (
+    id           INTEGER PRIMARY KEY,
+    job          TEXT    NOT NULL,
+    plugin       TEXT    NOT NULL,
+    status       TEXT    NOT NULL CHECK (status IN ('running', 'succeeded', 'failed',
+                     'timed_out', 'crashed', 'skipped', 'cancelled', 'abandoned')),
+    trigger      TEXT    NOT NULL CHECK (trigger IN ('schedule', 'manual', 'retry',
+                     'catch_up', 'chained')),
+    attempt      INTEGER NOT NULL,
+    scheduled_at INTEGER NOT NULL,
+    started_at   INTEGER,
+    finished_at  INTEGER,
+    queue_ms     INTEGER,
+    error        TEXT,
+    params       TEXT,
+    pid          INTEGER,
+    pid_start    INTEGER
+);
+
+-- `pacer history --job J`, newest first, paged by id.
+CREATE INDEX runs_by_job ON runs (job, id);
+-- `pacer history --status S`, newest first, paged by id.
+CREATE INDEX runs_by_status ON runs (status, id);
+-- `--since`/`--until` windows, `pacer stats`, and retention.
+CREATE INDEX runs_by_schedule ON runs (scheduled_at);
+
+-- Output can be large; keeping it apart keeps the runs table dense for scans.
+CREATE TABLE run_output (
+    run_id  INTEGER PRIMARY KEY REFERENCES runs (id) ON DELETE CASCADE,
+    output  BLOB    NOT NULL,
+    dropped INTEGER NOT NULL
+);
+
+CREATE TABLE job_state (
+    job       TEXT PRIMARY KEY,
+    last_fire INTEGER,
+    paused    INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+";

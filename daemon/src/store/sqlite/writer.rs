@@ -1,0 +1,334 @@
+//! The one thread that writes: commands arrive on a channel, and whatever arrived together is
+//! committed in one `BEGIN IMMEDIATE` transaction, so a burst of fires costs one fsync-free
+//! WAL commit instead of one per row.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::mpsc;
+
+use rusqlite::{Connection, TransactionBehavior, params};
+use tokio::sync::oneshot;
+
+use super::super::{
+    Finish, JobState, NewRun, OrphanedRun, RunId, Skipped, Store, StoreError, StoreFuture,
+    mask_secrets,
+};
+use super::open_for_writing;
+use crate::model::Status;
+
+/// Most commands folded into one transaction; bounds the latency of the first in a burst.
+const MAX_BATCH: usize = 512;
+
+/// A SQLite history with its writer thread. Dropping every handle stops the thread after it
+/// commits what was sent.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    commands: mpsc::Sender<Command>,
+}
+
+#[derive(Debug)]
+enum Command {
+    Start(NewRun, oneshot::Sender<Result<RunId, StoreError>>),
+    Finish(Finish, oneshot::Sender<Result<(), StoreError>>),
+    Skip(Skipped, oneshot::Sender<Result<RunId, StoreError>>),
+    AdvanceLastFire(String, i64, oneshot::Sender<Result<(), StoreError>>),
+    SetPaused(String, bool, oneshot::Sender<Result<(), StoreError>>),
+    JobStates(oneshot::Sender<Result<HashMap<String, JobState>, StoreError>>),
+    AbandonOrphans(
+        i64,
+        String,
+        oneshot::Sender<Result<Vec<OrphanedRun>, StoreError>>,
+    ),
+    LastStatuses(oneshot::Sender<Result<HashMap<String, Status>, StoreError>>),
+}
+
+impl SqliteStore {
+    /// Opens or creates the database at `path`, migrates it, and starts the writer thread.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let conn = open_for_writing(path)?;
+        let (commands, receiver) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("pacer-store".into())
+            .spawn(move || write_loop(conn, &receiver))
+            .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
+        Ok(SqliteStore { commands })
+    }
+
+    fn send<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
+    ) -> StoreFuture<T> {
+        let (reply, response) = oneshot::channel();
+        let sent = self.commands.send(make(reply)).is_ok();
+        Box::pin(async move {
+            if !sent {
+                return Err(StoreError::Closed);
+            }
+            response.await.unwrap_or(Err(StoreError::Closed))
+        })
+    }
+}
+
+impl Store for SqliteStore {
+    fn start_run(&self, run: NewRun) -> StoreFuture<RunId> {
+        self.send(|reply| Command::Start(run, reply))
+    }
+
+    fn finish_run(&self, finish: Finish) -> StoreFuture<()> {
+        self.send(|reply| Command::Finish(finish, reply))
+    }
+
+    fn record_skipped(&self, skipped: Skipped) -> StoreFuture<RunId> {
+        self.send(|reply| Command::Skip(skipped, reply))
+    }
+
+    fn advance_last_fire(&self, job: String, at_ms: i64) -> StoreFuture<()> {
+        self.send(|reply| Command::AdvanceLastFire(job, at_ms, reply))
+    }
+
+    fn set_paused(&self, job: String, paused: bool) -> StoreFuture<()> {
+        self.send(|reply| Command::SetPaused(job, paused, reply))
+    }
+
+    fn job_states(&self) -> StoreFuture<HashMap<String, JobState>> {
+        self.send(Command::JobStates)
+    }
+
+    fn abandon_orphans(&self, now_ms: i64, reason: String) -> StoreFuture<Vec<OrphanedRun>> {
+        self.send(|reply| Command::AbandonOrphans(now_ms, reason, reply))
+    }
+
+    fn last_statuses(&self) -> StoreFuture<HashMap<String, Status>> {
+        self.send(Command::LastStatuses)
+    }
+}
+
+fn write_loop(mut conn: Connection, commands: &mpsc::Receiver<Command>) {
+    while let Ok(first) = commands.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match commands.try_recv() {
+                Ok(command) => batch.push(command),
+                Err(_) => break,
+            }
+        }
+        commit_batch(&mut conn, batch);
+    }
+}
+
+/// A reply waiting for the batch's commit: results are only sent once they are durable.
+type Reply = Box<dyn FnOnce(Option<&StoreError>)>;
+
+fn commit_batch(conn: &mut Connection, batch: Vec<Command>) {
+    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot begin a history transaction");
+            let message = e.to_string();
+            for command in batch {
+                fail(command, &message);
+            }
+            return;
+        }
+    };
+    let replies: Vec<Reply> = batch
+        .into_iter()
+        .map(|command| apply(&tx, command))
+        .collect();
+    let committed = tx.commit().map_err(StoreError::from);
+    if let Err(e) = &committed {
+        tracing::error!(error = %e, "cannot commit the history");
+    }
+    for reply in replies {
+        reply(committed.as_ref().err());
+    }
+}
+
+/// Runs one command inside the open transaction and returns how to answer it after commit.
+fn apply(conn: &Connection, command: Command) -> Reply {
+    match command {
+        Command::Start(run, reply) => deferred(reply, insert_started(conn, &run)),
+        Command::Finish(finish, reply) => deferred(reply, update_finished(conn, &finish)),
+        Command::Skip(skipped, reply) => deferred(reply, insert_skipped(conn, &skipped)),
+        Command::AdvanceLastFire(job, at, reply) => deferred(reply, advance(conn, &job, at)),
+        Command::SetPaused(job, paused, reply) => deferred(
+            reply,
+            conn.execute(
+                "INSERT INTO job_state (job, paused) VALUES (?1, ?2)
+                 ON CONFLICT (job) DO UPDATE SET paused = excluded.paused",
+                params![job, paused],
+            )
+            .map(drop)
+            .map_err(StoreError::from),
+        ),
+        Command::JobStates(reply) => deferred(reply, read_job_states(conn)),
+        Command::AbandonOrphans(now, reason, reply) => {
+            deferred(reply, abandon_orphans(conn, now, &reason))
+        }
+        Command::LastStatuses(reply) => deferred(reply, super::reader::last_statuses(conn)),
+    }
+}
+
+fn deferred<T: Send + 'static>(
+    reply: oneshot::Sender<Result<T, StoreError>>,
+    result: Result<T, StoreError>,
+) -> Reply {
+    Box::new(move |commit_error: Option<&StoreError>| {
+        let result = match commit_error {
+            Some(e) => Err(StoreError::Corrupt(format!("commit failed: {e}"))),
+            None => result,
+        };
+        // The caller may have stopped waiting (the daemon is stopping); nothing to do then.
+        let _ = reply.send(result);
+    })
+}
+
+/// Answers a command that never reached the database. A send fails only when the caller
+/// stopped waiting, which needs no answer.
+fn fail(command: Command, message: &str) {
+    fn answer<T>(reply: oneshot::Sender<Result<T, StoreError>>, message: &str) {
+        let _ = reply.send(Err(StoreError::Corrupt(message.to_owned())));
+    }
+    match command {
+        Command::Start(_, reply) | Command::Skip(_, reply) => answer(reply, message),
+        Command::Finish(_, reply)
+        | Command::AdvanceLastFire(_, _, reply)
+        | Command::SetPaused(_, _, reply) => answer(reply, message),
+        Command::JobStates(reply) => answer(reply, message),
+        Command::AbandonOrphans(_, _, reply) => answer(reply, message),
+        Command::LastStatuses(reply) => answer(reply, message),
+    }
+}
+
+fn insert_started(conn: &Connection, run: &NewRun) -> Result<RunId, StoreError> {
+    let params_json = serde_json::to_string(&mask_secrets(&run.params))
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let (pid, pid_start) = run.process.map_or((None, None), |(pid, start)| {
+        (Some(pid), i64::try_from(start).ok())
+    });
+    conn.prepare_cached(
+        "INSERT INTO runs (job, plugin, status, trigger, attempt, scheduled_at, started_at,
+                           queue_ms, params, pid, pid_start)
+         VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        run.job,
+        run.plugin,
+        run.trigger.as_str(),
+        run.attempt,
+        run.scheduled_at,
+        run.started_at,
+        run.queue_ms,
+        params_json,
+        pid,
+        pid_start,
+    ])?;
+    let id = conn.last_insert_rowid();
+    if run.advances_schedule {
+        advance(conn, &run.job, run.scheduled_at)?;
+    }
+    Ok(id)
+}
+
+fn insert_skipped(conn: &Connection, skipped: &Skipped) -> Result<RunId, StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO runs (job, plugin, status, trigger, attempt, scheduled_at, error)
+         VALUES (?1, ?2, 'skipped', ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        skipped.job,
+        skipped.plugin,
+        skipped.trigger.as_str(),
+        skipped.attempt,
+        skipped.scheduled_at,
+        skipped.reason,
+    ])?;
+    let id = conn.last_insert_rowid();
+    if skipped.advances_schedule {
+        advance(conn, &skipped.job, skipped.scheduled_at)?;
+    }
+    Ok(id)
+}
+
+fn update_finished(conn: &Connection, finish: &Finish) -> Result<(), StoreError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE runs SET status = ?2, finished_at = ?3, error = ?4, pid = NULL, pid_start = NULL
+             WHERE id = ?1 AND status = 'running'",
+        )?
+        .execute(params![
+            finish.id,
+            finish.status.as_str(),
+            finish.finished_at,
+            finish.error,
+        ])?;
+    if changed == 0 {
+        return Err(StoreError::Corrupt(format!(
+            "run {} is not running, so it cannot finish",
+            finish.id
+        )));
+    }
+    if !finish.output.is_empty() || finish.output_dropped > 0 {
+        conn.prepare_cached(
+            "INSERT INTO run_output (run_id, output, dropped) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![
+            finish.id,
+            finish.output,
+            i64::try_from(finish.output_dropped).unwrap_or(i64::MAX)
+        ])?;
+    }
+    Ok(())
+}
+
+/// Several fires of one job may be recorded out of order; the last fire only moves forward.
+fn advance(conn: &Connection, job: &str, at: i64) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO job_state (job, last_fire) VALUES (?1, ?2)
+         ON CONFLICT (job) DO UPDATE SET last_fire = max(coalesce(last_fire, ?2), ?2)",
+    )?
+    .execute(params![job, at])?;
+    Ok(())
+}
+
+pub(super) fn read_job_states(conn: &Connection) -> Result<HashMap<String, JobState>, StoreError> {
+    let mut statement = conn.prepare_cached("SELECT job, last_fire, paused FROM job_state")?;
+    let rows = statement.query_map([], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            JobState {
+                last_fire: row.get(1)?,
+                paused: row.get(2)?,
+            },
+        ))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn abandon_orphans(
+    conn: &Connection,
+    now: i64,
+    reason: &str,
+) -> Result<Vec<OrphanedRun>, StoreError> {
+    let orphans = {
+        let mut statement = conn.prepare_cached(
+            "SELECT id, job, pid, pid_start FROM runs WHERE status = ?1 ORDER BY id",
+        )?;
+        let rows = statement.query_map([Status::Running.as_str()], |row| {
+            let pid: Option<i32> = row.get(2)?;
+            let start: Option<i64> = row.get(3)?;
+            Ok(OrphanedRun {
+                id: row.get(0)?,
+                job: row.get(1)?,
+                process: pid.zip(start.and_then(|s| u64::try_from(s).ok())),
+            })
+        })?;
+        rows.collect::<Result<Vec<_>, _>>()?
+    };
+    conn.prepare_cached(
+        "UPDATE runs SET status = 'abandoned', finished_at = ?1, error = ?2
+         WHERE status = 'running'",
+    )?
+    .execute(params![now, reason])?;
+    Ok(orphans)
+}

@@ -1,0 +1,138 @@
+//! Instants as the contract shows them, and the clock the daemon reads.
+//!
+//! Instants are stored and passed around as Unix milliseconds (`i64`): that is the precision the
+//! contract promises, and an integer column sorts and indexes well in SQLite.
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+
+use crate::units;
+
+/// The source of "now" for everything that compares against the wall clock, so tests can set it.
+pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
+    /// The current wall-clock instant.
+    fn now(&self) -> Timestamp;
+}
+
+/// The system's real-time clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// Unix milliseconds of `ts`.
+pub fn to_ms(ts: Timestamp) -> i64 {
+    ts.as_millisecond()
+}
+
+/// The instant `ms` Unix milliseconds name, clamped to what `jiff` can represent.
+pub fn from_ms(ms: i64) -> Timestamp {
+    Timestamp::from_millisecond(ms).unwrap_or(if ms < 0 {
+        Timestamp::MIN
+    } else {
+        Timestamp::MAX
+    })
+}
+
+/// RFC 3339 in UTC with milliseconds, as every `--json` output shows instants:
+/// `2027-01-01T00:00:00.000Z`.
+pub fn rfc3339_ms(ms: i64) -> String {
+    format!("{:.3}", from_ms(ms))
+}
+
+/// Local time with the zone's abbreviation, as human tables show instants.
+pub fn local(ms: i64, tz: &TimeZone) -> String {
+    from_ms(ms)
+        .to_zoned(tz.clone())
+        .strftime("%Y-%m-%d %H:%M:%S %Z")
+        .to_string()
+}
+
+/// Parses `--since`/`--until` values: an RFC 3339 instant, or a duration ago such as `2h`.
+pub fn parse_instant_or_ago(text: &str, now: Timestamp) -> Result<Timestamp, String> {
+    if let Ok(ts) = text.parse::<Timestamp>() {
+        return Ok(ts);
+    }
+    let ago = units::parse_duration(text).map_err(|_| {
+        format!(
+            "`{text}` is neither an RFC 3339 instant (2027-01-01T00:00:00Z) \
+             nor a duration ago (30m, 2h, 7d)"
+        )
+    })?;
+    let ago = jiff::SignedDuration::try_from(ago).map_err(|e| e.to_string())?;
+    now.checked_sub(ago)
+        .map_err(|_| format!("`{text}` reaches too far into the past"))
+}
+
+/// Serde helpers that write optional Unix milliseconds as the contract's RFC 3339 strings.
+pub mod json {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serializes `Option<i64>` milliseconds as `null` or `"2027-01-01T00:00:00.000Z"`.
+    pub fn serialize_opt<S: Serializer>(value: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(ms) => s.serialize_str(&super::rfc3339_ms(*ms)),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Serializes `i64` milliseconds as `"2027-01-01T00:00:00.000Z"`.
+    pub fn serialize<S: Serializer>(value: &i64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::rfc3339_ms(*value))
+    }
+
+    /// Reads what [`serialize`] wrote.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse::<jiff::Timestamp>()
+            .map(super::to_ms)
+            .map_err(serde::de::Error::custom)
+    }
+
+    /// Reads what [`serialize_opt`] wrote.
+    pub fn deserialize_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| {
+                text.parse::<jiff::Timestamp>()
+                    .map(super::to_ms)
+                    .map_err(serde::de::Error::custom)
+            })
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_has_milliseconds_and_utc() {
+        assert_eq!(rfc3339_ms(1_798_761_600_000), "2027-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_798_761_600_123), "2027-01-01T00:00:00.123Z");
+    }
+
+    #[test]
+    fn local_shows_the_zone() {
+        let berlin = TimeZone::get("Europe/Berlin").unwrap();
+        assert_eq!(local(1_798_761_600_000, &berlin), "2027-01-01 01:00:00 CET");
+    }
+
+    #[test]
+    fn since_takes_instants_and_durations_ago() {
+        let now: Timestamp = "2027-01-02T00:00:00Z".parse().unwrap();
+        assert_eq!(
+            parse_instant_or_ago("2027-01-01T06:00:00+01:00", now).unwrap(),
+            "2027-01-01T05:00:00Z".parse::<Timestamp>().unwrap()
+        );
+        assert_eq!(
+            parse_instant_or_ago("2h", now).unwrap(),
+            "2027-01-01T22:00:00Z".parse::<Timestamp>().unwrap()
+        );
+        let err = parse_instant_or_ago("yesterday", now).unwrap_err();
+        assert!(err.contains("neither an RFC 3339 instant"), "{err}");
+    }
+}

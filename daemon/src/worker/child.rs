@@ -1,0 +1,260 @@
+//! The worker process (`pacerd worker`): it hardens itself, loads one plugin, does one task and
+//! reports over its channel. It is the only process that ever maps a plugin.
+//!
+//! The daemon spawns it plainly (so std uses `posix_spawn`, not a `fork` of a large parent) and
+//! the worker applies its own settings after exec: parent-death signal, a clean stdin, the
+//! memory limit and the user switch, all before the plugin's code is mapped.
+
+use std::ffi::CString;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use nix::sys::signal::Signal;
+
+use super::protocol::{Assignment, MAX_LINE, Report, Setup, Task};
+use super::sys::{self, HostState, LoadedPlugin};
+
+/// Exit code when the worker was started by hand rather than by the daemon.
+const USAGE: i32 = 2;
+
+/// Whether this process was started as a worker (`<binary> worker`): both binaries check this
+/// before parsing their own arguments.
+pub fn is_worker_invocation() -> bool {
+    std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == "worker")
+}
+
+/// Runs the worker and exits.
+pub fn main() -> ! {
+    let code = match serve() {
+        Ok(()) => 0,
+        Err(message) => {
+            eprintln!("pacer worker: {message}");
+            USAGE
+        }
+    };
+    let _ = std::io::stdout().flush();
+    sys::flush_c_stdio();
+    std::process::exit(code)
+}
+
+fn serve() -> Result<(), String> {
+    // Dies with the daemon; if the daemon is already gone the channel read below sees EOF.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .map_err(|e| format!("cannot set the parent-death signal: {e}"))?;
+    let channel = take_channel()?;
+    let mut reader = BufReader::new(
+        channel
+            .try_clone()
+            .map_err(|e| format!("cannot use the channel: {e}"))?,
+    );
+    let mut line = String::new();
+    match reader.read_line(&mut line) {
+        Ok(0) => return Ok(()),
+        Ok(_) => {}
+        Err(e) => return Err(format!("cannot read the assignment: {e}")),
+    }
+    let assignment: Assignment =
+        serde_json::from_str(&line).map_err(|e| format!("bad assignment: {e}"))?;
+    let reporter = Reporter(Arc::new(Mutex::new(channel)));
+    // SIGTERM asks the plugin to stop (it reads this through `is_cancelled`); SIGKILL follows.
+    let cancelled = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&cancelled))
+        .map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+    if let Err(reason) = perform(&assignment, &reporter, &cancelled) {
+        reporter.send(&Report::Refused { reason });
+    }
+    Ok(())
+}
+
+/// The channel arrives as stdin. The plugin gets `/dev/null` there instead, so nothing it does
+/// with stdin can corrupt the protocol.
+fn take_channel() -> Result<UnixStream, String> {
+    let stdin = std::io::stdin();
+    let is_socket = nix::sys::stat::fstat(stdin.as_fd())
+        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK);
+    if !is_socket {
+        return Err("this command is internal: pacerd starts it for each run".to_owned());
+    }
+    let channel: OwnedFd = stdin
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| format!("cannot duplicate the channel: {e}"))?;
+    let null =
+        std::fs::File::open("/dev/null").map_err(|e| format!("cannot open /dev/null: {e}"))?;
+    nix::unistd::dup2_stdin(&null).map_err(|e| format!("cannot replace stdin: {e}"))?;
+    Ok(UnixStream::from(channel))
+}
+
+/// Sends reports; shared by the host callbacks, which plugins may call from any thread.
+#[derive(Clone)]
+struct Reporter(Arc<Mutex<UnixStream>>);
+
+impl Reporter {
+    fn send(&self, report: &Report) {
+        let Ok(mut line) = serde_json::to_vec(report) else {
+            return;
+        };
+        line.push(b'\n');
+        let mut channel = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A failed write means the daemon is gone; the parent-death signal ends us next.
+        let _ = channel.write_all(&line);
+    }
+}
+
+fn perform(
+    assignment: &Assignment,
+    reporter: &Reporter,
+    cancelled: &Arc<AtomicBool>,
+) -> Result<(), String> {
+    apply_setup(&assignment.setup)?;
+    if let Task::Run { env, .. } = &assignment.task {
+        for (key, value) in env {
+            sys::set_env(key, value);
+        }
+    }
+    let plugin = LoadedPlugin::load(&assignment.plugin)?;
+    let declared = plugin.declared();
+    if declared.abi_version == pacer_plugin_api::abi::ABI_VERSION && !declared.has_run {
+        return Err("the descriptor's run function is NULL".to_owned());
+    }
+    let expected = match &assignment.task {
+        Task::Inspect => {
+            reporter.send(&Report::Descriptor {
+                abi_version: declared.abi_version,
+                name: declared.name,
+                version: declared.version,
+            });
+            return Ok(());
+        }
+        Task::Validate { expected_name, .. } | Task::Run { expected_name, .. } => expected_name,
+    };
+    if declared.abi_version != pacer_plugin_api::abi::ABI_VERSION {
+        return Err(format!(
+            "the library declares ABI version {}; this pacerd speaks version {}",
+            declared.abi_version,
+            pacer_plugin_api::abi::ABI_VERSION
+        ));
+    }
+    if declared.name.as_deref() != Some(expected.as_str()) {
+        return Err(format!(
+            "the library now declares the name {:?}, not `{expected}`; it was replaced by another plugin",
+            declared.name.unwrap_or_default()
+        ));
+    }
+    match &assignment.task {
+        Task::Inspect => {}
+        Task::Validate { params, .. } => {
+            let results = params
+                .iter()
+                .map(|params| validate_one(&plugin, reporter, cancelled, params))
+                .collect();
+            reporter.send(&Report::Validated { results });
+        }
+        Task::Run {
+            params,
+            deadline_ms,
+            ..
+        } => {
+            let host = host_state(reporter, cancelled, *deadline_ms);
+            let text = params.to_string();
+            let mut code = plugin.validate(&host, &text);
+            if code == 0 {
+                code = plugin.run(&host, &text);
+            }
+            let _ = std::io::stdout().flush();
+            sys::flush_c_stdio();
+            reporter.send(&Report::Returned { code });
+        }
+    }
+    Ok(())
+}
+
+/// Validates one params object and returns why it is invalid, if it is.
+fn validate_one(
+    plugin: &LoadedPlugin,
+    reporter: &Reporter,
+    cancelled: &Arc<AtomicBool>,
+    params: &serde_json::Value,
+) -> Option<String> {
+    let message = Arc::new(Mutex::new(None::<String>));
+    let captured = Arc::clone(&message);
+    let host = HostState {
+        log: log_sender(reporter),
+        message: Box::new(move |text| {
+            *captured
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(text);
+        }),
+        cancelled: Arc::clone(cancelled),
+        deadline_ms: -1,
+    };
+    let code = plugin.validate(&host, &params.to_string());
+    let message = message
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    (code != 0).then(|| message.unwrap_or_else(|| format!("validate returned {code}")))
+}
+
+fn host_state(
+    reporter: &Reporter,
+    cancelled: &Arc<AtomicBool>,
+    deadline_ms: Option<i64>,
+) -> HostState {
+    let messages = reporter.clone();
+    HostState {
+        log: log_sender(reporter),
+        message: Box::new(move |text| messages.send(&Report::Message { text })),
+        cancelled: Arc::clone(cancelled),
+        deadline_ms: deadline_ms.unwrap_or(-1),
+    }
+}
+
+fn log_sender(reporter: &Reporter) -> Box<dyn Fn(i32, String) + Send + Sync> {
+    let reporter = reporter.clone();
+    Box::new(move |level, mut line| {
+        if line.len() > MAX_LINE - 256 {
+            line.truncate(line.floor_char_boundary(MAX_LINE - 256));
+        }
+        reporter.send(&Report::Log { level, line });
+    })
+}
+
+/// The memory limit and user switch, applied to the worker itself before the plugin loads and
+/// inherited by every process the plugin starts.
+fn apply_setup(setup: &Setup) -> Result<(), String> {
+    if let Some(limit) = setup.memory_limit {
+        nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, limit, limit)
+            .map_err(|e| format!("cannot set memory_limit: {e}"))?;
+    }
+    if let Some(name) = &setup.user {
+        switch_user(name)?;
+    }
+    Ok(())
+}
+
+/// Group, supplementary groups, then user (the order matters: after `setuid` the process could
+/// no longer change its groups), and the login variables cron also sets.
+fn switch_user(name: &str) -> Result<(), String> {
+    let user = nix::unistd::User::from_name(name)
+        .map_err(|e| format!("cannot look up user `{name}`: {e}"))?
+        .ok_or_else(|| format!("no user `{name}` on this system"))?;
+    let c_name = CString::new(name).map_err(|_| format!("bad user name `{name}`"))?;
+    nix::unistd::initgroups(&c_name, user.gid)
+        .map_err(|e| format!("cannot set the groups of `{name}`: {e}"))?;
+    nix::unistd::setgid(user.gid)
+        .map_err(|e| format!("cannot switch to group {}: {e}", user.gid))?;
+    nix::unistd::setuid(user.uid).map_err(|e| format!("cannot switch to user `{name}`: {e}"))?;
+    sys::set_env("USER", name);
+    sys::set_env("LOGNAME", name);
+    sys::set_env("HOME", &user.dir.to_string_lossy());
+    Ok(())
+}

@@ -1,0 +1,14 @@
+//! Worker processes: every plugin call happens in a child process (`pacerd worker`), so a
+//! plugin that crashes, hangs, leaks or floods costs one run record, never the daemon.
+
+pub mod child;
+pub mod outcome;
+mod output;
+pub mod protocol;
+mod supervisor;
+mod sys;
+
+pub use output::Tail;
+pub use supervisor::{
+    Ended, Launcher, Limits, Reports, Stop, Worker, perform, process_start_ticks,
+};

@@ -1,0 +1,344 @@
+//! The daemon's side of a worker: spawn it, hand it its assignment, collect its reports and
+//! output, stop it at its deadline or on request, and reap it.
+
+use std::future::Future;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::net::unix::pipe;
+use tokio::time::Instant;
+
+use super::output::Tail;
+use super::protocol::{Assignment, LineFramer, Report};
+use super::sys::exit_watch;
+
+/// systemd's variables describe the daemon's own service; a run must not see them (a worker
+/// that wrote to `NOTIFY_SOCKET` would speak for the daemon, and `JOURNAL_STREAM` would claim
+/// its stderr goes to the journal when it goes to the run's output).
+const SERVICE_VARIABLES: [&str; 8] = [
+    "NOTIFY_SOCKET",
+    "WATCHDOG_PID",
+    "WATCHDOG_USEC",
+    "LISTEN_PID",
+    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+    "INVOCATION_ID",
+    "JOURNAL_STREAM",
+];
+
+/// Starts workers from the running executable.
+#[derive(Debug, Clone)]
+pub struct Launcher {
+    exe: PathBuf,
+    arg0: &'static str,
+}
+
+impl Launcher {
+    /// Workers of this very executable: `/proc/self/exe` names the image that is running even
+    /// after a package upgrade replaced the file, so workers always speak the daemon's protocol.
+    pub fn current(arg0: &'static str) -> Launcher {
+        Launcher {
+            exe: PathBuf::from("/proc/self/exe"),
+            arg0,
+        }
+    }
+
+    /// Spawns a worker whose working directory is `workdir`.
+    ///
+    /// Only std's plain settings are used (no `pre_exec`, no uid change), so std spawns with
+    /// `posix_spawn` rather than forking the daemon; the worker hardens itself after exec.
+    pub fn spawn(&self, workdir: &Path) -> io::Result<Worker> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        let (output_reader, output_writer) = io::pipe()?;
+        let stderr_writer = output_writer.try_clone()?;
+        let mut command = Command::new(&self.exe);
+        command
+            .arg0(self.arg0)
+            .arg("worker")
+            .current_dir(workdir)
+            .process_group(0)
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(output_writer)
+            .stderr(stderr_writer);
+        for variable in SERVICE_VARIABLES {
+            command.env_remove(variable);
+        }
+        let child = command.spawn().map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot start a worker in {}: {e}", workdir.display()),
+            )
+        })?;
+        // Dropping the command closes the daemon's copies of the worker's ends, so EOF on them
+        // means the worker (and everything it started) is gone.
+        drop(command);
+        let spawned = Instant::now();
+        let spawned_at_ms = crate::time::to_ms(jiff::Timestamp::now());
+        let pid = i32::try_from(child.id()).map_err(|_| io::Error::other("pid out of range"))?;
+        let pidfd = exit_watch(pid)?;
+        ours.set_nonblocking(true)?;
+        Ok(Worker {
+            child,
+            pid,
+            start_ticks: process_start_ticks(pid),
+            pidfd,
+            channel: UnixStream::from_std(ours)?,
+            output: pipe::Receiver::from_owned_fd(OwnedFd::from(output_reader))?,
+            spawned,
+            spawned_at_ms,
+        })
+    }
+}
+
+/// A spawned worker process, not yet reaped.
+#[derive(Debug)]
+pub struct Worker {
+    child: Child,
+    pid: i32,
+    start_ticks: Option<u64>,
+    pidfd: AsyncFd<OwnedFd>,
+    channel: UnixStream,
+    output: pipe::Receiver,
+    spawned: Instant,
+    spawned_at_ms: i64,
+}
+
+/// How a worker may run.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// SIGTERM to its process group this long after it was spawned.
+    pub timeout: Option<Duration>,
+    /// Output bytes kept (the tail).
+    pub output_limit: u64,
+    /// SIGKILL this long after SIGTERM.
+    pub kill_grace: Duration,
+}
+
+/// Why the daemon stopped a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// Its timeout elapsed.
+    TimedOut(Duration),
+    /// It was cancelled, for this reason.
+    Cancelled(String),
+}
+
+/// What a worker reported.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reports {
+    /// `Descriptor`: ABI version, name, version.
+    pub descriptor: Option<(u32, Option<String>, Option<String>)>,
+    /// `Validated`.
+    pub validated: Option<Vec<Option<String>>>,
+    /// `Returned`: `run`'s code.
+    pub returned: Option<i32>,
+    /// `Refused`: why the task could not be done.
+    pub refused: Option<String>,
+    /// The plugin's last message.
+    pub message: Option<String>,
+}
+
+/// A reaped worker.
+#[derive(Debug)]
+pub struct Ended {
+    /// How its process ended.
+    pub exit: ExitStatus,
+    /// What it reported.
+    pub reports: Reports,
+    /// Whether the daemon stopped it.
+    pub stop: Option<Stop>,
+    /// Its output.
+    pub output: Tail,
+}
+
+impl Worker {
+    /// The worker's pid and start time (clock ticks after boot, from `/proc`), which together
+    /// identify it even after the pid is reused.
+    pub fn process(&self) -> (i32, Option<u64>) {
+        (self.pid, self.start_ticks)
+    }
+
+    /// When it was spawned, Unix ms.
+    pub fn spawned_at_ms(&self) -> i64 {
+        self.spawned_at_ms
+    }
+
+    /// Sends the worker its one assignment.
+    pub async fn assign(&mut self, assignment: &Assignment) -> io::Result<()> {
+        let mut line = serde_json::to_vec(assignment).map_err(io::Error::other)?;
+        line.push(b'\n');
+        self.channel.write_all(&line).await
+    }
+
+    /// Follows the worker until it exits, then kills whatever it left in its process group and
+    /// reaps it. `cancel` resolving (with a reason) stops it like a timeout does.
+    pub async fn supervise(
+        mut self,
+        limits: Limits,
+        cancel: impl Future<Output = String>,
+    ) -> Ended {
+        let mut output = Tail::new(limits.output_limit);
+        let mut reports = Reports::default();
+        let mut framer = LineFramer::default();
+        let mut stop = None;
+        let mut kill_at = None;
+        let term_at = limits.timeout.map(|timeout| self.spawned + timeout);
+        let mut channel_buf = vec![0_u8; 16 * 1024];
+        let mut output_buf = vec![0_u8; 64 * 1024];
+        let (mut channel_open, mut output_open) = (true, true);
+        tokio::pin!(cancel);
+        loop {
+            tokio::select! {
+                exited = self.pidfd.readable() => {
+                    if exited.is_ok() {
+                        break;
+                    }
+                }
+                read = self.channel.read(&mut channel_buf), if channel_open => match read {
+                    Ok(0) | Err(_) => channel_open = false,
+                    Ok(n) => {
+                        for line in framer.push(&channel_buf[..n]) {
+                            absorb(&line, &mut reports, &mut output);
+                        }
+                    }
+                },
+                read = self.output.read(&mut output_buf), if output_open => match read {
+                    Ok(0) | Err(_) => output_open = false,
+                    Ok(n) => output.push(&output_buf[..n]),
+                },
+                () = sleep_until(term_at), if stop.is_none() => {
+                    stop = limits.timeout.map(Stop::TimedOut);
+                    kill_at = Some(self.terminate(limits.kill_grace));
+                }
+                reason = &mut cancel, if stop.is_none() => {
+                    stop = Some(Stop::Cancelled(reason));
+                    kill_at = Some(self.terminate(limits.kill_grace));
+                }
+                () = sleep_until(kill_at) => {
+                    self.signal_group(Signal::SIGKILL);
+                    kill_at = None;
+                }
+            }
+        }
+        // The worker is a zombie now: its pid, and so its process group's id, cannot be reused
+        // until it is reaped. That makes this the safe moment to kill what it left behind.
+        self.signal_group(Signal::SIGKILL);
+        drain_channel(&self.channel, &mut framer, &mut reports, &mut output);
+        drain_output(&self.output, &mut output);
+        let exit = reap(&mut self.child);
+        Ended {
+            exit,
+            reports,
+            stop,
+            output,
+        }
+    }
+
+    fn terminate(&self, grace: Duration) -> Instant {
+        self.signal_group(Signal::SIGTERM);
+        Instant::now() + grace
+    }
+
+    fn signal_group(&self, signal: Signal) {
+        // ESRCH (the group is already empty) is the expected case after a clean exit.
+        let _ = killpg(Pid::from_raw(self.pid), signal);
+    }
+}
+
+/// Spawns a worker for a task that is not a run (inspect, validate), waits for it at most
+/// `timeout`, and returns what it reported.
+pub async fn perform(
+    launcher: &Launcher,
+    workdir: &Path,
+    assignment: &Assignment,
+    timeout: Duration,
+) -> io::Result<Ended> {
+    let mut worker = launcher.spawn(workdir)?;
+    // A worker that dies before reading its assignment shows up in the result below.
+    let _ = worker.assign(assignment).await;
+    let limits = Limits {
+        timeout: Some(timeout),
+        output_limit: 64 * 1024,
+        kill_grace: crate::config::defaults::KILL_GRACE,
+    };
+    Ok(worker.supervise(limits, std::future::pending()).await)
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn absorb(line: &[u8], reports: &mut Reports, output: &mut Tail) {
+    let Ok(report) = serde_json::from_slice::<Report>(line) else {
+        output.push(b"[pacer] the worker sent an unreadable report\n");
+        return;
+    };
+    match report {
+        Report::Log { level, line } => {
+            let level = super::protocol::level_name(level);
+            output.push(format!("[{level}] {line}\n").as_bytes());
+        }
+        Report::Message { text } => reports.message = Some(text),
+        Report::Descriptor {
+            abi_version,
+            name,
+            version,
+        } => reports.descriptor = Some((abi_version, name, version)),
+        Report::Validated { results } => reports.validated = Some(results),
+        Report::Returned { code } => reports.returned = Some(code),
+        Report::Refused { reason } => reports.refused = Some(reason),
+    }
+}
+
+fn drain_channel(
+    channel: &UnixStream,
+    framer: &mut LineFramer,
+    reports: &mut Reports,
+    output: &mut Tail,
+) {
+    let mut buf = vec![0_u8; 16 * 1024];
+    while let Ok(n @ 1..) = channel.try_read(&mut buf) {
+        for line in framer.push(&buf[..n]) {
+            absorb(&line, reports, output);
+        }
+    }
+}
+
+fn drain_output(pipe: &pipe::Receiver, output: &mut Tail) {
+    let mut buf = vec![0_u8; 64 * 1024];
+    while let Ok(n @ 1..) = pipe.try_read(&mut buf) {
+        output.push(&buf[..n]);
+    }
+}
+
+/// Reaps the worker, whose exit the pidfd already reported.
+fn reap(child: &mut Child) -> ExitStatus {
+    loop {
+        match child.wait() {
+            Ok(status) => return status,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // Only possible if something else reaped it; report it as killed.
+            Err(_) => return ExitStatus::from_raw(libc::SIGKILL),
+        }
+    }
+}
+
+/// Field 22 of `/proc/PID/stat`: the process's start time in clock ticks after boot.
+pub fn process_start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may itself hold spaces or parentheses.
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    after_name.split(' ').nth(19)?.parse().ok()
+}

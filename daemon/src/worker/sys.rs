@@ -1,0 +1,241 @@
+//! Every `unsafe` operation of this crate: calling into a plugin library through the C ABI,
+//! and the few system calls that std and nix do not wrap. Only worker processes load plugins;
+//! the daemon itself calls nothing here but [`pidfd_open`].
+#![allow(unsafe_code)]
+
+use std::ffi::{CStr, c_char};
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use pacer_plugin_api::abi::{self, CallFn, EntryFn, Host, HostApi, PluginV1};
+
+use super::protocol::MAX_LINE;
+
+/// What the worker's host callbacks need; a `*mut Host` handed to the plugin points at one.
+pub struct HostState {
+    /// Sends a log line to the daemon.
+    pub log: Box<dyn Fn(i32, String) + Send + Sync>,
+    /// Sends the plugin's message to the daemon.
+    pub message: Box<dyn Fn(String) + Send + Sync>,
+    /// Set by the SIGTERM handler.
+    pub cancelled: Arc<AtomicBool>,
+    /// Unix ms when the run will be killed, or -1.
+    pub deadline_ms: i64,
+}
+
+/// A loaded plugin library and its descriptor. The library stays mapped for the life of the
+/// worker process (it is never closed: a worker does one task and exits).
+pub struct LoadedPlugin {
+    descriptor: *const PluginV1,
+    _library: libloading::os::unix::Library,
+}
+
+/// What a library declares about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Declared {
+    /// `abi_version` as found.
+    pub abi_version: u32,
+    /// The name, when this ABI version is understood and the pointer is a UTF-8 C string.
+    pub name: Option<String>,
+    /// The version, likewise.
+    pub version: Option<String>,
+    /// Whether `run` is set.
+    pub has_run: bool,
+}
+
+impl LoadedPlugin {
+    /// Maps the library with every symbol resolved now (so a half-written or incompatible file
+    /// fails here, not in the middle of a run) and calls its entry point.
+    pub fn load(path: &Path) -> Result<LoadedPlugin, String> {
+        let flags = libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL;
+        // SAFETY: loading runs the library's initializers. That is arbitrary code, which is
+        // exactly why this happens only in a worker process whose crash costs one run.
+        let library = unsafe { libloading::os::unix::Library::open(Some(path), flags) }
+            .map_err(|e| format!("cannot load the library: {}", dl_error(&e)))?;
+        // SAFETY: the symbol's type is the one ABI version 1 defines.
+        let entry: EntryFn =
+            *unsafe { library.get::<EntryFn>(abi::ENTRY_SYMBOL) }.map_err(|_| {
+                "no entry symbol `pacer_plugin_entry_v1`: this is not a Pacer plugin, or one built \
+             for another ABI version"
+                    .to_owned()
+            })?;
+        // SAFETY: the entry point takes nothing and returns a pointer to a static descriptor.
+        let descriptor = unsafe { entry() };
+        if descriptor.is_null() {
+            return Err("the entry point returned no descriptor (NULL)".to_owned());
+        }
+        Ok(LoadedPlugin {
+            descriptor,
+            _library: library,
+        })
+    }
+
+    /// Reads the descriptor; fields past `abi_version` are read only for version 1.
+    pub fn declared(&self) -> Declared {
+        // SAFETY: `descriptor` is non-null and, per the ABI, points at a static struct whose
+        // first field is `abi_version` in every version.
+        let abi_version = unsafe { (*self.descriptor).abi_version };
+        if abi_version != abi::ABI_VERSION {
+            return Declared {
+                abi_version,
+                name: None,
+                version: None,
+                has_run: false,
+            };
+        }
+        // SAFETY: version 1's layout is `PluginV1`.
+        let descriptor = unsafe { &*self.descriptor };
+        Declared {
+            abi_version,
+            // SAFETY: the ABI makes both static NUL-terminated strings (or NULL, handled).
+            name: unsafe { c_string(descriptor.name) },
+            // SAFETY: as above.
+            version: unsafe { c_string(descriptor.version) },
+            has_run: descriptor.run.is_some(),
+        }
+    }
+
+    /// Calls `validate` (success when the plugin has none).
+    pub fn validate(&self, host: &HostState, params: &str) -> i32 {
+        // SAFETY: `declared()` checked the ABI version before any task calls this.
+        match unsafe { (*self.descriptor).validate } {
+            Some(validate) => call(validate, host, params),
+            None => 0,
+        }
+    }
+
+    /// Calls `run`.
+    pub fn run(&self, host: &HostState, params: &str) -> i32 {
+        // SAFETY: `declared()` checked the ABI version and that `run` is set.
+        match unsafe { (*self.descriptor).run } {
+            Some(run) => call(run, host, params),
+            None => 1,
+        }
+    }
+}
+
+fn call(function: CallFn, host: &HostState, params: &str) -> i32 {
+    // The ABI promises a NUL after the params.
+    let mut text = Vec::with_capacity(params.len() + 1);
+    text.extend_from_slice(params.as_bytes());
+    text.push(0);
+    let api = HostApi {
+        abi_version: abi::ABI_VERSION,
+        log: host_log,
+        set_message: host_set_message,
+        is_cancelled: host_is_cancelled,
+        deadline_ms: host_deadline_ms,
+    };
+    let host_ptr = std::ptr::from_ref(host).cast_mut().cast::<Host>();
+    // SAFETY: the pointers are valid for the call: `api` and `text` live on this frame and
+    // `host` outlives it; the plugin may only use them until it returns.
+    unsafe { function(&api, host_ptr, text.as_ptr().cast(), params.len()) }
+}
+
+/// The text of `len` bytes at `msg`, replacing invalid UTF-8 and capped at [`MAX_LINE`].
+///
+/// # Safety
+/// `msg` must point at `len` readable bytes (or be NULL).
+unsafe fn text_of(msg: *const c_char, len: usize) -> String {
+    if msg.is_null() {
+        return String::new();
+    }
+    // SAFETY: the caller's promise.
+    let bytes = unsafe { std::slice::from_raw_parts(msg.cast::<u8>(), len.min(MAX_LINE)) };
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// # Safety
+/// `ptr` must be NULL or a NUL-terminated string.
+unsafe fn c_string(ptr: *const c_char) -> Option<String> {
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: the caller's promise.
+    unsafe { CStr::from_ptr(ptr) }
+        .to_str()
+        .ok()
+        .map(str::to_owned)
+}
+
+/// # Safety
+/// `h` must be the `HostState` pointer `call` handed to the plugin, during that call.
+unsafe fn host<'a>(h: *mut Host) -> &'a HostState {
+    // SAFETY: the caller's promise.
+    unsafe { &*h.cast::<HostState>() }
+}
+
+unsafe extern "C" fn host_log(h: *mut Host, level: i32, msg: *const c_char, len: usize) {
+    // SAFETY: the plugin passes back the host pointer and a buffer of `len` bytes.
+    let (host, text) = unsafe { (host(h), text_of(msg, len)) };
+    for line in text.lines() {
+        (host.log)(level, line.to_owned());
+    }
+}
+
+unsafe extern "C" fn host_set_message(h: *mut Host, msg: *const c_char, len: usize) {
+    // SAFETY: as in `host_log`.
+    let (host, text) = unsafe { (host(h), text_of(msg, len)) };
+    (host.message)(text);
+}
+
+unsafe extern "C" fn host_is_cancelled(h: *mut Host) -> i32 {
+    // SAFETY: the plugin passes back the host pointer.
+    i32::from(unsafe { host(h) }.cancelled.load(Ordering::Relaxed))
+}
+
+unsafe extern "C" fn host_deadline_ms(h: *mut Host) -> i64 {
+    // SAFETY: the plugin passes back the host pointer.
+    unsafe { host(h) }.deadline_ms
+}
+
+fn dl_error(error: &libloading::Error) -> String {
+    let text = error.to_string();
+    // libloading wraps dlerror's text; the inner text names the file and the reason.
+    text.strip_prefix("dlopen failed: ")
+        .unwrap_or(&text)
+        .to_owned()
+}
+
+/// Sets an environment variable of the worker process.
+///
+/// Only called by a worker before it loads the plugin, while it has a single thread, which is
+/// what makes changing the environment sound.
+pub fn set_env(key: &str, value: &str) {
+    // SAFETY: single-threaded at this point (see above), so no other thread reads the
+    // environment concurrently.
+    unsafe { std::env::set_var(key, value) };
+}
+
+/// Flushes C stdio buffers: a C plugin's `printf` output would otherwise be lost if the
+/// process ends without `exit`.
+pub fn flush_c_stdio() {
+    // SAFETY: fflush(NULL) flushes every open output stream; it takes no pointers of ours.
+    unsafe { libc::fflush(std::ptr::null_mut()) };
+}
+
+/// A descriptor, registered with tokio, that becomes readable when process `pid` exits
+/// (without reaping it).
+pub fn exit_watch(pid: i32) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    let pidfd = pidfd_open(pid)?;
+    // SAFETY: the `OwnedFd` moves into the `AsyncFd`, so the descriptor stays open and refers to
+    // the same pidfd for the whole life of the `AsyncFd`.
+    unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
+    }
+    .map_err(io::Error::from)
+}
+
+fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(|_| io::Error::other("pidfd out of range"))?;
+    // SAFETY: the kernel just returned this descriptor to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
