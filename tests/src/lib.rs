@@ -1,1 +1,431 @@
-//! Helpers for the end-to-end tests.
+//! Helpers for the end-to-end tests: build the real binaries and plugins once, start `pacerd`
+//! on a config in a temporary directory, drive `pacer`, and wait for conditions with deadlines.
+//!
+//! Every helper that fails says what it ran and shows the daemon's log, so a failure on a loaded
+//! CI machine can be read without rerunning it.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test support: a panic here is the test's failure report"
+)]
+
+use std::ffi::OsStr;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long any condition may take before a test fails; generous for a loaded 2-core machine.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The binaries and plugin libraries under test.
+#[derive(Debug)]
+pub struct Artifacts {
+    /// `pacerd`.
+    pub pacerd: PathBuf,
+    /// `pacer`.
+    pub pacer: PathBuf,
+    /// The directory holding the built plugin libraries.
+    pub libraries: PathBuf,
+    /// The workspace root.
+    pub workspace: PathBuf,
+}
+
+/// Builds the binaries and plugins (once per test process) with the profile this test binary
+/// was built with, and returns where they are.
+///
+/// `cargo test` builds neither other packages' binaries nor `cdylib`s, so the tests ask cargo
+/// for them; when they are fresh this costs a fraction of a second.
+pub fn artifacts() -> &'static Artifacts {
+    static ARTIFACTS: OnceLock<Artifacts> = OnceLock::new();
+    ARTIFACTS.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test binary's path");
+        // target/<profile>/deps/e2e-<hash>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test binary lives in target/<profile>/deps")
+            .to_owned();
+        let target_dir = profile_dir.parent().expect("target dir").to_owned();
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("the tests crate lives in the workspace")
+            .to_owned();
+        let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        build
+            .current_dir(&workspace)
+            .args(["build", "--quiet", "--target-dir"])
+            .arg(&target_dir)
+            .args([
+                "-p",
+                "pacer",
+                "-p",
+                "pacer-plugin-exec",
+                "-p",
+                "pacer-test-plugin",
+            ]);
+        if profile_dir.file_name() == Some(OsStr::new("release")) {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(
+            status.success(),
+            "building the binaries and plugins failed: {build:?}"
+        );
+        Artifacts {
+            pacerd: profile_dir.join("pacerd"),
+            pacer: profile_dir.join("pacer"),
+            libraries: profile_dir,
+            workspace,
+        }
+    })
+}
+
+/// Compiles `source` (C) against `pacer_plugin.h` into `dir/lib<stem>.so`, as a plugin author
+/// would: only the header, no Rust.
+pub fn compile_c_plugin(source: &str, stem: &str, dir: &Path) -> PathBuf {
+    let include = artifacts().workspace.join("plugin-api/include");
+    let src = dir.join(format!("{stem}.c"));
+    std::fs::write(&src, source).unwrap();
+    let out = dir.join(format!("lib{stem}.so"));
+    let output = Command::new("gcc")
+        .args(["-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .arg("-I")
+        .arg(&include)
+        .output()
+        .expect("gcc runs (install gcc)");
+    assert!(
+        output.status.success(),
+        "gcc failed on {}:\n{}",
+        src.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::remove_file(&src).unwrap();
+    out
+}
+
+/// A temporary directory holding a config, a plugin directory and the database.
+#[derive(Debug)]
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    /// A sandbox whose `plugins/` holds the exec and testkit plugins.
+    pub fn new() -> Sandbox {
+        let sandbox = Sandbox {
+            dir: tempfile::Builder::new()
+                .prefix("pacer-e2e-")
+                .tempdir()
+                .unwrap(),
+        };
+        std::fs::create_dir(sandbox.plugins()).unwrap();
+        for library in ["libpacer_plugin_exec.so", "libpacer_testkit.so"] {
+            sandbox.install_plugin(&artifacts().libraries.join(library));
+        }
+        sandbox
+    }
+
+    /// The sandbox's directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The plugin directory.
+    pub fn plugins(&self) -> PathBuf {
+        self.path().join("plugins")
+    }
+
+    /// Copies a library into the plugin directory the safe way: a temp name, then a rename.
+    pub fn install_plugin(&self, library: &Path) -> PathBuf {
+        let name = library.file_name().unwrap();
+        let target = self.plugins().join(name);
+        let temp = self
+            .plugins()
+            .join(format!(".{}.tmp", name.to_string_lossy()));
+        std::fs::copy(library, &temp).unwrap();
+        std::fs::rename(&temp, &target).unwrap();
+        target
+    }
+
+    /// Writes `pacer.toml`: a `[daemon]` table with relative paths, then `jobs`.
+    pub fn write_config(&self, daemon_extra: &str, jobs: &str) -> PathBuf {
+        let text = format!(
+            "[daemon]\nplugin_dirs = [\"plugins\"]\ndatabase = \"pacer.db\"\nsocket = \"pacer.sock\"\n{daemon_extra}\n{jobs}"
+        );
+        self.write("pacer.toml", &text)
+    }
+
+    /// Writes a file in the sandbox.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Runs `pacer --config pacer.toml ARGS` in the sandbox.
+    pub fn pacer<I, S>(&self, args: I) -> CommandOutput
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut command = Command::new(&artifacts().pacer);
+        command
+            .current_dir(self.path())
+            .arg("--config")
+            .arg("pacer.toml")
+            .args(args)
+            .env_remove("PACER_CONFIG")
+            .env("TZ", "UTC");
+        CommandOutput::run(command)
+    }
+
+    /// `pacer ARGS --json`, which must succeed, parsed.
+    pub fn pacer_json(&self, args: &[&str]) -> Value {
+        let mut all: Vec<&str> = args.to_vec();
+        all.push("--json");
+        let out = self.pacer(&all);
+        assert_eq!(out.code, 0, "pacer {all:?} failed:\n{out}");
+        out.json()
+    }
+
+    /// `pacer history --json ARGS`.
+    pub fn history(&self, args: &[&str]) -> Vec<Value> {
+        let mut all = vec!["history"];
+        all.extend_from_slice(args);
+        match self.pacer_json(&all) {
+            Value::Array(runs) => runs,
+            other => panic!("history is not an array: {other}"),
+        }
+    }
+
+    /// Starts `pacerd` on `pacer.toml` and waits until it answers.
+    pub fn start(&self) -> Daemon {
+        let daemon = self.spawn_daemon();
+        daemon.wait_ready(self);
+        daemon
+    }
+
+    /// Starts `pacerd` without waiting (for tests of start-up failures).
+    pub fn spawn_daemon(&self) -> Daemon {
+        let log = self.path().join(format!("pacerd-{}.log", unique()));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(&artifacts().pacerd)
+            .current_dir(self.path())
+            .args(["--config", "pacer.toml"])
+            .env_remove("PACER_CONFIG")
+            .env("PACER_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("pacerd starts");
+        Daemon {
+            child: Some(child),
+            log,
+        }
+    }
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox::new()
+    }
+}
+
+fn unique() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
+}
+
+/// A running `pacerd`; dropping it stops it (SIGTERM, then SIGKILL).
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// What the daemon logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_ready(&self, sandbox: &Sandbox) {
+        wait_for(
+            &format!("pacerd to answer; its log:\n{}", self.log()),
+            || sandbox.pacer(["status"]).code == 0,
+        );
+    }
+
+    /// Sends SIGTERM and waits for the daemon to exit; returns its exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        self.signal("TERM");
+        self.wait()
+    }
+
+    /// Sends a signal by name (`TERM`, `KILL`, `HUP`, ...).
+    pub fn signal(&self, name: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .arg(format!("-{name}"))
+                .arg(child.id().to_string())
+                .status()
+                .unwrap();
+            assert!(status.success(), "kill -{name} failed");
+        }
+    }
+
+    /// Waits (with the deadline) for the daemon to exit; returns its exit code.
+    pub fn wait(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            if start.elapsed() > DEADLINE {
+                let _ = child.kill();
+                panic!(
+                    "pacerd did not exit within {DEADLINE:?}; its log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- pacerd log ({}) ---\n{}",
+                self.log.display(),
+                self.log()
+            );
+        }
+        if let Some(child) = &mut self.child {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(10) {
+                if child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// What a command printed and how it exited.
+#[derive(Debug)]
+pub struct CommandOutput {
+    /// The command line, for messages.
+    pub command: String,
+    /// The exit code (-1 if killed by a signal).
+    pub code: i32,
+    /// Its stdout.
+    pub stdout: String,
+    /// Its stderr.
+    pub stderr: String,
+}
+
+impl CommandOutput {
+    /// Runs `command` to completion.
+    pub fn run(mut command: Command) -> CommandOutput {
+        let description = format!("{command:?}");
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = command
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("{description}: {e}"));
+        CommandOutput {
+            command: description,
+            code: status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    }
+
+    /// Stdout parsed as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{self}"))
+    }
+}
+
+impl std::fmt::Display for CommandOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut text = String::new();
+        let _ = writeln!(text, "$ {}\nexit code {}", self.command, self.code);
+        let _ = writeln!(text, "--- stdout ---\n{}", self.stdout);
+        let _ = write!(text, "--- stderr ---\n{}", self.stderr);
+        f.write_str(&text)
+    }
+}
+
+/// Polls `condition` until it holds; fails the test after [`DEADLINE`] naming `what`.
+pub fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "gave up after {DEADLINE:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Polls `produce` until it returns `Some`, with the same deadline.
+pub fn wait_until<T>(what: &str, mut produce: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = produce() {
+            return value;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "gave up after {DEADLINE:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A field of a JSON object as a string (panics with the object if missing).
+pub fn text<'a>(value: &'a Value, key: &str) -> &'a str {
+    value[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("`{key}` is not a string in {value}"))
+}
+
+/// Whether `text` is an RFC 3339 UTC instant with milliseconds, as the contract prints them.
+pub fn is_contract_instant(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.len() == 24
+        && bytes[4] == b'-'
+        && bytes[10] == b'T'
+        && bytes[19] == b'.'
+        && bytes[23] == b'Z'
+        && bytes
+            .iter()
+            .enumerate()
+            .all(|(i, b)| matches!(i, 4 | 7 | 10 | 13 | 16 | 19 | 23) || b.is_ascii_digit())
+}

@@ -29,9 +29,10 @@ pub struct Engine {
     dispatcher: Dispatcher,
     paused: HashSet<String>,
     last_status: HashMap<String, Status>,
-    retries: BinaryHeap<Reverse<(i64, u64)>>,
-    pending_retries: HashMap<u64, Request>,
-    next_retry: u64,
+    /// Requests held until their `scheduled_at`: retries, and `@reboot` fires with jitter.
+    deferred: BinaryHeap<Reverse<(i64, u64)>>,
+    deferred_requests: HashMap<u64, Request>,
+    next_deferred: u64,
     env: Arc<RunEnv>,
     started: std::time::Instant,
     started_at_ms: i64,
@@ -72,9 +73,9 @@ impl Engine {
             scheduler,
             dispatcher,
             last_status,
-            retries: BinaryHeap::new(),
-            pending_retries: HashMap::new(),
-            next_retry: 0,
+            deferred: BinaryHeap::new(),
+            deferred_requests: HashMap::new(),
+            next_deferred: 0,
             env,
             started: std::time::Instant::now(),
             started_at_ms: now,
@@ -87,13 +88,37 @@ impl Engine {
         to_ms(self.env.clock.now())
     }
 
+    /// Submits `@reboot` jobs due in this boot (their fires are due now, jitter included).
+    pub fn fire_at_boot(&mut self, jobs: Vec<Arc<Job>>) {
+        let now = self.now();
+        for job in jobs {
+            let offset = i64::try_from(job.jitter_offset.as_millis()).unwrap_or(0);
+            let mut request = self.fire(&job, Trigger::Schedule, now + offset);
+            request.advances_schedule = false;
+            if offset == 0 {
+                self.submit_fire(request, now);
+            } else {
+                self.defer(request);
+            }
+        }
+        self.admit(now);
+    }
+
+    /// Holds `request` until its `scheduled_at`.
+    fn defer(&mut self, request: Request) {
+        let key = self.next_deferred;
+        self.next_deferred += 1;
+        self.deferred.push(Reverse((request.scheduled_at, key)));
+        self.deferred_requests.insert(key, request);
+    }
+
     /// When the engine has something to do next without outside events.
     pub fn wake_at(&mut self, now: i64) -> Option<i64> {
-        let retry = self.retries.peek().map(|Reverse((at, _))| *at);
+        let deferred = self.deferred.peek().map(|Reverse((at, _))| *at);
         [
             self.scheduler.next_wake(),
             self.dispatcher.next_wake(now),
-            retry,
+            deferred,
         ]
         .into_iter()
         .flatten()
@@ -104,13 +129,13 @@ impl Engine {
     pub fn tick(&mut self, now: i64) {
         let due = self.scheduler.take_due(now);
         self.handle_due(due, now);
-        while let Some(Reverse((at, key))) = self.retries.peek().copied() {
+        while let Some(Reverse((at, key))) = self.deferred.peek().copied() {
             if at > now {
                 break;
             }
-            self.retries.pop();
-            if let Some(request) = self.pending_retries.remove(&key) {
-                self.submit(request, now);
+            self.deferred.pop();
+            if let Some(request) = self.deferred_requests.remove(&key) {
+                self.submit_fire(request, now);
             }
         }
         self.admit(now);
@@ -192,7 +217,8 @@ impl Engine {
         }
     }
 
-    /// A scheduled fire: a paused job's fire leaves no record, only the schedule moves on.
+    /// A fire of the job's own (schedule, catch-up, retry, `@reboot`): a paused job's fire
+    /// leaves no record, only its schedule moves on.
     fn submit_fire(&mut self, request: Request, now: i64) {
         if self.paused.contains(&request.job.name) {
             self.advance_quietly(&request);
@@ -210,6 +236,9 @@ impl Engine {
     }
 
     fn advance_quietly(&mut self, request: &Request) {
+        if !request.advances_schedule {
+            return;
+        }
         let store = Arc::clone(&self.store);
         let write = store.advance_last_fire(request.job.name.clone(), request.scheduled_at);
         self.records.spawn(async move {
@@ -309,21 +338,15 @@ impl Engine {
             .saturating_mul(1 << doublings)
             .min(job.retry_backoff_max);
         let at = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
-        let key = self.next_retry;
-        self.next_retry += 1;
-        self.pending_retries.insert(
-            key,
-            Request {
-                job: Arc::clone(job),
-                trigger: Trigger::Retry,
-                attempt: failed.attempt + 1,
-                scheduled_at: at,
-                params: failed.params,
-                advances_schedule: false,
-                notify: None,
-            },
-        );
-        self.retries.push(Reverse((at, key)));
+        self.defer(Request {
+            job: Arc::clone(job),
+            trigger: Trigger::Retry,
+            attempt: failed.attempt + 1,
+            scheduled_at: at,
+            params: failed.params,
+            advances_schedule: false,
+            notify: None,
+        });
     }
 
     /// Answers a control request.
@@ -374,12 +397,15 @@ impl Engine {
                 reason: "pacerd stopped before the run could start".to_owned(),
             });
         }
-        let retries: Vec<Request> = self.pending_retries.drain().map(|(_, r)| r).collect();
-        for request in retries {
-            let reason = "pacerd stopped before the retry was due".to_owned();
+        let deferred: Vec<Request> = self.deferred_requests.drain().map(|(_, r)| r).collect();
+        for request in deferred {
+            let reason = format!(
+                "pacerd stopped before this {} fire was due",
+                request.trigger
+            );
             self.record_skip(Skip { request, reason });
         }
-        self.retries.clear();
+        self.deferred.clear();
     }
 
     /// Asks every run in flight to stop.

@@ -2,10 +2,12 @@
 //! next thing is due, fire, admit, and answer the control socket, until a signal stops it.
 
 mod engine;
+mod reboot;
 mod recovery;
+mod retention;
 mod runner;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,8 +85,15 @@ async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
         clock: Arc::clone(&clock),
     });
     let mut engine = Engine::new(Arc::clone(&config), registry, &states, last_status, env);
+    let runtime_dir = config.daemon.socket.parent().unwrap_or(Path::new("/"));
+    engine.fire_at_boot(reboot::take_due(runtime_dir, &config.jobs));
     let (control_tx, mut control_rx) = mpsc::channel(64);
     let server = tokio::spawn(control::server::serve(listener, control_tx));
+    let pruner = tokio::spawn(retention::prune_forever(
+        Arc::clone(&store),
+        config.daemon.history_retention,
+        Arc::clone(&clock),
+    ));
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
@@ -124,6 +133,7 @@ async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
 
     tracing::info!(in_flight = engine.in_flight(), "stopping");
     server.abort();
+    pruner.abort();
     engine.stop_admitting();
     let grace = tokio::time::sleep(config.daemon.shutdown_grace);
     tokio::pin!(grace);
@@ -149,6 +159,9 @@ async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
         }
     }
     engine.flush_records().await;
+    if let Err(e) = store.close().await {
+        tracing::error!("cannot close the history cleanly: {e}");
+    }
     let _ = std::fs::remove_file(&config.daemon.socket);
     tracing::info!("pacerd stopped");
     Ok(())

@@ -43,6 +43,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn abandon_orphans(&self, now_ms: i64, reason: String) -> StoreFuture<Vec<OrphanedRun>>;
     /// The newest run's status for each job.
     fn last_statuses(&self) -> StoreFuture<HashMap<String, Status>>;
+    /// Deletes at most `batch` finished runs scheduled before `before_ms` (and their output);
+    /// returns how many it deleted. Small batches keep other writes flowing.
+    fn prune(&self, before_ms: i64, batch: u32) -> StoreFuture<u64>;
+    /// Folds the write-ahead log back into the database, so it does not stay large after a
+    /// prune.
+    fn checkpoint(&self) -> StoreFuture<()>;
+    /// Commits what was sent and closes the database cleanly (for SQLite: checkpointing the
+    /// write-ahead log, so readers need no write access afterwards). Later calls fail.
+    fn close(&self) -> StoreFuture<()>;
 }
 
 /// The CLI's side: queries over the history, opened read-only.
@@ -71,6 +80,16 @@ pub enum StoreError {
         source: rusqlite::Error,
         /// What to check.
         hint: &'static str,
+    },
+    /// Another daemon holds the database.
+    #[error(
+        "another pacerd is using the database {path} (it holds {path}.lock{holder}); stop it, or give this one another `database`"
+    )]
+    Locked {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// ", pid N" when the holder wrote its pid.
+        holder: String,
     },
     /// There is no database yet (read-only opens do not create one).
     #[error(

@@ -6,8 +6,12 @@ mod schema;
 mod tests;
 mod writer;
 
-use std::path::Path;
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use nix::fcntl::{Flock, FlockArg};
 
 use rusqlite::{Connection, OpenFlags};
 
@@ -19,8 +23,48 @@ use super::StoreError;
 /// How long a connection waits for another's lock before reporting busy.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Holds the database for one daemon: an exclusive `flock` on `<database>.lock`, kept for as
+/// long as the writer runs. SQLite would let two daemons write the same file, and the second
+/// would take the first one's runs for abandoned.
+#[derive(Debug)]
+struct WriterLock(#[allow(dead_code, reason = "held, not read: dropping it unlocks")] Flock<File>);
+
+fn lock_database(path: &Path) -> Result<WriterLock, StoreError> {
+    let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+    let open_error = |e: std::io::Error| StoreError::Open {
+        path: path.to_owned(),
+        source: rusqlite::Error::InvalidPath(lock_path.clone()),
+        hint: if e.kind() == std::io::ErrorKind::PermissionDenied {
+            "; pacerd may not create files in its directory"
+        } else {
+            "; check `database` in [daemon]"
+        },
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(open_error)?;
+    let mut lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(file, _)| {
+        let holder = std::io::read_to_string(&file)
+            .ok()
+            .map(|pid| pid.trim().to_owned())
+            .filter(|pid| !pid.is_empty())
+            .map_or_else(String::new, |pid| format!(", pid {pid}"));
+        StoreError::Locked {
+            path: path.to_owned(),
+            holder,
+        }
+    })?;
+    lock.set_len(0).map_err(open_error)?;
+    write!(lock, "{}", std::process::id()).map_err(open_error)?;
+    Ok(WriterLock(lock))
+}
+
 /// Opens (creating if needed) the database for writing and brings its schema up to date.
-fn open_for_writing(path: &Path) -> Result<Connection, StoreError> {
+fn open_for_writing(path: &Path) -> Result<(Connection, WriterLock), StoreError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| StoreError::Open {
             path: path.to_owned(),
@@ -37,6 +81,7 @@ fn open_for_writing(path: &Path) -> Result<Connection, StoreError> {
         source,
         hint: "; check that the directory exists and pacerd may write to it",
     };
+    let lock = lock_database(path)?;
     let mut conn = Connection::open(path).map_err(open_error)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(open_error)?;
     // WAL lets the CLI read while the daemon writes; NORMAL keeps every commit across a daemon
@@ -53,7 +98,7 @@ fn open_for_writing(path: &Path) -> Result<Connection, StoreError> {
             path: path.to_owned(),
             source,
         })?;
-    Ok(conn)
+    Ok((conn, lock))
 }
 
 /// Opens the database read-only, for the CLI.

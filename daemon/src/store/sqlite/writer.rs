@@ -13,7 +13,7 @@ use super::super::{
     Finish, JobState, NewRun, OrphanedRun, RunId, Skipped, Store, StoreError, StoreFuture,
     mask_secrets,
 };
-use super::open_for_writing;
+use super::{WriterLock, open_for_writing};
 use crate::model::Status;
 
 /// Most commands folded into one transaction; bounds the latency of the first in a burst.
@@ -40,16 +40,19 @@ enum Command {
         oneshot::Sender<Result<Vec<OrphanedRun>, StoreError>>,
     ),
     LastStatuses(oneshot::Sender<Result<HashMap<String, Status>, StoreError>>),
+    Prune(i64, u32, oneshot::Sender<Result<u64, StoreError>>),
+    Checkpoint(oneshot::Sender<Result<(), StoreError>>),
+    Close(oneshot::Sender<Result<(), StoreError>>),
 }
 
 impl SqliteStore {
     /// Opens or creates the database at `path`, migrates it, and starts the writer thread.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        let conn = open_for_writing(path)?;
+        let (conn, lock) = open_for_writing(path)?;
         let (commands, receiver) = mpsc::channel();
         std::thread::Builder::new()
             .name("pacer-store".into())
-            .spawn(move || write_loop(conn, &receiver))
+            .spawn(move || write_loop(conn, lock, &receiver))
             .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore { commands })
     }
@@ -101,9 +104,22 @@ impl Store for SqliteStore {
     fn last_statuses(&self) -> StoreFuture<HashMap<String, Status>> {
         self.send(Command::LastStatuses)
     }
+
+    fn prune(&self, before_ms: i64, batch: u32) -> StoreFuture<u64> {
+        self.send(|reply| Command::Prune(before_ms, batch, reply))
+    }
+
+    fn checkpoint(&self) -> StoreFuture<()> {
+        self.send(Command::Checkpoint)
+    }
+
+    fn close(&self) -> StoreFuture<()> {
+        self.send(Command::Close)
+    }
 }
 
-fn write_loop(mut conn: Connection, commands: &mpsc::Receiver<Command>) {
+fn write_loop(mut conn: Connection, lock: WriterLock, commands: &mpsc::Receiver<Command>) {
+    let mut closing = None;
     while let Ok(first) = commands.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -112,7 +128,43 @@ fn write_loop(mut conn: Connection, commands: &mpsc::Receiver<Command>) {
                 Err(_) => break,
             }
         }
+        if let Some(at) = batch
+            .iter()
+            .position(|c| matches!(c, Command::Checkpoint(_)))
+        {
+            // A checkpoint cannot run inside a transaction: commit what came before it first.
+            let rest = batch.split_off(at + 1);
+            if let Some(Command::Checkpoint(reply)) = batch.pop() {
+                commit_batch(&mut conn, batch);
+                let result = conn
+                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                    .map_err(StoreError::from);
+                let _ = reply.send(result);
+            }
+            batch = rest;
+            if batch.is_empty() {
+                continue;
+            }
+        }
+        if let Some(at) = batch.iter().position(|c| matches!(c, Command::Close(_))) {
+            let rest = batch.split_off(at + 1);
+            if let Some(Command::Close(reply)) = batch.pop() {
+                closing = Some(reply);
+            }
+            commit_batch(&mut conn, batch);
+            for command in rest {
+                fail(command, "the history is closed");
+            }
+            break;
+        }
         commit_batch(&mut conn, batch);
+    }
+    // Closing the last connection checkpoints the write-ahead log and removes it; only then may
+    // another daemon take the database.
+    let closed = conn.close().map_err(|(_, e)| StoreError::from(e));
+    drop(lock);
+    if let Some(reply) = closing {
+        let _ = reply.send(closed);
     }
 }
 
@@ -166,6 +218,8 @@ fn apply(conn: &Connection, command: Command) -> Reply {
             deferred(reply, abandon_orphans(conn, now, &reason))
         }
         Command::LastStatuses(reply) => deferred(reply, super::reader::last_statuses(conn)),
+        Command::Prune(before, limit, reply) => deferred(reply, prune(conn, before, limit)),
+        Command::Checkpoint(reply) | Command::Close(reply) => deferred(reply, Ok(())),
     }
 }
 
@@ -193,7 +247,10 @@ fn fail(command: Command, message: &str) {
         Command::Start(_, reply) | Command::Skip(_, reply) => answer(reply, message),
         Command::Finish(_, reply)
         | Command::AdvanceLastFire(_, _, reply)
-        | Command::SetPaused(_, _, reply) => answer(reply, message),
+        | Command::SetPaused(_, _, reply)
+        | Command::Checkpoint(reply)
+        | Command::Close(reply) => answer(reply, message),
+        Command::Prune(_, _, reply) => answer(reply, message),
         Command::JobStates(reply) => answer(reply, message),
         Command::AbandonOrphans(_, _, reply) => answer(reply, message),
         Command::LastStatuses(reply) => answer(reply, message),
@@ -279,6 +336,18 @@ fn update_finished(conn: &Connection, finish: &Finish) -> Result<(), StoreError>
         ])?;
     }
     Ok(())
+}
+
+/// Oldest first, through the `scheduled_at` index; runs still going are kept whatever their age.
+fn prune(conn: &Connection, before: i64, limit: u32) -> Result<u64, StoreError> {
+    let deleted = conn
+        .prepare_cached(
+            "DELETE FROM runs WHERE id IN (
+                 SELECT id FROM runs WHERE scheduled_at < ?1 AND status != 'running'
+                 ORDER BY scheduled_at LIMIT ?2)",
+        )?
+        .execute(params![before, limit])?;
+    Ok(deleted as u64)
 }
 
 /// Several fires of one job may be recorded out of order; the last fire only moves forward.

@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `pacerd` and `pacer` on configs in temporary directories, with
+//! real plugins (Rust ones built by cargo, C ones compiled by gcc from the header alone).
+
+mod abi;
+mod c_plugins;
+mod cli;
+mod config_errors;
+mod core;
+mod restart;

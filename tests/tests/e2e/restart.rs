@@ -1,0 +1,146 @@
+//! A restart neither repeats nor silently drops a fire, and a run that started is never lost.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use pacer_tests::{Sandbox, text, wait_for, wait_until};
+
+const EVERY_SECOND: &str = r#"
+[[jobs]]
+name = "tick"
+schedule = "* * * * * *"
+plugin = "exec"
+params = { command = "true" }
+"#;
+
+fn scheduled(runs: &[serde_json::Value]) -> Vec<String> {
+    runs.iter()
+        .map(|r| text(r, "scheduled_at").to_owned())
+        .collect()
+}
+
+#[test]
+fn fires_missed_while_down_are_recorded_once_each() {
+    let sandbox = Sandbox::new();
+    sandbox.write_config("", EVERY_SECOND);
+    let mut daemon = sandbox.start();
+    wait_until("two runs", || {
+        (sandbox.history(&[]).len() >= 2).then_some(())
+    });
+    assert_eq!(daemon.stop(), Some(0));
+    let stopped = Instant::now();
+    wait_for("three seconds of downtime", || {
+        stopped.elapsed() >= Duration::from_secs(3)
+    });
+    let _daemon = sandbox.start();
+    let runs = wait_until("catch-up records and a fresh run", || {
+        let runs = sandbox.history(&["--limit", "1000"]);
+        let caught_up = runs.iter().any(|r| r["trigger"] == "catch_up");
+        let fresh = runs.first().is_some_and(|r| r["trigger"] == "schedule");
+        (caught_up && fresh).then_some(runs)
+    });
+    let times = scheduled(&runs);
+    let unique: BTreeSet<&String> = times.iter().collect();
+    assert_eq!(unique.len(), times.len(), "no fire is repeated: {times:?}");
+    let seconds: Vec<i64> = unique
+        .iter()
+        .map(|t| t.parse::<jiff::Timestamp>().unwrap().as_second())
+        .collect();
+    assert!(
+        seconds.windows(2).all(|w| w[1] - w[0] == 1),
+        "no fire is dropped: every second has a record: {times:?}"
+    );
+    let missed: Vec<&serde_json::Value> =
+        runs.iter().filter(|r| r["trigger"] == "catch_up").collect();
+    assert!(missed.len() >= 2, "{runs:?}");
+    for run in missed {
+        assert_eq!(run["status"], "skipped");
+        assert_eq!(
+            run["error"],
+            "missed while pacerd was not running (catch_up = \"skip\")"
+        );
+    }
+}
+
+#[test]
+fn a_daemon_killed_mid_run_leaves_an_abandoned_record_and_no_process() {
+    let sandbox = Sandbox::new();
+    sandbox.write_config(
+        "",
+        r#"
+[[jobs]]
+name = "stuck"
+schedule = "* * * * * *"
+plugin = "exec"
+params = { command = "sleep 1000 & echo grandchild $!; wait" }
+"#,
+    );
+    let mut daemon = sandbox.start();
+    let run = wait_until("a running run", || {
+        sandbox.history(&["--status", "running"]).into_iter().next()
+    });
+    daemon.signal("KILL");
+    daemon.wait();
+    let id = run["id"].as_i64().unwrap();
+    let processes_of_run = || {
+        let marker = format!("PACER_RUN_ID={id}");
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+            .filter(|e| {
+                std::fs::read(e.path().join("environ"))
+                    .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == marker.as_bytes()))
+            })
+            .count()
+    };
+    assert!(
+        processes_of_run() > 0,
+        "the run's shell and sleep outlive the killed daemon"
+    );
+
+    let _daemon = sandbox.start();
+    let abandoned = sandbox.pacer_json(&["show", &id.to_string()]);
+    assert_eq!(abandoned["status"], "abandoned");
+    assert_eq!(
+        abandoned["error"],
+        "pacerd stopped while this run was going (found at the next start)"
+    );
+    assert!(abandoned["finished_at"].is_string());
+    wait_for("the abandoned run's processes to be killed", || {
+        processes_of_run() == 0
+    });
+}
+
+#[test]
+fn a_second_daemon_on_the_same_database_is_refused() {
+    let sandbox = Sandbox::new();
+    sandbox.write_config(
+        "",
+        r#"
+[[jobs]]
+name = "long"
+schedule = "* * * * * *"
+plugin = "testkit"
+params = { action = "sleep", ms = 60000 }
+"#,
+    );
+    let first = sandbox.start();
+    let run = wait_until("a running run", || {
+        sandbox.history(&["--status", "running"]).into_iter().next()
+    });
+    let mut second = sandbox.spawn_daemon();
+    assert_eq!(second.wait(), Some(1));
+    let log = second.log();
+    assert!(
+        log.contains("another pacerd is using the database")
+            && log.contains(&format!("pid {}", first.pid())),
+        "{log}"
+    );
+    let still = sandbox.pacer_json(&["show", &run["id"].to_string()]);
+    assert_eq!(
+        still["status"], "running",
+        "the first daemon's run is untouched"
+    );
+    assert_eq!(sandbox.pacer(["status"]).code, 0);
+}
