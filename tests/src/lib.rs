@@ -382,6 +382,17 @@ impl std::fmt::Display for CommandOutput {
     }
 }
 
+/// Whether the tests run as root (needed to act as another user).
+pub fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find(|line| line.starts_with("Uid:"))
+            .and_then(|line| line.split_whitespace().nth(2))
+            == Some("0")
+    })
+}
+
 /// Polls `condition` until it holds; fails the test after [`DEADLINE`] naming `what`.
 pub fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
     let start = Instant::now();

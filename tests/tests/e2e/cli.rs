@@ -128,3 +128,52 @@ fn the_worker_entry_refuses_a_human() {
         assert!(out.stderr.contains("this command is internal"), "{out}");
     }
 }
+
+#[test]
+fn a_user_who_cannot_write_the_database_reads_the_history() {
+    if !pacer_tests::running_as_root() {
+        eprintln!("skipped: acting as another user needs root (CI runs as root)");
+        return;
+    }
+    let sandbox = Sandbox::new();
+    sandbox.write_config(
+        "",
+        "[[jobs]]\nname = \"tick\"\nschedule = \"* * * * * *\"\nplugin = \"exec\"\nparams = { command = \"true\" }\n",
+    );
+    // World-readable, writable only by root: what a member of pacerd's group sees.
+    std::fs::set_permissions(
+        sandbox.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    // A copy, since the build directory may be private to root (a checkout under /root).
+    let pacer = sandbox.path().join("pacer");
+    std::fs::copy(&artifacts().pacer, &pacer).unwrap();
+    let as_nobody = || {
+        let mut command = std::process::Command::new("setpriv");
+        command
+            .current_dir(sandbox.path())
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+            .arg(&pacer)
+            .args(["--config", "pacer.toml", "history", "--json"]);
+        CommandOutput::run(command)
+    };
+    let mut daemon = sandbox.start();
+    wait_until("a run", || {
+        sandbox
+            .history(&["--status", "succeeded"])
+            .into_iter()
+            .next()
+    });
+    let while_running = as_nobody();
+    assert_eq!(while_running.code, 0, "{while_running}");
+    assert!(!while_running.json().as_array().unwrap().is_empty());
+    assert_eq!(daemon.stop(), Some(0));
+    assert!(!sandbox.path().join("pacer.db-shm").exists());
+    let after_stop = as_nobody();
+    assert_eq!(after_stop.code, 0, "{after_stop}");
+    assert_eq!(
+        after_stop.json(),
+        serde_json::Value::Array(sandbox.history(&["--limit", "50"]))
+    );
+}
