@@ -20,6 +20,9 @@ use serde_json::Value;
 /// How long any condition may take before a test fails; generous for a loaded 2-core machine.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
+/// The plugins shipped with Pacer, by name.
+pub const BUNDLED_PLUGINS: [&str; 5] = ["exec", "files", "http", "mail", "report"];
+
 /// The binaries and plugin libraries under test.
 #[derive(Debug)]
 pub struct Artifacts {
@@ -138,6 +141,15 @@ impl Sandbox {
     /// The plugin directory.
     pub fn plugins(&self) -> PathBuf {
         self.path().join("plugins")
+    }
+
+    /// Installs the bundled plugin `name` (`libpacer_plugin_<name>.so`) into `plugins/`.
+    pub fn install_bundled(&self, name: &str) -> PathBuf {
+        self.install_plugin(
+            &artifacts()
+                .libraries
+                .join(format!("libpacer_plugin_{name}.so")),
+        )
     }
 
     /// Copies a library into the plugin directory the safe way: a temp name, then a rename.

@@ -6,4 +6,8 @@ mod c_plugins;
 mod cli;
 mod config_errors;
 mod core;
+mod plugin_files;
+mod plugin_http;
+mod plugin_mail;
+mod plugin_report;
 mod restart;

@@ -1,0 +1,1 @@
+//! The `files` plugin (being written).

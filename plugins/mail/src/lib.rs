@@ -1,0 +1,1 @@
+//! The `mail` plugin (being written).

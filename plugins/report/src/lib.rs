@@ -1,0 +1,1 @@
+//! The `report` plugin (being written).
