@@ -225,8 +225,19 @@ impl Sandbox {
         daemon
     }
 
+    /// Starts `pacerd` with extra environment variables and waits until it answers.
+    pub fn start_with_env(&self, env: &[(&str, &str)]) -> Daemon {
+        let daemon = self.spawn_daemon_with_env(env);
+        daemon.wait_ready(self);
+        daemon
+    }
+
     /// Starts `pacerd` without waiting (for tests of start-up failures).
     pub fn spawn_daemon(&self) -> Daemon {
+        self.spawn_daemon_with_env(&[])
+    }
+
+    fn spawn_daemon_with_env(&self, env: &[(&str, &str)]) -> Daemon {
         let log = self.path().join(format!("pacerd-{}.log", unique()));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(&artifacts().pacerd)
@@ -234,6 +245,7 @@ impl Sandbox {
             .args(["--config", "pacer.toml"])
             .env_remove("PACER_CONFIG")
             .env("PACER_LOG", "debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
@@ -392,6 +404,34 @@ impl std::fmt::Display for CommandOutput {
         let _ = write!(text, "--- stderr ---\n{}", self.stderr);
         f.write_str(&text)
     }
+}
+
+/// The pids of live processes that belong to run `id`: every process a run starts carries
+/// `PACER_RUN_ID=<id>` in its environment.
+pub fn processes_of_run(id: i64) -> Vec<u32> {
+    let marker = format!("PACER_RUN_ID={id}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let environ = std::fs::read(entry.path().join("environ")).ok()?;
+            let alive = std::fs::read_to_string(entry.path().join("stat"))
+                .is_ok_and(|stat| !stat.contains(") Z "));
+            (alive
+                && environ
+                    .split(|b| *b == 0)
+                    .any(|var| var == marker.as_bytes()))
+            .then_some(pid)
+        })
+        .collect()
+}
+
+/// Whether process `pid` is alive (a zombie counts as gone).
+pub fn is_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z "))
 }
 
 /// Whether the tests run as root (needed to act as another user).

@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::table::{Table, when};
 use super::{Context, print_json, runtime};
 use crate::config::{Config, Environment, Job, load};
-use crate::plugins::Registry;
+use crate::plugins::{Registry, ScanOptions};
 use crate::time::{parse_instant_or_ago, to_ms};
 use crate::worker::protocol::{Assignment, Setup, Task};
 use crate::worker::{Launcher, perform};
@@ -88,7 +88,11 @@ fn check_jobs(
 ) -> anyhow::Result<Vec<Verdict>> {
     let launcher = Launcher::current("pacer");
     let runtime = runtime()?;
-    let registry = runtime.block_on(Registry::discover(&config.daemon.plugin_dirs, &launcher));
+    let registry = runtime.block_on(Registry::discover(
+        &config.daemon.plugin_dirs,
+        &launcher,
+        ScanOptions::for_current_user(),
+    ));
     let mut errors: BTreeMap<String, String> = BTreeMap::new();
     let mut by_plugin: BTreeMap<&str, Vec<&Arc<Job>>> = BTreeMap::new();
     for job in &config.jobs {

@@ -11,7 +11,7 @@ use super::{Context, print_json, runtime};
 use crate::config::{Environment, load};
 use crate::control::client::{ClientError, ask};
 use crate::control::{JobInfo, Request, Response};
-use crate::plugins::Registry;
+use crate::plugins::{Registry, ScanOptions};
 use crate::store::sqlite::SqliteHistory;
 use crate::store::{History, StoreError};
 use crate::time::to_ms;
@@ -74,6 +74,7 @@ fn from_files(context: &Context) -> anyhow::Result<Vec<JobInfo>> {
     let registry = runtime()?.block_on(Registry::discover(
         &config.daemon.plugin_dirs,
         &Launcher::current("pacer"),
+        ScanOptions::for_current_user(),
     ));
     let now = jiff::Timestamp::now();
     Ok(config

@@ -8,7 +8,7 @@ use super::table::Table;
 use super::{Context, print_json, runtime};
 use crate::control::client::{ClientError, ask};
 use crate::control::{Request, Response};
-use crate::plugins::{PluginState, Registry};
+use crate::plugins::{PluginState, Registry, ScanOptions};
 use crate::worker::Launcher;
 
 pub fn run(context: &Context) -> anyhow::Result<ExitCode> {
@@ -21,6 +21,7 @@ pub fn run(context: &Context) -> anyhow::Result<ExitCode> {
             .block_on(Registry::discover(
                 &settings.plugin_dirs,
                 &Launcher::current("pacer"),
+                ScanOptions::for_current_user(),
             ))
             .all()
             .to_vec(),

@@ -6,6 +6,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::runner::{RunEnv, RunEvent, execute};
@@ -13,11 +14,24 @@ use crate::config::{CatchUp, Config, Job};
 use crate::control::{JobInfo, Request as ControlRequest, Response, StatusInfo};
 use crate::dispatch::{Dispatcher, Request, Skip, Started};
 use crate::model::{Status, Trigger};
-use crate::plugins::Registry;
+use crate::plugins::{PluginWatcher, Registry, ScanOptions};
 use crate::scheduler::{Due, Scheduler};
 use crate::store::{JobState, Skipped, Store};
 use crate::time::{rfc3339_ms, to_ms};
 use crate::units::format_duration;
+
+/// How long the plugin directories must be quiet before a rescan: an installer's write, then
+/// rename, then chmod arrive as one change.
+const PLUGIN_SETTLE_MS: i64 = 500;
+
+/// Where the engine's background work reports back.
+#[derive(Debug)]
+pub struct Channels {
+    /// Changes in the plugin directories.
+    pub plugin_changes: mpsc::UnboundedSender<()>,
+    /// Finished rescans of the plugin directories.
+    pub rescans: mpsc::UnboundedSender<Registry>,
+}
 
 /// The daemon's state.
 #[derive(Debug)]
@@ -33,6 +47,11 @@ pub struct Engine {
     deferred: BinaryHeap<Reverse<(i64, u64)>>,
     deferred_requests: HashMap<u64, Request>,
     next_deferred: u64,
+    watcher: PluginWatcher,
+    /// When to rescan the plugin directories: changes are let settle first.
+    rescan_at: Option<i64>,
+    rescanning: bool,
+    rescans: mpsc::UnboundedSender<Registry>,
     env: Arc<RunEnv>,
     started: std::time::Instant,
     started_at_ms: i64,
@@ -47,6 +66,7 @@ impl Engine {
         states: &HashMap<String, JobState>,
         last_status: HashMap<String, Status>,
         env: Arc<RunEnv>,
+        channels: Channels,
     ) -> Engine {
         let now = to_ms(env.clock.now());
         let mut scheduler = Scheduler::new(now, config.daemon.max_catch_up);
@@ -61,7 +81,16 @@ impl Engine {
             config.daemon.pressure.clone(),
             now,
         );
+        for change in registry.changes_since(&Registry::default()) {
+            log_change(&change);
+        }
+        let mut watcher = PluginWatcher::new(channels.plugin_changes);
+        watcher.watch(&config.daemon.plugin_dirs);
         Engine {
+            watcher,
+            rescan_at: None,
+            rescanning: false,
+            rescans: channels.rescans,
             paused: states
                 .iter()
                 .filter(|(_, s)| s.paused)
@@ -86,6 +115,36 @@ impl Engine {
     /// The current wall-clock time, Unix ms.
     pub fn now(&self) -> i64 {
         to_ms(self.env.clock.now())
+    }
+
+    /// Something changed in a plugin directory: rescan once it has been quiet for a moment.
+    pub fn plugins_changed(&mut self, now: i64) {
+        self.rescan_at = Some(now + PLUGIN_SETTLE_MS);
+    }
+
+    fn start_rescan(&mut self) {
+        self.rescan_at = None;
+        self.rescanning = true;
+        let registry = self.registry.clone();
+        let dirs = self.config.daemon.plugin_dirs.clone();
+        let launcher = self.env.launcher.clone();
+        let done = self.rescans.clone();
+        tokio::spawn(async move {
+            let rescanned = registry
+                .rescan(&dirs, &launcher, ScanOptions::for_current_user())
+                .await;
+            let _ = done.send(rescanned);
+        });
+    }
+
+    /// Puts a finished rescan in force: new runs use what it found.
+    pub fn install_registry(&mut self, registry: Registry) {
+        self.rescanning = false;
+        for change in registry.changes_since(&self.registry) {
+            log_change(&change);
+        }
+        self.registry = registry;
+        self.watcher.watch(&self.config.daemon.plugin_dirs);
     }
 
     /// Submits `@reboot` jobs due in this boot (their fires are due now, jitter included).
@@ -115,10 +174,12 @@ impl Engine {
     /// When the engine has something to do next without outside events.
     pub fn wake_at(&mut self, now: i64) -> Option<i64> {
         let deferred = self.deferred.peek().map(|Reverse((at, _))| *at);
+        let rescan = self.rescan_at.filter(|_| !self.rescanning);
         [
             self.scheduler.next_wake(),
             self.dispatcher.next_wake(now),
             deferred,
+            rescan,
         ]
         .into_iter()
         .flatten()
@@ -127,6 +188,9 @@ impl Engine {
 
     /// Handles everything due at `now`, then starts what admission allows.
     pub fn tick(&mut self, now: i64) {
+        if self.rescan_at.is_some_and(|at| at <= now) && !self.rescanning {
+            self.start_rescan();
+        }
         let due = self.scheduler.take_due(now);
         self.handle_due(due, now);
         while let Some(Reverse((at, key))) = self.deferred.peek().copied() {
@@ -426,5 +490,13 @@ impl Engine {
     /// Drops finished record writes so the set does not grow.
     pub fn reap_records(&mut self) {
         while self.records.try_join_next().is_some() {}
+    }
+}
+
+fn log_change(change: &crate::plugins::PluginChange) {
+    if change.refused {
+        tracing::warn!("{}", change.message);
+    } else {
+        tracing::info!("{}", change.message);
     }
 }

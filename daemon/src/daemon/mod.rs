@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{self, Environment};
 use crate::control;
-use crate::plugins::Registry;
+use crate::plugins::{Registry, ScanOptions};
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 use crate::time::{Clock, SystemClock, to_ms};
@@ -67,7 +67,12 @@ async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
         );
     }
     let launcher = Launcher::current("pacerd");
-    let registry = Registry::discover(&config.daemon.plugin_dirs, &launcher).await;
+    let registry = Registry::discover(
+        &config.daemon.plugin_dirs,
+        &launcher,
+        ScanOptions::for_current_user(),
+    )
+    .await;
     let listener = control::server::bind(&config.daemon.socket).with_context(|| {
         format!(
             "cannot listen on the control socket {}",
@@ -84,7 +89,19 @@ async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
         events: events_tx,
         clock: Arc::clone(&clock),
     });
-    let mut engine = Engine::new(Arc::clone(&config), registry, &states, last_status, env);
+    let (plugin_changes, mut plugin_events) = mpsc::unbounded_channel();
+    let (rescans, mut rescanned) = mpsc::unbounded_channel();
+    let mut engine = Engine::new(
+        Arc::clone(&config),
+        registry,
+        &states,
+        last_status,
+        env,
+        engine::Channels {
+            plugin_changes,
+            rescans,
+        },
+    );
     let runtime_dir = config.daemon.socket.parent().unwrap_or(Path::new("/"));
     engine.fire_at_boot(reboot::take_due(runtime_dir, &config.jobs));
     let (control_tx, mut control_rx) = mpsc::channel(64);
@@ -116,6 +133,11 @@ async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
                 let now = engine.now();
                 engine.on_event(event, now);
             }
+            Some(()) = plugin_events.recv() => {
+                let now = engine.now();
+                engine.plugins_changed(now);
+            }
+            Some(registry) = rescanned.recv() => engine.install_registry(registry),
             Some(incoming) = control_rx.recv() => {
                 let response = engine.answer(&incoming.request);
                 let _ = incoming.reply.send(response);

@@ -1,11 +1,16 @@
 //! Plugin discovery: which libraries are in the plugin directories, what each declares (read in
 //! a worker process, never in the daemon), and which are refused and why.
 
+mod strict;
+mod watch;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+pub use watch::PluginWatcher;
 
 use crate::config::plugin_name;
 use crate::worker::outcome::signal_name;
@@ -42,32 +47,121 @@ pub struct PluginInfo {
     pub error: Option<String>,
 }
 
+/// One change to the plugins, as the log tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginChange {
+    /// A library was refused (logged as a warning).
+    pub refused: bool,
+    /// What happened, naming the file.
+    pub message: String,
+}
+
+impl PluginChange {
+    fn refused(message: String) -> PluginChange {
+        PluginChange {
+            refused: true,
+            message,
+        }
+    }
+
+    fn usable(message: String) -> PluginChange {
+        PluginChange {
+            refused: false,
+            message,
+        }
+    }
+}
+
+/// How libraries are judged besides their descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanOptions {
+    /// Refuse code that a user other than root could have changed (the daemon runs as root).
+    pub strict_permissions: bool,
+}
+
+impl ScanOptions {
+    /// Strict when this process runs as root.
+    pub fn for_current_user() -> ScanOptions {
+        ScanOptions {
+            strict_permissions: nix::unistd::geteuid().is_root(),
+        }
+    }
+}
+
+/// What identifies a file's contents and permissions cheaply, so a rescan re-reads only
+/// libraries that changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    device: u64,
+    inode: u64,
+    size: u64,
+    modified_ns: i128,
+    changed_ns: i128,
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> Option<FileIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        Some(FileIdentity {
+            device: meta.dev(),
+            inode: meta.ino(),
+            size: meta.size(),
+            modified_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            changed_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        })
+    }
+}
+
+/// One library as found: its judgement before names are compared, and the file it came from.
+#[derive(Debug, Clone)]
+struct Inspected {
+    info: PluginInfo,
+    identity: Option<FileIdentity>,
+}
+
 /// The usable plugins by name, and every library found.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     found: Vec<PluginInfo>,
     by_name: HashMap<String, usize>,
+    inspected: HashMap<PathBuf, Inspected>,
 }
 
 impl Registry {
-    /// Inspects every candidate library in `dirs` (in order; files in byte order of name) and
-    /// logs each refusal.
-    pub async fn discover(dirs: &[PathBuf], launcher: &Launcher) -> Registry {
+    /// Inspects every candidate library in `dirs` (in order; files in byte order of name).
+    pub async fn discover(dirs: &[PathBuf], launcher: &Launcher, options: ScanOptions) -> Registry {
+        Registry::default().rescan(dirs, launcher, options).await
+    }
+
+    /// Scans `dirs` again, re-reading only libraries whose file changed since this registry was
+    /// made.
+    pub async fn rescan(
+        &self,
+        dirs: &[PathBuf],
+        launcher: &Launcher,
+        options: ScanOptions,
+    ) -> Registry {
         let mut registry = Registry::default();
         for path in candidates(dirs) {
-            let info = inspect(&path, launcher).await;
-            registry.add(info);
-        }
-        for info in &registry.found {
-            if let Some(error) = &info.error {
-                tracing::warn!(path = %info.path.display(), "plugin refused: {error}");
-            }
+            let identity = FileIdentity::of(&path);
+            let inspected = match self.inspected.get(&path) {
+                Some(previous) if previous.identity.is_some() && previous.identity == identity => {
+                    previous.clone()
+                }
+                _ => Inspected {
+                    info: judge(&path, launcher, options).await,
+                    identity,
+                },
+            };
+            registry.add(inspected);
         }
         registry
     }
 
     /// Adds a library; the first library to declare a name keeps it.
-    fn add(&mut self, mut info: PluginInfo) {
+    fn add(&mut self, inspected: Inspected) {
+        let mut info = inspected.info.clone();
         if let (PluginState::Ok, Some(name)) = (info.state, &info.name) {
             match self.by_name.get(name) {
                 Some(&first) => {
@@ -83,6 +177,7 @@ impl Registry {
                 }
             }
         }
+        self.inspected.insert(info.path.clone(), inspected);
         self.found.push(info);
     }
 
@@ -94,6 +189,53 @@ impl Registry {
     /// Every library found, usable or not, in discovery order.
     pub fn all(&self) -> &[PluginInfo] {
         &self.found
+    }
+
+    /// What changed from `before` to this registry, for the log: each change is told once,
+    /// when it happens, not at every fire.
+    pub fn changes_since(&self, before: &Registry) -> Vec<PluginChange> {
+        let mut changes = Vec::new();
+        for info in &self.found {
+            let old = before.found.iter().find(|old| old.path == info.path);
+            let same_file = old.is_some()
+                && before.inspected.get(&info.path).map(|i| i.identity)
+                    == self.inspected.get(&info.path).map(|i| i.identity);
+            match (old, info.state) {
+                (Some(old), _) if same_file && old == info => {}
+                (_, PluginState::Refused) => changes.push(PluginChange::refused(format!(
+                    "plugin library {} refused: {}",
+                    info.path.display(),
+                    info.error.as_deref().unwrap_or("refused")
+                ))),
+                (Some(_), PluginState::Ok) => changes.push(PluginChange::usable(format!(
+                    "plugin `{}` {} replaced ({}); new runs use it",
+                    info.name.as_deref().unwrap_or("?"),
+                    info.version.as_deref().unwrap_or("?"),
+                    info.path.display()
+                ))),
+                (None, PluginState::Ok) => changes.push(PluginChange::usable(format!(
+                    "plugin `{}` {} added ({})",
+                    info.name.as_deref().unwrap_or("?"),
+                    info.version.as_deref().unwrap_or("?"),
+                    info.path.display()
+                ))),
+            }
+        }
+        for old in &before.found {
+            if !self.found.iter().any(|info| info.path == old.path) {
+                changes.push(PluginChange::usable(format!(
+                    "plugin library {} removed{}",
+                    old.path.display(),
+                    old.name
+                        .as_deref()
+                        .filter(|_| old.state == PluginState::Ok)
+                        .map_or_else(String::new, |name| format!(
+                            "; jobs using `{name}` are skipped until it is back"
+                        ))
+                )));
+            }
+        }
+        changes
     }
 
     /// Why a job using plugin `name` cannot run now (searched in `dirs`), if it cannot.
@@ -111,13 +253,25 @@ impl Registry {
                 info.path.display(),
                 info.error.as_deref().unwrap_or("refused")
             ),
-            None => format!(
-                "plugin `{name}` is not installed: no library in plugin_dirs ({}) declares it",
-                dirs.iter()
-                    .map(|d| d.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            None => {
+                let refused = self
+                    .found
+                    .iter()
+                    .filter(|info| info.state == PluginState::Refused)
+                    .count();
+                format!(
+                    "plugin `{name}` is not installed: no library in plugin_dirs ({}) declares it{}",
+                    dirs.iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    match refused {
+                        0 => String::new(),
+                        1 => "; 1 library there was refused (see pacer plugins)".to_owned(),
+                        n => format!("; {n} libraries there were refused (see pacer plugins)"),
+                    }
+                )
+            }
         })
     }
 }
@@ -153,8 +307,26 @@ pub fn is_candidate(path: &Path) -> bool {
     })
 }
 
+/// Decides whether one library is usable: its permissions first (a library that fails them is
+/// never loaded, not even in a worker), then its descriptor, read in a worker.
+async fn judge(path: &Path, launcher: &Launcher, options: ScanOptions) -> PluginInfo {
+    if options.strict_permissions
+        && let Some(problem) = strict::check(path)
+    {
+        return PluginInfo {
+            name: None,
+            version: None,
+            abi_version: None,
+            path: path.to_owned(),
+            state: PluginState::Refused,
+            error: Some(problem),
+        };
+    }
+    inspect(path, launcher).await
+}
+
 /// Reads one library's descriptor in a worker and decides whether it is usable.
-pub async fn inspect(path: &Path, launcher: &Launcher) -> PluginInfo {
+async fn inspect(path: &Path, launcher: &Launcher) -> PluginInfo {
     let refused = |error: String| PluginInfo {
         name: None,
         version: None,
@@ -189,8 +361,14 @@ pub async fn inspect(path: &Path, launcher: &Launcher) -> PluginInfo {
                 INSPECT_TIMEOUT.as_secs()
             ),
             (None, Some(signal)) => format!(
-                "loading it killed the process with signal {signal} ({})",
-                signal_name(signal)
+                "loading it killed the process with signal {signal} ({}){}",
+                signal_name(signal),
+                if signal == libc::SIGBUS {
+                    ": the file is probably truncated or still being written; install plugins \
+                     by writing a temporary file and renaming it into place"
+                } else {
+                    ""
+                }
             ),
             (None, None) => "loading it ended the process before it could be read".to_owned(),
         };

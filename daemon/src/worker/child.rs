@@ -7,7 +7,7 @@
 
 use std::ffi::CString;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -47,13 +47,11 @@ fn serve() -> Result<(), String> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| format!("cannot set the parent-death signal: {e}"))?;
     let channel = take_channel()?;
-    let mut reader = BufReader::new(
-        channel
-            .try_clone()
-            .map_err(|e| format!("cannot use the channel: {e}"))?,
-    );
+    // Whatever pacerd itself inherited (from a shell, a supervisor, a build tool) stops here.
+    sys::close_descriptors_except(channel.as_raw_fd());
     let mut line = String::new();
-    match reader.read_line(&mut line) {
+    // The daemon sends exactly one line and then waits, so the reader cannot take more.
+    match BufReader::new(&channel).read_line(&mut line) {
         Ok(0) => return Ok(()),
         Ok(_) => {}
         Err(e) => return Err(format!("cannot read the assignment: {e}")),

@@ -5,7 +5,7 @@
 
 use std::ffi::{CStr, c_char};
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -208,6 +208,29 @@ pub fn set_env(key: &str, value: &str) {
     // SAFETY: single-threaded at this point (see above), so no other thread reads the
     // environment concurrently.
     unsafe { std::env::set_var(key, value) };
+}
+
+/// Closes every descriptor above stderr except `keep`, so a plugin and what it starts inherit
+/// nothing of the daemon's or of whoever started the daemon.
+///
+/// Called first thing in a worker, before anything in the process opened a descriptor of its
+/// own other than `keep`.
+pub fn close_descriptors_except(keep: RawFd) {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    // Collected first: the directory being listed is itself one of the descriptors.
+    let fds: Vec<RawFd> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2 && *fd != keep)
+        .collect();
+    for fd in fds {
+        // SAFETY: nothing in this freshly started worker owns these descriptors: they were
+        // inherited across exec, and the only one it opened (`keep`) is spared. Closing the
+        // listing's own, already closed descriptor fails harmlessly with EBADF.
+        unsafe { libc::close(fd) };
+    }
 }
 
 /// Flushes C stdio buffers: a C plugin's `printf` output would otherwise be lost if the

@@ -1,11 +1,17 @@
 //! End-to-end tests: the real `pacerd` and `pacer` on configs in temporary directories, with
 //! real plugins (Rust ones built by cargo, C ones compiled by gcc from the header alone).
+#![allow(
+    clippy::unwrap_used,
+    reason = "tests and their helpers: a panic is the failure report"
+)]
 
 mod abi;
 mod c_plugins;
 mod cli;
 mod config_errors;
 mod core;
+mod isolation;
+mod libraries;
 mod plugin_files;
 mod plugin_http;
 mod plugin_mail;

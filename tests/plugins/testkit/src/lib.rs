@@ -51,6 +51,14 @@ enum Action {
     Echo,
     /// Prints `deadline <Unix ms>` or `deadline none`.
     Deadline,
+    /// Prints the process's identity: `pid`, `pgid`, `uid`, `gid`, `groups` lines.
+    Ids,
+    /// Prints each open file descriptor as `fd N -> target`.
+    Fds,
+    /// Reads stdin to its end and prints `stdin N bytes`.
+    Stdin,
+    /// Prints `version <VERSION>`, so tests can tell a replaced library from the old one.
+    Version,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -156,6 +164,32 @@ impl Plugin for Testkit {
                 println!("{}", params.json);
                 Ok(())
             }
+            Action::Ids => ids(),
+            Action::Fds => {
+                let mut fds: Vec<(u32, String)> = std::fs::read_dir("/proc/self/fd")?
+                    .filter_map(Result::ok)
+                    .filter_map(|entry| {
+                        let fd = entry.file_name().to_str()?.parse().ok()?;
+                        let target = std::fs::read_link(entry.path()).ok()?;
+                        Some((fd, target.display().to_string()))
+                    })
+                    .collect();
+                fds.sort();
+                for (fd, target) in fds {
+                    println!("fd {fd} -> {target}");
+                }
+                Ok(())
+            }
+            Action::Stdin => {
+                let mut buf = Vec::new();
+                io::Read::read_to_end(&mut io::stdin(), &mut buf)?;
+                println!("stdin {} bytes", buf.len());
+                Ok(())
+            }
+            Action::Version => {
+                println!("version {}", Self::VERSION);
+                Ok(())
+            }
             Action::Deadline => {
                 match ctx.deadline() {
                     Some(at) => println!("deadline {}", at.duration_since(UNIX_EPOCH)?.as_millis()),
@@ -168,6 +202,28 @@ impl Plugin for Testkit {
 }
 
 export_plugin!(Testkit);
+
+/// The `Pid`, `Uid`, `Gid` and `Groups` lines of `/proc/self/status`, and the process group
+/// from `/proc/self/stat`.
+fn ids() -> Result<(), Error> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map(|rest| rest.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let after_name = &stat[stat.rfind(')').unwrap_or(0) + 2..];
+    let pgid = after_name.split(' ').nth(2).unwrap_or("?");
+    println!("pid {}", std::process::id());
+    println!("pgid {pgid}");
+    println!("uid {}", field("Uid:").first().copied().unwrap_or("?"));
+    println!("gid {}", field("Gid:").first().copied().unwrap_or("?"));
+    println!("groups {}", field("Groups:").join(","));
+    Ok(())
+}
 
 // `segfault` must die by a real SIGSEGV, as a buggy C plugin would, which safe Rust cannot do.
 #[allow(unsafe_code)]

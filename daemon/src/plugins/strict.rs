@@ -1,0 +1,85 @@
+//! Like sshd's StrictModes: a daemon running as root refuses plugin code that someone other
+//! than root could have changed, since that code would then run as root.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// Why `library` must not be loaded by a root daemon, if it must not: it, or the directory that
+/// holds it (not its ancestors), is writable by group or others or owned by someone other than
+/// root.
+pub fn check(library: &Path) -> Option<String> {
+    let directory = library.parent().unwrap_or(Path::new("/"));
+    for (path, what) in [(library, "it"), (directory, "its directory")] {
+        let meta = match std::fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(e) => return Some(format!("cannot read {}: {e}", path.display())),
+        };
+        if meta.uid() != 0 {
+            return Some(format!(
+                "{what} {} is owned by uid {}, not root, and pacerd runs as root; fix: chown root {}",
+                path.display(),
+                meta.uid(),
+                path.display()
+            ));
+        }
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o022 != 0 {
+            return Some(format!(
+                "{what} {} is writable by group or others (mode {mode:04o}), so a user other than \
+                 root could change code that pacerd runs as root; fix: chmod go-w {}",
+                path.display(),
+                path.display()
+            ));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn only_root_owned_unwritable_code_passes() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let library = dir.path().join("libx.so");
+        std::fs::write(&library, b"").unwrap();
+        std::fs::set_permissions(&library, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(check(&library), None);
+
+        std::fs::set_permissions(&library, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let why = check(&library).unwrap();
+        assert!(
+            why.starts_with(&format!(
+                "it {} is writable by group or others (mode 0664)",
+                library.display()
+            )),
+            "{why}"
+        );
+        assert!(
+            why.ends_with(&format!("fix: chmod go-w {}", library.display())),
+            "{why}"
+        );
+
+        std::fs::set_permissions(&library, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let why = check(&library).unwrap();
+        assert!(why.starts_with("its directory"), "{why}");
+        assert!(why.contains("(mode 1777)"), "{why}");
+
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(&library, Some(65_534), None).unwrap();
+        let why = check(&library).unwrap();
+        assert!(why.contains("is owned by uid 65534, not root"), "{why}");
+        assert!(
+            why.ends_with(&format!("fix: chown root {}", library.display())),
+            "{why}"
+        );
+    }
+}

@@ -1,0 +1,450 @@
+//! Any plugin fault costs one run record, never the daemon or another job's fires, and no
+//! process of a run outlives it.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use pacer_tests::{
+    Sandbox, compile_c_plugin, is_alive, processes_of_run, running_as_root, text, wait_for,
+    wait_until,
+};
+use serde_json::Value;
+
+const HEARTBEAT: &str = r#"
+[[jobs]]
+name = "heartbeat"
+schedule = "* * * * * *"
+plugin = "exec"
+params = { command = "true" }
+"#;
+
+/// A job firing every second.
+fn job(name: &str, plugin: &str, settings: &str, params: &str) -> String {
+    format!(
+        "\n[[jobs]]\nname = \"{name}\"\nschedule = \"* * * * * *\"\nplugin = \"{plugin}\"\n{settings}\nparams = {params}\n"
+    )
+}
+
+/// The first run of `job` that ended (not running, not skipped).
+fn first_ended(sandbox: &Sandbox, name: &str) -> Value {
+    wait_until(&format!("a finished run of {name}"), || {
+        sandbox
+            .history(&["--job", name, "--limit", "100"])
+            .into_iter()
+            .rev()
+            .find(|run| run["status"] != "running" && run["status"] != "skipped")
+    })
+}
+
+fn output_of(sandbox: &Sandbox, run: &Value) -> String {
+    text(
+        &sandbox.pacer_json(&["show", &run["id"].to_string()]),
+        "output",
+    )
+    .to_owned()
+}
+
+/// Every second from the heartbeat's first fire to its last has exactly one succeeded run.
+fn assert_heartbeat_kept_firing(sandbox: &Sandbox) {
+    let runs = sandbox.history(&["--job", "heartbeat", "--limit", "1000"]);
+    let seconds: BTreeSet<i64> = runs
+        .iter()
+        .map(|run| {
+            assert_eq!(run["status"], "succeeded", "{run}");
+            text(run, "scheduled_at")
+                .parse::<jiff::Timestamp>()
+                .unwrap()
+                .as_second()
+        })
+        .collect();
+    assert_eq!(seconds.len(), runs.len(), "no fire is repeated");
+    let (first, last) = (seconds.first().unwrap(), seconds.last().unwrap());
+    assert_eq!(
+        u64::try_from(last - first + 1).unwrap(),
+        seconds.len() as u64,
+        "the heartbeat fired every second while plugins failed: {seconds:?}"
+    );
+    assert!(seconds.len() >= 3, "{seconds:?}");
+}
+
+/// Checks each faulty job's first ended run: its status and error, and that nothing it started
+/// is still alive.
+fn assert_faults(sandbox: &Sandbox, expected: &[(&str, &str, &str)]) {
+    for (name, status, error) in expected {
+        let run = first_ended(sandbox, name);
+        assert_eq!(run["status"], *status, "{name}: {run}");
+        let actual = text(&run, "error");
+        assert!(
+            actual.starts_with(error),
+            "{name}: `{actual}` should start with `{error}`"
+        );
+        let id = run["id"].as_i64().unwrap();
+        wait_for(
+            &format!("no process of run {id} ({name}) to be left"),
+            || processes_of_run(id).is_empty(),
+        );
+    }
+}
+
+/// The grandchild a hanging run started is killed with it.
+fn assert_grandchild_killed(sandbox: &Sandbox, name: &str) {
+    let run = first_ended(sandbox, name);
+    let output = output_of(sandbox, &run);
+    let pid: u32 = output
+        .lines()
+        .find_map(|line| line.strip_prefix("grandchild "))
+        .unwrap_or_else(|| panic!("no grandchild pid in {output}"))
+        .trim()
+        .parse()
+        .unwrap();
+    wait_for(&format!("grandchild {pid} of {name} to be killed"), || {
+        !is_alive(pid)
+    });
+}
+
+#[test]
+fn rust_plugin_faults_cost_one_record_each() {
+    let sandbox = Sandbox::new();
+    let mut jobs = HEARTBEAT.to_owned();
+    jobs += &job(
+        "panics",
+        "testkit",
+        "",
+        r#"{ action = "panic", message = "boom" }"#,
+    );
+    jobs += &job("aborts", "testkit", "", r#"{ action = "abort" }"#);
+    jobs += &job("segfaults", "testkit", "", r#"{ action = "segfault" }"#);
+    jobs += &job("exits", "testkit", "", r#"{ action = "exit", code = 7 }"#);
+    jobs += &job(
+        "hangs",
+        "testkit",
+        "timeout = \"1s\"",
+        r#"{ action = "hang", spawn_grandchild = true }"#,
+    );
+    jobs += &job(
+        "floods",
+        "testkit",
+        "",
+        r#"{ action = "flood", bytes = 5000000 }"#,
+    );
+    jobs += &job(
+        "leaks",
+        "testkit",
+        "memory_limit = \"256M\"",
+        r#"{ action = "leak" }"#,
+    );
+    sandbox.write_config("", &jobs);
+    let started = Instant::now();
+    let daemon = sandbox.start();
+    assert_faults(
+        &sandbox,
+        &[
+            ("panics", "failed", "panicked: boom"),
+            (
+                "aborts",
+                "crashed",
+                "the run's process was killed by signal 6 (SIGABRT)",
+            ),
+            (
+                "segfaults",
+                "crashed",
+                "the run's process was killed by signal 11 (SIGSEGV)",
+            ),
+            (
+                "exits",
+                "crashed",
+                "the run's process exited with code 7 before the plugin's run returned",
+            ),
+            ("hangs", "timed_out", "timed out after 1s"),
+            ("leaks", "failed", "out of memory after "),
+        ],
+    );
+    assert_grandchild_killed(&sandbox, "hangs");
+    let flood = first_ended(&sandbox, "floods");
+    assert_eq!(flood["status"], "succeeded");
+    let detail = sandbox.pacer_json(&["show", &flood["id"].to_string()]);
+    assert_eq!(
+        text(&detail, "output").len(),
+        1 << 20,
+        "the default output_limit is 1M"
+    );
+    assert_eq!(
+        detail["output_dropped"].as_u64().unwrap(),
+        5_000_000 - (1 << 20)
+    );
+    wait_for("a few seconds of faults", || {
+        started.elapsed() > Duration::from_secs(4)
+    });
+    assert_eq!(sandbox.pacer(["status"]).code, 0, "the daemon is unharmed");
+    drop(daemon);
+    assert_heartbeat_kept_firing(&sandbox);
+}
+
+#[test]
+fn c_plugin_faults_cost_one_record_each() {
+    let sandbox = Sandbox::new();
+    let library = compile_c_plugin(include_str!("../../c/faults.c"), "faults", sandbox.path());
+    sandbox.install_plugin(&library);
+    let mut jobs = HEARTBEAT.to_owned();
+    for (name, action, settings) in [
+        ("c-fails", "fail", ""),
+        ("c-aborts", "abort", ""),
+        ("c-segfaults", "segfault", ""),
+        ("c-exits", "exit", ""),
+        ("c-hangs", "hang", "timeout = \"1s\""),
+        ("c-floods", "flood", ""),
+        ("c-leaks", "leak", "memory_limit = \"256M\""),
+    ] {
+        jobs += &job(
+            name,
+            "c-faults",
+            settings,
+            &format!("{{ action = \"{action}\" }}"),
+        );
+    }
+    sandbox.write_config("output_limit = \"64K\"", &jobs);
+    let started = Instant::now();
+    let daemon = sandbox.start();
+    assert_faults(
+        &sandbox,
+        &[
+            ("c-fails", "failed", "the C plugin failed on request"),
+            (
+                "c-aborts",
+                "crashed",
+                "the run's process was killed by signal 6 (SIGABRT)",
+            ),
+            (
+                "c-segfaults",
+                "crashed",
+                "the run's process was killed by signal 11 (SIGSEGV)",
+            ),
+            (
+                "c-exits",
+                "crashed",
+                "the run's process exited with code 7 before the plugin's run returned",
+            ),
+            ("c-hangs", "timed_out", "timed out after 1s"),
+            ("c-leaks", "failed", "out of memory after "),
+        ],
+    );
+    assert_grandchild_killed(&sandbox, "c-hangs");
+    let flood = first_ended(&sandbox, "c-floods");
+    assert_eq!(flood["status"], "succeeded");
+    let output = output_of(&sandbox, &flood);
+    assert_eq!(output.len(), 64 << 10);
+    assert!(output.ends_with("flood line 199999 of the C plugin\nthe last C line\n"));
+    wait_for("a few seconds of faults", || {
+        started.elapsed() > Duration::from_secs(4)
+    });
+    assert_eq!(sandbox.pacer(["status"]).code, 0, "the daemon is unharmed");
+    drop(daemon);
+    assert_heartbeat_kept_firing(&sandbox);
+}
+
+#[test]
+fn a_run_starts_in_a_clean_process() {
+    let sandbox = Sandbox::new();
+    let mut jobs = String::new();
+    jobs += &job("ids", "testkit", "", r#"{ action = "ids" }"#);
+    jobs += &job("fds", "testkit", "", r#"{ action = "fds" }"#);
+    jobs += &job("stdin", "testkit", "", r#"{ action = "stdin" }"#);
+    jobs += &job(
+        "child-fds",
+        "exec",
+        "",
+        r#"{ command = "ls /proc/self/fd | sort -n | tr '\n' ' '" }"#,
+    );
+    jobs += &job(
+        "env",
+        "testkit",
+        "",
+        r#"{ action = "env", names = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "INVOCATION_ID", "JOURNAL_STREAM", "PACER_JOB", "PACER_TRIGGER", "KEPT"] }"#,
+    );
+    sandbox.write_config("", &jobs);
+    let _daemon = sandbox.start_with_env(&[
+        ("NOTIFY_SOCKET", "/nonexistent/notify"),
+        ("WATCHDOG_USEC", "1000000"),
+        ("WATCHDOG_PID", "1"),
+        ("LISTEN_FDS", "1"),
+        ("LISTEN_PID", "1"),
+        ("LISTEN_FDNAMES", "x"),
+        ("INVOCATION_ID", "abc"),
+        ("JOURNAL_STREAM", "8:1234"),
+        ("KEPT", "yes"),
+    ]);
+    let output = |name: &str| {
+        let run = first_ended(&sandbox, name);
+        assert_eq!(run["status"], "succeeded", "{run}");
+        output_of(&sandbox, &run)
+    };
+
+    let ids = output("ids");
+    let field = |key: &str| {
+        ids.lines()
+            .find_map(|line| line.strip_prefix(&format!("{key} ")))
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        field("pgid"),
+        field("pid"),
+        "each run leads its own process group"
+    );
+
+    let fds = output("fds");
+    let targets: Vec<&str> = fds
+        .lines()
+        .filter(|line| line.starts_with("fd "))
+        .map(|line| line.split(" -> ").nth(1).unwrap())
+        .collect();
+    assert_eq!(targets[0], "/dev/null", "stdin is /dev/null: {fds}");
+    assert!(
+        targets[1].starts_with("pipe:") && targets[1] == targets[2],
+        "{fds}"
+    );
+    for target in &targets[3..] {
+        assert!(
+            target.starts_with("socket:") || target.starts_with("/proc/"),
+            "nothing of the daemon's is inherited (its channel to the daemon and the listing \
+             itself excepted): {fds}"
+        );
+    }
+    assert!(
+        !fds.contains("pacer.db") && !fds.contains("pacer.sock"),
+        "{fds}"
+    );
+    assert_eq!(
+        fds.lines().filter(|l| l.contains("socket:")).count(),
+        1,
+        "{fds}"
+    );
+
+    assert!(output("stdin").contains("stdin 0 bytes"));
+    assert_eq!(
+        output("child-fds").lines().last().unwrap().trim_end(),
+        "0 1 2 3",
+        "a plugin's children inherit only stdin, stdout and stderr"
+    );
+    let env = output("env");
+    for name in [
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+        "INVOCATION_ID",
+        "JOURNAL_STREAM",
+    ] {
+        assert!(env.contains(&format!("{name}=<unset>")), "{name}: {env}");
+    }
+    assert!(env.contains("PACER_JOB=env\n"), "{env}");
+    assert!(env.contains("PACER_TRIGGER=schedule\n"), "{env}");
+    assert!(env.contains("KEPT=yes\n"), "{env}");
+}
+
+#[test]
+fn user_switches_groups_and_user_before_the_plugin_loads() {
+    if !running_as_root() {
+        eprintln!("skipped: switching users needs root (CI runs as root)");
+        return;
+    }
+    let sandbox = Sandbox::new();
+    for dir in [sandbox.path().to_owned(), sandbox.plugins()] {
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let mut jobs = String::new();
+    jobs += &job(
+        "as-nobody",
+        "testkit",
+        "user = \"nobody\"",
+        r#"{ action = "ids" }"#,
+    );
+    jobs += &job(
+        "shell-as-nobody",
+        "exec",
+        "user = \"nobody\"",
+        r#"{ command = "id -u; id -g; echo home=$HOME user=$USER" }"#,
+    );
+    sandbox.write_config("", &jobs);
+    let _daemon = sandbox.start();
+    let run = first_ended(&sandbox, "as-nobody");
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let ids = output_of(&sandbox, &run);
+    assert!(ids.contains("uid 65534\n"), "{ids}");
+    assert!(ids.contains("gid 65534\n"), "{ids}");
+    assert!(
+        ids.contains("groups 65534\n"),
+        "supplementary groups are nobody's: {ids}"
+    );
+    let shell = first_ended(&sandbox, "shell-as-nobody");
+    let output = output_of(&sandbox, &shell);
+    assert!(output.contains("65534\n65534\n"), "{output}");
+    assert!(output.contains("home=/nonexistent user=nobody"), "{output}");
+}
+
+#[test]
+fn retries_are_scheduled_attempts_with_backoff() {
+    let sandbox = Sandbox::new();
+    // Fires 15 s apart, so the attempts of one fire (1 s, then 2 s apart) end before the next.
+    sandbox.write_config(
+        "",
+        r#"
+[[jobs]]
+name = "flaky"
+schedule = "*/15 * * * * *"
+plugin = "exec"
+retries = 2
+retry_backoff = "1s"
+retry_backoff_max = "1m"
+params = { command = "echo attempt $PACER_ATTEMPT of a $PACER_TRIGGER run; exit 1" }
+"#,
+    );
+    let _daemon = sandbox.start();
+    let mut runs = wait_until("three attempts of the first fire", || {
+        let mut runs = sandbox.history(&["--job", "flaky"]);
+        runs.reverse();
+        let ended = runs.iter().take_while(|r| r["status"] == "failed").count();
+        (ended >= 3).then_some(runs)
+    });
+    runs.truncate(3);
+    let attempts: Vec<(i64, &str)> = runs
+        .iter()
+        .map(|r| {
+            (
+                r["attempt"].as_i64().unwrap(),
+                r["trigger"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(attempts, [(1, "schedule"), (2, "retry"), (3, "retry")]);
+    for run in &runs {
+        assert_eq!(run["error"], "command exited with code 1");
+    }
+    let ms = |run: &Value, key: &str| {
+        text(run, key)
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+            .as_millisecond()
+    };
+    let first_delay = ms(&runs[1], "scheduled_at") - ms(&runs[0], "finished_at");
+    let second_delay = ms(&runs[2], "scheduled_at") - ms(&runs[1], "finished_at");
+    assert!((1_000..1_200).contains(&first_delay), "{first_delay}");
+    assert!(
+        (2_000..2_200).contains(&second_delay),
+        "the delay doubles: {second_delay}"
+    );
+    assert!(ms(&runs[1], "started_at") >= ms(&runs[1], "scheduled_at"));
+    let output = output_of(&sandbox, &runs[2]);
+    assert!(output.contains("attempt 3 of a retry run"), "{output}");
+    let last_end = ms(&runs[2], "finished_at");
+    wait_for("five seconds past the last attempt", || {
+        jiff::Timestamp::now().as_millisecond() > last_end + 5_000
+    });
+    let later = sandbox.history(&["--job", "flaky"]);
+    assert!(
+        later.iter().all(|r| r["attempt"].as_i64().unwrap() <= 3),
+        "retries stop after the last attempt: {later:?}"
+    );
+}
