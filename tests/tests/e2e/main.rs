@@ -6,6 +6,7 @@
 )]
 
 mod abi;
+mod admission;
 mod c_plugins;
 mod cli;
 mod config_errors;
