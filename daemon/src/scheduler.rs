@@ -71,6 +71,14 @@ impl Scheduler {
         }
     }
 
+    /// Puts a new version of a job in place, keeping its next fire (a reload that did not
+    /// change when it fires).
+    pub fn update(&mut self, job: Arc<Job>) {
+        if let Some(entry) = self.next.get_mut(&job.name) {
+            entry.0 = job;
+        }
+    }
+
     /// Stops scheduling the job called `name`.
     pub fn remove(&mut self, name: &str) {
         // Its heap entry is skipped when popped: it no longer matches `next`.

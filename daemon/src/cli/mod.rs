@@ -2,10 +2,11 @@
 //!
 //! `history`, `show` and `stats` read the database directly (read-only), so they work while the
 //! daemon is down. `jobs` and `plugins` ask the daemon and fall back to the config file and the
-//! database. `status` needs the daemon. Every verb reads only `[daemon]` to find the socket and
+//! database. `status`, `run`, `cancel`, `pause`, `resume` and `reload` need the daemon. Every verb reads only `[daemon]` to find the socket and
 //! database, except where it needs the jobs, so an error among the jobs does not stop it.
 
 mod check;
+mod control;
 mod history;
 mod jobs;
 mod plugins;
@@ -21,6 +22,7 @@ use anyhow::anyhow;
 use clap::{Parser, Subcommand};
 
 use crate::config::{ConfigPath, DaemonSettings, load_daemon_settings};
+use crate::control::Request as ControlRequest;
 
 /// Query Pacer's run history and control the pacerd daemon.
 #[derive(Debug, Parser)]
@@ -57,6 +59,34 @@ pub enum Command {
     Plugins,
     /// Whether pacerd runs, and how loaded it is.
     Status,
+    /// Start a run now (trigger `manual`), through the job's policies.
+    Run {
+        /// The job.
+        job: String,
+        /// JSON object merged over the job's params.
+        #[arg(long, value_name = "JSON")]
+        params: Option<String>,
+        /// Wait for the run (and its retries) to end; exit 0 only if it succeeded.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Stop a running run (recorded `cancelled`).
+    Cancel {
+        /// The run's id.
+        id: i64,
+    },
+    /// Stop firing a job (survives restarts).
+    Pause {
+        /// The job.
+        job: String,
+    },
+    /// Fire a paused job again.
+    Resume {
+        /// The job.
+        job: String,
+    },
+    /// Re-read the config (like SIGHUP) and report the outcome.
+    Reload,
 }
 
 /// What a verb needs besides its own arguments.
@@ -86,6 +116,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Check(check) => check::run(&context, &check),
         Command::Plugins => plugins::run(&context),
         Command::Status => status::run(&context),
+        Command::Run { job, params, wait } => control::run(&context, &job, params.as_deref(), wait),
+        Command::Cancel { id } => control::simple(&context, &ControlRequest::Cancel { id }),
+        Command::Pause { job } => control::simple(&context, &ControlRequest::Pause { job }),
+        Command::Resume { job } => control::simple(&context, &ControlRequest::Resume { job }),
+        Command::Reload => control::simple(&context, &ControlRequest::Reload),
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{Request, Response};
 
-/// How long the CLI waits for an answer.
+/// How long the CLI waits for an answer (except for `pacer run --wait`).
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the daemon could not be asked.
@@ -34,8 +34,27 @@ pub enum ClientError {
     },
 }
 
-/// Sends `request` and returns the daemon's answer.
+/// Sends `request` and returns the daemon's one answer.
 pub fn ask(socket: &Path, request: &Request) -> Result<Response, ClientError> {
+    let mut answer = None;
+    converse(socket, request, Some(TIMEOUT), |response| {
+        answer = Some(response);
+        false
+    })?;
+    answer.ok_or_else(|| ClientError::Protocol {
+        path: socket.display().to_string(),
+        reason: "the connection closed without an answer".to_owned(),
+    })
+}
+
+/// Sends `request` and hands each answer to `each` until it returns false or the daemon has
+/// said everything. `timeout` bounds the wait for each answer (`None`: wait as long as it takes).
+pub fn converse(
+    socket: &Path,
+    request: &Request,
+    timeout: Option<Duration>,
+    mut each: impl FnMut(Response) -> bool,
+) -> Result<(), ClientError> {
     let path = socket.display().to_string();
     let mut stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
         std::io::ErrorKind::PermissionDenied => ClientError::Denied {
@@ -49,21 +68,20 @@ pub fn ask(socket: &Path, request: &Request) -> Result<Response, ClientError> {
         reason,
     };
     stream
-        .set_read_timeout(Some(TIMEOUT))
+        .set_read_timeout(timeout)
         .map_err(|e| protocol(e.to_string()))?;
     let mut line = serde_json::to_vec(request).map_err(|e| protocol(e.to_string()))?;
     line.push(b'\n');
     stream
         .write_all(&line)
         .map_err(|e| protocol(e.to_string()))?;
-    let mut answer = String::new();
-    BufReader::new(stream)
-        .read_line(&mut answer)
-        .map_err(|e| protocol(e.to_string()))?;
-    if answer.is_empty() {
-        return Err(protocol(
-            "the connection closed without an answer".to_owned(),
-        ));
+    for answer in BufReader::new(stream).lines() {
+        let answer = answer.map_err(|e| protocol(e.to_string()))?;
+        let response: Response = serde_json::from_str(&answer)
+            .map_err(|e| protocol(format!("unreadable answer: {e}")))?;
+        if !each(response) {
+            break;
+        }
     }
-    serde_json::from_str(&answer).map_err(|e| protocol(format!("unreadable answer: {e}")))
+    Ok(())
 }

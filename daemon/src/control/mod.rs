@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Job;
-use crate::dispatch::Load;
+use crate::dispatch::{Load, RunUpdate};
 use crate::model::Status;
 use crate::plugins::PluginInfo;
 use crate::time::json;
@@ -27,6 +27,53 @@ pub enum Request {
     Jobs,
     /// Every plugin library found.
     Plugins,
+    /// Start a run of `job` now (trigger `manual`), through the same policies as any fire.
+    Run {
+        /// The job.
+        job: String,
+        /// Merged over the job's params (top-level keys replace the job's).
+        params: Option<serde_json::Value>,
+        /// Keep answering until the run (and its retries) ended.
+        wait: bool,
+    },
+    /// Stop a running run (recorded `cancelled`).
+    Cancel {
+        /// The run.
+        id: i64,
+    },
+    /// Stop firing `job` (persisted, so it survives restarts).
+    Pause {
+        /// The job.
+        job: String,
+    },
+    /// Fire `job` again.
+    Resume {
+        /// The job.
+        job: String,
+    },
+    /// Re-read the config and apply the difference (like SIGHUP).
+    Reload,
+}
+
+impl Request {
+    /// Whether the request changes the daemon's state, and so needs root or the socket's group.
+    pub fn mutates(&self) -> bool {
+        !matches!(self, Request::Status | Request::Jobs | Request::Plugins)
+    }
+
+    /// The verb as the CLI spells it.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Request::Status => "status",
+            Request::Jobs => "jobs",
+            Request::Plugins => "plugins",
+            Request::Run { .. } => "run",
+            Request::Cancel { .. } => "cancel",
+            Request::Pause { .. } => "pause",
+            Request::Resume { .. } => "resume",
+            Request::Reload => "reload",
+        }
+    }
 }
 
 /// What the daemon answers.
@@ -44,6 +91,13 @@ pub enum Response {
     Plugins {
         /// In discovery order.
         plugins: Vec<PluginInfo>,
+    },
+    /// What became of a manual run, as it happens.
+    Run(RunUpdate),
+    /// The request was carried out; the message says what happened.
+    Done {
+        /// For the operator.
+        message: String,
     },
     /// The request failed; the message says why.
     Error {

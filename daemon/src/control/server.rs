@@ -2,27 +2,75 @@
 //! pass it to the engine, which owns the state every answer comes from.
 
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::{MAX_REQUEST, Request, Response};
 
-/// A request waiting for the engine's answer.
+/// A request waiting for the engine's answers.
 #[derive(Debug)]
 pub struct Incoming {
     /// What was asked.
     pub request: Request,
-    /// Where the answer goes.
-    pub reply: oneshot::Sender<Response>,
+    /// Where the answers go; the connection closes when every sender is dropped.
+    pub reply: mpsc::UnboundedSender<Response>,
+}
+
+/// Who may change the daemon's state: root, the daemon's own user, and members of the control
+/// socket's group. Anyone who can open the socket may read.
+#[derive(Debug, Clone, Copy)]
+pub struct Access {
+    socket_gid: u32,
+    daemon_uid: u32,
+}
+
+impl Access {
+    fn allows(self, uid: u32, gid: u32, pid: Option<i32>) -> bool {
+        uid == 0
+            || uid == self.daemon_uid
+            || gid == self.socket_gid
+            || pid.is_some_and(|pid| supplementary_groups(pid).contains(&self.socket_gid))
+    }
+
+    fn refusal(self, verb: &str, uid: u32) -> String {
+        let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(self.socket_gid))
+            .ok()
+            .flatten()
+            .map_or_else(
+                || format!("gid {}", self.socket_gid),
+                |g| format!("`{}`", g.name),
+            );
+        format!(
+            "`pacer {verb}` needs root or membership in the control socket's group {group}; uid {uid} is neither"
+        )
+    }
+}
+
+/// The `Groups:` line of `/proc/PID/status`: the peer's supplementary groups, which the
+/// socket's credentials do not carry.
+fn supplementary_groups(pid: i32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|line| {
+                line.strip_prefix("Groups:").map(|groups| {
+                    groups
+                        .split_whitespace()
+                        .filter_map(|g| g.parse().ok())
+                        .collect()
+                })
+            })
+        })
+        .unwrap_or_default()
 }
 
 /// Binds the socket: refuses when another daemon answers on it, replaces a stale one, and
 /// makes it `0660` so root and the socket's group may use it.
-pub fn bind(path: &Path) -> io::Result<UnixListener> {
+pub fn bind(path: &Path) -> io::Result<(UnixListener, Access)> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
     }
@@ -40,15 +88,19 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
     }
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    Ok(listener)
+    let access = Access {
+        socket_gid: std::fs::metadata(path)?.gid(),
+        daemon_uid: nix::unistd::geteuid().as_raw(),
+    };
+    Ok((listener, access))
 }
 
 /// Accepts connections until the listener fails; each request goes to `engine`.
-pub async fn serve(listener: UnixListener, engine: mpsc::Sender<Incoming>) {
+pub async fn serve(listener: UnixListener, engine: mpsc::Sender<Incoming>, access: Access) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(handle(stream, engine.clone()));
+                tokio::spawn(handle(stream, engine.clone(), access));
             }
             Err(e) => {
                 tracing::warn!("control socket accept failed: {e}");
@@ -58,33 +110,53 @@ pub async fn serve(listener: UnixListener, engine: mpsc::Sender<Incoming>) {
     }
 }
 
-async fn handle(stream: UnixStream, engine: mpsc::Sender<Incoming>) {
+async fn handle(stream: UnixStream, engine: mpsc::Sender<Incoming>, access: Access) {
+    let peer = stream.peer_cred().ok();
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST as u64));
-    let response = match reader.read_line(&mut line).await {
+    let (reply, mut answers) = mpsc::unbounded_channel();
+    let request = match reader.read_line(&mut line).await {
         Ok(0) => return,
-        Ok(_) => match serde_json::from_str::<Request>(&line) {
-            Ok(request) => {
-                let (reply, answer) = oneshot::channel();
-                if engine.send(Incoming { request, reply }).await.is_err() {
-                    return;
-                }
-                match answer.await {
-                    Ok(response) => response,
-                    Err(_) => return,
-                }
-            }
-            Err(e) => Response::Error {
-                message: format!("unreadable request: {e}"),
-            },
-        },
-        Err(e) => Response::Error {
-            message: format!("cannot read the request: {e}"),
-        },
+        Ok(_) => {
+            serde_json::from_str::<Request>(&line).map_err(|e| format!("unreadable request: {e}"))
+        }
+        Err(e) => Err(format!("cannot read the request: {e}")),
     };
-    if let Ok(mut bytes) = serde_json::to_vec(&response) {
+    // `reply` moves into the engine's hands or is dropped here, so `answers` ends once the
+    // engine has said everything.
+    pass_on(request, peer, access, &engine, reply).await;
+    while let Some(response) = answers.recv().await {
+        let Ok(mut bytes) = serde_json::to_vec(&response) else {
+            continue;
+        };
         bytes.push(b'\n');
-        let _ = write.write_all(&bytes).await;
+        if write.write_all(&bytes).await.is_err() {
+            return;
+        }
     }
+}
+
+async fn pass_on(
+    request: Result<Request, String>,
+    peer: Option<tokio::net::unix::UCred>,
+    access: Access,
+    engine: &mpsc::Sender<Incoming>,
+    reply: mpsc::UnboundedSender<Response>,
+) {
+    let request = match request {
+        Ok(request) => request,
+        Err(message) => {
+            let _ = reply.send(Response::Error { message });
+            return;
+        }
+    };
+    let allowed = peer.is_some_and(|p| access.allows(p.uid(), p.gid(), p.pid()));
+    if request.mutates() && !allowed {
+        let message = access.refusal(request.verb(), peer.map_or(u32::MAX, |p| p.uid()));
+        tracing::warn!("{message}");
+        let _ = reply.send(Response::Error { message });
+        return;
+    }
+    let _ = engine.send(Incoming { request, reply }).await;
 }

@@ -2,17 +2,18 @@
 //! lock guards it: fires, run events and control requests are handled one at a time.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use super::chain::{Upstream, chained_params};
 use super::runner::{RunEnv, RunEvent, execute};
 use crate::config::{CatchUp, Config, Job};
 use crate::control::{JobInfo, Request as ControlRequest, Response, StatusInfo};
-use crate::dispatch::{Dispatcher, Request, Skip, Started};
+use crate::dispatch::{Dispatcher, Request, RunUpdate, Skip};
 use crate::model::{Status, Trigger};
 use crate::plugins::{PluginWatcher, Registry, ScanOptions};
 use crate::scheduler::{Due, Scheduler};
@@ -52,6 +53,12 @@ pub struct Engine {
     rescan_at: Option<i64>,
     rescanning: bool,
     rescans: mpsc::UnboundedSender<Registry>,
+    /// When to reload after the config file changed.
+    reload_at: Option<i64>,
+    /// Missed fires of `catch_up = "all"` jobs not submitted yet, per job.
+    catch_up_backlog: HashMap<String, VecDeque<Request>>,
+    /// Jobs whose next missed fire may be submitted (their previous one ended or was skipped).
+    catch_up_next: HashSet<String>,
     env: Arc<RunEnv>,
     started: std::time::Instant,
     started_at_ms: i64,
@@ -91,6 +98,9 @@ impl Engine {
             rescan_at: None,
             rescanning: false,
             rescans: channels.rescans,
+            reload_at: None,
+            catch_up_backlog: HashMap::new(),
+            catch_up_next: HashSet::new(),
             paused: states
                 .iter()
                 .filter(|(_, s)| s.paused)
@@ -115,6 +125,11 @@ impl Engine {
     /// The current wall-clock time, Unix ms.
     pub fn now(&self) -> i64 {
         to_ms(self.env.clock.now())
+    }
+
+    /// The config file or a drop-in changed: reload once it has been quiet for a moment.
+    pub fn config_changed(&mut self, now: i64) {
+        self.reload_at = Some(now + PLUGIN_SETTLE_MS);
     }
 
     /// Something changed in a plugin directory: rescan once it has been quiet for a moment.
@@ -180,6 +195,7 @@ impl Engine {
             self.dispatcher.next_wake(now),
             deferred,
             rescan,
+            self.reload_at,
         ]
         .into_iter()
         .flatten()
@@ -191,8 +207,15 @@ impl Engine {
         if self.rescan_at.is_some_and(|at| at <= now) && !self.rescanning {
             self.start_rescan();
         }
+        if self.reload_at.is_some_and(|at| at <= now) {
+            self.reload_at = None;
+            tracing::info!("the config file changed; reloading");
+            // The outcome is logged by `reload`; an invalid file leaves the old config in force.
+            let _ = self.reload(now);
+        }
         let due = self.scheduler.take_due(now);
         self.handle_due(due, now);
+        self.submit_next_catch_ups(now);
         while let Some(Reverse((at, key))) = self.deferred.peek().copied() {
             if at > now {
                 break;
@@ -256,7 +279,15 @@ impl Engine {
             };
             let request = self.fire(&job, Trigger::CatchUp, at);
             match job.catch_up {
-                CatchUp::All => self.submit_fire(request, now),
+                // One after another, so a long outage does not put every missed fire in the
+                // queue at once (where `overlap = "skip"` would decline all but the first).
+                CatchUp::All => {
+                    self.catch_up_backlog
+                        .entry(job.name.clone())
+                        .or_default()
+                        .push_back(request);
+                    self.catch_up_next.insert(job.name.clone());
+                }
                 CatchUp::Once if latest.get(&job.name) == Some(&at) => {
                     self.submit_fire(request, now);
                 }
@@ -312,6 +343,31 @@ impl Engine {
         });
     }
 
+    /// Submits the next missed fire of each `catch_up = "all"` job whose previous one is done.
+    fn submit_next_catch_ups(&mut self, now: i64) {
+        for name in std::mem::take(&mut self.catch_up_next) {
+            // A paused job's fires only move its schedule on, so they need no turn.
+            while let Some(request) = self
+                .catch_up_backlog
+                .get_mut(&name)
+                .and_then(VecDeque::pop_front)
+            {
+                let paused = self.paused.contains(&name);
+                self.submit_fire(request, now);
+                if !paused {
+                    break;
+                }
+            }
+            if self
+                .catch_up_backlog
+                .get(&name)
+                .is_some_and(VecDeque::is_empty)
+            {
+                self.catch_up_backlog.remove(&name);
+            }
+        }
+    }
+
     /// Sends a request through admission, unless its plugin is missing.
     pub fn submit(&mut self, request: Request, now: i64) {
         if let Some(reason) = self.plugin_problem(&request.job) {
@@ -330,14 +386,14 @@ impl Engine {
     }
 
     fn record_skip(&mut self, skip: Skip) {
-        let Skip {
-            mut request,
-            reason,
-        } = skip;
+        let Skip { request, reason } = skip;
         tracing::info!(job = %request.job.name, trigger = %request.trigger, "fire skipped: {reason}");
-        if let Some(notify) = request.notify.take() {
-            let _ = notify.send(Started::Skipped(reason.clone()));
+        if request.trigger == Trigger::CatchUp {
+            self.catch_up_next.insert(request.job.name.clone());
         }
+        request.tell(RunUpdate::Skipped {
+            reason: reason.clone(),
+        });
         self.last_status
             .insert(request.job.name.clone(), Status::Skipped);
         let write = self.store.record_skipped(Skipped {
@@ -379,17 +435,57 @@ impl Engine {
             RunEvent::Started { slot, id } => self.dispatcher.started(slot, id),
             RunEvent::Finished {
                 slot,
+                id,
                 status,
+                error,
                 request,
             } => {
                 self.dispatcher.finished(slot);
                 self.last_status.insert(request.job.name.clone(), status);
+                if request.trigger == Trigger::CatchUp {
+                    self.catch_up_next.insert(request.job.name.clone());
+                }
                 if status.is_failure() && request.attempt <= request.job.retries {
                     self.schedule_retry(request, now);
+                } else {
+                    let upstream = Upstream {
+                        job: &request.job.name,
+                        id,
+                        status,
+                        error: error.as_deref(),
+                    };
+                    self.chain(&request.job, &upstream, now);
                 }
             }
         }
+        self.submit_next_catch_ups(now);
         self.admit(now);
+    }
+
+    /// Starts the jobs the finished run's job names for its outcome (after its last retry).
+    fn chain(&mut self, job: &Job, upstream: &Upstream<'_>, now: i64) {
+        let targets = match upstream.status {
+            Status::Succeeded => &job.on_success,
+            status if status.is_failure() => &job.on_failure,
+            _ => return,
+        };
+        for name in targets {
+            let Some(target) = self.config.job(name).map(Arc::clone) else {
+                tracing::warn!(job = %job.name, "chained job `{name}` is no longer in the config");
+                continue;
+            };
+            let params = chained_params(&target.params, upstream, target.plugin == "exec");
+            let request = Request {
+                job: target,
+                trigger: Trigger::Chained,
+                attempt: 1,
+                scheduled_at: now,
+                params,
+                advances_schedule: false,
+                notify: None,
+            };
+            self.submit_fire(request, now);
+        }
     }
 
     /// A failed attempt is retried after `retry_backoff`, doubling per attempt up to
@@ -409,19 +505,203 @@ impl Engine {
             scheduled_at: at,
             params: failed.params,
             advances_schedule: false,
-            notify: None,
+            notify: failed.notify,
         });
     }
 
-    /// Answers a control request.
-    pub fn answer(&mut self, request: &ControlRequest) -> Response {
-        match request {
+    /// Carries out a control request; answers go to `reply` (several for `run --wait`).
+    pub fn handle(&mut self, request: ControlRequest, reply: &mpsc::UnboundedSender<Response>) {
+        let now = self.now();
+        let answer = match request {
             ControlRequest::Status => Response::Status(self.status()),
             ControlRequest::Jobs => Response::Jobs { jobs: self.jobs() },
             ControlRequest::Plugins => Response::Plugins {
                 plugins: self.registry.all().to_vec(),
             },
+            ControlRequest::Run { job, params, wait } => match self.run_now(&job, params, now) {
+                Ok(updates) => {
+                    tokio::spawn(forward_updates(updates, reply.clone(), wait));
+                    return;
+                }
+                Err(message) => Response::Error { message },
+            },
+            ControlRequest::Cancel { id } => {
+                if self.dispatcher.cancel(id, "cancelled by pacer cancel") {
+                    Response::Done {
+                        message: format!(
+                            "run {id} is being stopped (SIGTERM to its process group, SIGKILL 1 s later)"
+                        ),
+                    }
+                } else {
+                    Response::Error {
+                        message: format!(
+                            "run {id} is not running (pacer show {id} tells what became of it)"
+                        ),
+                    }
+                }
+            }
+            ControlRequest::Pause { job } => self.set_paused(&job, true),
+            ControlRequest::Resume { job } => self.set_paused(&job, false),
+            ControlRequest::Reload => match self.reload(now) {
+                Ok(message) => Response::Done { message },
+                Err(message) => Response::Error { message },
+            },
+        };
+        let _ = reply.send(answer);
+    }
+
+    /// Submits a manual run of `name`; returns where its updates arrive.
+    fn run_now(
+        &mut self,
+        name: &str,
+        params: Option<serde_json::Value>,
+        now: i64,
+    ) -> Result<mpsc::UnboundedReceiver<RunUpdate>, String> {
+        let job = Arc::clone(self.config.job(name).ok_or_else(|| unknown_job(name))?);
+        let params = merge_params(&job.params, params)?;
+        let (notify, updates) = mpsc::unbounded_channel();
+        let request = Request {
+            job,
+            trigger: Trigger::Manual,
+            attempt: 1,
+            scheduled_at: now,
+            params,
+            advances_schedule: false,
+            notify: Some(notify),
+        };
+        self.submit(request, now);
+        self.admit(now);
+        Ok(updates)
+    }
+
+    fn set_paused(&mut self, name: &str, paused: bool) -> Response {
+        if self.config.job(name).is_none() {
+            return Response::Error {
+                message: unknown_job(name),
+            };
         }
+        let changed = if paused {
+            self.paused.insert(name.to_owned())
+        } else {
+            self.paused.remove(name)
+        };
+        let write = self.store.set_paused(name.to_owned(), paused);
+        self.records.spawn(async move {
+            if let Err(e) = write.await {
+                tracing::error!("cannot record a pause: {e}");
+            }
+        });
+        let message = match (paused, changed) {
+            (true, true) => format!(
+                "paused `{name}`: its fires leave no record until `pacer resume {name}` (this survives restarts)"
+            ),
+            (true, false) => format!("`{name}` was already paused"),
+            (false, true) => format!("resumed `{name}`"),
+            (false, false) => format!("`{name}` was not paused"),
+        };
+        tracing::info!("{message}");
+        Response::Done { message }
+    }
+
+    /// Re-reads the config and applies the difference: running runs are untouched, an unchanged
+    /// job keeps its next fire, a changed schedule computes its next fire from now. An invalid
+    /// config changes nothing.
+    pub fn reload(&mut self, now: i64) -> Result<String, String> {
+        super::notify::reloading();
+        let outcome = self.apply_new_config(now);
+        super::notify::ready(match &outcome {
+            Ok(_) => "reloaded",
+            Err(_) => "reload failed; the previous config stays in force",
+        });
+        outcome
+    }
+
+    fn apply_new_config(&mut self, now: i64) -> Result<String, String> {
+        let new = crate::config::load(&self.config.path, crate::config::Environment::current())
+            .map_err(|errors| {
+                let message =
+                    format!("the new config is invalid; the old one stays in force:\n{errors}");
+                tracing::error!("{message}");
+                message
+            })?;
+        let old = Arc::clone(&self.config);
+        let (mut added, mut changed, mut unchanged, mut removed) = (0, 0, 0, 0);
+        for job in &new.jobs {
+            match old.job(&job.name) {
+                Some(before) if same_timing(before, job) => {
+                    unchanged += 1;
+                    self.scheduler.update(Arc::clone(job));
+                }
+                before => {
+                    if before.is_some() {
+                        changed += 1;
+                    } else {
+                        added += 1;
+                    }
+                    self.scheduler.remove(&job.name);
+                    if job.enabled {
+                        self.scheduler.add(Arc::clone(job), None, now);
+                    }
+                }
+            }
+        }
+        for job in &old.jobs {
+            if new.job(&job.name).is_none() {
+                removed += 1;
+                self.scheduler.remove(&job.name);
+            }
+        }
+        self.dispatcher.reconfigure(
+            new.daemon.max_concurrency,
+            new.daemon.max_queue,
+            &new.pools,
+            new.daemon.pressure.clone(),
+            now,
+        );
+        let mut notes = Vec::new();
+        for (key, differs) in [
+            ("database", new.daemon.database != old.daemon.database),
+            ("socket", new.daemon.socket != old.daemon.socket),
+            (
+                "metrics_listen",
+                new.daemon.metrics_listen != old.daemon.metrics_listen,
+            ),
+            (
+                "history_retention",
+                new.daemon.history_retention != old.daemon.history_retention,
+            ),
+        ] {
+            if differs {
+                notes.push(format!("`{key}` changes apply at the next start"));
+            }
+        }
+        let dirs_changed = new.daemon.plugin_dirs != old.daemon.plugin_dirs;
+        self.config = Arc::new(new);
+        if dirs_changed {
+            self.watcher.watch(&self.config.daemon.plugin_dirs);
+            self.rescan_at = Some(now);
+        }
+        let runtime_dir = old
+            .daemon
+            .socket
+            .parent()
+            .unwrap_or(std::path::Path::new("/"));
+        self.fire_at_boot(super::reboot::take_due(runtime_dir, &self.config.jobs));
+        let mut message = format!(
+            "reloaded {}: {added} job(s) added, {changed} changed, {removed} removed, {unchanged} unchanged",
+            self.config.path.display()
+        );
+        for note in notes {
+            message.push_str("; ");
+            message.push_str(&note);
+        }
+        tracing::info!("{message}");
+        Ok(message)
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
     }
 
     fn status(&self) -> StatusInfo {
@@ -461,6 +741,12 @@ impl Engine {
                 reason: "pacerd stopped before the run could start".to_owned(),
             });
         }
+        let backlog: Vec<Request> = self.catch_up_backlog.drain().flat_map(|(_, b)| b).collect();
+        for request in backlog {
+            let reason = "pacerd stopped before this missed fire's turn came".to_owned();
+            self.record_skip(Skip { request, reason });
+        }
+        self.catch_up_next.clear();
         let deferred: Vec<Request> = self.deferred_requests.drain().map(|(_, r)| r).collect();
         for request in deferred {
             let reason = format!(
@@ -498,5 +784,59 @@ fn log_change(change: &crate::plugins::PluginChange) {
         tracing::warn!("{}", change.message);
     } else {
         tracing::info!("{}", change.message);
+    }
+}
+
+/// Whether two versions of a job fire at the same instants, so a reload keeps its next fire.
+fn same_timing(before: &Job, after: &Job) -> bool {
+    before.schedule_text == after.schedule_text
+        && before.timezone.name == after.timezone.name
+        && before.jitter == after.jitter
+        && before.enabled == after.enabled
+}
+
+fn unknown_job(name: &str) -> String {
+    format!("no job `{name}` in the config in force (pacer jobs lists them)")
+}
+
+/// The job's params with `extra`'s top-level keys put over them.
+fn merge_params(
+    base: &serde_json::Value,
+    extra: Option<serde_json::Value>,
+) -> Result<serde_json::Value, String> {
+    let mut merged = base.clone();
+    match extra {
+        None => {}
+        Some(serde_json::Value::Object(extra)) => {
+            if let serde_json::Value::Object(target) = &mut merged {
+                target.extend(extra);
+            }
+        }
+        Some(other) => {
+            return Err(format!(
+                "--params must be a JSON object such as '{{\"key\": \"value\"}}', not {other}"
+            ));
+        }
+    }
+    Ok(merged)
+}
+
+/// Passes a manual run's updates to the client; without `--wait` it stops once the run started
+/// or was skipped.
+async fn forward_updates(
+    mut updates: mpsc::UnboundedReceiver<RunUpdate>,
+    reply: mpsc::UnboundedSender<Response>,
+    wait: bool,
+) {
+    while let Some(update) = updates.recv().await {
+        let last = !wait
+            && matches!(
+                update,
+                RunUpdate::Started { .. } | RunUpdate::Skipped { .. }
+            )
+            || matches!(update, RunUpdate::Skipped { .. });
+        if reply.send(Response::Run(update)).is_err() || last {
+            return;
+        }
     }
 }

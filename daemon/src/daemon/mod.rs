@@ -1,7 +1,10 @@
 //! `pacerd`: load the config, open the history, find the plugins, then loop: sleep until the
 //! next thing is due, fire, admit, and answer the control socket, until a signal stops it.
 
+mod chain;
+mod config_watch;
 mod engine;
+mod notify;
 mod reboot;
 mod recovery;
 mod retention;
@@ -73,7 +76,7 @@ async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
         ScanOptions::for_current_user(),
     )
     .await;
-    let listener = control::server::bind(&config.daemon.socket).with_context(|| {
+    let (listener, access) = control::server::bind(&config.daemon.socket).with_context(|| {
         format!(
             "cannot listen on the control socket {}",
             config.daemon.socket.display()
@@ -105,7 +108,9 @@ async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
     let runtime_dir = config.daemon.socket.parent().unwrap_or(Path::new("/"));
     engine.fire_at_boot(reboot::take_due(runtime_dir, &config.jobs));
     let (control_tx, mut control_rx) = mpsc::channel(64);
-    let server = tokio::spawn(control::server::serve(listener, control_tx));
+    let server = tokio::spawn(control::server::serve(listener, control_tx, access));
+    let (config_changes, mut config_events) = mpsc::unbounded_channel();
+    let _config_watcher = config_watch::ConfigWatcher::new(&options.config, config_changes);
     let pruner = tokio::spawn(retention::prune_forever(
         Arc::clone(&store),
         config.daemon.history_retention,
@@ -120,15 +125,28 @@ async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
         socket = %config.daemon.socket.display(),
         "pacerd is ready"
     );
+    notify::ready(&format!("{} jobs", config.jobs.len()));
+    let watchdog = notify::watchdog_interval();
+    let mut next_alive = tokio::time::Instant::now();
 
     loop {
+        if let Some(interval) = watchdog
+            && tokio::time::Instant::now() >= next_alive
+        {
+            notify::alive();
+            next_alive = tokio::time::Instant::now() + interval;
+        }
         let now = engine.now();
         let sleep_ms = engine
             .wake_at(now)
             .map_or(MAX_SLEEP_MS, |at| (at - now).clamp(0, MAX_SLEEP_MS));
-        let sleep_ms = u64::try_from(sleep_ms).unwrap_or(0);
+        let mut wake = tokio::time::Instant::now()
+            + Duration::from_millis(u64::try_from(sleep_ms).unwrap_or(0));
+        if watchdog.is_some() {
+            wake = wake.min(next_alive);
+        }
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
+            () = tokio::time::sleep_until(wake) => {}
             Some(event) = events.recv() => {
                 let now = engine.now();
                 engine.on_event(event, now);
@@ -139,13 +157,18 @@ async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
             }
             Some(registry) = rescanned.recv() => engine.install_registry(registry),
             Some(incoming) = control_rx.recv() => {
-                let response = engine.answer(&incoming.request);
-                let _ = incoming.reply.send(response);
+                engine.handle(incoming.request, &incoming.reply);
+            }
+            Some(()) = config_events.recv() => {
+                let now = engine.now();
+                engine.config_changed(now);
             }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = hangup.recv() => {
-                tracing::warn!("SIGHUP received: reloading is not available in this version; restart pacerd to apply config changes");
+                let now = engine.now();
+                // The outcome is logged by `reload`; an invalid config leaves the old one.
+                let _ = engine.reload(now);
             }
         }
         let now = engine.now();
@@ -154,10 +177,11 @@ async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
     }
 
     tracing::info!(in_flight = engine.in_flight(), "stopping");
+    notify::stopping();
     server.abort();
     pruner.abort();
     engine.stop_admitting();
-    let grace = tokio::time::sleep(config.daemon.shutdown_grace);
+    let grace = tokio::time::sleep(engine.config().daemon.shutdown_grace);
     tokio::pin!(grace);
     let mut cancelled = false;
     while engine.in_flight() > 0 {

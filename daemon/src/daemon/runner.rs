@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::config::defaults::KILL_GRACE;
-use crate::dispatch::{Admitted, Request, SlotId, Started};
-use crate::model::Status;
+use crate::dispatch::{Admitted, Request, RunUpdate, SlotId};
+use crate::model::{Status, Trigger};
 use crate::store::{Finish, NewRun, RunId, Store};
 use crate::time::{Clock, rfc3339_ms, to_ms};
 use crate::worker::outcome::classify;
@@ -45,8 +45,12 @@ pub enum RunEvent {
     Finished {
         /// Its slot, to release.
         slot: SlotId,
+        /// Its id, if its record could be written.
+        id: Option<RunId>,
         /// How it ended.
         status: Status,
+        /// Why, if it did not succeed.
+        error: Option<String>,
         /// The request it served (retries and chains start from it).
         request: Request,
     },
@@ -56,12 +60,11 @@ pub enum RunEvent {
 pub async fn execute(env: Arc<RunEnv>, admitted: Admitted, plugin_path: PathBuf) {
     let Admitted {
         slot,
-        mut request,
+        request,
         queue_ms,
         cancel,
     } = admitted;
     let job = Arc::clone(&request.job);
-    let notify = request.notify.take();
     let cancel = async move {
         match cancel.await {
             Ok(reason) => reason,
@@ -87,11 +90,23 @@ pub async fn execute(env: Arc<RunEnv>, admitted: Admitted, plugin_path: PathBuf)
             let now = to_ms(env.clock.now());
             let error = format!("cannot start the run's process: {e}");
             let recorded = env.store.start_run(new_run(now, None)).await;
-            if let Ok(id) = &recorded {
-                announce(notify, Started::Run(*id));
-                finish(&env, *id, Status::Failed, Some(error), Vec::new(), 0).await;
-            }
-            report_finished(&env, slot, Status::Failed, request);
+            let id = match recorded {
+                Ok(id) => {
+                    request.tell(RunUpdate::Started {
+                        id,
+                        attempt: request.attempt,
+                    });
+                    finish(&env, id, Status::Failed, Some(error.clone()), Vec::new(), 0).await;
+                    request.tell(RunUpdate::Finished {
+                        id,
+                        status: Status::Failed,
+                        error: Some(error.clone()),
+                    });
+                    Some(id)
+                }
+                Err(_) => None,
+            };
+            report_finished(&env, slot, id, Status::Failed, Some(error), request);
             return;
         }
     };
@@ -112,13 +127,18 @@ pub async fn execute(env: Arc<RunEnv>, admitted: Admitted, plugin_path: PathBuf)
                     .supervise(quick_stop(), std::future::ready(error.clone()))
                     .await,
             );
-            announce(notify, Started::Skipped(error));
-            report_finished(&env, slot, Status::Failed, request);
+            request.tell(RunUpdate::Skipped {
+                reason: error.clone(),
+            });
+            report_finished(&env, slot, None, Status::Failed, Some(error), request);
             return;
         }
     };
     let _ = env.events.send(RunEvent::Started { slot, id });
-    announce(notify, Started::Run(id));
+    request.tell(RunUpdate::Started {
+        id,
+        attempt: request.attempt,
+    });
     tracing::info!(job = %job.name, run_id = id, trigger = %request.trigger, attempt = request.attempt, "run started");
     let deadline_ms = job
         .timeout
@@ -133,16 +153,7 @@ pub async fn execute(env: Arc<RunEnv>, admitted: Admitted, plugin_path: PathBuf)
             expected_name: job.plugin.clone(),
             params: request.params.clone(),
             deadline_ms,
-            env: vec![
-                ("PACER_JOB".into(), job.name.clone()),
-                ("PACER_RUN_ID".into(), id.to_string()),
-                ("PACER_ATTEMPT".into(), request.attempt.to_string()),
-                ("PACER_TRIGGER".into(), request.trigger.to_string()),
-                (
-                    "PACER_SCHEDULED_AT".into(),
-                    rfc3339_ms(request.scheduled_at),
-                ),
-            ],
+            env: run_environment(&request, id),
         },
     };
     // A worker that died before reading this is classified from its exit below.
@@ -156,8 +167,13 @@ pub async fn execute(env: Arc<RunEnv>, admitted: Admitted, plugin_path: PathBuf)
     let (status, error) = classify(&ended, job.memory_limit);
     let (output, dropped) = ended.output.into_parts();
     finish(&env, id, status, error.clone(), output, dropped).await;
+    request.tell(RunUpdate::Finished {
+        id,
+        status,
+        error: error.clone(),
+    });
     tracing::info!(job = %job.name, run_id = id, status = %status, error = error.as_deref().unwrap_or(""), "run finished");
-    report_finished(&env, slot, status, request);
+    report_finished(&env, slot, Some(id), status, error, request);
 }
 
 /// Stops a worker that must not run (no record could be written).
@@ -190,16 +206,54 @@ async fn finish(
     }
 }
 
-fn announce(notify: Option<tokio::sync::oneshot::Sender<Started>>, started: Started) {
-    if let Some(notify) = notify {
-        let _ = notify.send(started);
-    }
-}
-
-fn report_finished(env: &RunEnv, slot: SlotId, status: Status, request: Request) {
+fn report_finished(
+    env: &RunEnv,
+    slot: SlotId,
+    id: Option<RunId>,
+    status: Status,
+    error: Option<String>,
+    request: Request,
+) {
     let _ = env.events.send(RunEvent::Finished {
         slot,
+        id,
         status,
+        error,
         request,
     });
+}
+
+/// The `PACER_*` variables of a run; a chained run also gets its upstream run's
+/// `PACER_UPSTREAM_JOB`, `_ID`, `_STATUS` and `_ERROR`.
+fn run_environment(request: &Request, id: RunId) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("PACER_JOB".to_owned(), request.job.name.clone()),
+        ("PACER_RUN_ID".to_owned(), id.to_string()),
+        ("PACER_ATTEMPT".to_owned(), request.attempt.to_string()),
+        ("PACER_TRIGGER".to_owned(), request.trigger.to_string()),
+        (
+            "PACER_SCHEDULED_AT".to_owned(),
+            rfc3339_ms(request.scheduled_at),
+        ),
+    ];
+    let upstream = request
+        .params
+        .get("upstream")
+        .filter(|_| request.trigger == Trigger::Chained);
+    if let Some(upstream) = upstream {
+        for (key, name) in [
+            ("job", "JOB"),
+            ("id", "ID"),
+            ("status", "STATUS"),
+            ("error", "ERROR"),
+        ] {
+            let value = match &upstream[key] {
+                serde_json::Value::String(text) => text.clone(),
+                serde_json::Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            env.push((format!("PACER_UPSTREAM_{name}"), value));
+        }
+    }
+    env
 }

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Job, Overlap, Pool, PressureLimits};
 use crate::model::Trigger;
@@ -44,17 +44,44 @@ pub struct Request {
     pub params: serde_json::Value,
     /// Whether recording it advances the job's last scheduled fire.
     pub advances_schedule: bool,
-    /// Told the outcome of admission (`pacer run` waits on it).
-    pub notify: Option<oneshot::Sender<Started>>,
+    /// Told what becomes of the request (`pacer run` follows it); retries keep it.
+    pub notify: Option<mpsc::UnboundedSender<RunUpdate>>,
 }
 
-/// What a waiting `pacer run` learns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Started {
+impl Request {
+    /// Tells whoever follows this request; they may have stopped listening, which is fine.
+    pub fn tell(&self, update: RunUpdate) {
+        if let Some(notify) = &self.notify {
+            let _ = notify.send(update);
+        }
+    }
+}
+
+/// What a `pacer run` learns about its run, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum RunUpdate {
     /// The run started with this id.
-    Run(RunId),
+    Started {
+        /// Its id.
+        id: RunId,
+        /// Its attempt.
+        attempt: u32,
+    },
     /// A policy declined it, for this reason.
-    Skipped(String),
+    Skipped {
+        /// Which policy and why.
+        reason: String,
+    },
+    /// The run ended (a retry may follow).
+    Finished {
+        /// Its id.
+        id: RunId,
+        /// How it ended.
+        status: crate::model::Status,
+        /// Why, if it did not succeed.
+        error: Option<String>,
+    },
 }
 
 /// A request a policy declined: record it as `skipped` with `reason`.

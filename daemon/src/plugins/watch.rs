@@ -19,7 +19,8 @@ impl PluginWatcher {
     /// Starts watching; each change in a watched directory sends `()` on `changes`.
     pub fn new(changes: mpsc::UnboundedSender<()>) -> PluginWatcher {
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
+            // Workers opening a library to load it must not count as a change.
+            if event.is_ok_and(|event| !matches!(event.kind, notify::EventKind::Access(_))) {
                 let _ = changes.send(());
             }
         })

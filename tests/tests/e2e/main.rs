@@ -13,6 +13,7 @@ mod config_errors;
 mod core;
 mod isolation;
 mod libraries;
+mod operations;
 mod plugin_files;
 mod plugin_http;
 mod plugin_mail;

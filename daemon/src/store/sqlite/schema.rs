@@ -9,8 +9,10 @@ pub fn migrations() -> Migrations<'static> {
 }
 
 const V1: &str = r"
+-- AUTOINCREMENT: a run id is never handed out twice, even after retention deleted the newest
+-- rows, so `pacer show ID` and paging by id stay unambiguous.
 CREATE TABLE runs (
-    id           INTEGER PRIMARY KEY,
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
     job          TEXT    NOT NULL,
     plugin       TEXT    NOT NULL,
     status       TEXT    NOT NULL CHECK (status IN ('running', 'succeeded', 'failed',

@@ -432,3 +432,20 @@ async fn pruning_deletes_old_finished_runs_in_batches() {
         .unwrap();
     assert_eq!(orphan_outputs, 0, "output goes with its run");
 }
+
+#[tokio::test]
+async fn ids_are_never_reused_after_pruning() {
+    let (_dir, path) = database();
+    let store = SqliteStore::open(&path).unwrap();
+    let mut last = 0;
+    for at in 0..3 {
+        last = store.start_run(new_run("a", at)).await.unwrap();
+        store
+            .finish_run(finish(last, Status::Succeeded, at + 1))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.prune(1_000, 100).await.unwrap(), 3);
+    let next = store.start_run(new_run("a", 2_000)).await.unwrap();
+    assert!(next > last, "{next} follows {last}");
+}

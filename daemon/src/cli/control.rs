@@ -1,0 +1,113 @@
+//! The verbs that change the daemon's state: `run`, `cancel`, `pause`, `resume`, `reload`.
+//! Each needs a running daemon, and root or membership in the control socket's group.
+
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail};
+
+use super::{Context, print_json};
+use crate::control::client::{ClientError, ask, converse};
+use crate::control::{Request, Response};
+use crate::dispatch::RunUpdate;
+use crate::model::Status;
+
+/// `pacer run J [--params JSON] [--wait]`.
+pub fn run(
+    context: &Context,
+    job: &str,
+    params: Option<&str>,
+    wait: bool,
+) -> anyhow::Result<ExitCode> {
+    let params = params
+        .map(|text| {
+            let value: serde_json::Value =
+                serde_json::from_str(text).map_err(|e| anyhow!("--params is not JSON: {e}"))?;
+            if !value.is_object() {
+                bail!("--params must be a JSON object such as '{{\"key\": \"value\"}}'");
+            }
+            Ok(value)
+        })
+        .transpose()?;
+    let settings = context.settings()?;
+    let request = Request::Run {
+        job: job.to_owned(),
+        params,
+        wait,
+    };
+    let mut outcome: Result<Option<Status>, String> = Err("pacerd said nothing".to_owned());
+    let timeout = (!wait).then_some(std::time::Duration::from_secs(60));
+    let talked = converse(&settings.socket, &request, timeout, |response| {
+        match response {
+            Response::Run(update) => {
+                report(context, &update);
+                outcome = match update {
+                    RunUpdate::Started { .. } => Ok(None),
+                    RunUpdate::Skipped { reason } => Err(format!("skipped: {reason}")),
+                    RunUpdate::Finished { status, .. } => Ok(Some(status)),
+                };
+            }
+            Response::Error { message } => outcome = Err(message),
+            other => outcome = Err(format!("unexpected answer from pacerd: {other:?}")),
+        }
+        outcome.is_ok()
+    });
+    not_running_is_an_error(talked)?;
+    match outcome {
+        Ok(Some(Status::Succeeded)) | Ok(None) => Ok(ExitCode::SUCCESS),
+        Ok(Some(_)) => Ok(ExitCode::FAILURE),
+        Err(message) => {
+            eprintln!("pacer: {message}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn report(context: &Context, update: &RunUpdate) {
+    if context.json {
+        if let Ok(text) = serde_json::to_string(update) {
+            println!("{text}");
+        }
+        return;
+    }
+    match update {
+        RunUpdate::Started { id, attempt: 1 } => println!("started run {id}"),
+        RunUpdate::Started { id, attempt } => println!("started run {id} (attempt {attempt})"),
+        RunUpdate::Skipped { .. } => {}
+        RunUpdate::Finished { id, status, error } => match error {
+            Some(error) => println!("run {id} {status}: {error}"),
+            None => println!("run {id} {status}"),
+        },
+    }
+}
+
+/// `pacer cancel`, `pause`, `resume`, `reload`: one request, one answer.
+pub fn simple(context: &Context, request: &Request) -> anyhow::Result<ExitCode> {
+    let settings = context.settings()?;
+    let answer = not_running_is_an_error(ask(&settings.socket, request))?;
+    match answer {
+        Response::Done { message } => {
+            if context.json {
+                print_json(&serde_json::json!({ "ok": true, "message": message }))?;
+            } else {
+                println!("{message}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Response::Error { message } => {
+            if context.json {
+                print_json(&serde_json::json!({ "ok": false, "message": message }))?;
+            }
+            eprintln!("pacer: {message}");
+            Ok(ExitCode::FAILURE)
+        }
+        other => bail!("unexpected answer from pacerd: {other:?}"),
+    }
+}
+
+/// Verbs that need the daemon say plainly that it is not running.
+fn not_running_is_an_error<T>(result: Result<T, ClientError>) -> anyhow::Result<T> {
+    result.map_err(|e| match e {
+        ClientError::NotRunning(_) => anyhow!("pacerd is not running"),
+        other => other.into(),
+    })
+}

@@ -1,0 +1,683 @@
+//! Operating the daemon: systemd's notify protocol, reload, manual runs, pause and resume,
+//! cancel, stopping, catch-up after downtime, who may change things, and retention.
+
+use std::os::unix::net::UnixDatagram;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pacer_tests::{CommandOutput, Sandbox, artifacts, running_as_root, text, wait_for, wait_until};
+use serde_json::Value;
+
+fn job(name: &str, schedule: &str, plugin: &str, settings: &str, params: &str) -> String {
+    format!(
+        "\n[[jobs]]\nname = \"{name}\"\nschedule = \"{schedule}\"\nplugin = \"{plugin}\"\n{settings}\nparams = {params}\n"
+    )
+}
+
+/// A datagram socket standing in for systemd's notify socket, collecting what it receives.
+struct NotifySocket {
+    path: std::path::PathBuf,
+    messages: Arc<Mutex<Vec<String>>>,
+}
+
+impl NotifySocket {
+    fn bind(sandbox: &Sandbox) -> NotifySocket {
+        let path = sandbox.path().join("notify.sock");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&messages);
+        std::thread::spawn(move || {
+            let mut buf = vec![0_u8; 4096];
+            while let Ok(n) = socket.recv(&mut buf) {
+                sink.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        });
+        NotifySocket { path, messages }
+    }
+
+    fn received(&self) -> Vec<String> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    fn wait_for(&self, what: &str, holds: impl Fn(&[String]) -> bool) -> Vec<String> {
+        wait_until(what, || {
+            let received = self.received();
+            holds(&received).then_some(received)
+        })
+    }
+}
+
+#[test]
+fn systemd_hears_ready_reloading_watchdog_and_stopping() {
+    let sandbox = Sandbox::new();
+    sandbox.write_config(
+        "",
+        &job("tick", "* * * * * *", "exec", "", r#"{ command = "true" }"#),
+    );
+    let notify = NotifySocket::bind(&sandbox);
+    let mut daemon = sandbox.start_with_env(&[
+        ("NOTIFY_SOCKET", notify.path.to_str().unwrap()),
+        ("WATCHDOG_USEC", "1000000"),
+    ]);
+    let first = notify.wait_for("READY=1", |m| !m.is_empty());
+    assert!(
+        first[0].starts_with("READY=1\nSTATUS=1 jobs\n"),
+        "{first:?}"
+    );
+    notify.wait_for("two watchdog pings at half of WATCHDOG_USEC", |m| {
+        m.iter().filter(|m| m.as_str() == "WATCHDOG=1\n").count() >= 2
+    });
+    let reload = sandbox.pacer(["reload"]);
+    assert_eq!(reload.code, 0, "{reload}");
+    let after_reload = notify.wait_for("RELOADING=1 then READY=1", |m| {
+        m.iter()
+            .position(|m| m.starts_with("RELOADING=1\nMONOTONIC_USEC="))
+            .is_some_and(|at| m[at + 1..].iter().any(|m| m.starts_with("READY=1\n")))
+    });
+    let reloading = after_reload
+        .iter()
+        .find(|m| m.starts_with("RELOADING=1"))
+        .unwrap();
+    let usec: u64 = reloading
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim_start_matches("MONOTONIC_USEC=")
+        .parse()
+        .unwrap();
+    assert!(usec > 0);
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(), Some(0));
+    let all = notify.wait_for("STOPPING=1", |m| {
+        m.iter().any(|m| m.starts_with("STOPPING=1"))
+    });
+    assert!(all.last().unwrap().starts_with("STOPPING=1"), "{all:?}");
+}
+
+#[test]
+fn reload_applies_the_difference_and_keeps_a_bad_config_out() {
+    let sandbox = Sandbox::new();
+    let steady = job(
+        "steady",
+        "*/30 * * * * *",
+        "exec",
+        "",
+        r#"{ command = "true" }"#,
+    );
+    let moving = job(
+        "moving",
+        "*/30 * * * * *",
+        "exec",
+        "",
+        r#"{ command = "true" }"#,
+    );
+    let long = job(
+        "long",
+        "* * * * * *",
+        "testkit",
+        "",
+        r#"{ action = "sleep", ms = 3000 }"#,
+    );
+    let doomed = job(
+        "doomed",
+        "* * * * * *",
+        "exec",
+        "",
+        r#"{ command = "true" }"#,
+    );
+    sandbox.write_config("", &format!("{steady}{moving}{long}{doomed}"));
+    let _daemon = sandbox.start();
+    let long_run = wait_until("a long run going", || {
+        sandbox
+            .history(&["--job", "long", "--status", "running"])
+            .into_iter()
+            .next()
+    });
+    let next_fire = |name: &str| {
+        let jobs = sandbox.pacer_json(&["jobs"]);
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["name"] == name)
+            .map(|j| j["next_fire"].clone())
+    };
+    let steady_next = next_fire("steady").unwrap();
+
+    // A bad config changes nothing and says where the error is.
+    sandbox.write_config(
+        "",
+        &format!("{steady}{moving}{long}{doomed}\n[[jobs]]\nname = \"bad\"\nplugin = \"exec\"\nschedule = \"99 * * * *\"\n"),
+    );
+    let bad = sandbox.pacer(["reload"]);
+    assert_eq!(bad.code, 1, "{bad}");
+    assert!(
+        bad.stderr
+            .contains("the new config is invalid; the old one stays in force"),
+        "{bad}"
+    );
+    assert!(bad.stderr.contains("pacer.toml:"), "{bad}");
+    assert!(
+        bad.stderr.contains("invalid schedule `99 * * * *`"),
+        "{bad}"
+    );
+
+    let moved = job(
+        "moving",
+        "*/7 * * * * *",
+        "exec",
+        "",
+        r#"{ command = "true" }"#,
+    );
+    let fresh = job(
+        "fresh",
+        "* * * * * *",
+        "exec",
+        "",
+        r#"{ command = "echo fresh" }"#,
+    );
+    sandbox.write_config("", &format!("{steady}{moved}{long}{fresh}"));
+    let good = sandbox.pacer(["reload"]);
+    assert_eq!(good.code, 0, "{good}");
+    assert!(
+        good.stdout
+            .contains("1 job(s) added, 1 changed, 1 removed, 2 unchanged"),
+        "{good}"
+    );
+    assert_eq!(
+        next_fire("steady").unwrap(),
+        steady_next,
+        "an unchanged job keeps its next fire"
+    );
+    let moved_next: jiff::Timestamp = next_fire("moving")
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        moved_next.as_second() % 60 % 7,
+        0,
+        "a changed schedule counts from now"
+    );
+    assert!(next_fire("doomed").is_none());
+    wait_until("a run of the new job", || {
+        sandbox
+            .history(&["--job", "fresh", "--status", "succeeded"])
+            .into_iter()
+            .next()
+    });
+    let reloaded_at = jiff::Timestamp::now();
+    let done = wait_until("the long run to end", || {
+        let run = sandbox.pacer_json(&["show", &long_run["id"].to_string()]);
+        (run["status"] != "running").then_some(run)
+    });
+    assert_eq!(
+        done["status"], "succeeded",
+        "a reload leaves running runs alone"
+    );
+    wait_for("two more seconds", || {
+        jiff::Timestamp::now().as_millisecond() > reloaded_at.as_millisecond() + 2_000
+    });
+    let doomed_runs = sandbox.history(&["--job", "doomed", "--limit", "1000"]);
+    assert!(
+        doomed_runs
+            .iter()
+            .all(|r| { text(r, "scheduled_at").parse::<jiff::Timestamp>().unwrap() < reloaded_at }),
+        "a removed job fires no more"
+    );
+}
+
+#[test]
+fn sighup_and_an_edited_config_file_reload() {
+    let sandbox = Sandbox::new();
+    let base = job(
+        "base",
+        "*/30 * * * * *",
+        "exec",
+        "",
+        r#"{ command = "true" }"#,
+    );
+    sandbox.write_config("", &base);
+    let daemon = sandbox.start();
+    let names = || -> Vec<String> {
+        sandbox
+            .pacer_json(&["jobs"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Written elsewhere and renamed into place, as editors save: the file watch still sees it.
+    let hup = job(
+        "by-hup",
+        "*/30 * * * * *",
+        "exec",
+        "",
+        r#"{ command = "true" }"#,
+    );
+    let text = format!(
+        "[daemon]\nplugin_dirs = [\"plugins\"]\ndatabase = \"pacer.db\"\nsocket = \"pacer.sock\"\n{base}{hup}"
+    );
+    sandbox.write(".pacer.toml.swp", &text);
+    std::fs::rename(
+        sandbox.path().join(".pacer.toml.swp"),
+        sandbox.path().join("pacer.toml"),
+    )
+    .unwrap();
+    wait_until("the edited file to be reloaded", || {
+        names().contains(&"by-hup".to_owned()).then_some(())
+    });
+    let dropped_in = job(
+        "dropped-in",
+        "*/30 * * * * *",
+        "exec",
+        "",
+        r#"{ command = "true" }"#,
+    );
+    sandbox.write("jobs.d/extra.toml", &dropped_in);
+    daemon.signal("HUP");
+    wait_until("SIGHUP to load the drop-in", || {
+        names().contains(&"dropped-in".to_owned()).then_some(())
+    });
+    assert_eq!(sandbox.pacer(["status"]).code, 0);
+}
+
+#[test]
+fn manual_runs_follow_the_job_policies() {
+    let sandbox = Sandbox::new();
+    let mut jobs = String::new();
+    jobs += "\n[[jobs]]\nname = \"hello\"\nplugin = \"exec\"\nparams = { command = \"echo hello $GREETING\", env = { GREETING = \"job\" } }\n";
+    jobs += "\n[[jobs]]\nname = \"fails\"\nplugin = \"exec\"\nretries = 1\nretry_backoff = \"1s\"\nparams = { command = \"exit 4\" }\n";
+    jobs += "\n[[jobs]]\nname = \"slow\"\nplugin = \"testkit\"\nparams = { action = \"sleep\", ms = 60000 }\n";
+    sandbox.write_config("", &jobs);
+    let _daemon = sandbox.start();
+
+    let started = sandbox.pacer(["run", "hello"]);
+    assert_eq!(started.code, 0, "{started}");
+    let id: i64 = started
+        .stdout
+        .trim()
+        .strip_prefix("started run ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let run = wait_until("the manual run to end", || {
+        let run = sandbox.pacer_json(&["show", &id.to_string()]);
+        (run["status"] != "running").then_some(run)
+    });
+    assert_eq!(run["trigger"], "manual");
+    assert_eq!(run["status"], "succeeded");
+    assert!(text(&run, "output").contains("hello job"));
+
+    let waited = sandbox.pacer([
+        "run",
+        "hello",
+        "--wait",
+        "--params",
+        r#"{"env": {"GREETING": "params"}}"#,
+    ]);
+    assert_eq!(waited.code, 0, "{waited}");
+    assert!(waited.stdout.ends_with(" succeeded\n"), "{waited}");
+    let newest = &sandbox.history(&["--job", "hello"])[0];
+    let shown = sandbox.pacer_json(&["show", &newest["id"].to_string()]);
+    assert!(
+        text(&shown, "output").contains("hello params"),
+        "params merge over the job's"
+    );
+    assert_eq!(shown["params"]["command"], "echo hello $GREETING");
+
+    let failed = sandbox.pacer(["run", "fails", "--wait"]);
+    assert_eq!(failed.code, 1, "{failed}");
+    let lines: Vec<&str> = failed.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "both attempts are followed: {failed}");
+    assert!(lines[1].ends_with(" failed: command exited with code 4"));
+    assert!(lines[2].ends_with("(attempt 2)"));
+
+    let slow = sandbox.pacer(["run", "slow"]);
+    assert_eq!(slow.code, 0, "{slow}");
+    let slow_id = slow
+        .stdout
+        .trim()
+        .strip_prefix("started run ")
+        .unwrap()
+        .to_owned();
+    let again = sandbox.pacer(["run", "slow"]);
+    assert_eq!(
+        again.code, 1,
+        "a manual run obeys overlap = \"skip\": {again}"
+    );
+    assert_eq!(
+        again.stderr,
+        format!("pacer: skipped: run {slow_id} of `slow` is still running (overlap = \"skip\")\n")
+    );
+    let cancel = sandbox.pacer(["cancel", &slow_id]);
+    assert_eq!(cancel.code, 0, "{cancel}");
+    let cancelled = wait_until("the cancelled run to end", || {
+        let run = sandbox.pacer_json(&["show", &slow_id]);
+        (run["status"] != "running").then_some(run)
+    });
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(cancelled["error"], "cancelled by pacer cancel");
+    let not_running = sandbox.pacer(["cancel", &slow_id]);
+    assert_eq!(not_running.code, 1);
+    assert!(
+        not_running
+            .stderr
+            .contains(&format!("run {slow_id} is not running"))
+    );
+
+    let unknown = sandbox.pacer(["run", "nope"]);
+    assert_eq!(unknown.code, 1);
+    assert!(
+        unknown
+            .stderr
+            .contains("no job `nope` in the config in force"),
+        "{unknown}"
+    );
+    let bad_params = sandbox.pacer(["run", "hello", "--params", "[1]"]);
+    assert_eq!(bad_params.code, 1);
+}
+
+#[test]
+fn pause_survives_a_restart_and_resume_fires_again() {
+    let sandbox = Sandbox::new();
+    sandbox.write_config(
+        "",
+        &job("tick", "* * * * * *", "exec", "", r#"{ command = "true" }"#),
+    );
+    let mut daemon = sandbox.start();
+    wait_until("a run", || sandbox.history(&[]).into_iter().next());
+    let paused = sandbox.pacer(["pause", "tick"]);
+    assert_eq!(paused.code, 0, "{paused}");
+    let paused_at = jiff::Timestamp::now().as_millisecond();
+    assert_eq!(sandbox.pacer_json(&["jobs"])[0]["paused"], true);
+    assert_eq!(daemon.stop(), Some(0));
+    let mut daemon = sandbox.start();
+    assert_eq!(
+        sandbox.pacer_json(&["jobs"])[0]["paused"],
+        true,
+        "the pause is persisted"
+    );
+    wait_for("three paused seconds", || {
+        jiff::Timestamp::now().as_millisecond() > paused_at + 3_000
+    });
+    let during: Vec<Value> = sandbox
+        .history(&["--limit", "1000"])
+        .into_iter()
+        .filter(|r| {
+            text(r, "scheduled_at")
+                .parse::<jiff::Timestamp>()
+                .unwrap()
+                .as_millisecond()
+                > paused_at + 1_000
+        })
+        .collect();
+    assert!(
+        during.is_empty(),
+        "a paused job's fires create no record: {during:?}"
+    );
+    let resumed = sandbox.pacer(["resume", "tick"]);
+    assert_eq!(resumed.code, 0, "{resumed}");
+    let resumed_at = jiff::Timestamp::now().as_millisecond();
+    wait_until("a run after resume", || {
+        sandbox.history(&[]).into_iter().find(|r| {
+            r["trigger"] == "schedule"
+                && text(r, "scheduled_at")
+                    .parse::<jiff::Timestamp>()
+                    .unwrap()
+                    .as_millisecond()
+                    > resumed_at
+        })
+    });
+    assert_eq!(daemon.stop(), Some(0));
+}
+
+#[test]
+fn stopping_gives_runs_their_grace_then_cancels_them() {
+    let sandbox = Sandbox::new();
+    let mut jobs = String::new();
+    jobs += "\n[[jobs]]\nname = \"short\"\nplugin = \"testkit\"\nparams = { action = \"sleep\", ms = 500 }\n";
+    jobs += "\n[[jobs]]\nname = \"endless\"\nplugin = \"testkit\"\nparams = { action = \"sleep\", ms = 600000 }\n";
+    sandbox.write_config("shutdown_grace = \"2s\"", &jobs);
+    let mut daemon = sandbox.start();
+    for name in ["short", "endless"] {
+        assert_eq!(sandbox.pacer(["run", name]).code, 0);
+    }
+    let stop_asked = Instant::now();
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(), Some(0));
+    let took = stop_asked.elapsed();
+    assert!(
+        took >= Duration::from_secs(2),
+        "the grace is given: {took:?}"
+    );
+    let runs = sandbox.history(&[]);
+    let status_of = |name: &str| runs.iter().find(|r| r["job"] == name).unwrap().clone();
+    assert_eq!(status_of("short")["status"], "succeeded");
+    let endless = status_of("endless");
+    assert_eq!(endless["status"], "cancelled");
+    assert_eq!(
+        endless["error"],
+        "pacerd stopped and shutdown_grace elapsed"
+    );
+
+    let mut daemon = sandbox.start();
+    assert_eq!(sandbox.pacer(["run", "endless"]).code, 0);
+    let stop_asked = Instant::now();
+    daemon.signal("TERM");
+    wait_for("the daemon to begin stopping", || {
+        sandbox.pacer(["status"]).code != 0
+    });
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(), Some(0));
+    assert!(
+        stop_asked.elapsed() < Duration::from_secs(25),
+        "a second signal stops at once"
+    );
+    let newest = &sandbox.history(&[])[0];
+    assert_eq!(
+        newest["error"],
+        "pacerd was stopped at once (a second signal)"
+    );
+}
+
+#[test]
+fn catch_up_once_and_all_after_downtime() {
+    let sandbox = Sandbox::new();
+    let mut jobs = String::new();
+    jobs += &job(
+        "every",
+        "* * * * * *",
+        "exec",
+        "catch_up = \"all\"",
+        r#"{ command = "true" }"#,
+    );
+    jobs += &job(
+        "latest",
+        "* * * * * *",
+        "exec",
+        "catch_up = \"once\"",
+        r#"{ command = "true" }"#,
+    );
+    sandbox.write_config("", &jobs);
+    let mut daemon = sandbox.start();
+    wait_until("runs of both", || {
+        let runs = sandbox.history(&[]);
+        (runs.iter().any(|r| r["job"] == "every") && runs.iter().any(|r| r["job"] == "latest"))
+            .then_some(())
+    });
+    assert_eq!(daemon.stop(), Some(0));
+    let stopped = Instant::now();
+    wait_for("four seconds down", || {
+        stopped.elapsed() > Duration::from_secs(4)
+    });
+    let _daemon = sandbox.start();
+    let runs = wait_until("the catch-up runs", || {
+        let runs = sandbox.history(&["--limit", "1000"]);
+        let done = |job: &str| {
+            runs.iter()
+                .filter(|r| r["job"] == job && r["trigger"] == "catch_up")
+                .all(|r| r["status"] != "running")
+        };
+        (runs.iter().filter(|r| r["trigger"] == "catch_up").count() >= 6
+            && done("every")
+            && done("latest"))
+        .then_some(runs)
+    });
+    let caught = |job: &str| -> Vec<&Value> {
+        runs.iter()
+            .filter(|r| r["job"] == job && r["trigger"] == "catch_up")
+            .collect()
+    };
+    let every = caught("every");
+    assert!(every.len() >= 3);
+    assert!(
+        every.iter().all(|r| r["status"] == "succeeded"),
+        "all: each missed fire runs"
+    );
+    let latest = caught("latest");
+    let ran: Vec<&&Value> = latest
+        .iter()
+        .filter(|r| r["status"] == "succeeded")
+        .collect();
+    assert_eq!(ran.len(), 1, "once: one missed fire runs: {latest:?}");
+    let newest_missed = latest
+        .iter()
+        .map(|r| text(r, "scheduled_at").to_owned())
+        .max()
+        .unwrap();
+    assert_eq!(
+        text(ran[0], "scheduled_at"),
+        newest_missed,
+        "the latest one"
+    );
+    for skipped in latest.iter().filter(|r| r["status"] == "skipped") {
+        assert_eq!(
+            skipped["error"],
+            "missed while pacerd was not running; catch_up = \"once\" runs only the latest missed fire"
+        );
+    }
+}
+
+#[test]
+fn only_root_and_the_socket_group_may_change_things() {
+    if !running_as_root() {
+        eprintln!("skipped: acting as another user needs root (CI runs as root)");
+        return;
+    }
+    let sandbox = Sandbox::new();
+    sandbox.write_config(
+        "",
+        &job(
+            "tick",
+            "*/30 * * * * *",
+            "exec",
+            "",
+            r#"{ command = "true" }"#,
+        ),
+    );
+    std::fs::set_permissions(
+        sandbox.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let _daemon = sandbox.start();
+    // A socket anyone may open (a mistake the daemon guards against): peer credentials decide.
+    std::fs::set_permissions(
+        sandbox.path().join("pacer.sock"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    let pacer = sandbox.path().join("pacer");
+    std::fs::copy(&artifacts().pacer, &pacer).unwrap();
+    let as_nobody = |groups: &str, args: &[&str]| {
+        let mut command = std::process::Command::new("setpriv");
+        command
+            .current_dir(sandbox.path())
+            .args(["--reuid=nobody", "--regid=nogroup"])
+            .arg(groups)
+            .arg(&pacer)
+            .args(["--config", "pacer.toml"])
+            .args(args);
+        CommandOutput::run(command)
+    };
+    let status = as_nobody("--clear-groups", &["status"]);
+    assert_eq!(
+        status.code, 0,
+        "anyone who can open the socket may read: {status}"
+    );
+    let pause = as_nobody("--clear-groups", &["pause", "tick"]);
+    assert_eq!(pause.code, 1, "{pause}");
+    assert_eq!(
+        pause.stderr,
+        "pacer: `pacer pause` needs root or membership in the control socket's group `root`; uid 65534 is neither\n"
+    );
+    assert_eq!(sandbox.pacer_json(&["jobs"])[0]["paused"], false);
+    let member = as_nobody("--groups=0", &["pause", "tick"]);
+    assert_eq!(
+        member.code, 0,
+        "a member of the socket's group may: {member}"
+    );
+    assert_eq!(sandbox.pacer_json(&["jobs"])[0]["paused"], true);
+}
+
+#[test]
+fn verbs_that_need_the_daemon_say_it_is_not_running() {
+    let sandbox = Sandbox::new();
+    sandbox.write_config(
+        "",
+        &job(
+            "tick",
+            "*/30 * * * * *",
+            "exec",
+            "",
+            r#"{ command = "true" }"#,
+        ),
+    );
+    for args in [
+        vec!["run", "tick"],
+        vec!["cancel", "1"],
+        vec!["pause", "tick"],
+        vec!["resume", "tick"],
+        vec!["reload"],
+    ] {
+        let out = sandbox.pacer(&args);
+        assert_eq!(out.code, 1, "{out}");
+        assert_eq!(out.stderr, "pacer: pacerd is not running\n", "{out}");
+    }
+}
+
+#[test]
+fn old_runs_are_pruned() {
+    let sandbox = Sandbox::new();
+    sandbox.write_config(
+        "history_retention = \"2s\"",
+        &job("tick", "* * * * * *", "exec", "", r#"{ command = "true" }"#),
+    );
+    let mut daemon = sandbox.start();
+    wait_until("three runs", || {
+        (sandbox.history(&[]).len() >= 3).then_some(())
+    });
+    assert_eq!(daemon.stop(), Some(0));
+    let old: Vec<i64> = sandbox
+        .history(&["--limit", "1000"])
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    let stopped = Instant::now();
+    wait_for("the runs to age past history_retention", || {
+        stopped.elapsed() > Duration::from_secs(3)
+    });
+    let _daemon = sandbox.start();
+    wait_until("the old runs to be pruned at start", || {
+        let ids: Vec<i64> = sandbox
+            .history(&["--limit", "1000"])
+            .iter()
+            .map(|r| r["id"].as_i64().unwrap())
+            .collect();
+        ids.iter().all(|id| !old.contains(id)).then_some(())
+    });
+}
