@@ -12,6 +12,7 @@ pub mod dispatch;
 pub mod logging;
 pub mod model;
 pub mod plugins;
+pub mod privilege;
 pub mod schedule;
 pub mod scheduler;
 pub mod store;

@@ -171,7 +171,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pacer.toml");
         std::fs::write(&path, jobs).unwrap();
-        let config = load(Path::new(&path), Environment { is_root: true }).unwrap();
+        let config = load(
+            Path::new(&path),
+            Environment {
+                can_switch_users: true,
+            },
+        )
+        .unwrap();
         (dir, config)
     }
 

@@ -237,10 +237,30 @@ impl Sandbox {
         self.spawn_daemon_with_env(&[])
     }
 
+    /// Starts `pacerd` through `wrapper` (a program and its arguments, such as `setpriv` with
+    /// the options that start it as another user) and waits until it answers.
+    pub fn start_wrapped(&self, wrapper: &[&str]) -> Daemon {
+        let daemon = self.spawn(wrapper, &[]);
+        daemon.wait_ready(self);
+        daemon
+    }
+
     fn spawn_daemon_with_env(&self, env: &[(&str, &str)]) -> Daemon {
+        self.spawn(&[], env)
+    }
+
+    fn spawn(&self, wrapper: &[&str], env: &[(&str, &str)]) -> Daemon {
         let log = self.path().join(format!("pacerd-{}.log", unique()));
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(&artifacts().pacerd)
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(&artifacts().pacerd);
+                command
+            }
+            None => Command::new(&artifacts().pacerd),
+        };
+        let child = command
             .current_dir(self.path())
             .args(["--config", "pacer.toml"])
             .env_remove("PACER_CONFIG")

@@ -23,15 +23,15 @@ impl ConfigPath {
 /// Facts about the host that decide whether a config is valid here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Environment {
-    /// `user = ...` needs the daemon to be root.
-    pub is_root: bool,
+    /// `user = ...` needs a daemon that can switch users (root, or `CAP_SETUID`+`CAP_SETGID`).
+    pub can_switch_users: bool,
 }
 
 impl Environment {
     /// The environment of this process.
     pub fn current() -> Environment {
         Environment {
-            is_root: nix::unistd::geteuid().is_root(),
+            can_switch_users: crate::privilege::can_switch_users(),
         }
     }
 }

@@ -5,8 +5,12 @@ use std::time::Duration;
 
 use super::*;
 
-const ROOT: Environment = Environment { is_root: true };
-const USER: Environment = Environment { is_root: false };
+const ROOT: Environment = Environment {
+    can_switch_users: true,
+};
+const USER: Environment = Environment {
+    can_switch_users: false,
+};
 
 struct Dir(tempfile::TempDir);
 
@@ -334,8 +338,9 @@ fn run_as_user_needs_root() {
     let errors = load(&path, USER).unwrap_err().to_string();
     assert!(
         errors.ends_with(
-            ":4:8: user = \"root\" needs pacerd to run as root (it switches user before loading \
-             the plugin); run pacerd as root or remove `user`"
+            ":4:8: user = \"root\" needs pacerd to run as root, or with CAP_SETUID and CAP_SETGID \
+             as the packaged service does (it switches user before loading the plugin); run pacerd \
+             so, or remove `user`"
         ),
         "{errors}"
     );

@@ -633,10 +633,11 @@ pub fn plugin_name(name: &str) -> Result<(), String> {
 }
 
 fn run_as_user(name: &str, env: Environment) -> Result<String, String> {
-    if !env.is_root {
+    if !env.can_switch_users {
         return Err(format!(
-            "user = \"{name}\" needs pacerd to run as root (it switches user before loading the \
-             plugin); run pacerd as root or remove `user`"
+            "user = \"{name}\" needs pacerd to run as root, or with CAP_SETUID and CAP_SETGID as \
+             the packaged service does (it switches user before loading the plugin); run pacerd \
+             so, or remove `user`"
         ));
     }
     match nix::unistd::User::from_name(name) {

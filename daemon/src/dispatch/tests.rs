@@ -11,7 +11,13 @@ fn config(text: &str) -> (tempfile::TempDir, Config) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pacer.toml");
     std::fs::write(&path, text).unwrap();
-    let config = load(Path::new(&path), Environment { is_root: true }).unwrap();
+    let config = load(
+        Path::new(&path),
+        Environment {
+            can_switch_users: true,
+        },
+    )
+    .unwrap();
     (dir, config)
 }
 

@@ -75,15 +75,16 @@ impl PluginChange {
 /// How libraries are judged besides their descriptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScanOptions {
-    /// Refuse code that a user other than root could have changed (the daemon runs as root).
+    /// Refuse code that a user other than root could have changed (the daemon can run code as
+    /// any user).
     pub strict_permissions: bool,
 }
 
 impl ScanOptions {
-    /// Strict when this process runs as root.
+    /// Strict when this process can run jobs as other users (root, or the capabilities).
     pub fn for_current_user() -> ScanOptions {
         ScanOptions {
-            strict_permissions: nix::unistd::geteuid().is_root(),
+            strict_permissions: crate::privilege::can_switch_users(),
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Like sshd's StrictModes: a daemon running as root refuses plugin code that someone other
-//! than root could have changed, since that code would then run as root.
+//! Like sshd's StrictModes: a daemon that can run jobs as any user (root, or holding the
+//! capabilities to switch users) refuses plugin code that someone other than root could have
+//! changed, since that code could then run as anyone.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -16,7 +17,7 @@ pub fn check(library: &Path) -> Option<String> {
         };
         if meta.uid() != 0 {
             return Some(format!(
-                "{what} {} is owned by uid {}, not root, and pacerd runs as root; fix: chown root {}",
+                "{what} {} is owned by uid {}, not root, and pacerd can run it as any user; fix: chown root {}",
                 path.display(),
                 meta.uid(),
                 path.display()
@@ -26,7 +27,7 @@ pub fn check(library: &Path) -> Option<String> {
         if mode & 0o022 != 0 {
             return Some(format!(
                 "{what} {} is writable by group or others (mode {mode:04o}), so a user other than \
-                 root could change code that pacerd runs as root; fix: chmod go-w {}",
+                 root could change code that pacerd can run as any user; fix: chmod go-w {}",
                 path.display(),
                 path.display()
             ));

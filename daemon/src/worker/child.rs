@@ -236,6 +236,11 @@ fn apply_setup(setup: &Setup) -> Result<(), String> {
     if let Some(name) = &setup.user {
         switch_user(name)?;
     }
+    // A non-root daemon switches users with capabilities, which a non-root process keeps across
+    // setuid: drop them all, so plugin code and what it starts cannot switch users itself.
+    if !nix::unistd::geteuid().is_root() {
+        crate::privilege::drop_all_capabilities()?;
+    }
     Ok(())
 }
 

@@ -448,3 +448,84 @@ params = { command = "echo attempt $PACER_ATTEMPT of a $PACER_TRIGGER run; exit 
         "retries stop after the last attempt: {later:?}"
     );
 }
+
+/// The packaged service runs pacerd as an unprivileged user holding only `CAP_SETUID`,
+/// `CAP_SETGID` and `CAP_KILL`: runs still switch users, and no plugin keeps a capability.
+#[test]
+fn a_daemon_with_only_the_capabilities_to_switch_users() {
+    if !running_as_root() {
+        eprintln!("skipped: starting the daemon as another user needs root (CI runs as root)");
+        return;
+    }
+    let sandbox = Sandbox::new();
+    for dir in [sandbox.path().to_owned(), sandbox.plugins()] {
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let state = sandbox.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::os::unix::fs::chown(&state, Some(65_534), Some(65_534)).unwrap();
+    let mut jobs = String::new();
+    jobs += &job(
+        "as-daemon",
+        "testkit",
+        "user = \"daemon\"",
+        r#"{ action = "ids" }"#,
+    );
+    jobs += &job("as-itself", "testkit", "", r#"{ action = "ids" }"#);
+    jobs += &job(
+        "its-shell",
+        "exec",
+        "",
+        r#"{ command = "grep -E '^Cap(Eff|Prm|Amb)' /proc/self/status" }"#,
+    );
+    sandbox.write(
+        "pacer.toml",
+        &format!(
+            "[daemon]\nplugin_dirs = [\"plugins\"]\ndatabase = \"state/pacer.db\"\nsocket = \"state/pacer.sock\"\n{jobs}"
+        ),
+    );
+    let _daemon = sandbox.start_wrapped(&[
+        "setpriv",
+        "--reuid=nobody",
+        "--regid=nogroup",
+        "--clear-groups",
+        "--inh-caps=+setuid,+setgid,+kill",
+        "--ambient-caps=+setuid,+setgid,+kill",
+    ]);
+    let ids = |name: &str| {
+        let run = first_ended(&sandbox, name);
+        assert_eq!(run["status"], "succeeded", "{run}");
+        output_of(&sandbox, &run)
+    };
+    let switched = ids("as-daemon");
+    assert!(switched.contains("uid 1\n"), "{switched}");
+    assert!(switched.contains("gid 1\n"), "{switched}");
+    let itself = ids("as-itself");
+    assert!(itself.contains("uid 65534\n"), "{itself}");
+    for output in [&switched, &itself] {
+        for set in ["capeff", "capprm", "capamb"] {
+            assert!(
+                output.contains(&format!("{set} 0000000000000000\n")),
+                "plugin code holds no capability: {output}"
+            );
+        }
+    }
+    let shell = ids("its-shell");
+    assert_eq!(
+        shell
+            .lines()
+            .filter(|l| l.ends_with("\t0000000000000000"))
+            .count(),
+        3,
+        "nor does what it starts: {shell}"
+    );
+    let plugins = sandbox.pacer_json(&["plugins"]);
+    assert!(
+        plugins
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["state"] == "ok"),
+        "root-owned plugins pass the permission rules: {plugins}"
+    );
+}

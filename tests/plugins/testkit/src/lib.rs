@@ -51,7 +51,8 @@ enum Action {
     Echo,
     /// Prints `deadline <Unix ms>` or `deadline none`.
     Deadline,
-    /// Prints the process's identity: `pid`, `pgid`, `uid`, `gid`, `groups` lines.
+    /// Prints the process's identity: `pid`, `pgid`, `uid`, `gid`, `groups`, and its
+    /// effective, permitted and ambient capabilities (`capeff`, `capprm`, `capamb`).
     Ids,
     /// Prints each open file descriptor as `fd N -> target`.
     Fds,
@@ -222,6 +223,18 @@ fn ids() -> Result<(), Error> {
     println!("uid {}", field("Uid:").first().copied().unwrap_or("?"));
     println!("gid {}", field("Gid:").first().copied().unwrap_or("?"));
     println!("groups {}", field("Groups:").join(","));
+    println!(
+        "capeff {}",
+        field("CapEff:").first().copied().unwrap_or("?")
+    );
+    println!(
+        "capprm {}",
+        field("CapPrm:").first().copied().unwrap_or("?")
+    );
+    println!(
+        "capamb {}",
+        field("CapAmb:").first().copied().unwrap_or("?")
+    );
     Ok(())
 }
 
