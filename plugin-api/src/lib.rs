@@ -155,6 +155,7 @@ mod call;
 mod context;
 mod error;
 mod ffi;
+pub mod fields;
 mod log;
 mod plugin;
 #[cfg(feature = "async")]
