@@ -7,6 +7,7 @@
 
 mod check;
 mod control;
+mod generate;
 mod history;
 mod jobs;
 mod plugins;
@@ -26,7 +27,12 @@ use crate::control::Request as ControlRequest;
 
 /// Query Pacer's run history and control the pacerd daemon.
 #[derive(Debug, Parser)]
-#[command(name = "pacer", version, about, propagate_version = true)]
+#[command(
+    name = "pacer",
+    version,
+    about = "Query Pacer's run history and control the pacerd daemon",
+    propagate_version = true
+)]
 pub struct Args {
     /// The config file [env: PACER_CONFIG] [default: /etc/pacer/pacer.toml]
     #[arg(long, global = true, value_name = "PATH")]
@@ -87,6 +93,17 @@ pub enum Command {
     },
     /// Re-read the config (like SIGHUP) and report the outcome.
     Reload,
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: generate::CompletionShell,
+    },
+    /// Print a man page (roff), for packaging.
+    #[command(hide = true)]
+    Manual {
+        /// The page.
+        page: generate::Page,
+    },
 }
 
 /// What a verb needs besides its own arguments.
@@ -121,6 +138,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Pause { job } => control::simple(&context, &ControlRequest::Pause { job }),
         Command::Resume { job } => control::simple(&context, &ControlRequest::Resume { job }),
         Command::Reload => control::simple(&context, &ControlRequest::Reload),
+        Command::Completions { shell } => generate::completions(shell),
+        Command::Manual { page } => generate::manual(page),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `pacerd`: load the config, open the history, find the plugins, then loop: sleep until the
 //! next thing is due, fire, admit, and answer the control socket, until a signal stops it.
 
+mod args;
 mod chain;
 mod config_watch;
 mod engine;
@@ -26,6 +27,7 @@ use crate::store::sqlite::SqliteStore;
 use crate::time::{Clock, SystemClock, to_ms};
 use crate::worker::Launcher;
 
+pub use args::Args;
 use engine::Engine;
 use runner::{RunEnv, RunEvent};
 

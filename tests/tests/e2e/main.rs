@@ -14,6 +14,7 @@ mod core;
 mod isolation;
 mod libraries;
 mod operations;
+mod packaging;
 mod plugin_files;
 mod plugin_http;
 mod plugin_mail;

@@ -1,0 +1,71 @@
+#!/bin/sh
+# Installs Pacer from a source checkout: the binaries, the bundled plugins, the systemd unit,
+# the sysusers entry, a default config (kept if one exists), completions and man pages.
+#
+#   packaging/install.sh [--prefix /usr/local] [--destdir DIR] [--no-build]
+#
+# --prefix   where binaries and plugins go (default /usr/local; plugins in PREFIX/lib/pacer/plugins,
+#            which pacerd searches by default for /usr and /usr/local)
+# --destdir  stage the files under DIR instead of the live system (for packaging); then nothing
+#            is started or reloaded
+# --no-build use what `cargo build --release --workspace` already built (or PACER_BUILD_DIR)
+set -eu
+
+prefix=/usr/local
+destdir=
+build=yes
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --prefix) prefix=$2; shift 2 ;;
+        --destdir) destdir=$2; shift 2 ;;
+        --no-build) build=no; shift ;;
+        -h|--help) sed -n '2,13s/^# \{0,1\}//p' "$0"; exit 0 ;;
+        *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+cd "$(dirname "$0")/.."
+built=${PACER_BUILD_DIR:-target/release}
+if [ "$build" = yes ]; then
+    cargo build --release --workspace
+fi
+for file in pacerd pacer libpacer_plugin_exec.so; do
+    if [ ! -e "$built/$file" ]; then
+        echo "install.sh: $built/$file is missing; build with cargo build --release --workspace" >&2
+        exit 1
+    fi
+done
+
+root=$destdir
+install -Dm0755 "$built/pacerd" "$root$prefix/bin/pacerd"
+install -Dm0755 "$built/pacer" "$root$prefix/bin/pacer"
+for plugin in exec files http mail report; do
+    install -Dm0644 "$built/libpacer_plugin_$plugin.so" \
+        "$root$prefix/lib/pacer/plugins/libpacer_plugin_$plugin.so"
+done
+
+mkdir -p "$root/etc/systemd/system"
+sed "s#/usr/bin/pacerd#$prefix/bin/pacerd#" packaging/systemd/pacer.service \
+    > "$root/etc/systemd/system/pacer.service"
+chmod 0644 "$root/etc/systemd/system/pacer.service"
+install -Dm0644 packaging/sysusers.d/pacer.conf "$root/etc/sysusers.d/pacer.conf"
+if [ -e "$root/etc/pacer/pacer.toml" ]; then
+    echo "kept the existing $root/etc/pacer/pacer.toml"
+else
+    install -Dm0644 packaging/pacer.toml "$root/etc/pacer/pacer.toml"
+fi
+mkdir -p "$root/etc/pacer/jobs.d"
+
+install -Dm0644 packaging/completions/pacer.bash "$root$prefix/share/bash-completion/completions/pacer"
+install -Dm0644 packaging/completions/_pacer "$root$prefix/share/zsh/site-functions/_pacer"
+install -Dm0644 packaging/completions/pacer.fish "$root$prefix/share/fish/vendor_completions.d/pacer.fish"
+install -Dm0644 packaging/man/pacer.1 "$root$prefix/share/man/man1/pacer.1"
+install -Dm0644 packaging/man/pacerd.8 "$root$prefix/share/man/man8/pacerd.8"
+
+if [ -z "$destdir" ] && [ -d /run/systemd/system ]; then
+    systemd-sysusers /etc/sysusers.d/pacer.conf
+    systemctl daemon-reload
+    echo "installed; start it with: systemctl enable --now pacer"
+else
+    echo "installed under ${destdir:-/}"
+fi

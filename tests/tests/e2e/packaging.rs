@@ -1,0 +1,264 @@
+//! Packaging: the `.deb`, the systemd unit, `install.sh`, and the generated completions and
+//! man pages.
+
+use std::path::Path;
+use std::process::Command;
+
+use pacer_tests::{CommandOutput, artifacts};
+
+fn packaging(path: &str) -> std::path::PathBuf {
+    artifacts().workspace.join("packaging").join(path)
+}
+
+fn run(mut command: Command) -> CommandOutput {
+    let out = CommandOutput::run({
+        command.stdin(std::process::Stdio::null());
+        command
+    });
+    assert_eq!(out.code, 0, "{out}");
+    out
+}
+
+#[test]
+fn the_deb_holds_a_complete_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let deb = dir.path().join("pacer.deb");
+    let target = artifacts().libraries.parent().unwrap();
+    let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    build
+        .current_dir(&artifacts().workspace)
+        .env("CARGO_TARGET_DIR", target)
+        .args([
+            "deb",
+            "-p",
+            "pacer",
+            "--no-build",
+            "--fast",
+            "--no-strip",
+            "--output",
+        ])
+        .arg(&deb);
+    // The test packs the binaries the suite already built; a release package is built the same
+    // way after `cargo build --release --workspace`.
+    if !artifacts().libraries.ends_with("release") {
+        build.args(["--profile", "dev"]);
+    }
+    let built = CommandOutput::run(build);
+    assert_eq!(
+        built.code, 0,
+        "cargo deb failed (install it with `cargo install cargo-deb --version 3.8.0 --locked`, as .ci/run does):\n{built}"
+    );
+
+    let mut list = Command::new("dpkg-deb");
+    list.arg("--contents").arg(&deb);
+    let listing = run(list).stdout;
+    let mode_of = |path: &str| -> String {
+        listing
+            .lines()
+            .find(|line| line.ends_with(&format!(" ./{path}")))
+            .unwrap_or_else(|| panic!("{path} is not in the package:\n{listing}"))
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    for binary in ["usr/bin/pacerd", "usr/bin/pacer"] {
+        assert_eq!(mode_of(binary), "-rwxr-xr-x", "{binary}");
+    }
+    for plugin in ["exec", "files", "http", "mail", "report"] {
+        assert_eq!(
+            mode_of(&format!(
+                "usr/lib/pacer/plugins/libpacer_plugin_{plugin}.so"
+            )),
+            "-rw-r--r--"
+        );
+    }
+    for file in [
+        "usr/lib/systemd/system/pacer.service",
+        "usr/lib/sysusers.d/pacer.conf",
+        "etc/pacer/pacer.toml",
+        "usr/share/bash-completion/completions/pacer",
+        "usr/share/zsh/vendor-completions/_pacer",
+        "usr/share/fish/vendor_completions.d/pacer.fish",
+        "usr/share/man/man1/pacer.1.gz",
+        "usr/share/man/man8/pacerd.8.gz",
+        "usr/share/doc/pacer/README.md",
+        "usr/share/doc/pacer/configuration.md",
+        "usr/share/doc/pacer/operations.md",
+    ] {
+        assert_eq!(mode_of(file), "-rw-r--r--", "{file}");
+    }
+
+    let control = dir.path().join("control");
+    let mut extract = Command::new("dpkg-deb");
+    extract.arg("--control").arg(&deb).arg(&control);
+    run(extract);
+    assert_eq!(
+        std::fs::read_to_string(control.join("conffiles")).unwrap(),
+        "/etc/pacer/pacer.toml\n"
+    );
+    let postinst = std::fs::read_to_string(control.join("postinst")).unwrap();
+    for needle in [
+        "systemd-sysusers",
+        "deb-systemd-helper enable pacer.service",
+        "mkdir -p /etc/pacer/jobs.d",
+    ] {
+        assert!(
+            postinst.contains(needle),
+            "postinst lacks `{needle}`:\n{postinst}"
+        );
+    }
+    let fields = std::fs::read_to_string(control.join("control")).unwrap();
+    assert!(fields.contains("Package: pacer\n"), "{fields}");
+    assert!(
+        fields.contains("Depends: ") && fields.contains("systemd"),
+        "{fields}"
+    );
+}
+
+#[test]
+fn the_unit_verifies_without_a_word() {
+    let unit = std::fs::read_to_string(packaging("systemd/pacer.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/bin/pacerd "));
+    // verify checks that ExecStart's binary exists, so this copy names the one just built; the
+    // man page it names exists only once the package is installed.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("pacer.service");
+    std::fs::write(
+        &copy,
+        unit.replace("/usr/bin/pacerd", artifacts().pacerd.to_str().unwrap()),
+    )
+    .unwrap();
+    let mut verify = Command::new("systemd-analyze");
+    verify.args(["verify", "--man=no"]).arg(&copy);
+    let out = CommandOutput::run(verify);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(
+        format!("{}{}", out.stdout, out.stderr),
+        "",
+        "verify must be silent:\n{out}"
+    );
+}
+
+#[test]
+fn the_unit_is_hardened_to_an_exposure_of_2_or_less() {
+    let mut analyze = Command::new("systemd-analyze");
+    analyze
+        .args(["security", "--offline=true"])
+        .arg(packaging("systemd/pacer.service"));
+    let out = CommandOutput::run(analyze);
+    let exposure: f64 = out
+        .stdout
+        .lines()
+        .find_map(|line| {
+            line.split("Overall exposure level for pacer.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{out}"))
+        .parse()
+        .unwrap();
+    assert!(exposure <= 2.0, "exposure {exposure}:\n{out}");
+    let unit = std::fs::read_to_string(packaging("systemd/pacer.service")).unwrap();
+    for needed in [
+        "Type=notify",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "WatchdogSec=",
+        "OOMPolicy=continue",
+        "KillMode=mixed",
+        "StateDirectory=pacer",
+        "RuntimeDirectory=pacer",
+        "ConfigurationDirectory=pacer",
+        // Run-as-user jobs need these to survive the hardening.
+        "AmbientCapabilities=CAP_SETUID CAP_SETGID CAP_KILL",
+        "SystemCallFilter=@setuid",
+    ] {
+        assert!(unit.contains(needed), "the unit lacks `{needed}`");
+    }
+}
+
+#[test]
+fn install_sh_stages_a_complete_install() {
+    let dir = tempfile::tempdir().unwrap();
+    let stage = |dir: &Path| {
+        let mut install = Command::new("sh");
+        install
+            .arg(packaging("install.sh"))
+            .args(["--prefix", "/usr", "--no-build", "--destdir"])
+            .arg(dir)
+            .env("PACER_BUILD_DIR", &artifacts().libraries);
+        run(install)
+    };
+    stage(dir.path());
+    let root = dir.path();
+    let mode = |path: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(root.join(path))
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(mode("usr/bin/pacerd"), 0o755);
+    assert_eq!(mode("usr/bin/pacer"), 0o755);
+    for plugin in ["exec", "files", "http", "mail", "report"] {
+        assert_eq!(
+            mode(&format!(
+                "usr/lib/pacer/plugins/libpacer_plugin_{plugin}.so"
+            )),
+            0o644
+        );
+    }
+    for file in [
+        "etc/systemd/system/pacer.service",
+        "etc/sysusers.d/pacer.conf",
+        "etc/pacer/pacer.toml",
+        "usr/share/man/man8/pacerd.8",
+        "usr/share/bash-completion/completions/pacer",
+    ] {
+        assert_eq!(mode(file), 0o644, "{file}");
+    }
+    assert!(root.join("etc/pacer/jobs.d").is_dir());
+    std::fs::write(
+        root.join("etc/pacer/pacer.toml"),
+        "# edited by the operator\n",
+    )
+    .unwrap();
+    let again = stage(root);
+    assert!(again.stdout.contains("kept the existing"), "{again}");
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/pacer/pacer.toml")).unwrap(),
+        "# edited by the operator\n",
+        "an existing config is never replaced"
+    );
+    let mut to_local = Command::new("sh");
+    to_local
+        .arg(packaging("install.sh"))
+        .args(["--no-build", "--destdir"])
+        .arg(root.join("local"))
+        .env("PACER_BUILD_DIR", &artifacts().libraries);
+    run(to_local);
+    let unit =
+        std::fs::read_to_string(root.join("local/etc/systemd/system/pacer.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/pacerd "), "{unit}");
+}
+
+#[test]
+fn completions_and_man_pages_are_current() {
+    for (args, file) in [
+        (vec!["completions", "bash"], "completions/pacer.bash"),
+        (vec!["completions", "zsh"], "completions/_pacer"),
+        (vec!["completions", "fish"], "completions/pacer.fish"),
+        (vec!["manual", "pacer"], "man/pacer.1"),
+        (vec!["manual", "pacerd"], "man/pacerd.8"),
+    ] {
+        let mut generate = Command::new(&artifacts().pacer);
+        generate.args(&args);
+        let fresh = run(generate).stdout;
+        let committed = std::fs::read_to_string(packaging(file)).unwrap();
+        assert!(
+            fresh == committed,
+            "packaging/{file} is out of date: run packaging/generate.sh"
+        );
+    }
+}
