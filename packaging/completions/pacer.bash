@@ -61,6 +61,9 @@ _pacer() {
             pacer,status)
                 cmd="pacer__subcmd__status"
                 ;;
+            pacer,why)
+                cmd="pacer__subcmd__why"
+                ;;
             pacer__subcmd__help,cancel)
                 cmd="pacer__subcmd__help__subcmd__cancel"
                 ;;
@@ -106,6 +109,9 @@ _pacer() {
             pacer__subcmd__help,status)
                 cmd="pacer__subcmd__help__subcmd__status"
                 ;;
+            pacer__subcmd__help,why)
+                cmd="pacer__subcmd__help__subcmd__why"
+                ;;
             *)
                 ;;
         esac
@@ -113,7 +119,7 @@ _pacer() {
 
     case "${cmd}" in
         pacer)
-            opts="-h -V --config --json --help --version history show jobs stats check plugins status run cancel pause resume reload completions manual help"
+            opts="-h -V --config --json --help --version history show jobs stats check plugins status run cancel pause resume reload why completions manual help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -193,7 +199,7 @@ _pacer() {
             return 0
             ;;
         pacer__subcmd__help)
-            opts="history show jobs stats check plugins status run cancel pause resume reload completions manual help"
+            opts="history show jobs stats check plugins status run cancel pause resume reload why completions manual help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -416,8 +422,22 @@ _pacer() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        pacer__subcmd__help__subcmd__why)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         pacer__subcmd__history)
-            opts="-h -V --job --status --since --until --limit --before --config --json --help --version"
+            opts="-h -V --job --status --since --until --limit --before --follow --config --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -633,6 +653,24 @@ _pacer() {
             return 0
             ;;
         pacer__subcmd__status)
+            opts="-h -V --config --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pacer__subcmd__why)
             opts="-h -V --config --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -61,14 +61,10 @@ pub fn artifacts() -> &'static Artifacts {
             .current_dir(&workspace)
             .args(["build", "--quiet", "--target-dir"])
             .arg(&target_dir)
-            .args([
-                "-p",
-                "pacer",
-                "-p",
-                "pacer-plugin-exec",
-                "-p",
-                "pacer-test-plugin",
-            ]);
+            .args(["-p", "pacer", "-p", "pacer-test-plugin"]);
+        for plugin in BUNDLED_PLUGINS {
+            build.args(["-p", &format!("pacer-plugin-{plugin}")]);
+        }
         if profile_dir.file_name() == Some(OsStr::new("release")) {
             build.arg("--release");
         }

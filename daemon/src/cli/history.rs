@@ -9,7 +9,7 @@ use super::table::{Table, millis, short, when};
 use super::{Context, print_json};
 use crate::model::Status;
 use crate::store::sqlite::SqliteHistory;
-use crate::store::{History, HistoryQuery};
+use crate::store::{History, HistoryQuery, RunRecord};
 use crate::time::{parse_instant_or_ago, to_ms};
 
 /// Filters for `pacer history`.
@@ -33,6 +33,9 @@ pub struct HistoryArgs {
     /// Only runs older than ID (the next page).
     #[arg(long, value_name = "ID")]
     before: Option<i64>,
+    /// Then print runs as they finish, until interrupted (with --json: one object per line).
+    #[arg(long)]
+    follow: bool,
 }
 
 pub fn run(context: &Context, args: &HistoryArgs) -> anyhow::Result<ExitCode> {
@@ -56,7 +59,11 @@ pub fn run(context: &Context, args: &HistoryArgs) -> anyhow::Result<ExitCode> {
         limit: args.limit,
     };
     let settings = context.settings()?;
-    let runs = SqliteHistory::open(&settings.database)?.runs(&query)?;
+    let history = SqliteHistory::open(&settings.database)?;
+    let runs = history.runs(&query)?;
+    if args.follow {
+        return follow(context, &history, &query, runs);
+    }
     if context.json {
         print_json(&runs)?;
         return Ok(ExitCode::SUCCESS);
@@ -100,4 +107,105 @@ pub fn run(context: &Context, args: &HistoryArgs) -> anyhow::Result<ExitCode> {
         println!("(more: pacer history --before {})", last.id);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the runs found, oldest first, then every run that finishes from now on (and every
+/// skipped fire), polling the database twice a second.
+fn follow(
+    context: &Context,
+    history: &SqliteHistory,
+    query: &HistoryQuery,
+    mut found: Vec<RunRecord>,
+) -> anyhow::Result<ExitCode> {
+    found.reverse();
+    let mut printer = Printer::new(context.json);
+    let mut seen = found.iter().map(|run| run.id).max().unwrap_or(0);
+    let mut running: Vec<i64> = Vec::new();
+    for run in found {
+        if run.status == Status::Running {
+            running.push(run.id);
+        } else {
+            printer.print(&run)?;
+        }
+    }
+    // New runs may start running and finish later; --status filters them once finished.
+    let unfiltered = HistoryQuery {
+        status: None,
+        before: None,
+        until: None,
+        limit: 1_000,
+        ..query.clone()
+    };
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let mut fresh = history.runs(&HistoryQuery {
+            after: Some(seen),
+            ..unfiltered.clone()
+        })?;
+        fresh.reverse();
+        for run in fresh {
+            seen = seen.max(run.id);
+            if run.status == Status::Running {
+                running.push(run.id);
+            } else if query.status.is_none_or(|status| status == run.status) {
+                printer.print(&run)?;
+            }
+        }
+        let mut still = Vec::new();
+        for id in running {
+            match history.run(id)? {
+                Some(detail) if detail.record.status == Status::Running => still.push(id),
+                Some(detail) if query.status.is_none_or(|s| s == detail.record.status) => {
+                    printer.print(&detail.record)?;
+                }
+                Some(_) | None => {}
+            }
+        }
+        running = still;
+    }
+}
+
+/// Prints followed runs one line each: a table row, or a JSON object.
+struct Printer {
+    json: bool,
+    header: bool,
+}
+
+impl Printer {
+    fn new(json: bool) -> Printer {
+        Printer {
+            json,
+            header: false,
+        }
+    }
+
+    fn print(&mut self, run: &RunRecord) -> anyhow::Result<()> {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        if self.json {
+            writeln!(out, "{}", serde_json::to_string(run)?)?;
+        } else {
+            if !self.header {
+                writeln!(
+                    out,
+                    "{:<8} {:<20} {:<10} {:<9} {:<25} {:<9} ERROR",
+                    "ID", "JOB", "STATUS", "TRIGGER", "SCHEDULED", "DURATION"
+                )?;
+                self.header = true;
+            }
+            writeln!(
+                out,
+                "{:<8} {:<20} {:<10} {:<9} {:<25} {:<9} {}",
+                run.id,
+                run.job,
+                run.status,
+                run.trigger,
+                when(Some(run.scheduled_at)),
+                millis(run.duration_ms),
+                short(run.error.as_deref(), 80)
+            )?;
+        }
+        out.flush()?;
+        Ok(())
+    }
 }

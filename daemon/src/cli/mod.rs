@@ -15,6 +15,7 @@ mod show;
 mod stats;
 mod status;
 mod table;
+mod why;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -93,6 +94,11 @@ pub enum Command {
     },
     /// Re-read the config (like SIGHUP) and report the outcome.
     Reload,
+    /// A job's recent fires and what became of each, and its next fire.
+    Why {
+        /// The job.
+        job: String,
+    },
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -138,6 +144,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Pause { job } => control::simple(&context, &ControlRequest::Pause { job }),
         Command::Resume { job } => control::simple(&context, &ControlRequest::Resume { job }),
         Command::Reload => control::simple(&context, &ControlRequest::Reload),
+        Command::Why { job } => why::run(&context, &job),
         Command::Completions { shell } => generate::completions(shell),
         Command::Manual { page } => generate::manual(page),
     }

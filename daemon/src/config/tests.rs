@@ -450,3 +450,19 @@ fn next_fire_includes_jitter() {
         )
     );
 }
+
+#[test]
+fn the_example_configs_are_valid() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|ext| ext == "toml") {
+            if let Err(errors) = load(&path, ROOT) {
+                panic!("{}:\n{errors}", path.display());
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "examples/*.toml were found");
+}

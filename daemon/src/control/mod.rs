@@ -53,12 +53,20 @@ pub enum Request {
     },
     /// Re-read the config and apply the difference (like SIGHUP).
     Reload,
+    /// What the daemon knows of a job's recent fires that the history does not hold.
+    Why {
+        /// The job.
+        job: String,
+    },
 }
 
 impl Request {
     /// Whether the request changes the daemon's state, and so needs root or the socket's group.
     pub fn mutates(&self) -> bool {
-        !matches!(self, Request::Status | Request::Jobs | Request::Plugins)
+        !matches!(
+            self,
+            Request::Status | Request::Jobs | Request::Plugins | Request::Why { .. }
+        )
     }
 
     /// The verb as the CLI spells it.
@@ -72,6 +80,7 @@ impl Request {
             Request::Pause { .. } => "pause",
             Request::Resume { .. } => "resume",
             Request::Reload => "reload",
+            Request::Why { .. } => "why",
         }
     }
 }
@@ -94,6 +103,8 @@ pub enum Response {
     },
     /// What became of a manual run, as it happens.
     Run(RunUpdate),
+    /// For [`Request::Why`].
+    Why(WhyInfo),
     /// The request was carried out; the message says what happened.
     Done {
         /// For the operator.
@@ -173,4 +184,32 @@ pub struct JobInfo {
     pub last_status: Option<Status>,
     /// Why it cannot run as configured (its plugin is missing, say), if so.
     pub problem: Option<String>,
+}
+
+/// The daemon's side of `pacer why`: what leaves no run record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhyInfo {
+    /// The job's next scheduled fire.
+    #[serde(
+        serialize_with = "json::serialize_opt",
+        deserialize_with = "json::deserialize_opt"
+    )]
+    pub next_fire: Option<i64>,
+    /// Whether the job is paused now.
+    pub paused: bool,
+    /// Recent fires that came while the job was paused (they leave no record), Unix ms.
+    pub paused_fires: Vec<i64>,
+    /// Fires waiting for admission now.
+    pub waiting: Vec<Waiting>,
+}
+
+/// A fire waiting for admission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiting {
+    /// Its due instant, Unix ms.
+    pub scheduled_at: i64,
+    /// When it entered the queue, Unix ms.
+    pub since: i64,
+    /// Why it waits: its job's run still going, a full pool or pressure.
+    pub reason: String,
 }

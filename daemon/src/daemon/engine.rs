@@ -10,16 +10,20 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::chain::{Upstream, chained_params};
+use super::metrics::Metrics;
 use super::runner::{RunEnv, RunEvent, execute};
 use crate::config::{CatchUp, Config, Job};
-use crate::control::{JobInfo, Request as ControlRequest, Response, StatusInfo};
-use crate::dispatch::{Dispatcher, Request, RunUpdate, Skip};
+use crate::control::{JobInfo, Request as ControlRequest, Response, StatusInfo, Waiting, WhyInfo};
+use crate::dispatch::{Dispatcher, Request, RunUpdate, Skip, SkipKind};
 use crate::model::{Status, Trigger};
 use crate::plugins::{PluginWatcher, Registry, ScanOptions};
 use crate::scheduler::{Due, Scheduler};
 use crate::store::{JobState, Skipped, Store};
 use crate::time::{rfc3339_ms, to_ms};
 use crate::units::format_duration;
+
+/// Fires of a paused job remembered for `pacer why`.
+const PAUSED_FIRES_KEPT: usize = 20;
 
 /// How long the plugin directories must be quiet before a rescan: an installer's write, then
 /// rename, then chmod arrive as one change.
@@ -49,6 +53,7 @@ pub struct Engine {
     deferred_requests: HashMap<u64, Request>,
     next_deferred: u64,
     watcher: PluginWatcher,
+    metrics: Arc<Metrics>,
     /// When to rescan the plugin directories: changes are let settle first.
     rescan_at: Option<i64>,
     rescanning: bool,
@@ -59,6 +64,8 @@ pub struct Engine {
     catch_up_backlog: HashMap<String, VecDeque<Request>>,
     /// Jobs whose next missed fire may be submitted (their previous one ended or was skipped).
     catch_up_next: HashSet<String>,
+    /// Recent fires of paused jobs, which leave no record, for `pacer why`.
+    paused_fires: HashMap<String, VecDeque<i64>>,
     env: Arc<RunEnv>,
     started: std::time::Instant,
     started_at_ms: i64,
@@ -74,6 +81,7 @@ impl Engine {
         last_status: HashMap<String, Status>,
         env: Arc<RunEnv>,
         channels: Channels,
+        metrics: Arc<Metrics>,
     ) -> Engine {
         let now = to_ms(env.clock.now());
         let mut scheduler = Scheduler::new(now, config.daemon.max_catch_up);
@@ -91,16 +99,19 @@ impl Engine {
         for change in registry.changes_since(&Registry::default()) {
             log_change(&change);
         }
+        metrics.plugins_refused(registry.refused_count());
         let mut watcher = PluginWatcher::new(channels.plugin_changes);
         watcher.watch(&config.daemon.plugin_dirs);
         Engine {
             watcher,
+            metrics,
             rescan_at: None,
             rescanning: false,
             rescans: channels.rescans,
             reload_at: None,
             catch_up_backlog: HashMap::new(),
             catch_up_next: HashSet::new(),
+            paused_fires: HashMap::new(),
             paused: states
                 .iter()
                 .filter(|(_, s)| s.paused)
@@ -158,6 +169,7 @@ impl Engine {
         for change in registry.changes_since(&self.registry) {
             log_change(&change);
         }
+        self.metrics.plugins_refused(registry.refused_count());
         self.registry = registry;
         self.watcher.watch(&self.config.daemon.plugin_dirs);
     }
@@ -254,7 +266,11 @@ impl Engine {
                     );
                     let request = self.fire(&job, Trigger::CatchUp, from);
                     if !self.paused.contains(&job.name) {
-                        self.record_skip(Skip { request, reason });
+                        self.record_skip(Skip {
+                            request,
+                            reason,
+                            kind: SkipKind::Missed,
+                        });
                     }
                 }
             }
@@ -291,11 +307,11 @@ impl Engine {
                 CatchUp::Once if latest.get(&job.name) == Some(&at) => {
                     self.submit_fire(request, now);
                 }
-                CatchUp::Once => self.skip_fire(
+                CatchUp::Once => self.skip_missed(
                     request,
                     format!("{why}; catch_up = \"once\" runs only the latest missed fire"),
                 ),
-                CatchUp::Skip => self.skip_fire(request, format!("{why} (catch_up = \"skip\")")),
+                CatchUp::Skip => self.skip_missed(request, format!("{why} (catch_up = \"skip\")")),
             }
         }
     }
@@ -322,15 +338,27 @@ impl Engine {
         self.submit(request, now);
     }
 
-    fn skip_fire(&mut self, request: Request, reason: String) {
+    fn skip_missed(&mut self, request: Request, reason: String) {
         if self.paused.contains(&request.job.name) {
             self.advance_quietly(&request);
             return;
         }
-        self.record_skip(Skip { request, reason });
+        self.record_skip(Skip {
+            request,
+            reason,
+            kind: SkipKind::Missed,
+        });
     }
 
     fn advance_quietly(&mut self, request: &Request) {
+        let fires = self
+            .paused_fires
+            .entry(request.job.name.clone())
+            .or_default();
+        if fires.len() == PAUSED_FIRES_KEPT {
+            fires.pop_front();
+        }
+        fires.push_back(request.scheduled_at);
         if !request.advances_schedule {
             return;
         }
@@ -371,7 +399,11 @@ impl Engine {
     /// Sends a request through admission, unless its plugin is missing.
     pub fn submit(&mut self, request: Request, now: i64) {
         if let Some(reason) = self.plugin_problem(&request.job) {
-            self.record_skip(Skip { request, reason });
+            self.record_skip(Skip {
+                request,
+                reason,
+                kind: SkipKind::PluginMissing,
+            });
             return;
         }
         for skip in self.dispatcher.submit(request, now) {
@@ -386,7 +418,12 @@ impl Engine {
     }
 
     fn record_skip(&mut self, skip: Skip) {
-        let Skip { request, reason } = skip;
+        let Skip {
+            request,
+            reason,
+            kind,
+        } = skip;
+        self.metrics.skipped(&request.job.name, kind);
         tracing::info!(job = %request.job.name, trigger = %request.trigger, "fire skipped: {reason}");
         if request.trigger == Trigger::CatchUp {
             self.catch_up_next.insert(request.job.name.clone());
@@ -413,6 +450,11 @@ impl Engine {
     }
 
     fn admit(&mut self, now: i64) {
+        self.admit_due(now);
+        self.metrics.load(&self.dispatcher.status());
+    }
+
+    fn admit_due(&mut self, now: i64) {
         for admitted in self.dispatcher.admit(now) {
             let job = &admitted.request.job;
             let Some(path) = self.registry.get(&job.plugin).map(|p| p.path.clone()) else {
@@ -422,9 +464,11 @@ impl Engine {
                 self.record_skip(Skip {
                     request: admitted.request,
                     reason,
+                    kind: SkipKind::PluginMissing,
                 });
                 continue;
             };
+            self.metrics.admitted(&job.pool, admitted.queue_ms);
             tokio::spawn(execute(Arc::clone(&self.env), admitted, path));
         }
     }
@@ -432,15 +476,25 @@ impl Engine {
     /// Takes in what a run reports.
     pub fn on_event(&mut self, event: RunEvent, now: i64) {
         match event {
-            RunEvent::Started { slot, id } => self.dispatcher.started(slot, id),
+            RunEvent::Started {
+                slot,
+                id,
+                lateness_ms,
+            } => {
+                self.dispatcher.started(slot, id);
+                self.metrics.run_started(lateness_ms);
+            }
             RunEvent::Finished {
                 slot,
                 id,
                 status,
                 error,
+                duration_ms,
                 request,
             } => {
                 self.dispatcher.finished(slot);
+                self.metrics
+                    .run_finished(&request.job.name, status, duration_ms, now);
                 self.last_status.insert(request.job.name.clone(), status);
                 if request.trigger == Trigger::CatchUp {
                     self.catch_up_next.insert(request.job.name.clone());
@@ -545,6 +599,30 @@ impl Engine {
             ControlRequest::Reload => match self.reload(now) {
                 Ok(message) => Response::Done { message },
                 Err(message) => Response::Error { message },
+            },
+            ControlRequest::Why { job } => match self.config.job(&job) {
+                Some(_) => Response::Why(WhyInfo {
+                    next_fire: self.scheduler.next_fire(&job),
+                    paused: self.paused.contains(&job),
+                    paused_fires: self
+                        .paused_fires
+                        .get(&job)
+                        .map(|fires| fires.iter().copied().collect())
+                        .unwrap_or_default(),
+                    waiting: self
+                        .dispatcher
+                        .waiting(&job)
+                        .into_iter()
+                        .map(|(scheduled_at, since, reason)| Waiting {
+                            scheduled_at,
+                            since,
+                            reason,
+                        })
+                        .collect(),
+                }),
+                None => Response::Error {
+                    message: unknown_job(&job),
+                },
             },
         };
         let _ = reply.send(answer);
@@ -739,12 +817,17 @@ impl Engine {
             self.record_skip(Skip {
                 request,
                 reason: "pacerd stopped before the run could start".to_owned(),
+                kind: SkipKind::Shutdown,
             });
         }
         let backlog: Vec<Request> = self.catch_up_backlog.drain().flat_map(|(_, b)| b).collect();
         for request in backlog {
             let reason = "pacerd stopped before this missed fire's turn came".to_owned();
-            self.record_skip(Skip { request, reason });
+            self.record_skip(Skip {
+                request,
+                reason,
+                kind: SkipKind::Shutdown,
+            });
         }
         self.catch_up_next.clear();
         let deferred: Vec<Request> = self.deferred_requests.drain().map(|(_, r)| r).collect();
@@ -753,7 +836,11 @@ impl Engine {
                 "pacerd stopped before this {} fire was due",
                 request.trigger
             );
-            self.record_skip(Skip { request, reason });
+            self.record_skip(Skip {
+                request,
+                reason,
+                kind: SkipKind::Shutdown,
+            });
         }
         self.deferred.clear();
     }

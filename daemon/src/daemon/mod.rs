@@ -5,6 +5,7 @@ mod args;
 mod chain;
 mod config_watch;
 mod engine;
+mod metrics;
 mod notify;
 mod reboot;
 mod recovery;
@@ -94,6 +95,19 @@ async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
         events: events_tx,
         clock: Arc::clone(&clock),
     });
+    let metrics = Arc::new(metrics::Metrics::new(config.pools.keys()));
+    let metrics_server = match config.daemon.metrics_listen {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| {
+                    format!("cannot serve metrics on metrics_listen = \"{address}\"")
+                })?;
+            tracing::info!(%address, "serving Prometheus metrics at /metrics");
+            Some(tokio::spawn(metrics::serve(listener, Arc::clone(&metrics))))
+        }
+        None => None,
+    };
     let (plugin_changes, mut plugin_events) = mpsc::unbounded_channel();
     let (rescans, mut rescanned) = mpsc::unbounded_channel();
     let mut engine = Engine::new(
@@ -106,6 +120,7 @@ async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
             plugin_changes,
             rescans,
         },
+        metrics,
     );
     let runtime_dir = config.daemon.socket.parent().unwrap_or(Path::new("/"));
     engine.fire_at_boot(reboot::take_due(runtime_dir, &config.jobs));
@@ -182,6 +197,9 @@ async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
     notify::stopping();
     server.abort();
     pruner.abort();
+    if let Some(metrics_server) = &metrics_server {
+        metrics_server.abort();
+    }
     engine.stop_admitting();
     let grace = tokio::time::sleep(engine.config().daemon.shutdown_grace);
     tokio::pin!(grace);

@@ -40,6 +40,8 @@ pub enum RunEvent {
         slot: SlotId,
         /// Its id.
         id: RunId,
+        /// `started_at - scheduled_at`.
+        lateness_ms: i64,
     },
     /// Its processes are gone and its record is complete.
     Finished {
@@ -51,6 +53,8 @@ pub enum RunEvent {
         status: Status,
         /// Why, if it did not succeed.
         error: Option<String>,
+        /// From spawn to reap, when it got that far.
+        duration_ms: Option<i64>,
         /// The request it served (retries and chains start from it).
         request: Request,
     },
@@ -106,7 +110,7 @@ pub async fn execute(env: Arc<RunEnv>, admitted: Admitted, plugin_path: PathBuf)
                 }
                 Err(_) => None,
             };
-            report_finished(&env, slot, id, Status::Failed, Some(error), request);
+            report_finished(&env, slot, id, Status::Failed, Some(error), None, request);
             return;
         }
     };
@@ -130,11 +134,15 @@ pub async fn execute(env: Arc<RunEnv>, admitted: Admitted, plugin_path: PathBuf)
             request.tell(RunUpdate::Skipped {
                 reason: error.clone(),
             });
-            report_finished(&env, slot, None, Status::Failed, Some(error), request);
+            report_finished(&env, slot, None, Status::Failed, Some(error), None, request);
             return;
         }
     };
-    let _ = env.events.send(RunEvent::Started { slot, id });
+    let _ = env.events.send(RunEvent::Started {
+        slot,
+        id,
+        lateness_ms: started_at - request.scheduled_at,
+    });
     request.tell(RunUpdate::Started {
         id,
         attempt: request.attempt,
@@ -166,14 +174,15 @@ pub async fn execute(env: Arc<RunEnv>, admitted: Admitted, plugin_path: PathBuf)
     let ended = worker.supervise(limits, cancel).await;
     let (status, error) = classify(&ended, job.memory_limit);
     let (output, dropped) = ended.output.into_parts();
-    finish(&env, id, status, error.clone(), output, dropped).await;
+    let finished_at = finish(&env, id, status, error.clone(), output, dropped).await;
     request.tell(RunUpdate::Finished {
         id,
         status,
         error: error.clone(),
     });
     tracing::info!(job = %job.name, run_id = id, status = %status, error = error.as_deref().unwrap_or(""), "run finished");
-    report_finished(&env, slot, Some(id), status, error, request);
+    let duration_ms = Some(finished_at - started_at);
+    report_finished(&env, slot, Some(id), status, error, duration_ms, request);
 }
 
 /// Stops a worker that must not run (no record could be written).
@@ -185,6 +194,7 @@ fn quick_stop() -> Limits {
     }
 }
 
+/// Completes the run's record; returns its `finished_at`.
 async fn finish(
     env: &RunEnv,
     id: RunId,
@@ -192,11 +202,12 @@ async fn finish(
     error: Option<String>,
     output: Vec<u8>,
     output_dropped: u64,
-) {
+) -> i64 {
+    let finished_at = to_ms(env.clock.now());
     let finished = Finish {
         id,
         status,
-        finished_at: to_ms(env.clock.now()),
+        finished_at,
         error,
         output,
         output_dropped,
@@ -204,6 +215,7 @@ async fn finish(
     if let Err(e) = env.store.finish_run(finished).await {
         tracing::error!(run_id = id, "cannot record the end of the run: {e}");
     }
+    finished_at
 }
 
 fn report_finished(
@@ -212,6 +224,7 @@ fn report_finished(
     id: Option<RunId>,
     status: Status,
     error: Option<String>,
+    duration_ms: Option<i64>,
     request: Request,
 ) {
     let _ = env.events.send(RunEvent::Finished {
@@ -219,6 +232,7 @@ fn report_finished(
         id,
         status,
         error,
+        duration_ms,
         request,
     });
 }

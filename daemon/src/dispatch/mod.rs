@@ -91,6 +91,39 @@ pub struct Skip {
     pub request: Request,
     /// Which policy and why, naming what was going on.
     pub reason: String,
+    /// The policy, as a bounded label for metrics.
+    pub kind: SkipKind,
+}
+
+/// Which policy declined a fire: the `reason` label of `pacer_skipped_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SkipKind {
+    /// The job's run was still going (`overlap`).
+    Overlap,
+    /// A newer fire replaced it before it started (`overlap = "replace"`).
+    Replaced,
+    /// `max_queue` was reached.
+    QueueFull,
+    /// The job's plugin is not installed or was refused.
+    PluginMissing,
+    /// Missed while the daemon was down or the clock jumped (`catch_up`).
+    Missed,
+    /// The daemon stopped before it could start.
+    Shutdown,
+}
+
+impl SkipKind {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipKind::Overlap => "overlap",
+            SkipKind::Replaced => "replaced",
+            SkipKind::QueueFull => "queue_full",
+            SkipKind::PluginMissing => "plugin_missing",
+            SkipKind::Missed => "missed",
+            SkipKind::Shutdown => "shutdown",
+        }
+    }
 }
 
 /// A request allowed to start now.
@@ -266,6 +299,7 @@ impl Dispatcher {
                 return vec![Skip {
                     request: entry.request,
                     reason,
+                    kind: SkipKind::Overlap,
                 }];
             }
             Overlap::Skip => {}
@@ -277,6 +311,7 @@ impl Dispatcher {
                          at most one)",
                         self.describe_busy(&name)
                     ),
+                    kind: SkipKind::Overlap,
                 }];
             }
             Overlap::Queue if busy => return self.hold(entry, skips),
@@ -321,6 +356,7 @@ impl Dispatcher {
                 self.queued(),
                 self.max_queue
             ),
+            kind: SkipKind::QueueFull,
         }
     }
 
@@ -362,6 +398,7 @@ impl Dispatcher {
                     skips.push(Skip {
                         request: entry.request,
                         reason: reason.to_owned(),
+                        kind: SkipKind::Replaced,
                     });
                 }
             }
@@ -372,6 +409,7 @@ impl Dispatcher {
                 skips.push(Skip {
                     request: entry.request,
                     reason: reason.to_owned(),
+                    kind: SkipKind::Replaced,
                 });
             }
         }
@@ -540,6 +578,38 @@ impl Dispatcher {
             drained.extend(load.waiting.take().map(|entry| entry.request));
         }
         drained
+    }
+
+    /// The fires of job `name` waiting for admission: due time, arrival time, and why they wait.
+    pub fn waiting(&self, name: &str) -> Vec<(i64, i64, String)> {
+        let mut waiting: Vec<(i64, i64, String)> = self
+            .pools
+            .iter()
+            .flat_map(|(pool_name, pool)| {
+                pool.queue
+                    .values()
+                    .filter(move |e| e.request.job.name == name)
+                    .map(move |e| (e, pool_name))
+            })
+            .map(|(entry, pool)| {
+                let reason = match &self.pressure_wait {
+                    Some(pressure) => format!("new starts wait: {pressure}"),
+                    None => format!(
+                        "waiting for a slot (pool `{pool}`; {} runs in flight of max_concurrency = {})",
+                        self.in_flight, self.max_concurrency
+                    ),
+                };
+                (entry.request.scheduled_at, entry.enqueued_at, reason)
+            })
+            .collect();
+        if let Some(entry) = self.jobs.get(name).and_then(|load| load.waiting.as_ref()) {
+            waiting.push((
+                entry.request.scheduled_at,
+                entry.enqueued_at,
+                format!("waiting for the previous run of `{name}` to end (overlap)"),
+            ));
+        }
+        waiting
     }
 
     /// Runs in flight.

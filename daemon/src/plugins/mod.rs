@@ -187,6 +187,14 @@ impl Registry {
         self.by_name.get(name).map(|&i| &self.found[i])
     }
 
+    /// How many libraries are refused.
+    pub fn refused_count(&self) -> usize {
+        self.found
+            .iter()
+            .filter(|info| info.state == PluginState::Refused)
+            .count()
+    }
+
     /// Every library found, usable or not, in discovery order.
     pub fn all(&self) -> &[PluginInfo] {
         &self.found

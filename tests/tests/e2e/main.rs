@@ -13,6 +13,7 @@ mod config_errors;
 mod core;
 mod isolation;
 mod libraries;
+mod observability;
 mod operations;
 mod packaging;
 mod plugin_files;

@@ -1,0 +1,396 @@
+//! Seeing what the daemon does: Prometheus metrics against the recorded history, chained runs,
+//! `pacer why`, and `pacer history --follow`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use pacer_tests::{Sandbox, artifacts, text, wait_until};
+use serde_json::Value;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn scrape(port: u16) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    body.to_owned()
+}
+
+/// The value of the sample `name{labels}` (labels as written in the exposition).
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|value| value.parse().unwrap())
+}
+
+#[test]
+fn metrics_match_the_history() {
+    let sandbox = Sandbox::new();
+    let port = free_port();
+    sandbox.write_config(
+        &format!("metrics_listen = \"127.0.0.1:{port}\"\n\n[pools.slow]\nmax_concurrency = 1"),
+        r#"
+[[jobs]]
+name = "good"
+schedule = "* * * * * *"
+plugin = "exec"
+params = { command = "true" }
+
+[[jobs]]
+name = "bad"
+schedule = "* * * * * *"
+plugin = "exec"
+pool = "slow"
+params = { command = "sleep 1.5; exit 2" }
+"#,
+    );
+    let _daemon = sandbox.start();
+    let fresh = scrape(port);
+    for series in [
+        "pacer_in_flight{pool=\"default\"}",
+        "pacer_queued{pool=\"default\"}",
+        "pacer_in_flight{pool=\"slow\"}",
+        "pacer_plugins_refused",
+    ] {
+        assert!(
+            sample(&fresh, series).is_some(),
+            "{series} exists from the start:\n{fresh}"
+        );
+    }
+    assert_eq!(
+        sample(
+            &fresh,
+            &format!(
+                "pacer_build_info{{version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        Some(1.0)
+    );
+    wait_until("runs of both jobs and a skip", || {
+        let runs = sandbox.history(&["--limit", "1000"]);
+        let has = |job: &str, status: &str| {
+            runs.iter()
+                .any(|r| r["job"] == job && r["status"] == status)
+        };
+        (has("good", "succeeded") && has("bad", "failed") && has("bad", "skipped")).then_some(())
+    });
+    for job in ["good", "bad"] {
+        assert_eq!(sandbox.pacer(["pause", job]).code, 0);
+    }
+    wait_until("nothing in flight", || {
+        (sandbox.pacer_json(&["status"])["in_flight"] == 0).then_some(())
+    });
+    let metrics = scrape(port);
+    let runs = sandbox.history(&["--limit", "1000"]);
+    let count = |job: &str, status: &str| {
+        runs.iter()
+            .filter(|r| r["job"] == job && r["status"] == status)
+            .count() as f64
+    };
+    assert_eq!(
+        sample(
+            &metrics,
+            "pacer_runs_total{job=\"good\",status=\"succeeded\"}"
+        ),
+        Some(count("good", "succeeded"))
+    );
+    assert_eq!(
+        sample(&metrics, "pacer_runs_total{job=\"bad\",status=\"failed\"}"),
+        Some(count("bad", "failed"))
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "pacer_skipped_total{job=\"bad\",reason=\"overlap\"}"
+        ),
+        Some(count("bad", "skipped"))
+    );
+    assert_eq!(
+        sample(&metrics, "pacer_run_duration_seconds_count{job=\"good\"}"),
+        Some(count("good", "succeeded"))
+    );
+    let started = runs.iter().filter(|r| r["started_at"].is_string()).count() as f64;
+    assert_eq!(
+        sample(&metrics, "pacer_schedule_lateness_seconds_count"),
+        Some(started)
+    );
+    let newest_success = runs
+        .iter()
+        .find(|r| r["job"] == "good" && r["status"] == "succeeded")
+        .unwrap();
+    let finished = text(newest_success, "finished_at")
+        .parse::<jiff::Timestamp>()
+        .unwrap()
+        .as_millisecond() as f64
+        / 1_000.0;
+    let last = sample(
+        &metrics,
+        "pacer_last_success_timestamp_seconds{job=\"good\"}",
+    )
+    .unwrap();
+    assert!((last - finished).abs() < 0.01, "{last} vs {finished}");
+    assert!(
+        metrics.contains("pacer_queue_wait_seconds_bucket{le="),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("id=\""), "no run ids in labels");
+}
+
+#[test]
+fn a_chain_of_three_jobs() {
+    let sandbox = Sandbox::new();
+    sandbox.write_config(
+        "",
+        r#"
+[[jobs]]
+name = "extract"
+plugin = "exec"
+on_success = ["transform"]
+params = { command = "echo extracted" }
+
+[[jobs]]
+name = "transform"
+plugin = "exec"
+on_success = ["load"]
+params = { command = "echo transform after {upstream.job} run {upstream.id}" }
+
+[[jobs]]
+name = "load"
+plugin = "testkit"
+params = { action = "echo" }
+"#,
+    );
+    let _daemon = sandbox.start();
+    assert_eq!(sandbox.pacer(["run", "extract", "--wait"]).code, 0);
+    let load = wait_until("the third job of the chain", || {
+        sandbox
+            .history(&["--job", "load", "--status", "succeeded"])
+            .into_iter()
+            .next()
+    });
+    assert_eq!(load["trigger"], "chained");
+    let transform = &sandbox.history(&["--job", "transform"])[0];
+    assert_eq!(transform["trigger"], "chained");
+    let shown = sandbox.pacer_json(&["show", &load["id"].to_string()]);
+    assert_eq!(shown["params"]["upstream"]["job"], "transform");
+    assert_eq!(shown["params"]["upstream"]["status"], "succeeded");
+    assert_eq!(shown["params"]["upstream"]["id"], transform["id"]);
+    let extract = &sandbox.history(&["--job", "extract"])[0];
+    let transform_out = sandbox.pacer_json(&["show", &transform["id"].to_string()]);
+    assert!(
+        text(&transform_out, "output")
+            .contains(&format!("transform after extract run {}", extract["id"])),
+        "{transform_out}"
+    );
+}
+
+#[test]
+fn a_chain_that_loops_is_refused() {
+    let sandbox = Sandbox::new();
+    sandbox.write_config(
+        "",
+        "[[jobs]]\nname = \"a\"\nplugin = \"exec\"\non_failure = [\"b\"]\n\n[[jobs]]\nname = \"b\"\nplugin = \"exec\"\non_success = [\"a\"]\n",
+    );
+    let check = sandbox.pacer(["check"]);
+    assert_eq!(check.code, 1, "{check}");
+    assert!(
+        check.stdout.contains(
+            "pacer.toml:9:15: on_failure of `a` names `b`, which leads back to `a`: chains must not form a cycle"
+        ),
+        "{check}"
+    );
+}
+
+#[test]
+fn why_explains_skipped_queued_and_paused_fires() {
+    let sandbox = Sandbox::new();
+    sandbox.write_config(
+        "max_concurrency = 1",
+        r#"
+[[jobs]]
+name = "hog"
+schedule = "* * * * * *"
+plugin = "testkit"
+priority = 10
+params = { action = "sleep", ms = 2500 }
+
+[[jobs]]
+name = "starved"
+schedule = "* * * * * *"
+plugin = "exec"
+params = { command = "true" }
+
+[[jobs]]
+name = "napping"
+schedule = "* * * * * *"
+plugin = "exec"
+params = { command = "true" }
+"#,
+    );
+    let _daemon = sandbox.start();
+    assert_eq!(sandbox.pacer(["pause", "napping"]).code, 0);
+    let why = |job: &str| sandbox.pacer_json(&["why", job]);
+    let hog = wait_until("a skipped fire of the hog", || {
+        let why = why("hog");
+        why["fires"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["outcome"] == "skipped")
+            .then_some(why)
+    });
+    let skipped = hog["fires"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["outcome"] == "skipped")
+        .unwrap();
+    assert!(skipped["run_id"].is_i64());
+    assert!(
+        text(skipped, "reason").ends_with("of `hog` is still running (overlap = \"skip\")"),
+        "{skipped}"
+    );
+    assert!(hog["next_fire"].is_string());
+    let starved = wait_until("a queued fire", || {
+        let why = why("starved");
+        why["fires"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["outcome"] == "queued")
+            .cloned()
+    });
+    assert_eq!(starved["run_id"], Value::Null);
+    assert!(
+        text(&starved, "reason").starts_with(
+            "waiting for a slot (pool `default`; 1 runs in flight of max_concurrency = 1)"
+        ),
+        "{starved}"
+    );
+    let napping = wait_until("a paused fire", || {
+        let why = why("napping");
+        why["fires"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["outcome"] == "paused")
+            .cloned()
+    });
+    assert_eq!(
+        napping["reason"],
+        "the job was paused (pacer resume napping)"
+    );
+    let human = sandbox.pacer(["why", "napping"]);
+    assert!(human.stdout.starts_with("napping: next fire "), "{human}");
+    assert!(human.stdout.contains("(paused)"), "{human}");
+    let unknown = sandbox.pacer(["why", "nope"]);
+    assert_eq!(unknown.code, 1);
+}
+
+#[test]
+fn history_follow_prints_runs_as_they_finish() {
+    let sandbox = Sandbox::new();
+    sandbox.write_config(
+        "",
+        "[[jobs]]\nname = \"tick\"\nschedule = \"* * * * * *\"\nplugin = \"testkit\"\nparams = { action = \"sleep\", ms = 300 }\n",
+    );
+    let _daemon = sandbox.start();
+    wait_until("a first run", || {
+        sandbox
+            .history(&["--status", "succeeded"])
+            .into_iter()
+            .next()
+    });
+    let mut follow = Command::new(&artifacts().pacer)
+        .current_dir(sandbox.path())
+        .args([
+            "--config",
+            "pacer.toml",
+            "history",
+            "--follow",
+            "--json",
+            "--limit",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, received) = mpsc::channel();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if lines.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut ids = Vec::new();
+    while ids.len() < 3 {
+        let line = received
+            .recv_timeout(Duration::from_secs(60))
+            .expect("pacer history --follow printed a line");
+        let run: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(run["status"], "succeeded", "only finished runs: {run}");
+        assert!(run["finished_at"].is_string());
+        ids.push(run["id"].as_i64().unwrap());
+    }
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "in the order they finished: {ids:?}"
+    );
+}
+
+#[test]
+fn the_alert_rules_use_metrics_the_daemon_serves() {
+    let sandbox = Sandbox::new();
+    let port = free_port();
+    sandbox.write_config(
+        &format!("metrics_listen = \"127.0.0.1:{port}\""),
+        "[[jobs]]\nname = \"ok\"\nschedule = \"* * * * * *\"\nplugin = \"exec\"\nparams = { command = \"true\" }\n",
+    );
+    let _daemon = sandbox.start();
+    // A family without series is left out of the exposition, so let one run end first.
+    wait_until("a succeeded run", || {
+        sandbox
+            .history(&["--status", "succeeded"])
+            .into_iter()
+            .next()
+    });
+    let metrics = scrape(port);
+    let rules = std::fs::read_to_string(
+        artifacts()
+            .workspace
+            .join("packaging/prometheus/pacer-alerts.yml"),
+    )
+    .unwrap();
+    let mut referenced = 0;
+    for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if let Some(name) = word.strip_prefix("pacer_") {
+            let family = name.trim_end_matches("_bucket").trim_end_matches("_total");
+            assert!(
+                metrics.contains(&format!("# TYPE pacer_{family} ")),
+                "the rules use pacer_{name}, which /metrics does not serve:\n{metrics}"
+            );
+            referenced += 1;
+        }
+    }
+    assert!(referenced >= 4);
+}
