@@ -104,6 +104,23 @@ impl Daemon {
         Ok(runs)
     }
 
+    /// How many runs have ended, read straight from the database: waiting on this costs the
+    /// machine far less than listing the history every poll, which would compete with the
+    /// runs being measured.
+    pub fn finished(&self) -> anyhow::Result<usize> {
+        let db = rusqlite::Connection::open_with_flags(
+            self.dir.path().join("pacer.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?;
+        db.busy_timeout(Duration::from_secs(5))?;
+        let count: i64 = db.query_row(
+            "SELECT count(*) FROM runs WHERE finished_at IS NOT NULL",
+            [],
+            |row| row.get(0),
+        )?;
+        Ok(usize::try_from(count)?)
+    }
+
     /// Polls `condition` every 50 ms until it holds or `limit` passes.
     pub fn wait_for(
         &self,
@@ -123,6 +140,35 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// CPU time of the daemon itself (all its threads, not its children), in microseconds.
+    pub fn cpu_us(&self) -> anyhow::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
+        let after_name = &stat[stat.rfind(')').context("no comm in stat")? + 2..];
+        let fields: Vec<&str> = after_name.split(' ').collect();
+        // utime and stime are fields 14 and 15, in clock ticks.
+        let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+        let per_second =
+            nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.context("no CLK_TCK")? as f64;
+        Ok(ticks / per_second * 1e6)
+    }
+
+    /// Voluntary and involuntary context switches of all the daemon's threads so far.
+    pub fn context_switches(&self) -> anyhow::Result<u64> {
+        let mut total = 0;
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid()))? {
+            let status = std::fs::read_to_string(task?.path().join("status"))?;
+            for line in status.lines() {
+                if let Some(count) = line
+                    .strip_prefix("voluntary_ctxt_switches:")
+                    .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+                {
+                    total += count.trim().parse::<u64>()?;
+                }
+            }
+        }
+        Ok(total)
     }
 
     /// `VmRSS` of the daemon, in MiB.

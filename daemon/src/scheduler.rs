@@ -40,13 +40,37 @@ pub enum Due {
 }
 
 /// The jobs that fire on a schedule and when each fires next.
+///
+/// Jobs live in numbered slots so that the heap orders plain integers: a burst of 10,000 fires
+/// pops 10,000 entries, and comparing names there would cost more than the rest of the burst.
 #[derive(Debug)]
 pub struct Scheduler {
-    heap: BinaryHeap<Reverse<(i64, String)>>,
-    next: HashMap<String, (Arc<Job>, i64)>,
+    /// `(fire, slot)`; an entry whose slot no longer fires then is stale and skipped.
+    heap: BinaryHeap<Reverse<(i64, usize)>>,
+    slots: Vec<Option<Scheduled>>,
+    free: Vec<usize>,
+    by_name: HashMap<String, usize>,
+    /// Slots whose fire [`Scheduler::take_due`] handed out and whose next fire is not computed
+    /// yet (see [`Scheduler::reschedule`]).
+    taken: Vec<usize>,
     /// Fires at or before this instant were due while the daemon was down.
     started_at: i64,
     max_catch_up: u32,
+}
+
+#[derive(Debug)]
+struct Scheduled {
+    job: Arc<Job>,
+    next: Next,
+}
+
+/// Where a scheduled job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Its next fire, Unix ms, is in the heap.
+    At(i64),
+    /// Its fire at this instant was handed out; the one after is computed by `reschedule`.
+    After(i64),
 }
 
 impl Scheduler {
@@ -54,7 +78,10 @@ impl Scheduler {
     pub fn new(started_at: i64, max_catch_up: u32) -> Scheduler {
         Scheduler {
             heap: BinaryHeap::new(),
-            next: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_name: HashMap::new(),
+            taken: Vec::new(),
             started_at,
             max_catch_up,
         }
@@ -64,31 +91,46 @@ impl Scheduler {
     /// while the daemon was down come due at once), else its first fire after `now`.
     /// Jobs without a recurring schedule (manual-only, `@reboot`) are not held here.
     pub fn add(&mut self, job: Arc<Job>, last_fire: Option<i64>, now: i64) {
+        self.remove(&job.name);
         let after = last_fire.unwrap_or(now);
-        if let Some(at) = job.next_fire_after(from_ms(after)).map(to_ms) {
-            self.heap.push(Reverse((at, job.name.clone())));
-            self.next.insert(job.name.clone(), (job, at));
+        let Some(at) = job.next_fire_after(from_ms(after)).map(to_ms) else {
+            return;
+        };
+        let slot = self.free.pop().unwrap_or(self.slots.len());
+        self.by_name.insert(job.name.clone(), slot);
+        let scheduled = Some(Scheduled {
+            job,
+            next: Next::At(at),
+        });
+        match self.slots.get_mut(slot) {
+            Some(place) => *place = scheduled,
+            None => self.slots.push(scheduled),
         }
+        self.heap.push(Reverse((at, slot)));
     }
 
     /// Puts a new version of a job in place, keeping its next fire (a reload that did not
     /// change when it fires).
     pub fn update(&mut self, job: Arc<Job>) {
-        if let Some(entry) = self.next.get_mut(&job.name) {
-            entry.0 = job;
+        if let Some(scheduled) = self.scheduled_mut(&job.name) {
+            scheduled.job = job;
         }
     }
 
     /// Stops scheduling the job called `name`.
     pub fn remove(&mut self, name: &str) {
-        // Its heap entry is skipped when popped: it no longer matches `next`.
-        self.next.remove(name);
+        // Its heap entry is skipped when popped: the slot no longer fires then.
+        if let Some(slot) = self.by_name.remove(name) {
+            self.slots[slot] = None;
+            self.free.push(slot);
+        }
     }
 
     /// When the earliest fire is due, Unix ms.
     pub fn next_wake(&mut self) -> Option<i64> {
-        while let Some(Reverse((at, name))) = self.heap.peek() {
-            if self.is_current(*at, name) {
+        self.reschedule();
+        while let Some(Reverse((at, slot))) = self.heap.peek() {
+            if self.fires_at(*slot, *at) {
                 return Some(*at);
             }
             self.heap.pop();
@@ -98,34 +140,103 @@ impl Scheduler {
 
     /// The next fire of the job called `name`, Unix ms.
     pub fn next_fire(&self, name: &str) -> Option<i64> {
-        self.next.get(name).map(|(_, at)| *at)
+        let scheduled = self.slots[*self.by_name.get(name)?].as_ref()?;
+        match scheduled.next {
+            Next::At(at) => Some(at),
+            Next::After(taken) => scheduled.job.next_fire_after(from_ms(taken)).map(to_ms),
+        }
     }
 
-    /// Every fire due at `now`, in due order, each job rescheduled after it.
+    /// Every fire due at `now`, in due order.
+    ///
+    /// A job's fires are at least a second apart, so a fire taken less than a second late is
+    /// its job's only due fire: it is handed out at once, and the job's next fire is computed
+    /// by [`Scheduler::reschedule`], after the fires went to admission (computing 10,000 next
+    /// fires first would make the last fire of a burst wait for all of them). A fire found
+    /// later than that may have company, which is enumerated now.
     pub fn take_due(&mut self, now: i64) -> Vec<Due> {
+        self.reschedule();
         let mut due = Vec::new();
-        while let Some(Reverse((at, name))) = self.heap.peek().cloned() {
+        let mut enumerated = false;
+        while let Some(&Reverse((at, slot))) = self.heap.peek() {
             if at > now {
                 break;
             }
             self.heap.pop();
-            if !self.is_current(at, &name) {
+            if !self.fires_at(slot, at) {
                 continue;
             }
-            let Some((job, _)) = self.next.remove(&name) else {
+            let Some(scheduled) = self.slots[slot].as_mut() else {
                 continue;
             };
+            if now - at < 1_000 && at > self.started_at {
+                scheduled.next = Next::After(at);
+                due.push(Due::Fire {
+                    job: Arc::clone(&scheduled.job),
+                    at,
+                    missed: false,
+                });
+                self.taken.push(slot);
+                continue;
+            }
+            enumerated = true;
+            let job = Arc::clone(&scheduled.job);
             let next = self.collect(&job, at, now, &mut due);
-            if let Some(next) = next {
-                self.heap.push(Reverse((next, name.clone())));
-                self.next.insert(name, (job, next));
+            self.set_next(slot, next);
+        }
+        if enumerated {
+            due.sort_by_key(|d| match d {
+                Due::Fire { at, .. } => *at,
+                Due::Gap { from, .. } => *from,
+            });
+        }
+        due
+    }
+
+    /// Computes the next fire of each job whose fire [`Scheduler::take_due`] handed out. The
+    /// daemon calls it once those fires are in admission; `take_due` and `next_wake` call it
+    /// first anyway, so it is never forgotten.
+    pub fn reschedule(&mut self) {
+        for slot in std::mem::take(&mut self.taken) {
+            // A slot removed (and perhaps reused) since is no longer waiting for this.
+            let Some(Scheduled {
+                job,
+                next: Next::After(taken),
+            }) = &self.slots[slot]
+            else {
+                continue;
+            };
+            let next = job.next_fire_after(from_ms(*taken)).map(to_ms);
+            self.set_next(slot, next);
+        }
+    }
+
+    /// Puts the slot's next fire in the heap, or frees the slot when its schedule has ended.
+    fn set_next(&mut self, slot: usize, next: Option<i64>) {
+        let Some(scheduled) = self.slots[slot].as_mut() else {
+            return;
+        };
+        match next {
+            Some(at) => {
+                scheduled.next = Next::At(at);
+                self.heap.push(Reverse((at, slot)));
+            }
+            None => {
+                let name = scheduled.job.name.clone();
+                self.remove(&name);
             }
         }
-        due.sort_by_key(|d| match d {
-            Due::Fire { at, .. } => *at,
-            Due::Gap { from, .. } => *from,
-        });
-        due
+    }
+
+    fn scheduled_mut(&mut self, name: &str) -> Option<&mut Scheduled> {
+        let slot = *self.by_name.get(name)?;
+        self.slots[slot].as_mut()
+    }
+
+    fn fires_at(&self, slot: usize, at: i64) -> bool {
+        self.slots[slot]
+            .as_ref()
+            .is_some_and(|scheduled| scheduled.next == Next::At(at))
     }
 
     /// Appends the fires of `job` from `first` up to `now` and returns its next fire after them.
@@ -153,10 +264,6 @@ impl Scheduler {
             at = job.next_fire_after(from_ms(fire)).map(to_ms);
         }
         at
-    }
-
-    fn is_current(&self, at: i64, name: &str) -> bool {
-        self.next.get(name).is_some_and(|(_, next)| *next == at)
     }
 }
 
@@ -234,9 +341,10 @@ schedule = "*/20 * * * * *"
         assert_eq!(
             fires(&scheduler.take_due(ms("2027-01-01T00:01:00.002Z"))),
             [
-                ("every-20s".into(), "2027-01-01T00:01:00Z".into(), false),
                 ("minutely".into(), "2027-01-01T00:01:00Z".into(), false),
-            ]
+                ("every-20s".into(), "2027-01-01T00:01:00Z".into(), false),
+            ],
+            "fires due together come in the order their jobs were scheduled"
         );
         assert_eq!(
             scheduler.next_fire("minutely"),
@@ -334,6 +442,34 @@ schedule = "*/20 * * * * *"
         assert_eq!(
             fires(&scheduler.take_due(ms("2027-01-01T00:01:00Z"))).len(),
             1
+        );
+    }
+
+    #[test]
+    fn a_reused_slot_or_a_rescheduled_job_never_fires_twice() {
+        let (_dir, config) = config(TWO_JOBS);
+        let minutely = Arc::clone(config.job("minutely").unwrap());
+        let every_20s = Arc::clone(config.job("every-20s").unwrap());
+        let start = ms("2027-01-01T00:00:30Z");
+        let mut scheduler = Scheduler::new(start, 100);
+        scheduler.add(Arc::clone(&minutely), None, start);
+        // Scheduling a job again replaces it; its old heap entry is stale.
+        scheduler.add(Arc::clone(&minutely), None, start);
+        // The removed job's slot goes to the next job added.
+        scheduler.remove("minutely");
+        scheduler.add(every_20s, None, start);
+        scheduler.add(minutely, None, start);
+        assert_eq!(
+            fires(&scheduler.take_due(ms("2027-01-01T00:01:00Z"))),
+            [
+                ("every-20s".into(), "2027-01-01T00:00:40Z".into(), false),
+                ("every-20s".into(), "2027-01-01T00:01:00Z".into(), false),
+                ("minutely".into(), "2027-01-01T00:01:00Z".into(), false),
+            ]
+        );
+        assert_eq!(
+            scheduler.next_fire("every-20s"),
+            Some(ms("2027-01-01T00:01:20Z"))
         );
     }
 

@@ -70,15 +70,12 @@ fn one(jobs: u32, cap: u32) -> anyhow::Result<Burst> {
         );
     }
     let daemon = Daemon::start(&format!("max_concurrency = {cap}"), &config)?;
-    let mut runs: Vec<Value> = Vec::new();
     daemon.wait_for(
         "every run of the burst to end",
         Duration::from_secs(300),
-        |d| {
-            runs = d.runs()?;
-            Ok(runs.iter().filter(|r| r["finished_at"].is_string()).count() >= jobs as usize)
-        },
+        |d| Ok(d.finished()? >= jobs as usize),
     )?;
+    let runs: Vec<Value> = daemon.runs()?;
     let intervals: Vec<(i64, i64)> = runs
         .iter()
         .filter_map(|r| Some((ms(r, "started_at")?, ms(r, "finished_at")?)))

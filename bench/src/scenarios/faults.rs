@@ -24,18 +24,12 @@ pub fn run(quick: bool, report: &mut Report) -> anyhow::Result<()> {
         );
     }
     let daemon = Daemon::start("max_concurrency = 16", &config)?;
-    let ended = |d: &Daemon| -> anyhow::Result<usize> {
-        Ok(d.runs()?
-            .iter()
-            .filter(|r| r["finished_at"].is_string())
-            .count())
-    };
     daemon.wait_for("100 faulty runs", Duration::from_secs(120), |d| {
-        Ok(ended(d)? >= 100)
+        Ok(d.finished()? >= 100)
     })?;
     let early = daemon.rss_mib()?;
     daemon.wait_for("all faulty runs", Duration::from_secs(300), |d| {
-        Ok(ended(d)? >= total)
+        Ok(d.finished()? >= total)
     })?;
     let late = daemon.rss_mib()?;
     report.add(

@@ -1,10 +1,11 @@
 //! Finding and reading the config file and its drop-ins.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use super::error::{ConfigError, ConfigErrors};
+use super::error::{ConfigError, ConfigErrors, Lines};
 use super::validate::{Source, validate_daemon_only, validate_files};
-use super::{Config, DaemonSettings, defaults, raw};
+use super::{Config, DaemonSettings, Jobs, defaults, raw};
 
 /// Where the config file is: `--config`, else `PACER_CONFIG`, else `/etc/pacer/pacer.toml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,17 +60,21 @@ pub fn load(path: &Path, env: Environment) -> Result<Config, ConfigErrors> {
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
+    let (main_file, dir): (Arc<Path>, Arc<Path>) = (path.into(), dir.into());
+    let main_lines = Lines::new(&main_text);
     let main_source = Source {
-        file: path,
-        text: &main_text,
+        file: &main_file,
+        lines: &main_lines,
         dir: &dir,
     };
-    let drop_in_sources = files
+    let drop_in_files: Vec<Arc<Path>> = files.iter().map(|file| file.as_path().into()).collect();
+    let drop_in_lines: Vec<Lines<'_>> = texts.iter().map(|text| Lines::new(text)).collect();
+    let drop_in_sources = drop_in_files
         .iter()
-        .zip(&texts)
-        .map(|(file, text)| Source {
+        .zip(&drop_in_lines)
+        .map(|(file, lines)| Source {
             file,
-            text,
+            lines,
             dir: &dir,
         })
         .zip(parsed)
@@ -80,7 +85,7 @@ pub fn load(path: &Path, env: Environment) -> Result<Config, ConfigErrors> {
         drop_ins: files,
         daemon,
         pools,
-        jobs,
+        jobs: Jobs::new(jobs),
     })
 }
 
@@ -89,9 +94,11 @@ pub fn load_daemon_settings(path: &Path) -> Result<DaemonSettings, ConfigErrors>
     let text = read(path)?;
     let dir = base_dir(path)?;
     let parsed = parse::<raw::DaemonOnly>(path, &text)?;
+    let lines = Lines::new(&text);
+    let (file, dir): (Arc<Path>, Arc<Path>) = (path.into(), dir.into());
     let source = Source {
-        file: path,
-        text: &text,
+        file: &file,
+        lines: &lines,
         dir: &dir,
     };
     validate_daemon_only(&source, parsed.daemon)

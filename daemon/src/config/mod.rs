@@ -36,7 +36,50 @@ pub struct Config {
     /// Named pools; always holds [`defaults::POOL`].
     pub pools: BTreeMap<String, Pool>,
     /// Jobs in file order, main file first.
-    pub jobs: Vec<Arc<Job>>,
+    pub jobs: Jobs,
+}
+
+/// Jobs in file order, with an index by name: reloads and chains look jobs up by name, and a
+/// scan per lookup makes a reload of 10,000 jobs quadratic. The index holds positions sorted
+/// by name rather than a map of copied names: a tenth of the memory, for a binary search.
+#[derive(Debug, Clone, Default)]
+pub struct Jobs {
+    list: Vec<Arc<Job>>,
+    by_name: Vec<u32>,
+}
+
+impl Jobs {
+    /// Indexes `list`, whose names validation made unique.
+    fn new(list: Vec<Arc<Job>>) -> Jobs {
+        let mut by_name: Vec<u32> = (0..u32::try_from(list.len()).unwrap_or(u32::MAX)).collect();
+        by_name.sort_unstable_by(|a, b| list[*a as usize].name.cmp(&list[*b as usize].name));
+        Jobs { list, by_name }
+    }
+
+    fn named(&self, name: &str) -> Option<&Arc<Job>> {
+        let at = self
+            .by_name
+            .binary_search_by(|i| self.list[*i as usize].name.as_str().cmp(name))
+            .ok()?;
+        Some(&self.list[self.by_name[at] as usize])
+    }
+}
+
+impl std::ops::Deref for Jobs {
+    type Target = [Arc<Job>];
+
+    fn deref(&self) -> &[Arc<Job>] {
+        &self.list
+    }
+}
+
+impl<'a> IntoIterator for &'a Jobs {
+    type Item = &'a Arc<Job>;
+    type IntoIter = std::slice::Iter<'a, Arc<Job>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.list.iter()
+    }
 }
 
 /// `[daemon]`, with defaults filled in and relative paths resolved.
@@ -142,14 +185,14 @@ pub struct Job {
     pub on_failure: Vec<String>,
     /// Jobs started when a run succeeds.
     pub on_success: Vec<String>,
-    /// The params table, as JSON, handed to the plugin.
-    pub params: serde_json::Value,
+    /// The params table, as JSON, handed to the plugin; shared, as every fire hands it on.
+    pub params: Arc<serde_json::Value>,
     /// The file that defines the job.
-    pub source: PathBuf,
+    pub source: Arc<Path>,
     /// 1-based line of the `[[jobs]]` entry in `source`.
     pub line: usize,
     /// Where runs start: the directory of `source`.
-    pub workdir: PathBuf,
+    pub workdir: Arc<Path>,
 }
 
 impl Job {
@@ -172,7 +215,7 @@ impl Job {
 impl Config {
     /// The job called `name`.
     pub fn job(&self, name: &str) -> Option<&Arc<Job>> {
-        self.jobs.iter().find(|job| job.name == name)
+        self.jobs.named(name)
     }
 }
 

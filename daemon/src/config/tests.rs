@@ -158,16 +158,16 @@ plugin = "http"
     assert_eq!(job.memory_limit, Some(512 << 20));
     assert_eq!(job.on_failure, vec!["page-ops"]);
     assert_eq!(
-        job.params,
+        *job.params,
         serde_json::json!({
             "command": "make-report --date yesterday",
             "env": {"A": "1"},
             "when": "2027-01-01T00:00:00Z",
         })
     );
-    assert_eq!(job.source, path);
+    assert_eq!(*job.source, *path);
     assert_eq!(job.line, 23);
-    assert_eq!(job.workdir, dir.path());
+    assert_eq!(&*job.workdir, dir.path());
 
     let manual = config.job("page-ops").unwrap();
     assert!(manual.schedule.is_none());
@@ -373,11 +373,11 @@ fn drop_ins_add_jobs_and_only_jobs() {
     let names: Vec<&str> = config.jobs.iter().map(|j| j.name.as_str()).collect();
     assert_eq!(names, ["main", "a", "b"]);
     assert_eq!(
-        config.job("a").unwrap().source,
-        dir.path().join("jobs.d/a.toml")
+        *config.job("a").unwrap().source,
+        *dir.path().join("jobs.d/a.toml")
     );
     assert_eq!(
-        config.job("a").unwrap().workdir,
+        &*config.job("a").unwrap().workdir,
         dir.path(),
         "relative paths in drop-ins resolve against the main config's directory"
     );

@@ -9,31 +9,37 @@ use std::time::Duration;
 use jiff::tz::TimeZone;
 use toml::Spanned;
 
-use super::error::{ConfigError, ConfigErrors, line_column};
+use super::error::{ConfigError, ConfigErrors, Lines};
 use super::raw::{self, CatchUp, Overlap, Scalar};
 use super::{
     DaemonSettings, Environment, Job, Pool, PressureLimits, Zone, defaults, offset_for, resolve,
 };
-use crate::schedule::Schedule;
+use crate::schedule::ScheduleCache;
 use crate::units::{self, DURATION_HINT};
 
-/// One file being validated: its name for messages, its text for line numbers, and the
+/// One file being validated: its name for messages, its lines for positions, and the
 /// directory its relative paths are resolved against.
 #[derive(Debug, Clone, Copy)]
 pub struct Source<'a> {
-    pub file: &'a Path,
-    pub text: &'a str,
-    pub dir: &'a Path,
+    /// Shared with every job the file defines.
+    pub file: &'a Arc<Path>,
+    pub lines: &'a Lines<'a>,
+    /// Shared with every job the file defines.
+    pub dir: &'a Arc<Path>,
 }
 
 impl Source<'_> {
     fn error(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
-        ConfigError::at(self.file, self.text, span, message)
+        ConfigError {
+            file: self.file.to_path_buf(),
+            position: Some(self.lines.position(span.start)),
+            message: message.into(),
+        }
     }
 
     /// `file:line:column` of `span`, for messages that point at a second place.
     fn location(&self, span: Range<usize>) -> String {
-        let (line, column) = line_column(self.text, span.start);
+        let (line, column) = self.lines.position(span.start);
         format!("{}:{line}:{column}", self.file.display())
     }
 }
@@ -287,6 +293,7 @@ fn validate_jobs(
     let mut seen: HashMap<String, String> = HashMap::new();
     let mut chains = Vec::new();
     let mut validated = Vec::new();
+    let mut schedules = ScheduleCache::default();
     for (source, job) in jobs {
         let name = &job.get_ref().name;
         let location = source.location(name.span());
@@ -316,7 +323,7 @@ fn validate_jobs(
             )
             .collect();
         chains.push((source, name.get_ref().clone(), links));
-        if let Some(job) = validate_job(&source, job, daemon, pools, env, errors) {
+        if let Some(job) = validate_job(&source, job, daemon, pools, env, errors, &mut schedules) {
             validated.push(Arc::new(job));
         }
     }
@@ -331,6 +338,7 @@ fn validate_job(
     pools: &BTreeMap<String, Pool>,
     env: Environment,
     errors: &mut Errors,
+    schedules: &mut ScheduleCache,
 ) -> Option<Job> {
     let before = errors.0.len();
     let entry_span = job.span();
@@ -347,7 +355,9 @@ fn validate_job(
             .check(
                 source,
                 text.span(),
-                Schedule::parse(text.get_ref(), &zone.tz).map_err(|e| e.to_string()),
+                schedules
+                    .parse(text.get_ref(), &zone.tz)
+                    .map_err(|e| e.to_string()),
             )
             .map(Some),
         (Some(_), None) => None,
@@ -460,10 +470,10 @@ fn validate_job(
             .flatten()
             .map(Spanned::into_inner)
             .collect(),
-        params,
-        source: source.file.to_owned(),
-        line: line_column(source.text, entry_span.start).0,
-        workdir: source.dir.to_owned(),
+        params: Arc::new(params),
+        source: Arc::clone(source.file),
+        line: source.lines.position(entry_span.start).0,
+        workdir: Arc::clone(source.dir),
     })
 }
 

@@ -1,65 +1,60 @@
-//! Reload when the config file or a drop-in changes. The directories are watched, not the files
-//! (editors save by renaming a new file over the old one), and only events naming the config
-//! file or `jobs.d/*.toml` count, so a database in the same directory does not trigger reloads.
+//! Reload when the config file or a drop-in changes. Only changes naming the config file,
+//! `jobs.d` or `jobs.d/*.toml` count, so a database in the same directory does not trigger
+//! reloads.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use crate::config::defaults::DROP_IN_DIR;
+use crate::dir_watch::DirWatch;
 
 /// A live watch on the config file's directory and its `jobs.d`.
 #[derive(Debug)]
 pub struct ConfigWatcher {
-    _watcher: Option<RecommendedWatcher>,
+    watch: Option<DirWatch>,
+    dirs: [PathBuf; 2],
 }
 
 impl ConfigWatcher {
     /// Watches `config` and its drop-ins; each relevant change sends `()` on `changes`.
     pub fn new(config: &Path, changes: mpsc::UnboundedSender<()>) -> ConfigWatcher {
-        let Ok(config) = std::path::absolute(config) else {
-            return ConfigWatcher { _watcher: None };
-        };
+        let config = std::path::absolute(config).unwrap_or_else(|_| config.to_owned());
         let dir = config
             .parent()
             .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
         let drop_ins = dir.join(DROP_IN_DIR);
-        let (file, drops) = (config.clone(), drop_ins.clone());
-        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            let Ok(event) = event else { return };
-            // Reading the file (as a reload does) must not count as a change.
-            if matches!(event.kind, notify::EventKind::Access(_)) {
-                return;
+        let file_name = config.file_name().map(OsStr::to_owned);
+        let (main_dir, drop_in_dir) = (dir.clone(), drop_ins.clone());
+        let relevant = move |watched: &Path, name: Option<&OsStr>| {
+            if watched == main_dir {
+                name.is_some()
+                    && (name == file_name.as_deref() || name == Some(DROP_IN_DIR.as_ref()))
+            } else {
+                watched == drop_in_dir
+                    && name.is_none_or(|name| Path::new(name).extension() == Some("toml".as_ref()))
             }
-            let relevant = event.paths.iter().any(|path| {
-                path == &file
-                    || path.parent() == Some(drops.as_path())
-                        && path.extension().is_some_and(|ext| ext == "toml")
-                    || path == &drops
-            });
-            if relevant {
-                let _ = changes.send(());
-            }
-        });
-        let mut watcher = match watcher {
-            Ok(watcher) => watcher,
-            Err(e) => {
+        };
+        let watch = DirWatch::new("config directory", Box::new(relevant), changes)
+            .map_err(|e| {
                 tracing::warn!(
                     "cannot watch the config file; reload with SIGHUP or pacer reload: {e}"
                 );
-                return ConfigWatcher { _watcher: None };
-            }
+            })
+            .ok();
+        let watcher = ConfigWatcher {
+            watch,
+            dirs: [dir, drop_ins],
         };
-        for path in [&dir, &drop_ins] {
-            if path.is_dir()
-                && let Err(e) = watcher.watch(path, RecursiveMode::NonRecursive)
-            {
-                tracing::warn!(dir = %path.display(), "cannot watch for config changes: {e}");
-            }
-        }
-        ConfigWatcher {
-            _watcher: Some(watcher),
+        watcher.rewatch();
+        watcher
+    }
+
+    /// Watches `jobs.d` too if it was created since (its creation is itself a change).
+    pub fn rewatch(&self) {
+        if let Some(watch) = &self.watch {
+            watch.watch(&self.dirs);
         }
     }
 }

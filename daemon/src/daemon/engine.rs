@@ -238,6 +238,8 @@ impl Engine {
             }
         }
         self.admit(now);
+        // Next fires are computed once this tick's fires are in admission (or started).
+        self.scheduler.reschedule();
     }
 
     fn handle_due(&mut self, due: Vec<Due>, now: i64) {
@@ -534,7 +536,7 @@ impl Engine {
                 trigger: Trigger::Chained,
                 attempt: 1,
                 scheduled_at: now,
-                params,
+                params: Arc::new(params),
                 advances_schedule: false,
                 notify: None,
             };
@@ -643,7 +645,7 @@ impl Engine {
             trigger: Trigger::Manual,
             attempt: 1,
             scheduled_at: now,
-            params,
+            params: Arc::new(params),
             advances_schedule: false,
             notify: Some(notify),
         };
@@ -687,6 +689,7 @@ impl Engine {
     pub fn reload(&mut self, now: i64) -> Result<String, String> {
         super::notify::reloading();
         let outcome = self.apply_new_config(now);
+        crate::sys::return_free_memory();
         super::notify::ready(match &outcome {
             Ok(_) => "reloaded",
             Err(_) => "reload failed; the previous config stays in force",

@@ -124,10 +124,11 @@ async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
     );
     let runtime_dir = config.daemon.socket.parent().unwrap_or(Path::new("/"));
     engine.fire_at_boot(reboot::take_due(runtime_dir, &config.jobs));
+    crate::sys::return_free_memory();
     let (control_tx, mut control_rx) = mpsc::channel(64);
     let server = tokio::spawn(control::server::serve(listener, control_tx, access));
     let (config_changes, mut config_events) = mpsc::unbounded_channel();
-    let _config_watcher = config_watch::ConfigWatcher::new(&options.config, config_changes);
+    let config_watcher = config_watch::ConfigWatcher::new(&options.config, config_changes);
     let pruner = tokio::spawn(retention::prune_forever(
         Arc::clone(&store),
         config.daemon.history_retention,
@@ -177,6 +178,7 @@ async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
                 engine.handle(incoming.request, &incoming.reply);
             }
             Some(()) = config_events.recv() => {
+                config_watcher.rewatch();
                 let now = engine.now();
                 engine.config_changed(now);
             }

@@ -6,21 +6,21 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::store::OrphanedRun;
-use crate::worker::process_start_ticks;
+use crate::worker::is_spawned_as;
 
 /// Kills the processes of runs a previous daemon abandoned.
 ///
-/// A run's worker is recognized by its recorded pid and start time (a reused pid has another
+/// A run's worker is recognized by its recorded pid and spawn time (a reused pid has another
 /// start time). The worker dies with the daemon (its parent-death signal), but what it started
 /// stays in its process group; those processes are recognized by that group id *and* the run's
 /// `PACER_RUN_ID` in their environment, which no unrelated process carries.
 pub fn kill_leftovers(orphans: &[OrphanedRun]) -> usize {
     let mut killed = 0;
     for orphan in orphans {
-        let Some((worker_pid, start_ticks)) = orphan.process else {
+        let Some((worker_pid, spawned_after)) = orphan.process else {
             continue;
         };
-        if process_start_ticks(worker_pid) == Some(start_ticks) && kill_one(worker_pid) {
+        if is_spawned_as(worker_pid, spawned_after) && kill_one(worker_pid) {
             killed += 1;
         }
         let marker = format!("PACER_RUN_ID={}", orphan.id);

@@ -114,11 +114,11 @@ pub async fn execute(env: Arc<RunEnv>, admitted: Admitted, plugin_path: PathBuf)
             return;
         }
     };
-    let (pid, start_ticks) = worker.process();
+    let (pid, spawned_after) = worker.process();
     let started_at = worker.spawned_at_ms();
     let id = match env
         .store
-        .start_run(new_run(started_at, start_ticks.map(|t| (pid, t))))
+        .start_run(new_run(started_at, spawned_after.map(|t| (pid, t))))
         .await
     {
         Ok(id) => id,

@@ -41,7 +41,7 @@ pub struct Request {
     /// The due instant (request time for manual runs), Unix ms.
     pub scheduled_at: i64,
     /// The params the plugin will get.
-    pub params: serde_json::Value,
+    pub params: Arc<serde_json::Value>,
     /// Whether recording it advances the job's last scheduled fire.
     pub advances_schedule: bool,
     /// Told what becomes of the request (`pacer run` follows it); retries keep it.
@@ -188,6 +188,9 @@ struct PoolState {
     bucket: Option<TokenBucket>,
     in_flight: u32,
     queue: BTreeMap<QueueKey, Entry>,
+    /// Fires of the pool's jobs held by `overlap = "queue"`/`"replace"`, counted here so that
+    /// `max_queue` and the status are checked without walking every job.
+    held: u32,
 }
 
 #[derive(Debug, Default)]
@@ -201,8 +204,9 @@ struct JobLoad {
 
 #[derive(Debug)]
 struct Slot {
-    job: String,
-    pool: String,
+    /// The job as admitted: its pool is the one the slot counts against, even if a reload
+    /// has moved the job since.
+    job: Arc<Job>,
     run_id: Option<RunId>,
     cancel: Option<oneshot::Sender<String>>,
 }
@@ -265,6 +269,7 @@ impl Dispatcher {
                 bucket: None,
                 in_flight: 0,
                 queue: BTreeMap::new(),
+                held: 0,
             });
             state.cap = pool.max_concurrency;
             let rate_changed =
@@ -280,8 +285,8 @@ impl Dispatcher {
     /// Applies the job's overlap policy and queues `request`; returns every request declined
     /// along the way (the new one, or older ones it replaced).
     pub fn submit(&mut self, request: Request, now: i64) -> Vec<Skip> {
-        let name = request.job.name.clone();
-        let overlap = request.job.overlap;
+        let job = Arc::clone(&request.job);
+        let name = job.name.as_str();
         let seq = self.next_seq;
         self.next_seq += 1;
         let entry = Entry {
@@ -289,13 +294,16 @@ impl Dispatcher {
             enqueued_at: now,
             seq,
         };
-        let load = self.jobs.entry(name.clone()).or_default();
-        let busy = !load.running.is_empty() || load.queued > 0 || load.waiting.is_some();
+        let load = self.jobs.get(name);
+        let busy = load.is_some_and(|load| {
+            !load.running.is_empty() || load.queued > 0 || load.waiting.is_some()
+        });
+        let held = load.is_some_and(|load| load.waiting.is_some());
         let mut skips = Vec::new();
-        match overlap {
+        match job.overlap {
             Overlap::Allow => {}
             Overlap::Skip if busy => {
-                let reason = format!("{} (overlap = \"skip\")", self.describe_busy(&name));
+                let reason = format!("{} (overlap = \"skip\")", self.describe_busy(name));
                 return vec![Skip {
                     request: entry.request,
                     reason,
@@ -303,13 +311,13 @@ impl Dispatcher {
                 }];
             }
             Overlap::Skip => {}
-            Overlap::Queue if load.waiting.is_some() => {
+            Overlap::Queue if held => {
                 return vec![Skip {
                     request: entry.request,
                     reason: format!(
                         "{}, and another fire already waits for it (overlap = \"queue\" holds \
                          at most one)",
-                        self.describe_busy(&name)
+                        self.describe_busy(name)
                     ),
                     kind: SkipKind::Overlap,
                 }];
@@ -322,8 +330,8 @@ impl Dispatcher {
                     entry.request.trigger,
                     rfc3339_ms(entry.request.scheduled_at)
                 );
-                skips.extend(self.withdraw_queued(&name, &successor));
-                self.cancel_job(&name, &successor);
+                skips.extend(self.withdraw_queued(name, &successor));
+                self.cancel_job(name, &successor);
                 return self.hold(entry, skips);
             }
             Overlap::Replace => {}
@@ -343,6 +351,7 @@ impl Dispatcher {
             return skips;
         }
         let name = entry.request.job.name.clone();
+        *self.held_in(&entry.request.job.pool) += 1;
         self.jobs.entry(name.clone()).or_default().waiting = Some(entry);
         self.release_waiting(&name);
         skips
@@ -379,6 +388,7 @@ impl Dispatcher {
             return;
         }
         if let Some(entry) = load.waiting.take() {
+            *self.held_in(&entry.request.job.pool) -= 1;
             self.enqueue(entry);
         }
     }
@@ -403,17 +413,28 @@ impl Dispatcher {
                 }
             }
         }
-        if let Some(load) = self.jobs.get_mut(name) {
+        let held = self.jobs.get_mut(name).and_then(|load| {
             load.queued = 0;
-            if let Some(entry) = load.waiting.take() {
-                skips.push(Skip {
-                    request: entry.request,
-                    reason: reason.to_owned(),
-                    kind: SkipKind::Replaced,
-                });
-            }
+            load.waiting.take()
+        });
+        if let Some(entry) = held {
+            *self.held_in(&entry.request.job.pool) -= 1;
+            skips.push(Skip {
+                request: entry.request,
+                reason: reason.to_owned(),
+                kind: SkipKind::Replaced,
+            });
         }
         skips
+    }
+
+    /// The held-fire count of `pool`.
+    fn held_in(&mut self, pool: &str) -> &mut u32 {
+        &mut self
+            .pools
+            .get_mut(pool)
+            .expect("config validation guarantees the pool exists")
+            .held
     }
 
     fn describe_busy(&self, name: &str) -> String {
@@ -446,16 +467,15 @@ impl Dispatcher {
             let global_cap = self.max_concurrency;
             let best = self
                 .pools
-                .iter_mut()
-                .filter_map(|(name, pool)| {
+                .values_mut()
+                .filter_map(|pool| {
                     let key = *pool.queue.keys().next()?;
                     let has_room = pool.in_flight < pool.cap.unwrap_or(global_cap);
                     let has_token = pool.bucket.as_mut().is_none_or(|b| b.ready(now));
-                    (has_room && has_token).then(|| (key, name.clone()))
+                    (has_room && has_token).then_some((key, pool))
                 })
-                .min();
-            let Some((key, pool_name)) = best else { break };
-            let pool = self.pools.get_mut(&pool_name).expect("chosen above");
+                .min_by_key(|(key, _)| *key);
+            let Some((key, pool)) = best else { break };
             let entry = pool.queue.remove(&key).expect("chosen above");
             pool.in_flight += 1;
             if let Some(bucket) = pool.bucket.as_mut() {
@@ -465,15 +485,14 @@ impl Dispatcher {
             let slot = self.next_slot;
             self.next_slot += 1;
             let (cancel_tx, cancel_rx) = oneshot::channel();
-            let name = entry.request.job.name.clone();
-            let load = self.jobs.entry(name.clone()).or_default();
+            let job = Arc::clone(&entry.request.job);
+            let load = self.jobs.entry(job.name.clone()).or_default();
             load.queued = load.queued.saturating_sub(1);
             load.running.push(slot);
             self.slots.insert(
                 slot,
                 Slot {
-                    job: name,
-                    pool: pool_name,
+                    job,
                     run_id: None,
                     cancel: Some(cancel_tx),
                 },
@@ -501,19 +520,20 @@ impl Dispatcher {
             return;
         };
         self.in_flight = self.in_flight.saturating_sub(1);
-        if let Some(pool) = self.pools.get_mut(&done.pool) {
+        if let Some(pool) = self.pools.get_mut(&done.job.pool) {
             pool.in_flight = pool.in_flight.saturating_sub(1);
         }
-        if let Some(load) = self.jobs.get_mut(&done.job) {
+        let name = &done.job.name;
+        if let Some(load) = self.jobs.get_mut(name) {
             load.running.retain(|s| *s != slot);
         }
-        self.release_waiting(&done.job);
-        if let Some(load) = self.jobs.get(&done.job)
+        self.release_waiting(name);
+        if let Some(load) = self.jobs.get(name)
             && load.running.is_empty()
             && load.queued == 0
             && load.waiting.is_none()
         {
-            self.jobs.remove(&done.job);
+            self.jobs.remove(name);
         }
     }
 
@@ -549,7 +569,7 @@ impl Dispatcher {
     }
 
     fn cancel_job(&mut self, name: &str, reason: &str) {
-        for slot in self.slots.values_mut().filter(|s| s.job == name) {
+        for slot in self.slots.values_mut().filter(|s| s.job.name == name) {
             if let Some(cancel) = slot.cancel.take() {
                 let _ = cancel.send(reason.to_owned());
             }
@@ -576,6 +596,9 @@ impl Dispatcher {
         for load in self.jobs.values_mut() {
             load.queued = 0;
             drained.extend(load.waiting.take().map(|entry| entry.request));
+        }
+        for pool in self.pools.values_mut() {
+            pool.held = 0;
         }
         drained
     }
@@ -619,8 +642,8 @@ impl Dispatcher {
 
     /// Fires waiting, held ones included.
     pub fn queued(&self) -> u32 {
-        let held = self.jobs.values().filter(|l| l.waiting.is_some()).count();
-        self.queued_in_pools() + u32::try_from(held).unwrap_or(u32::MAX)
+        let held: u32 = self.pools.values().map(|pool| pool.held).sum();
+        self.queued_in_pools() + held
     }
 
     fn queued_in_pools(&self) -> u32 {
@@ -630,7 +653,7 @@ impl Dispatcher {
 
     /// Counts for `pacer status`.
     pub fn status(&self) -> DispatchStatus {
-        let mut pools: BTreeMap<String, Load> = self
+        let pools: BTreeMap<String, Load> = self
             .pools
             .iter()
             .map(|(name, pool)| {
@@ -638,19 +661,13 @@ impl Dispatcher {
                     name.clone(),
                     Load {
                         in_flight: pool.in_flight,
-                        queued: u32::try_from(pool.queue.len()).unwrap_or(u32::MAX),
+                        queued: u32::try_from(pool.queue.len())
+                            .unwrap_or(u32::MAX)
+                            .saturating_add(pool.held),
                     },
                 )
             })
             .collect();
-        for load in self.jobs.values() {
-            if let Some(entry) = &load.waiting {
-                pools
-                    .entry(entry.request.job.pool.clone())
-                    .or_default()
-                    .queued += 1;
-            }
-        }
         DispatchStatus {
             total: Load {
                 in_flight: self.in_flight,

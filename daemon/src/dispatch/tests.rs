@@ -37,7 +37,7 @@ fn request(config: &Config, job: &str, at: i64) -> Request {
         trigger: Trigger::Schedule,
         attempt: 1,
         scheduled_at: at,
-        params: serde_json::json!({}),
+        params: serde_json::json!({}).into(),
         advances_schedule: true,
         notify: None,
     }

@@ -10,6 +10,9 @@ mod jitter;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 use jiff::Timestamp;
@@ -20,9 +23,9 @@ pub use jitter::jitter_offset;
 /// When a job fires.
 #[derive(Debug, Clone)]
 pub enum Schedule {
-    /// A cron expression read as wall-clock time in a zone (boxed: it is large, and most
-    /// code moves schedules around inside jobs).
-    Cron(Box<CronSchedule>),
+    /// A cron expression read as wall-clock time in a zone (shared: it is large, and jobs
+    /// with the same expression share one, see [`ScheduleCache`]).
+    Cron(Arc<CronSchedule>),
     /// `@reboot`: once per boot of the machine, not per start of the daemon.
     Reboot,
 }
@@ -99,7 +102,7 @@ impl Schedule {
         if schedule.next_after(Timestamp::now()).is_none() {
             return Err(error("it never matches a real date".to_owned()));
         }
-        Ok(Schedule::Cron(Box::new(schedule)))
+        Ok(Schedule::Cron(Arc::new(schedule)))
     }
 
     /// The first fire strictly after `after`, or `None` for `@reboot` and for expressions with
@@ -109,6 +112,31 @@ impl Schedule {
             Schedule::Cron(cron) => cron.next_after(after),
             Schedule::Reboot => None,
         }
+    }
+}
+
+/// Parses schedules, sharing one parse among the jobs that write the same expression in the
+/// same zone: a parsed expression carries a table of every year croner supports (about 5 KB),
+/// which a config of 10,000 jobs would otherwise hold 10,000 times.
+#[derive(Debug, Default)]
+pub struct ScheduleCache {
+    parsed: HashMap<(String, String), Schedule>,
+}
+
+impl ScheduleCache {
+    /// [`Schedule::parse`], or a copy of its earlier result for the same text and zone.
+    pub fn parse(&mut self, text: &str, tz: &TimeZone) -> Result<Schedule, ScheduleError> {
+        // A zone without a name (a fixed offset) is rare enough to parse afresh each time.
+        let Some(zone) = tz.iana_name() else {
+            return Schedule::parse(text, tz);
+        };
+        let key = (text.trim().to_owned(), zone.to_owned());
+        if let Some(schedule) = self.parsed.get(&key) {
+            return Ok(schedule.clone());
+        }
+        let schedule = Schedule::parse(text, tz)?;
+        self.parsed.insert(key, schedule.clone());
+        Ok(schedule)
     }
 }
 

@@ -1,11 +1,12 @@
 //! Table tests pinned to fixed instants: what a line fires, and what it is rejected for.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-use super::{Schedule, jitter_offset};
+use super::{Schedule, ScheduleCache, jitter_offset};
 
 fn fires(expr: &str, zone: &str, from: &str, n: usize) -> Vec<String> {
     let tz = TimeZone::get(zone).unwrap();
@@ -390,4 +391,25 @@ fn jitter_hash_is_fnv1a() {
         jitter_offset("a", whole_range),
         Duration::from_millis(0xaf63_dc4c_8601_ec8c)
     );
+}
+
+#[test]
+fn jobs_with_the_same_expression_and_zone_share_one_parse() {
+    let shared = |a: &Schedule, b: &Schedule| match (a, b) {
+        (Schedule::Cron(a), Schedule::Cron(b)) => Arc::ptr_eq(a, b),
+        _ => false,
+    };
+    let berlin = TimeZone::get("Europe/Berlin").unwrap();
+    let mut cache = ScheduleCache::default();
+    let first = cache.parse("*/5 * * * *", &TimeZone::UTC).unwrap();
+    let again = cache.parse(" */5 * * * * ", &TimeZone::UTC).unwrap();
+    let elsewhere = cache.parse("*/5 * * * *", &berlin).unwrap();
+    assert!(shared(&first, &again));
+    assert!(!shared(&first, &elsewhere), "a zone changes when it fires");
+    let at: Timestamp = "2027-03-28T00:58:00Z".parse().unwrap();
+    assert_eq!(
+        again.next_after(at),
+        Some("2027-03-28T01:00:00Z".parse().unwrap())
+    );
+    assert!(cache.parse("61 * * * *", &TimeZone::UTC).is_err());
 }

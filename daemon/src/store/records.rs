@@ -26,8 +26,8 @@ pub struct NewRun {
     /// How long it waited for admission.
     pub queue_ms: i64,
     /// The params handed to the plugin (secrets are masked before storing).
-    pub params: serde_json::Value,
-    /// The worker's pid and its start time in clock ticks after boot (from /proc), so a
+    pub params: std::sync::Arc<serde_json::Value>,
+    /// The worker's pid and the boot clock (in clock ticks) just before it was spawned, so a
     /// later daemon can tell the worker from an unrelated process that reused the pid.
     pub process: Option<(i32, u64)>,
     /// Whether this fire advances the job's last scheduled fire (schedule and catch-up fires).
@@ -86,7 +86,7 @@ pub struct OrphanedRun {
     pub id: RunId,
     /// The job.
     pub job: String,
-    /// The worker's pid and start time, if it was recorded.
+    /// The worker's pid and the boot tick it was spawned after, if they were recorded.
     pub process: Option<(i32, u64)>,
 }
 

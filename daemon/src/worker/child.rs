@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use nix::sys::signal::Signal;
 
 use super::protocol::{Assignment, MAX_LINE, Report, Setup, Task};
-use super::sys::{self, HostState, LoadedPlugin};
+use crate::sys::{self, HostState, LoadedPlugin};
 
 /// Exit code when the worker was started by hand rather than by the daemon.
 const USAGE: i32 = 2;

@@ -6,9 +6,6 @@ pub mod outcome;
 mod output;
 pub mod protocol;
 mod supervisor;
-mod sys;
 
 pub use output::Tail;
-pub use supervisor::{
-    Ended, Launcher, Limits, Reports, Stop, Worker, perform, process_start_ticks,
-};
+pub use supervisor::{Ended, Launcher, Limits, Reports, Stop, Worker, is_spawned_as, perform};

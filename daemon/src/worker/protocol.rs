@@ -2,6 +2,7 @@
 //! stdin, a Unix socket): one JSON object per line each way.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -39,14 +40,14 @@ pub enum Task {
         /// The name the plugin must declare.
         expected_name: String,
         /// The params of each job to check.
-        params: Vec<serde_json::Value>,
+        params: Vec<Arc<serde_json::Value>>,
     },
     /// Call `validate`, then `run`, once.
     Run {
         /// The name the plugin must declare.
         expected_name: String,
         /// The job's params.
-        params: serde_json::Value,
+        params: Arc<serde_json::Value>,
         /// Unix ms when the run will be killed.
         deadline_ms: Option<i64>,
         /// `PACER_*` variables for the run's environment.

@@ -1,12 +1,14 @@
 //! The daemon's side of a worker: spawn it, hand it its assignment, collect its reports and
 //! output, stop it at its deadline or on request, and reap it.
 
+use std::ffi::OsString;
 use std::future::Future;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
@@ -19,7 +21,7 @@ use tokio::time::Instant;
 
 use super::output::Tail;
 use super::protocol::{Assignment, LineFramer, Report};
-use super::sys::exit_watch;
+use crate::sys::exit_watch;
 
 /// systemd's variables describe the daemon's own service; a run must not see them (a worker
 /// that wrote to `NOTIFY_SOCKET` would speak for the daemon, and `JOURNAL_STREAM` would claim
@@ -40,15 +42,24 @@ const SERVICE_VARIABLES: [&str; 8] = [
 pub struct Launcher {
     exe: PathBuf,
     arg0: &'static str,
+    /// The daemon's environment without [`SERVICE_VARIABLES`], taken once: handing std a
+    /// whole environment spares it re-reading and filtering the daemon's on every spawn.
+    env: Arc<[(OsString, OsString)]>,
 }
 
 impl Launcher {
-    /// Workers of this very executable: `/proc/self/exe` names the image that is running even
+    /// Workers of this very executable: `/proc/PID/exe` names the image that is running even
     /// after a package upgrade replaced the file, so workers always speak the daemon's protocol.
+    /// The daemon's own pid, not `self`: the path is resolved in the new process, and looking
+    /// up its own `/proc` entry would make reaping it slower.
     pub fn current(arg0: &'static str) -> Launcher {
+        let env = std::env::vars_os()
+            .filter(|(name, _)| !SERVICE_VARIABLES.iter().any(|v| name == v))
+            .collect();
         Launcher {
-            exe: PathBuf::from("/proc/self/exe"),
+            exe: PathBuf::from(format!("/proc/{}/exe", std::process::id())),
             arg0,
+            env,
         }
     }
 
@@ -68,10 +79,10 @@ impl Launcher {
             .process_group(0)
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(output_writer)
-            .stderr(stderr_writer);
-        for variable in SERVICE_VARIABLES {
-            command.env_remove(variable);
-        }
+            .stderr(stderr_writer)
+            .env_clear()
+            .envs(self.env.iter().map(|(name, value)| (name, value)));
+        let spawned_after = boot_ticks();
         let child = command.spawn().map_err(|e| {
             io::Error::new(
                 e.kind(),
@@ -89,7 +100,7 @@ impl Launcher {
         Ok(Worker {
             child,
             pid,
-            start_ticks: process_start_ticks(pid),
+            spawned_after,
             pidfd,
             channel: UnixStream::from_std(ours)?,
             output: pipe::Receiver::from_owned_fd(OwnedFd::from(output_reader))?,
@@ -104,7 +115,8 @@ impl Launcher {
 pub struct Worker {
     child: Child,
     pid: i32,
-    start_ticks: Option<u64>,
+    /// The boot clock just before the spawn, in clock ticks.
+    spawned_after: Option<u64>,
     pidfd: AsyncFd<OwnedFd>,
     channel: UnixStream,
     output: pipe::Receiver,
@@ -161,10 +173,10 @@ pub struct Ended {
 }
 
 impl Worker {
-    /// The worker's pid and start time (clock ticks after boot, from `/proc`), which together
-    /// identify it even after the pid is reused.
+    /// The worker's pid, and the boot clock (in clock ticks) read just before it was spawned:
+    /// together they identify it even after the pid is reused (see [`is_spawned_as`]).
     pub fn process(&self) -> (i32, Option<u64>) {
-        (self.pid, self.start_ticks)
+        (self.pid, self.spawned_after)
     }
 
     /// When it was spawned, Unix ms.
@@ -335,10 +347,58 @@ fn reap(child: &mut Child) -> ExitStatus {
     }
 }
 
+/// How long after the boot clock was read the kernel may stamp a worker's start: the spawn
+/// itself, with room for a loaded machine. No pid is handed out twice that quickly.
+const SPAWN_WINDOW_TICKS: u64 = 100;
+
+/// The boot clock in clock ticks, the unit and clock of a process's start time in
+/// `/proc/PID/stat`.
+///
+/// The kernel stamps a child's start time while spawning it, so the clock read just before
+/// is a lower bound on it. Reading the stamp itself from `/proc` would cost a file read per
+/// run, and more again when the process is reaped.
+fn boot_ticks() -> Option<u64> {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).ok()?;
+    let per_second =
+        u64::try_from(nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??).ok()?;
+    let seconds = u64::try_from(now.tv_sec()).ok()?;
+    let nanos = u64::try_from(now.tv_nsec()).ok()?;
+    Some(seconds * per_second + nanos * per_second / 1_000_000_000)
+}
+
+/// Whether process `pid` is the worker recorded as spawned after boot tick `spawned_after`
+/// (see [`Worker::process`]), and not an unrelated process that reused its pid.
+pub fn is_spawned_as(pid: i32, spawned_after: u64) -> bool {
+    process_start_ticks(pid)
+        .is_some_and(|start| (spawned_after..=spawned_after + SPAWN_WINDOW_TICKS).contains(&start))
+}
+
 /// Field 22 of `/proc/PID/stat`: the process's start time in clock ticks after boot.
-pub fn process_start_ticks(pid: i32) -> Option<u64> {
+fn process_start_ticks(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may itself hold spaces or parentheses.
     let after_name = &stat[stat.rfind(')')? + 2..];
     after_name.split(' ').nth(19)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_is_recognized_by_the_boot_tick_read_before_its_spawn() {
+        let before = boot_ticks().expect("the boot clock is readable");
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        assert!(is_spawned_as(pid, before));
+        // A record of a spawn well before or after is another process that had the pid.
+        assert!(!is_spawned_as(pid, before + 2 * SPAWN_WINDOW_TICKS));
+        assert!(!is_spawned_as(
+            pid,
+            before.saturating_sub(2 * SPAWN_WINDOW_TICKS)
+        ));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!is_spawned_as(pid, before), "a reaped process is no one");
+    }
 }

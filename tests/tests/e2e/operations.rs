@@ -277,10 +277,46 @@ fn sighup_and_an_edited_config_file_reload() {
         "",
         r#"{ command = "true" }"#,
     );
+    // `jobs.d` did not exist at the start: creating it is a change, and from then on it is
+    // watched too.
     sandbox.write("jobs.d/extra.toml", &dropped_in);
-    daemon.signal("HUP");
-    wait_until("SIGHUP to load the drop-in", || {
+    wait_until("the new jobs.d to be read", || {
         names().contains(&"dropped-in".to_owned()).then_some(())
+    });
+    let more = job(
+        "more",
+        "*/30 * * * * *",
+        "exec",
+        "",
+        r#"{ command = "true" }"#,
+    );
+    sandbox.write("jobs.d/more.toml", &more);
+    wait_until("a second drop-in to be read", || {
+        names().contains(&"more".to_owned()).then_some(())
+    });
+    // A drop-in linked from elsewhere changes where nothing is watched: SIGHUP reloads it.
+    let linked = |name: &str| {
+        job(
+            name,
+            "*/30 * * * * *",
+            "exec",
+            "",
+            r#"{ command = "true" }"#,
+        )
+    };
+    sandbox.write("elsewhere/linked.toml", &linked("linked-before"));
+    std::os::unix::fs::symlink(
+        sandbox.path().join("elsewhere/linked.toml"),
+        sandbox.path().join("jobs.d/linked.toml"),
+    )
+    .unwrap();
+    wait_until("the linked drop-in to be read", || {
+        names().contains(&"linked-before".to_owned()).then_some(())
+    });
+    sandbox.write("elsewhere/linked.toml", &linked("linked-after"));
+    daemon.signal("HUP");
+    wait_until("SIGHUP to load the changed link target", || {
+        names().contains(&"linked-after".to_owned()).then_some(())
     });
     assert_eq!(sandbox.pacer(["status"]).code, 0);
 }

@@ -25,7 +25,7 @@ fn new_run(job: &str, scheduled_at: i64) -> NewRun {
         scheduled_at,
         started_at: scheduled_at + 3,
         queue_ms: 2,
-        params: json!({"command": "true", "token": "s3cret"}),
+        params: json!({"command": "true", "token": "s3cret"}).into(),
         process: Some((4242, 99)),
         advances_schedule: true,
     }
