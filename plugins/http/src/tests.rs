@@ -1,18 +1,16 @@
 //! The plugin against real servers on 127.0.0.1 (see [`server`]).
 
-mod pki;
 mod server;
 
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use pacer_plugin_api::Level;
 use pacer_plugin_api::testing::{Outcome, TestHost};
 use serde_json::{Value, json};
 
-use self::pki::TestCa;
 use self::server::{Reply, Server, closed_port};
 use super::*;
+use pacer_test_pki::TestCa;
 
 fn run(params: Value) -> Outcome {
     TestHost::new().params(params).run::<Http>()
@@ -254,30 +252,11 @@ fn a_long_body_is_cut_in_the_output() {
 /// process-wide, so this keeps the variable away from the tests running in parallel here.
 #[test]
 fn https_trusts_the_cas_that_ssl_cert_file_names() {
-    const CHILD: &str = "PACER_HTTP_TEST_CA_DIR";
-    let Some(dir) = std::env::var_os(CHILD) else {
-        let dir = tempfile::tempdir().unwrap();
-        let ca_file = TestCa::new().save(dir.path());
-        let output = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "tests::https_trusts_the_cas_that_ssl_cert_file_names",
-                "--nocapture",
-            ])
-            .env(CHILD, dir.path())
-            .env("SSL_CERT_FILE", ca_file)
-            .env_remove("SSL_CERT_DIR")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            output.status.success() && stdout.contains("1 passed"),
-            "the child test failed:\n{stdout}\n{stderr}"
-        );
+    let Some(ca) = pacer_test_pki::rerun_trusting_new_ca(
+        "tests::https_trusts_the_cas_that_ssl_cert_file_names",
+    ) else {
         return;
     };
-    let ca = TestCa::load(std::path::Path::new(&dir));
 
     let server = Server::start_tls(Reply::status(200).body("secure"), ca.server_config());
     let outcome = run(json!({ "url": server.url("/tls"), "headers": { "X-Check": "1" } }));

@@ -1,19 +1,16 @@
 //! The plugin against a real SMTP server on 127.0.0.1 (see [`smtp`]).
 
-mod pki;
 mod smtp;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use pacer_plugin_api::Level;
 use pacer_plugin_api::testing::{Outcome, TestHost};
 use serde_json::{Value, json};
 
-use self::pki::TestCa;
 use self::smtp::{Session, Setup, SmtpServer};
 use super::*;
+use pacer_test_pki::TestCa;
 
 fn run(params: Value) -> Outcome {
     TestHost::new().params(params).run::<MailPlugin>()
@@ -447,30 +444,11 @@ fn a_cancelled_run_does_not_connect() {
 /// is process-wide, so this keeps the variable away from the tests running in parallel here.
 #[test]
 fn starttls_verifies_the_server_against_ssl_cert_file() {
-    const CHILD: &str = "PACER_MAIL_TEST_CA_DIR";
-    let Some(dir) = std::env::var_os(CHILD) else {
-        let dir = tempfile::tempdir().unwrap();
-        let ca_file = TestCa::new().save(dir.path());
-        let output = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "tests::starttls_verifies_the_server_against_ssl_cert_file",
-                "--nocapture",
-            ])
-            .env(CHILD, dir.path())
-            .env("SSL_CERT_FILE", ca_file)
-            .env_remove("SSL_CERT_DIR")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            output.status.success() && stdout.contains("1 passed"),
-            "the child test failed:\n{stdout}\n{stderr}"
-        );
+    let Some(ca) = pacer_test_pki::rerun_trusting_new_ca(
+        "tests::starttls_verifies_the_server_against_ssl_cert_file",
+    ) else {
         return;
     };
-    let ca = TestCa::load(Path::new(&dir));
 
     let encrypted = |session: &Session| {
         assert!(session.tls, "{session:?}");

@@ -232,70 +232,7 @@ fn reload_applies_the_difference_and_keeps_a_bad_config_out() {
 #[test]
 fn sighup_and_an_edited_config_file_reload() {
     let sandbox = Sandbox::new();
-    let base = job(
-        "base",
-        "*/30 * * * * *",
-        "exec",
-        "",
-        r#"{ command = "true" }"#,
-    );
-    sandbox.write_config("", &base);
-    let daemon = sandbox.start();
-    let names = || -> Vec<String> {
-        sandbox
-            .pacer_json(&["jobs"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|j| j["name"].as_str().unwrap().to_owned())
-            .collect()
-    };
-    // Written elsewhere and renamed into place, as editors save: the file watch still sees it.
-    let hup = job(
-        "by-hup",
-        "*/30 * * * * *",
-        "exec",
-        "",
-        r#"{ command = "true" }"#,
-    );
-    let text = format!(
-        "[daemon]\nplugin_dirs = [\"plugins\"]\ndatabase = \"pacer.db\"\nsocket = \"pacer.sock\"\n{base}{hup}"
-    );
-    sandbox.write(".pacer.toml.swp", &text);
-    std::fs::rename(
-        sandbox.path().join(".pacer.toml.swp"),
-        sandbox.path().join("pacer.toml"),
-    )
-    .unwrap();
-    wait_until("the edited file to be reloaded", || {
-        names().contains(&"by-hup".to_owned()).then_some(())
-    });
-    let dropped_in = job(
-        "dropped-in",
-        "*/30 * * * * *",
-        "exec",
-        "",
-        r#"{ command = "true" }"#,
-    );
-    // `jobs.d` did not exist at the start: creating it is a change, and from then on it is
-    // watched too.
-    sandbox.write("jobs.d/extra.toml", &dropped_in);
-    wait_until("the new jobs.d to be read", || {
-        names().contains(&"dropped-in".to_owned()).then_some(())
-    });
-    let more = job(
-        "more",
-        "*/30 * * * * *",
-        "exec",
-        "",
-        r#"{ command = "true" }"#,
-    );
-    sandbox.write("jobs.d/more.toml", &more);
-    wait_until("a second drop-in to be read", || {
-        names().contains(&"more".to_owned()).then_some(())
-    });
-    // A drop-in linked from elsewhere changes where nothing is watched: SIGHUP reloads it.
-    let linked = |name: &str| {
+    let quiet = |name: &str| {
         job(
             name,
             "*/30 * * * * *",
@@ -304,19 +241,48 @@ fn sighup_and_an_edited_config_file_reload() {
             r#"{ command = "true" }"#,
         )
     };
-    sandbox.write("elsewhere/linked.toml", &linked("linked-before"));
+    let base = quiet("base");
+    sandbox.write_config("", &base);
+    let daemon = sandbox.start();
+    let has_job = |name: &str| {
+        sandbox
+            .pacer_json(&["jobs"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["name"] == name)
+            .then_some(())
+    };
+    // Written elsewhere and renamed into place, as editors save: the file watch still sees it.
+    let text = format!(
+        "[daemon]\nplugin_dirs = [\"plugins\"]\ndatabase = \"pacer.db\"\nsocket = \"pacer.sock\"\n{base}{}",
+        quiet("by-rename")
+    );
+    sandbox.write(".pacer.toml.swp", &text);
+    std::fs::rename(
+        sandbox.path().join(".pacer.toml.swp"),
+        sandbox.path().join("pacer.toml"),
+    )
+    .unwrap();
+    wait_until("the edited file to be reloaded", || has_job("by-rename"));
+    // `jobs.d` did not exist at the start: creating it is a change, and from then on it is
+    // watched too.
+    sandbox.write("jobs.d/extra.toml", &quiet("dropped-in"));
+    wait_until("the new jobs.d to be read", || has_job("dropped-in"));
+    sandbox.write("jobs.d/more.toml", &quiet("more"));
+    wait_until("a second drop-in to be read", || has_job("more"));
+    // A drop-in linked from elsewhere changes where nothing is watched: SIGHUP reloads it.
+    sandbox.write("elsewhere/linked.toml", &quiet("linked-before"));
     std::os::unix::fs::symlink(
         sandbox.path().join("elsewhere/linked.toml"),
         sandbox.path().join("jobs.d/linked.toml"),
     )
     .unwrap();
-    wait_until("the linked drop-in to be read", || {
-        names().contains(&"linked-before".to_owned()).then_some(())
-    });
-    sandbox.write("elsewhere/linked.toml", &linked("linked-after"));
+    wait_until("the linked drop-in to be read", || has_job("linked-before"));
+    sandbox.write("elsewhere/linked.toml", &quiet("linked-after"));
     daemon.signal("HUP");
     wait_until("SIGHUP to load the changed link target", || {
-        names().contains(&"linked-after".to_owned()).then_some(())
+        has_job("linked-after")
     });
     assert_eq!(sandbox.pacer(["status"]).code, 0);
 }

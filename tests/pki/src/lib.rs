@@ -1,4 +1,9 @@
-//! A certificate authority made at test time, and server certificates it signs for 127.0.0.1.
+//! A certificate authority made at test time, and server certificates it signs for 127.0.0.1,
+//! shared by the TLS tests of the `http` and `mail` plugins.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test support: a panic here is the test's failure report"
+)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,11 +12,20 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, 
 use rustls::ServerConfig;
 use rustls::pki_types::PrivatePkcs8KeyDer;
 
+/// A CA whose certificate a test hands to the client as its only trusted root.
+#[derive(Debug)]
 pub struct TestCa {
     issuer: Issuer<'static, KeyPair>,
 }
 
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl TestCa {
+    /// A CA with a fresh key.
     pub fn new() -> Self {
         Self::with_key(KeyPair::generate().unwrap())
     }
@@ -65,6 +79,33 @@ impl TestCa {
             .unwrap();
         Arc::new(config)
     }
+}
+
+/// Runs the calling test, named `test` as `cargo test --exact` names it, again in a child
+/// process whose `SSL_CERT_FILE` holds only a new CA's certificate: the trusted roots are read
+/// once per process, so a test cannot change them in its own. In the child this returns that CA;
+/// in the parent it returns `None` once the child passed, and panics with its output if not.
+pub fn rerun_trusting_new_ca(test: &str) -> Option<TestCa> {
+    const CHILD: &str = "PACER_TEST_CA_DIR";
+    if let Some(dir) = std::env::var_os(CHILD) {
+        return Some(TestCa::load(Path::new(&dir)));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = TestCa::new().save(dir.path());
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture"])
+        .env(CHILD, dir.path())
+        .env("SSL_CERT_FILE", ca_file)
+        .env_remove("SSL_CERT_DIR")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "the child test failed:\n{stdout}\n{stderr}"
+    );
+    None
 }
 
 const CA_NAME: &str = "Pacer test CA";
