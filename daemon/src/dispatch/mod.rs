@@ -379,12 +379,14 @@ impl Dispatcher {
         pool.queue.insert(entry.key(), entry);
     }
 
-    /// Moves a held fire into its pool's queue once its job has nothing running.
+    /// Moves a held fire into its pool's queue once its job has nothing running and nothing
+    /// queued: a fire still waiting for a slot counts as the previous run, so `queue` never
+    /// lets two fires of one job reach the pool queue together.
     fn release_waiting(&mut self, name: &str) {
         let Some(load) = self.jobs.get_mut(name) else {
             return;
         };
-        if !load.running.is_empty() {
+        if !load.running.is_empty() || load.queued > 0 {
             return;
         }
         if let Some(entry) = load.waiting.take() {

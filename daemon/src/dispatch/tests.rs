@@ -196,6 +196,36 @@ fn overlap_queue_holds_one_fire_until_the_run_ends() {
 }
 
 #[test]
+fn overlap_queue_counts_a_fire_waiting_for_a_slot_as_the_previous_run() {
+    let (_dir, config) = config(&jobs(
+        "max_concurrency = 1",
+        &[("busy", ""), ("j", "overlap = \"queue\"")],
+    ));
+    let mut d = dispatcher(&config);
+    d.submit(request(&config, "busy", 0), 0);
+    let busy = d.admit(0);
+    assert!(d.submit(request(&config, "j", 10), 10).is_empty());
+    assert!(d.submit(request(&config, "j", 20), 20).is_empty());
+    assert_eq!(
+        reasons(&d.submit(request(&config, "j", 30), 30)),
+        [
+            "an earlier fire of `j` is still waiting for a slot, and another fire already waits for it (overlap = \"queue\" holds at most one)"
+        ]
+    );
+    d.finished(busy[0].slot);
+    let first = d.admit(40);
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].request.scheduled_at, 10);
+    d.finished(first[0].slot);
+    let second = d.admit(50);
+    assert_eq!(
+        second.iter().map(|a| a.request.scheduled_at).collect::<Vec<_>>(),
+        [20],
+        "the held fire starts only after the first one ended"
+    );
+}
+
+#[test]
 fn overlap_replace_cancels_and_starts_after_exit() {
     let (_dir, config) = config(&jobs("", &[("j", "overlap = \"replace\"")]));
     let mut d = dispatcher(&config);
