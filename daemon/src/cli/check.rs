@@ -10,7 +10,7 @@ use anyhow::anyhow;
 use clap::Args;
 use serde::Serialize;
 
-use super::table::{Table, when};
+use super::table::{Table, jitter, when};
 use super::{Context, print_json, runtime};
 use crate::config::{Config, Environment, Job, load};
 use crate::plugins::{Registry, ScanOptions};
@@ -36,6 +36,9 @@ pub struct CheckArgs {
 #[derive(Debug, Serialize)]
 struct Verdict {
     job: Option<String>,
+    /// Shown in the table only: the JSON keeps the contract's fields.
+    #[serde(skip)]
+    jitter: Option<Duration>,
     #[serde(serialize_with = "serialize_instants")]
     next: Vec<i64>,
     error: Option<String>,
@@ -58,6 +61,7 @@ pub fn run(context: &Context, args: &CheckArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|error| Verdict {
                 job: None,
+                jitter: None,
                 next: Vec::new(),
                 error: Some(error.to_string()),
             })
@@ -149,6 +153,7 @@ fn check_jobs(
         .iter()
         .map(|job| Verdict {
             job: Some(job.name.clone()),
+            jitter: job.jitter.map(|_| job.jitter_offset),
             next: next_fires(job, from, count),
             error: errors.remove(&job.name),
         })
@@ -170,7 +175,7 @@ fn next_fires(job: &Job, from: jiff::Timestamp, count: usize) -> Vec<i64> {
 }
 
 fn print_table(verdicts: &[Verdict]) {
-    let mut table = Table::new(vec!["JOB", "NEXT FIRES", "PROBLEM"]);
+    let mut table = Table::new(vec!["JOB", "JITTER", "NEXT FIRES", "PROBLEM"]);
     for verdict in verdicts {
         let next = if verdict.next.is_empty() {
             "-".to_owned()
@@ -184,6 +189,7 @@ fn print_table(verdicts: &[Verdict]) {
         };
         table.row(vec![
             verdict.job.clone().unwrap_or_else(|| "(config)".to_owned()),
+            jitter(verdict.jitter),
             next,
             verdict.error.clone().unwrap_or_else(|| "ok".to_owned()),
         ]);

@@ -3,10 +3,11 @@
 
 use std::collections::HashMap;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 
-use super::table::{Table, when};
+use super::table::{Table, jitter, when};
 use super::{Context, print_json, runtime};
 use crate::config::{Environment, load};
 use crate::control::client::{ClientError, ask};
@@ -33,6 +34,7 @@ pub fn run(context: &Context) -> anyhow::Result<ExitCode> {
     let mut table = Table::new(vec![
         "NAME",
         "SCHEDULE",
+        "JITTER",
         "TIMEZONE",
         "PLUGIN",
         "NEXT FIRE",
@@ -51,6 +53,7 @@ pub fn run(context: &Context) -> anyhow::Result<ExitCode> {
             job.schedule
                 .clone()
                 .unwrap_or_else(|| "(triggered only)".to_owned()),
+            jitter(job.jitter_offset_ms.map(Duration::from_millis)),
             job.timezone.clone(),
             job.plugin.clone(),
             when(job.next_fire),

@@ -1,8 +1,11 @@
 //! Plain-text tables for the human output of listing verbs.
 
+use std::time::Duration;
+
 use jiff::tz::TimeZone;
 
 use crate::time::local;
+use crate::units::format_duration;
 
 /// Columns padded to their widest cell; the last column is not padded.
 #[derive(Debug)]
@@ -67,6 +70,11 @@ pub fn millis(ms: Option<i64>) -> String {
         Some(ms) if ms < 60_000 => format!("{:.1}s", ms as f64 / 1_000.0),
         Some(ms) => format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1_000),
     }
+}
+
+/// A job's jitter offset as `+2m13s`, or `-` for a job without jitter.
+pub fn jitter(offset: Option<Duration>) -> String {
+    offset.map_or_else(|| "-".to_owned(), |d| format!("+{}", format_duration(d)))
 }
 
 /// The first line of `text`, cut to `max` characters.

@@ -155,6 +155,9 @@ impl JobInfo {
             next_fire: next_fire.filter(|_| job.enabled),
             last_status,
             problem,
+            jitter_offset_ms: job
+                .jitter
+                .map(|_| u64::try_from(job.jitter_offset.as_millis()).unwrap_or(u64::MAX)),
         }
     }
 }
@@ -184,6 +187,9 @@ pub struct JobInfo {
     pub last_status: Option<Status>,
     /// Why it cannot run as configured (its plugin is missing, say), if so.
     pub problem: Option<String>,
+    /// The fixed offset its `jitter` puts on every fire; absent for jobs without jitter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_offset_ms: Option<u64>,
 }
 
 /// The daemon's side of `pacer why`: what leaves no run record.

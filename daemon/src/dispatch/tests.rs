@@ -219,7 +219,10 @@ fn overlap_queue_counts_a_fire_waiting_for_a_slot_as_the_previous_run() {
     d.finished(first[0].slot);
     let second = d.admit(50);
     assert_eq!(
-        second.iter().map(|a| a.request.scheduled_at).collect::<Vec<_>>(),
+        second
+            .iter()
+            .map(|a| a.request.scheduled_at)
+            .collect::<Vec<_>>(),
         [20],
         "the held fire starts only after the first one ended"
     );

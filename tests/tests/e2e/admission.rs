@@ -300,6 +300,21 @@ fn jitter_is_a_stable_per_job_offset() {
     assert!((0..4_000).contains(&offset), "{offset}");
     assert_eq!(fires[1] - fires[0], 5_000);
     assert_eq!(fires[2] - fires[1], 5_000);
+    let shown = match (offset / 1_000, offset % 1_000) {
+        (0, 0) => "+0s".to_owned(),
+        (0, ms) => format!("+{ms}ms"),
+        (s, 0) => format!("+{s}s"),
+        (s, ms) => format!("+{s}s{ms}ms"),
+    };
+    let table = sandbox.pacer(["check", "--from", "2027-01-01T00:00:00Z"]);
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("spread") && l.contains(&shown)),
+        "`pacer check` shows the offset {shown}:\n{}",
+        table.stdout
+    );
 
     let _daemon = sandbox.start();
     let run = wait_until("a run", || {
@@ -319,6 +334,16 @@ fn jitter_is_a_stable_per_job_offset() {
         .unwrap()
         .as_millisecond();
     assert_eq!(next.rem_euclid(5_000), offset);
+    assert_eq!(jobs[0]["jitter_offset_ms"], offset);
+    let table = sandbox.pacer(["jobs"]);
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("spread") && l.contains(&shown)),
+        "`pacer jobs` shows the offset {shown}:\n{}",
+        table.stdout
+    );
 }
 
 #[test]
