@@ -67,6 +67,8 @@ pub fn load(path: &Path, env: Environment) -> Result<Config, ConfigErrors> {
         lines: &main_lines,
         dir: &dir,
     };
+    // A drop-in's relative paths, like the main file's, resolve against its own directory.
+    let drop_in_dir: Arc<Path> = dir.join(defaults::DROP_IN_DIR).into();
     let drop_in_files: Vec<Arc<Path>> = files.iter().map(|file| file.as_path().into()).collect();
     let drop_in_lines: Vec<Lines<'_>> = texts.iter().map(|text| Lines::new(text)).collect();
     let drop_in_sources = drop_in_files
@@ -75,7 +77,7 @@ pub fn load(path: &Path, env: Environment) -> Result<Config, ConfigErrors> {
         .map(|(file, lines)| Source {
             file,
             lines,
-            dir: &dir,
+            dir: &drop_in_dir,
         })
         .zip(parsed)
         .collect();

@@ -378,9 +378,10 @@ fn drop_ins_add_jobs_and_only_jobs() {
     );
     assert_eq!(
         &*config.job("a").unwrap().workdir,
-        dir.path(),
-        "relative paths in drop-ins resolve against the main config's directory"
+        dir.path().join("jobs.d"),
+        "a drop-in's jobs run in the drop-in's own directory"
     );
+    assert_eq!(&*config.job("main").unwrap().workdir, dir.path());
 
     dir.write("jobs.d/c.toml", "[daemon]\nmax_queue = 1\n");
     let errors = load(&path, ROOT).unwrap_err().to_string();

@@ -74,6 +74,30 @@ fn a_scheduled_run_is_recorded_and_read_back() {
 }
 
 #[test]
+fn a_drop_in_job_runs_in_the_drop_in_directory() {
+    let sandbox = Sandbox::new();
+    sandbox.write_config("", "");
+    sandbox.write(
+        "jobs.d/here.toml",
+        "[[jobs]]\nname = \"here\"\nschedule = \"* * * * * *\"\nplugin = \"exec\"\nparams = { command = \"pwd\" }\n",
+    );
+    let _daemon = sandbox.start();
+    let run = wait_until("a run of the drop-in job", || {
+        finished(&sandbox.history(&[]), "here", "succeeded")
+            .into_iter()
+            .next()
+    });
+    let id = run["id"].as_i64().unwrap().to_string();
+    let detail = sandbox.pacer_json(&["show", &id]);
+    let drop_ins = sandbox.path().canonicalize().unwrap().join("jobs.d");
+    assert_eq!(
+        text(&detail, "output").lines().last(),
+        Some(drop_ins.display().to_string().as_str()),
+        "the directory of the file that defines the job"
+    );
+}
+
+#[test]
 fn failures_and_crashes_carry_their_reason() {
     let sandbox = Sandbox::new();
     sandbox.write_config(
