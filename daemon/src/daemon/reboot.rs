@@ -15,20 +15,25 @@ const MARKER: &str = "pacer-reboot";
 
 /// The `@reboot` jobs that have not run in this boot; records them as run.
 pub fn take_due(runtime_dir: &Path, jobs: &[Arc<Job>]) -> Vec<Arc<Job>> {
-    let reboot_jobs: Vec<&Arc<Job>> = jobs
-        .iter()
-        .filter(|job| job.enabled && job.is_reboot())
-        .collect();
-    if reboot_jobs.is_empty() {
+    if !jobs.iter().any(|job| job.enabled && job.is_reboot()) {
         return Vec::new();
     }
     let Some(boot_id) = boot_id() else {
         tracing::warn!("cannot read the boot id; @reboot jobs are not run");
         return Vec::new();
     };
+    take_due_in_boot(runtime_dir, jobs, &boot_id)
+}
+
+/// [`take_due`] for the boot called `boot_id`.
+fn take_due_in_boot(runtime_dir: &Path, jobs: &[Arc<Job>], boot_id: &str) -> Vec<Arc<Job>> {
+    let reboot_jobs: Vec<&Arc<Job>> = jobs
+        .iter()
+        .filter(|job| job.enabled && job.is_reboot())
+        .collect();
     let marker = runtime_dir.join(MARKER);
     let already: Vec<String> = match std::fs::read_to_string(&marker) {
-        Ok(text) if text.lines().next() == Some(boot_id.as_str()) => {
+        Ok(text) if text.lines().next() == Some(boot_id) => {
             text.lines().skip(1).map(str::to_owned).collect()
         }
         _ => Vec::new(),
@@ -62,4 +67,64 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     temp.set_extension("tmp");
     std::fs::write(&temp, text)?;
     std::fs::rename(&temp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Environment, load};
+
+    fn jobs(dir: &Path, names: &[&str]) -> Vec<Arc<Job>> {
+        let mut text = String::from(
+            "[[jobs]]\nname = \"hourly\"\nschedule = \"@hourly\"\nplugin = \"exec\"\n",
+        );
+        for name in names {
+            text.push_str(&format!(
+                "[[jobs]]\nname = \"{name}\"\nschedule = \"@reboot\"\nplugin = \"exec\"\n"
+            ));
+        }
+        let path = dir.join("pacer.toml");
+        std::fs::write(&path, text).unwrap();
+        let config = load(
+            &path,
+            Environment {
+                can_switch_users: false,
+            },
+        )
+        .unwrap();
+        config.jobs.iter().cloned().collect()
+    }
+
+    fn names(jobs: &[Arc<Job>]) -> Vec<&str> {
+        jobs.iter().map(|job| job.name.as_str()).collect()
+    }
+
+    #[test]
+    fn each_reboot_job_runs_once_per_boot() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = dir.path();
+        let first = jobs(dir.path(), &["warm"]);
+        assert_eq!(
+            names(&take_due_in_boot(runtime, &first, "boot-a")),
+            ["warm"]
+        );
+        assert!(
+            take_due_in_boot(runtime, &first, "boot-a").is_empty(),
+            "a daemon restart in the same boot does not run it again"
+        );
+
+        let more = jobs(dir.path(), &["warm", "added"]);
+        assert_eq!(
+            names(&take_due_in_boot(runtime, &more, "boot-a")),
+            ["added"],
+            "a job added later in the boot runs once too"
+        );
+        assert!(take_due_in_boot(runtime, &more, "boot-a").is_empty());
+
+        assert_eq!(
+            names(&take_due_in_boot(runtime, &more, "boot-b")),
+            ["warm", "added"],
+            "a new boot id is a new boot, even where the marker survived"
+        );
+    }
 }

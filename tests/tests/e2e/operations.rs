@@ -1,6 +1,7 @@
 //! Operating the daemon: systemd's notify protocol, reload, manual runs, pause and resume,
 //! cancel, stopping, catch-up after downtime, who may change things, and retention.
 
+use std::collections::BTreeMap;
 use std::os::unix::net::UnixDatagram;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,31 +15,38 @@ fn job(name: &str, schedule: &str, plugin: &str, settings: &str, params: &str) -
     )
 }
 
-/// A datagram socket standing in for systemd's notify socket, collecting what it receives.
+/// A datagram socket standing in for one of systemd's (notify, journal), collecting what it
+/// receives.
 struct NotifySocket {
     path: std::path::PathBuf,
-    messages: Arc<Mutex<Vec<String>>>,
+    messages: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 impl NotifySocket {
     fn bind(sandbox: &Sandbox) -> NotifySocket {
-        let path = sandbox.path().join("notify.sock");
+        NotifySocket::bind_at(sandbox.path().join("notify.sock"))
+    }
+
+    fn bind_at(path: std::path::PathBuf) -> NotifySocket {
         let socket = UnixDatagram::bind(&path).unwrap();
         let messages = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&messages);
         std::thread::spawn(move || {
-            let mut buf = vec![0_u8; 4096];
+            let mut buf = vec![0_u8; 65_536];
             while let Ok(n) = socket.recv(&mut buf) {
-                sink.lock()
-                    .unwrap()
-                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                sink.lock().unwrap().push(buf[..n].to_vec());
             }
         });
         NotifySocket { path, messages }
     }
 
     fn received(&self) -> Vec<String> {
-        self.messages.lock().unwrap().clone()
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|m| String::from_utf8_lossy(m).into_owned())
+            .collect()
     }
 
     fn wait_for(&self, what: &str, holds: impl Fn(&[String]) -> bool) -> Vec<String> {
@@ -47,6 +55,40 @@ impl NotifySocket {
             holds(&received).then_some(received)
         })
     }
+
+    /// The first journal entry received that `holds`, its fields decoded.
+    fn wait_for_entry(
+        &self,
+        what: &str,
+        holds: impl Fn(&BTreeMap<String, String>) -> bool,
+    ) -> BTreeMap<String, String> {
+        wait_until(what, || {
+            let messages = self.messages.lock().unwrap().clone();
+            messages
+                .iter()
+                .map(|m| journal_fields(m))
+                .find(|e| holds(e))
+        })
+    }
+}
+
+/// Decodes the journal's native protocol: `KEY=value\n`, or `KEY\n`, a little-endian 64-bit
+/// length, the value and `\n`.
+fn journal_fields(mut datagram: &[u8]) -> BTreeMap<String, String> {
+    let mut fields = BTreeMap::new();
+    while let Some(end) = datagram.iter().position(|b| *b == b'\n') {
+        let line = String::from_utf8_lossy(&datagram[..end]).into_owned();
+        datagram = &datagram[end + 1..];
+        if let Some((key, value)) = line.split_once('=') {
+            fields.insert(key.to_owned(), value.to_owned());
+            continue;
+        }
+        let (len, rest) = datagram.split_at(8);
+        let len = usize::try_from(u64::from_le_bytes(len.try_into().unwrap())).unwrap();
+        fields.insert(line, String::from_utf8_lossy(&rest[..len]).into_owned());
+        datagram = &rest[len + 1..];
+    }
+    fields
 }
 
 #[test]
@@ -94,6 +136,59 @@ fn systemd_hears_ready_reloading_watchdog_and_stopping() {
         m.iter().any(|m| m.starts_with("STOPPING=1"))
     });
     assert!(all.last().unwrap().starts_with("STOPPING=1"), "{all:?}");
+}
+
+/// The journal's socket, where a real journald would listen.
+const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+/// Removes the stand-in journal socket however the test ends.
+struct RemoveOnDrop(&'static str);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.0);
+    }
+}
+
+#[test]
+fn under_systemd_logs_go_to_the_journal_with_fields_and_not_to_stderr() {
+    let journal_dir = std::path::Path::new(JOURNAL_SOCKET).parent().unwrap();
+    if std::path::Path::new(JOURNAL_SOCKET).exists() {
+        eprintln!("skipped: a real journald owns {JOURNAL_SOCKET}; this test stands in for one");
+        return;
+    }
+    if std::fs::create_dir_all(journal_dir).is_err() {
+        eprintln!(
+            "skipped: cannot create {} (needs root)",
+            journal_dir.display()
+        );
+        return;
+    }
+    let journal = NotifySocket::bind_at(JOURNAL_SOCKET.into());
+    let _remove = RemoveOnDrop(JOURNAL_SOCKET);
+    let sandbox = Sandbox::new();
+    sandbox.write_config(
+        "",
+        &job("tick", "* * * * * *", "exec", "", r#"{ command = "true" }"#),
+    );
+    // systemd sets JOURNAL_STREAM to the device and inode of the stream on stderr.
+    let daemon = sandbox.start_wrapped(&[
+        "sh",
+        "-c",
+        "JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) exec \"$0\" \"$@\"",
+    ]);
+    let finished = journal.wait_for_entry("a finished run in the journal", |e| {
+        e.get("MESSAGE").is_some_and(|m| m == "run finished")
+    });
+    assert_eq!(finished["JOB"], "tick", "{finished:?}");
+    assert_eq!(finished["STATUS"], "succeeded", "{finished:?}");
+    assert_eq!(finished["SYSLOG_IDENTIFIER"], "pacerd", "{finished:?}");
+    assert!(finished["RUN_ID"].parse::<i64>().is_ok(), "{finished:?}");
+    let stderr = daemon.log();
+    assert!(
+        !stderr.contains("run finished"),
+        "never both the journal and stderr: {stderr}"
+    );
 }
 
 #[test]

@@ -144,3 +144,46 @@ params = { action = "sleep", ms = 60000 }
     );
     assert_eq!(sandbox.pacer(["status"]).code, 0);
 }
+
+#[test]
+fn a_reboot_job_runs_once_per_boot_not_once_per_start() {
+    let sandbox = Sandbox::new();
+    sandbox.write_config(
+        "",
+        &format!(
+            "{EVERY_SECOND}\n[[jobs]]\nname = \"boot\"\nschedule = \"@reboot\"\nplugin = \"exec\"\nparams = {{ command = \"true\" }}\n"
+        ),
+    );
+    let boot_runs = || sandbox.history(&["--job", "boot"]);
+    let mut daemon = sandbox.start();
+    wait_until("the @reboot run", || {
+        boot_runs().into_iter().find(|r| r["status"] == "succeeded")
+    });
+    assert_eq!(daemon.stop(), Some(0));
+    let last_before = sandbox.history(&["--limit", "1"])[0]["id"]
+        .as_i64()
+        .unwrap();
+
+    let _daemon = sandbox.start();
+    wait_until("two ticks after the restart", || {
+        let ticks = sandbox.history(&["--job", "tick", "--status", "succeeded"]);
+        let after = ticks
+            .iter()
+            .filter(|r| r["id"].as_i64().unwrap() > last_before)
+            .count();
+        (after >= 2).then_some(())
+    });
+    let runs = boot_runs();
+    assert_eq!(
+        runs.len(),
+        1,
+        "not again on a restart in the same boot: {runs:?}"
+    );
+    assert!(
+        std::fs::read_to_string(sandbox.path().join("pacer-reboot"))
+            .unwrap()
+            .lines()
+            .any(|line| line == "boot"),
+        "the marker in the runtime directory names the job"
+    );
+}
