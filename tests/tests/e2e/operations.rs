@@ -682,6 +682,12 @@ fn only_root_and_the_socket_group_may_change_things() {
     )
     .unwrap();
     let _daemon = sandbox.start();
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(sandbox.path().join("pacer.sock"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o660, "the daemon creates its socket 0660");
     // A socket anyone may open (a mistake the daemon guards against): peer credentials decide.
     std::fs::set_permissions(
         sandbox.path().join("pacer.sock"),
