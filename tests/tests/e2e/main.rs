@@ -11,6 +11,7 @@ mod c_plugins;
 mod cli;
 mod config_errors;
 mod core;
+mod examples;
 mod isolation;
 mod libraries;
 mod observability;
