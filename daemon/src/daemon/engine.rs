@@ -491,12 +491,11 @@ impl Engine {
                 id,
                 status,
                 error,
-                duration_ms,
+                span,
                 request,
             } => {
                 self.dispatcher.finished(slot);
-                self.metrics
-                    .run_finished(&request.job.name, status, duration_ms, now);
+                self.metrics.run_finished(&request.job.name, status, span);
                 self.last_status.insert(request.job.name.clone(), status);
                 if request.trigger == Trigger::CatchUp {
                     self.catch_up_next.insert(request.job.name.clone());
@@ -730,6 +729,7 @@ impl Engine {
             if new.job(&job.name).is_none() {
                 removed += 1;
                 self.scheduler.remove(&job.name);
+                self.metrics.job_removed(&job.name);
             }
         }
         self.dispatcher.reconfigure(
@@ -757,6 +757,7 @@ impl Engine {
             }
         }
         let dirs_changed = new.daemon.plugin_dirs != old.daemon.plugin_dirs;
+        self.metrics.schedules(&new.jobs, self.env.clock.now());
         self.config = Arc::new(new);
         if dirs_changed {
             self.watcher.watch(&self.config.daemon.plugin_dirs);

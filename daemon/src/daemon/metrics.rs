@@ -2,6 +2,7 @@
 //! per pool, plugin refusals and the last success per job. Labels are bounded by the config
 //! (job, pool names), by the statuses, and by the skip kinds: never run ids.
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -14,8 +15,15 @@ use prometheus_client::registry::{Registry, Unit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::runner::RunSpan;
+use crate::config::{Job, Jobs};
 use crate::dispatch::{DispatchStatus, SkipKind};
 use crate::model::Status;
+use crate::time::to_ms;
+
+/// How many upcoming fires [`Metrics::schedules`] looks at for a job's longest gap: enough to
+/// span a week of a weekdays-only schedule.
+const FIRES_FOR_INTERVAL: usize = 16;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobStatus {
@@ -61,12 +69,17 @@ pub struct Metrics {
     in_flight: Family<PoolLabel, Gauge>,
     queued: Family<PoolLabel, Gauge>,
     last_success: Family<JobLabel, Gauge<f64, AtomicU64>>,
+    schedule_interval: Family<JobLabel, Gauge<f64, AtomicU64>>,
     plugins_refused: Gauge,
+    /// Whether anything scrapes these (`metrics_listen` is set): the per-job figures that cost
+    /// work to compute are skipped otherwise.
+    exported: bool,
 }
 
 impl Metrics {
-    /// The metrics of a daemon whose pools are `pools`, each with its series from the start.
-    pub fn new<'a>(pools: impl IntoIterator<Item = &'a String>) -> Metrics {
+    /// The metrics of a daemon whose pools are `pools`, each with its series from the start;
+    /// `exported` when `metrics_listen` serves them.
+    pub fn new<'a>(pools: impl IntoIterator<Item = &'a String>, exported: bool) -> Metrics {
         let mut registry = Registry::default();
         let runs = Family::<JobStatus, Counter>::default();
         registry.register(
@@ -122,6 +135,14 @@ impl Metrics {
             Unit::Seconds,
             last_success.clone(),
         );
+        let schedule_interval = Family::<JobLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "pacer_schedule_interval",
+            "The longest gap between a scheduled job's upcoming fires, for alerts on a job \
+             that has not succeeded when it should have",
+            Unit::Seconds,
+            schedule_interval.clone(),
+        );
         let plugins_refused = Gauge::default();
         registry.register(
             "pacer_plugins_refused",
@@ -143,7 +164,9 @@ impl Metrics {
             in_flight,
             queued,
             last_success,
+            schedule_interval,
             plugins_refused,
+            exported,
         };
         for pool in pools {
             let label = PoolLabel { pool: pool.clone() };
@@ -167,14 +190,8 @@ impl Metrics {
             .observe(seconds(wait_ms));
     }
 
-    /// A run of `job` ended as `status` after `duration_ms`, at `finished_at_ms`.
-    pub fn run_finished(
-        &self,
-        job: &str,
-        status: Status,
-        duration_ms: Option<i64>,
-        finished_at_ms: i64,
-    ) {
+    /// A run of `job` ended as `status`; `span` when its process ran.
+    pub fn run_finished(&self, job: &str, status: Status, span: Option<RunSpan>) {
         self.runs
             .get_or_create(&JobStatus {
                 job: job.to_owned(),
@@ -184,16 +201,59 @@ impl Metrics {
         let label = JobLabel {
             job: job.to_owned(),
         };
-        if let Some(duration) = duration_ms {
-            self.duration
-                .get_or_create(&label)
-                .observe(seconds(duration));
-        }
+        let Some(span) = span else {
+            return;
+        };
+        self.duration
+            .get_or_create(&label)
+            .observe(seconds(span.duration_ms()));
         if status == Status::Succeeded {
             self.last_success
                 .get_or_create(&label)
-                .set(seconds(finished_at_ms));
+                .set(seconds(span.finished_at));
         }
+    }
+
+    /// When jobs last succeeded before this start, from the history, so a restart does not
+    /// blank the series that alerts watch.
+    pub fn seed_last_success(&self, found: &HashMap<String, i64>) {
+        for (job, finished_at_ms) in found {
+            self.last_success
+                .get_or_create(&JobLabel { job: job.clone() })
+                .set(seconds(*finished_at_ms));
+        }
+    }
+
+    /// Sets each scheduled job's longest gap between its upcoming fires (at start and on
+    /// reload); jobs without a recurring schedule, or disabled, have no series.
+    pub fn schedules(&self, jobs: &Jobs, now: jiff::Timestamp) {
+        if !self.exported {
+            return;
+        }
+        self.schedule_interval.clear();
+        for job in jobs.iter().filter(|job| job.enabled) {
+            if let Some(gap_ms) = longest_gap_ms(job, now) {
+                self.schedule_interval
+                    .get_or_create(&JobLabel {
+                        job: job.name.clone(),
+                    })
+                    .set(seconds(gap_ms));
+            }
+        }
+    }
+
+    /// A reload removed `job`: its gauges go, so no alert fires for a job that is gone.
+    pub fn job_removed(&self, job: &str) {
+        let label = JobLabel {
+            job: job.to_owned(),
+        };
+        self.last_success.remove(&label);
+        self.schedule_interval.remove(&label);
+    }
+
+    /// Whether `metrics_listen` serves these metrics.
+    pub fn exported(&self) -> bool {
+        self.exported
     }
 
     /// A fire of `job` was declined.
@@ -232,6 +292,21 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
     }
+}
+
+/// The longest gap between the job's next [`FIRES_FOR_INTERVAL`] fires after `now`.
+fn longest_gap_ms(job: &Job, now: jiff::Timestamp) -> Option<i64> {
+    let mut previous = job.next_fire_after(now)?;
+    let mut longest = None;
+    for _ in 1..FIRES_FOR_INTERVAL {
+        let Some(next) = job.next_fire_after(previous) else {
+            break;
+        };
+        let gap = to_ms(next) - to_ms(previous);
+        longest = Some(longest.map_or(gap, |l: i64| l.max(gap)));
+        previous = next;
+    }
+    longest
 }
 
 fn seconds(ms: i64) -> f64 {
@@ -287,4 +362,56 @@ async fn answer(mut stream: TcpStream, metrics: std::sync::Arc<Metrics>) {
     );
     let _ = stream.write_all(response.as_bytes()).await;
     let _ = stream.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Environment, load};
+
+    fn jobs(schedules: &[(&str, &str)]) -> (tempfile::TempDir, Jobs) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::new();
+        for (name, schedule) in schedules {
+            text.push_str(&format!(
+                "[[jobs]]\nname = \"{name}\"\nschedule = \"{schedule}\"\nplugin = \"exec\"\n"
+            ));
+        }
+        let path = dir.path().join("pacer.toml");
+        std::fs::write(&path, text).unwrap();
+        let config = load(
+            &path,
+            Environment {
+                can_switch_users: false,
+            },
+        )
+        .unwrap();
+        (dir, config.jobs)
+    }
+
+    #[test]
+    fn the_interval_is_the_longest_gap_ahead() {
+        let (_dir, jobs) = jobs(&[
+            ("weekdays", "0 7 * * MON-FRI"),
+            ("ten-seconds", "*/10 * * * * *"),
+            ("at-boot", "@reboot"),
+        ]);
+        // A Wednesday: the week's longest gap, Friday to Monday, is still ahead.
+        let now: jiff::Timestamp = "2027-01-06T12:00:00Z".parse().unwrap();
+        let metrics = Metrics::new(&[], true);
+        metrics.schedules(&jobs, now);
+        let text = metrics.render();
+        assert!(
+            text.contains("pacer_schedule_interval_seconds{job=\"weekdays\"} 259200.0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pacer_schedule_interval_seconds{job=\"ten-seconds\"} 10.0"),
+            "{text}"
+        );
+        assert!(!text.contains("job=\"at-boot\""), "{text}");
+
+        metrics.job_removed("weekdays");
+        assert!(!metrics.render().contains("job=\"weekdays\""));
+    }
 }

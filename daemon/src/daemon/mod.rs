@@ -95,7 +95,15 @@ async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
         events: events_tx,
         clock: Arc::clone(&clock),
     });
-    let metrics = Arc::new(metrics::Metrics::new(config.pools.keys()));
+    let metrics = Arc::new(metrics::Metrics::new(
+        config.pools.keys(),
+        config.daemon.metrics_listen.is_some(),
+    ));
+    if metrics.exported() {
+        let names = config.jobs.iter().map(|job| job.name.clone()).collect();
+        metrics.seed_last_success(&store.last_successes(names).await?);
+        metrics.schedules(&config.jobs, clock.now());
+    }
     let metrics_server = match config.daemon.metrics_listen {
         Some(address) => {
             let listener = tokio::net::TcpListener::bind(address)

@@ -53,11 +53,27 @@ pub enum RunEvent {
         status: Status,
         /// Why, if it did not succeed.
         error: Option<String>,
-        /// From spawn to reap, when it got that far.
-        duration_ms: Option<i64>,
+        /// Its spawn and reap, when it got that far.
+        span: Option<RunSpan>,
         /// The request it served (retries and chains start from it).
         request: Request,
     },
+}
+
+/// When a run's process was spawned and reaped, Unix ms, as its record holds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunSpan {
+    /// Its `started_at`.
+    pub started_at: i64,
+    /// Its `finished_at`.
+    pub finished_at: i64,
+}
+
+impl RunSpan {
+    /// Its `duration_ms`.
+    pub fn duration_ms(self) -> i64 {
+        self.finished_at - self.started_at
+    }
 }
 
 /// Carries out one admitted request whose plugin lives at `plugin_path`.
@@ -181,8 +197,11 @@ pub async fn execute(env: Arc<RunEnv>, admitted: Admitted, plugin_path: PathBuf)
         error: error.clone(),
     });
     tracing::info!(job = %job.name, run_id = id, status = %status, error = error.as_deref().unwrap_or(""), "run finished");
-    let duration_ms = Some(finished_at - started_at);
-    report_finished(&env, slot, Some(id), status, error, duration_ms, request);
+    let span = RunSpan {
+        started_at,
+        finished_at,
+    };
+    report_finished(&env, slot, Some(id), status, error, Some(span), request);
 }
 
 /// Stops a worker that must not run (no record could be written).
@@ -224,7 +243,7 @@ fn report_finished(
     id: Option<RunId>,
     status: Status,
     error: Option<String>,
-    duration_ms: Option<i64>,
+    span: Option<RunSpan>,
     request: Request,
 ) {
     let _ = env.events.send(RunEvent::Finished {
@@ -232,7 +251,7 @@ fn report_finished(
         id,
         status,
         error,
-        duration_ms,
+        span,
         request,
     });
 }

@@ -43,6 +43,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn abandon_orphans(&self, now_ms: i64, reason: String) -> StoreFuture<Vec<OrphanedRun>>;
     /// The newest run's status for each job.
     fn last_statuses(&self) -> StoreFuture<HashMap<String, Status>>;
+    /// When each of `jobs` last succeeded (its newest succeeded run's `finished_at`, Unix ms);
+    /// jobs that never did are absent.
+    fn last_successes(&self, jobs: Vec<String>) -> StoreFuture<HashMap<String, i64>>;
     /// Deletes at most `batch` finished runs scheduled before `before_ms` (and their output);
     /// returns how many it deleted. Small batches keep other writes flowing.
     fn prune(&self, before_ms: i64, batch: u32) -> StoreFuture<u64>;

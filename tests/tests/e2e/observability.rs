@@ -59,7 +59,7 @@ pool = "slow"
 params = { command = "sleep 1.5; exit 2" }
 "#,
     );
-    let _daemon = sandbox.start();
+    let mut daemon = sandbox.start();
     let fresh = scrape(port);
     for series in [
         "pacer_in_flight{pool=\"default\"}",
@@ -144,12 +144,36 @@ params = { command = "sleep 1.5; exit 2" }
         "pacer_last_success_timestamp_seconds{job=\"good\"}",
     )
     .unwrap();
-    assert!((last - finished).abs() < 0.01, "{last} vs {finished}");
+    assert_eq!(last, finished, "the record's finished_at");
     assert!(
         metrics.contains("pacer_queue_wait_seconds_bucket{le="),
         "{metrics}"
     );
     assert!(!metrics.contains("id=\""), "no run ids in labels");
+    assert_eq!(
+        sample(&metrics, "pacer_schedule_interval_seconds{job=\"good\"}"),
+        Some(1.0)
+    );
+
+    assert_eq!(daemon.stop(), Some(0));
+    let _daemon = sandbox.start();
+    let restarted = scrape(port);
+    assert_eq!(
+        sample(
+            &restarted,
+            "pacer_last_success_timestamp_seconds{job=\"good\"}"
+        ),
+        Some(last),
+        "seeded from the history at start:\n{restarted}"
+    );
+    assert_eq!(
+        sample(
+            &restarted,
+            "pacer_last_success_timestamp_seconds{job=\"bad\"}"
+        ),
+        None,
+        "a job that never succeeded has no series"
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use rusqlite::types::Value;
-use rusqlite::{Connection, Row};
+use rusqlite::{Connection, OptionalExtension, Row};
 
 use super::super::{
     History, HistoryQuery, JobState, JobStats, RunDetail, RunId, RunRecord, StoreError,
@@ -166,6 +166,30 @@ pub(super) fn last_statuses(conn: &Connection) -> Result<HashMap<String, Status>
         ))
     })?;
     rows.collect()
+}
+
+/// For each of `jobs`, the `finished_at` of its succeeded run with the greatest id: a walk back
+/// along `(job, id)` that stops at the first success (pinned to that index: walking
+/// `(status, id)` instead would pass every other job's successes).
+pub(super) fn last_successes(
+    conn: &Connection,
+    jobs: &[String],
+) -> Result<HashMap<String, i64>, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT finished_at FROM runs INDEXED BY runs_by_job
+         WHERE job = ?1 AND status = 'succeeded' AND finished_at IS NOT NULL
+         ORDER BY id DESC LIMIT 1",
+    )?;
+    let mut found = HashMap::new();
+    for job in jobs {
+        if let Some(at) = statement
+            .query_row([job], |row| row.get::<_, i64>(0))
+            .optional()?
+        {
+            found.insert(job.clone(), at);
+        }
+    }
+    Ok(found)
 }
 
 fn record_from_row(row: &Row<'_>) -> Result<RunRecord, StoreError> {

@@ -309,6 +309,32 @@ async fn stats_summarize_each_job() {
     assert_eq!(history.last_statuses().unwrap()["a"], Status::Running);
 }
 
+#[tokio::test]
+async fn last_successes_skip_newer_failures_and_unknown_jobs() {
+    let (_dir, path) = database();
+    let store = SqliteStore::open(&path).unwrap();
+    for (job, at, status) in [
+        ("a", 1_000, Status::Succeeded),
+        ("a", 2_000, Status::Succeeded),
+        ("a", 3_000, Status::Failed),
+        ("b", 1_500, Status::Failed),
+        ("c", 1_700, Status::Succeeded),
+    ] {
+        let id = store.start_run(new_run(job, at)).await.unwrap();
+        store.finish_run(finish(id, status, at + 50)).await.unwrap();
+    }
+    store.start_run(new_run("a", 4_000)).await.unwrap();
+    let found = store
+        .last_successes(vec!["a".into(), "b".into(), "gone".into()])
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        found["a"], 2_050,
+        "the newest success, past a failure and a run going"
+    );
+}
+
 #[test]
 fn the_cli_queries_use_their_indexes() {
     let (_dir, path) = database();

@@ -40,6 +40,10 @@ enum Command {
         oneshot::Sender<Result<Vec<OrphanedRun>, StoreError>>,
     ),
     LastStatuses(oneshot::Sender<Result<HashMap<String, Status>, StoreError>>),
+    LastSuccesses(
+        Vec<String>,
+        oneshot::Sender<Result<HashMap<String, i64>, StoreError>>,
+    ),
     Prune(i64, u32, oneshot::Sender<Result<u64, StoreError>>),
     Checkpoint(oneshot::Sender<Result<(), StoreError>>),
     Close(oneshot::Sender<Result<(), StoreError>>),
@@ -103,6 +107,10 @@ impl Store for SqliteStore {
 
     fn last_statuses(&self) -> StoreFuture<HashMap<String, Status>> {
         self.send(Command::LastStatuses)
+    }
+
+    fn last_successes(&self, jobs: Vec<String>) -> StoreFuture<HashMap<String, i64>> {
+        self.send(|reply| Command::LastSuccesses(jobs, reply))
     }
 
     fn prune(&self, before_ms: i64, batch: u32) -> StoreFuture<u64> {
@@ -218,6 +226,9 @@ fn apply(conn: &Connection, command: Command) -> Reply {
             deferred(reply, abandon_orphans(conn, now, &reason))
         }
         Command::LastStatuses(reply) => deferred(reply, super::reader::last_statuses(conn)),
+        Command::LastSuccesses(jobs, reply) => {
+            deferred(reply, super::reader::last_successes(conn, &jobs))
+        }
         Command::Prune(before, limit, reply) => deferred(reply, prune(conn, before, limit)),
         Command::Checkpoint(reply) | Command::Close(reply) => deferred(reply, Ok(())),
     }
@@ -254,6 +265,7 @@ fn fail(command: Command, message: &str) {
         Command::JobStates(reply) => answer(reply, message),
         Command::AbandonOrphans(_, _, reply) => answer(reply, message),
         Command::LastStatuses(reply) => answer(reply, message),
+        Command::LastSuccesses(_, reply) => answer(reply, message),
     }
 }
 
