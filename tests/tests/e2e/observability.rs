@@ -418,3 +418,122 @@ fn the_alert_rules_use_metrics_the_daemon_serves() {
     }
     assert!(referenced >= 4);
 }
+
+#[test]
+fn a_chained_run_obeys_its_jobs_overlap_policy() {
+    let sandbox = Sandbox::new();
+    sandbox.write_config(
+        "shutdown_grace = \"1s\"",
+        r#"
+[[jobs]]
+name = "upstream"
+plugin = "exec"
+on_success = ["slow"]
+params = { command = "true" }
+
+[[jobs]]
+name = "slow"
+plugin = "exec"
+params = { command = "sleep 60" }
+"#,
+    );
+    let _daemon = sandbox.start();
+    assert_eq!(sandbox.pacer(["run", "upstream", "--wait"]).code, 0);
+    let running = wait_until("the first chained run", || {
+        sandbox
+            .history(&["--job", "slow", "--status", "running"])
+            .into_iter()
+            .next()
+    });
+    assert_eq!(sandbox.pacer(["run", "upstream", "--wait"]).code, 0);
+    let skipped = wait_until("the second chained fire declined", || {
+        sandbox
+            .history(&["--job", "slow", "--status", "skipped"])
+            .into_iter()
+            .next()
+    });
+    assert_eq!(skipped["trigger"], "chained");
+    assert_eq!(
+        skipped["error"],
+        format!(
+            "run {} of `slow` is still running (overlap = \"skip\")",
+            running["id"]
+        )
+    );
+}
+
+#[test]
+fn on_failure_fires_once_after_the_last_retry() {
+    let sandbox = Sandbox::new();
+    sandbox.write_config(
+        "",
+        r#"
+[[jobs]]
+name = "flaky"
+plugin = "exec"
+retries = 2
+retry_backoff = "200ms"
+on_failure = ["notice"]
+params = { command = "exit 1" }
+
+[[jobs]]
+name = "notice"
+plugin = "exec"
+params = { command = "echo {upstream.job} attempt failed: {upstream.error}" }
+"#,
+    );
+    let _daemon = sandbox.start();
+    assert_eq!(sandbox.pacer(["run", "flaky"]).code, 0);
+    let notice = wait_until("the failure notice", || {
+        sandbox.history(&["--job", "notice"]).into_iter().next()
+    });
+    let attempts = sandbox.history(&["--job", "flaky"]);
+    assert_eq!(
+        attempts.len(),
+        3,
+        "the first attempt and two retries: {attempts:?}"
+    );
+    let last = &attempts[0];
+    assert_eq!(last["attempt"], 3);
+    let shown = sandbox.pacer_json(&["show", &notice["id"].to_string()]);
+    assert_eq!(
+        shown["params"]["upstream"]["id"], last["id"],
+        "the notice is about the last attempt, not an earlier one"
+    );
+    assert!(text(&notice, "scheduled_at") >= text(last, "finished_at"));
+    wait_until("the notice to end", || {
+        sandbox
+            .history(&["--job", "notice", "--status", "succeeded"])
+            .into_iter()
+            .next()
+    });
+    assert_eq!(sandbox.history(&["--job", "notice"]).len(), 1);
+}
+
+#[test]
+fn why_explains_a_fire_whose_plugin_is_missing() {
+    let sandbox = Sandbox::new();
+    sandbox.write_config(
+        "",
+        "[[jobs]]\nname = \"orphan\"\nschedule = \"* * * * * *\"\nplugin = \"ghost\"\n",
+    );
+    let _daemon = sandbox.start();
+    let fire = wait_until("a fire skipped for its missing plugin", || {
+        sandbox.pacer_json(&["why", "orphan"])["fires"]
+            .as_array()
+            .unwrap()
+            .first()
+            .cloned()
+    });
+    assert_eq!(fire["outcome"], "skipped");
+    assert!(fire["run_id"].is_i64(), "{fire}");
+    assert!(
+        text(&fire, "reason").starts_with("plugin `ghost` is not installed"),
+        "{fire}"
+    );
+    let human = sandbox.pacer(["why", "orphan"]);
+    assert!(
+        human.stdout.contains("plugin `ghost` is not installed"),
+        "{human}"
+    );
+}
