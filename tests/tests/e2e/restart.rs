@@ -73,14 +73,25 @@ name = "stuck"
 schedule = "* * * * * *"
 plugin = "exec"
 params = { command = "sleep 1000 & echo grandchild $!; wait" }
+
+[[jobs]]
+name = "ticker"
+schedule = "* * * * * *"
+plugin = "exec"
+catch_up = "once"
+params = { command = "true" }
 "#,
     );
     let mut daemon = sandbox.start();
     let run = wait_until("a running run", || {
-        sandbox.history(&["--status", "running"]).into_iter().next()
+        sandbox
+            .history(&["--job", "stuck", "--status", "running"])
+            .into_iter()
+            .next()
     });
     daemon.signal("KILL");
     daemon.wait();
+    let killed = Instant::now();
     let id = run["id"].as_i64().unwrap();
     let processes_of_run = || {
         let marker = format!("PACER_RUN_ID={id}");
@@ -98,6 +109,9 @@ params = { command = "sleep 1000 & echo grandchild $!; wait" }
         processes_of_run() > 0,
         "the run's shell and sleep outlive the killed daemon"
     );
+    wait_for("three seconds of downtime", || {
+        killed.elapsed() >= Duration::from_secs(3)
+    });
 
     let _daemon = sandbox.start();
     let abandoned = sandbox.pacer_json(&["show", &id.to_string()]);
@@ -110,6 +124,22 @@ params = { command = "sleep 1000 & echo grandchild $!; wait" }
     wait_for("the abandoned run's processes to be killed", || {
         processes_of_run() == 0
     });
+    let caught_up = wait_until("the ticker's catch-up", || {
+        let runs = sandbox.history(&["--job", "ticker", "--limit", "1000"]);
+        runs.iter()
+            .any(|r| r["trigger"] == "catch_up" && r["status"] == "succeeded")
+            .then_some(runs)
+    });
+    let missed: Vec<&serde_json::Value> = caught_up
+        .iter()
+        .filter(|r| r["trigger"] == "catch_up")
+        .collect();
+    assert!(missed.len() >= 2, "{missed:?}");
+    assert_eq!(
+        missed.iter().filter(|r| r["status"] != "skipped").count(),
+        1,
+        "catch_up = \"once\" after a kill -9 runs one missed fire: {missed:?}"
+    );
 }
 
 #[test]
