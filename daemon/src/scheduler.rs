@@ -269,24 +269,8 @@ impl Scheduler {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-    use crate::config::{Config, Environment, load};
-
-    fn config(jobs: &str) -> (tempfile::TempDir, Config) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pacer.toml");
-        std::fs::write(&path, jobs).unwrap();
-        let config = load(
-            Path::new(&path),
-            Environment {
-                can_switch_users: true,
-            },
-        )
-        .unwrap();
-        (dir, config)
-    }
+    use crate::config::load_text as config;
 
     fn ms(text: &str) -> i64 {
         to_ms(text.parse().unwrap())

@@ -167,3 +167,20 @@ fn drop_in_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     });
     Ok(files)
 }
+
+/// A config read from `text`, written as `pacer.toml` in a fresh temporary directory (kept
+/// alive by the returned handle), as root would load it.
+#[cfg(test)]
+pub fn load_text(text: &str) -> (tempfile::TempDir, Config) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("pacer.toml");
+    std::fs::write(&path, text).expect("the config is written");
+    let config = load(
+        &path,
+        Environment {
+            can_switch_users: true,
+        },
+    )
+    .unwrap_or_else(|errors| panic!("{errors}"));
+    (dir, config)
+}

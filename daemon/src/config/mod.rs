@@ -20,6 +20,8 @@ use jiff::tz::TimeZone;
 use crate::schedule::{Schedule, jitter_offset};
 
 pub use error::{ConfigError, ConfigErrors};
+#[cfg(test)]
+pub use load::load_text;
 pub use load::{ConfigPath, Environment, load, load_daemon_settings};
 pub use raw::{CatchUp, Overlap};
 pub use validate::plugin_name;

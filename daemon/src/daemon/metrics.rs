@@ -367,25 +367,18 @@ async fn answer(mut stream: TcpStream, metrics: std::sync::Arc<Metrics>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Environment, load};
+    use crate::config::load_text;
 
     fn jobs(schedules: &[(&str, &str)]) -> (tempfile::TempDir, Jobs) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut text = String::new();
-        for (name, schedule) in schedules {
-            text.push_str(&format!(
-                "[[jobs]]\nname = \"{name}\"\nschedule = \"{schedule}\"\nplugin = \"exec\"\n"
-            ));
-        }
-        let path = dir.path().join("pacer.toml");
-        std::fs::write(&path, text).unwrap();
-        let config = load(
-            &path,
-            Environment {
-                can_switch_users: false,
-            },
-        )
-        .unwrap();
+        let text: String = schedules
+            .iter()
+            .map(|(name, schedule)| {
+                format!(
+                    "[[jobs]]\nname = \"{name}\"\nschedule = \"{schedule}\"\nplugin = \"exec\"\n"
+                )
+            })
+            .collect();
+        let (dir, config) = load_text(&text);
         (dir, config.jobs)
     }
 

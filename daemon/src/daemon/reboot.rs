@@ -72,9 +72,9 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Environment, load};
+    use crate::config::load_text;
 
-    fn jobs(dir: &Path, names: &[&str]) -> Vec<Arc<Job>> {
+    fn jobs(names: &[&str]) -> (tempfile::TempDir, Vec<Arc<Job>>) {
         let mut text = String::from(
             "[[jobs]]\nname = \"hourly\"\nschedule = \"@hourly\"\nplugin = \"exec\"\n",
         );
@@ -83,16 +83,8 @@ mod tests {
                 "[[jobs]]\nname = \"{name}\"\nschedule = \"@reboot\"\nplugin = \"exec\"\n"
             ));
         }
-        let path = dir.join("pacer.toml");
-        std::fs::write(&path, text).unwrap();
-        let config = load(
-            &path,
-            Environment {
-                can_switch_users: false,
-            },
-        )
-        .unwrap();
-        config.jobs.iter().cloned().collect()
+        let (dir, config) = load_text(&text);
+        (dir, config.jobs.iter().cloned().collect())
     }
 
     fn names(jobs: &[Arc<Job>]) -> Vec<&str> {
@@ -101,9 +93,9 @@ mod tests {
 
     #[test]
     fn each_reboot_job_runs_once_per_boot() {
-        let dir = tempfile::tempdir().unwrap();
-        let runtime = dir.path();
-        let first = jobs(dir.path(), &["warm"]);
+        let runtime_dir = tempfile::tempdir().unwrap();
+        let runtime = runtime_dir.path();
+        let (_dir, first) = jobs(&["warm"]);
         assert_eq!(
             names(&take_due_in_boot(runtime, &first, "boot-a")),
             ["warm"]
@@ -113,7 +105,7 @@ mod tests {
             "a daemon restart in the same boot does not run it again"
         );
 
-        let more = jobs(dir.path(), &["warm", "added"]);
+        let (_dir, more) = jobs(&["warm", "added"]);
         assert_eq!(
             names(&take_due_in_boot(runtime, &more, "boot-a")),
             ["added"],

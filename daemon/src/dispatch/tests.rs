@@ -1,25 +1,10 @@
 //! Admission rules, each checked on the state machine with fixed instants.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use super::*;
-use crate::config::{Config, Environment, load};
-
-fn config(text: &str) -> (tempfile::TempDir, Config) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("pacer.toml");
-    std::fs::write(&path, text).unwrap();
-    let config = load(
-        Path::new(&path),
-        Environment {
-            can_switch_users: true,
-        },
-    )
-    .unwrap();
-    (dir, config)
-}
+use crate::config::{Config, load_text as config};
 
 fn dispatcher(config: &Config) -> Dispatcher {
     Dispatcher::new(
