@@ -214,6 +214,11 @@ impl Sandbox {
         }
     }
 
+    /// Waits for a run that `pacer history ARGS` lists and returns the newest.
+    pub fn wait_for_run(&self, what: &str, args: &[&str]) -> Value {
+        wait_until(what, || self.history(args).into_iter().next())
+    }
+
     /// Starts `pacerd` on `pacer.toml` and waits until it answers.
     pub fn start(&self) -> Daemon {
         let daemon = self.spawn_daemon();

@@ -317,12 +317,7 @@ fn jitter_is_a_stable_per_job_offset() {
     );
 
     let _daemon = sandbox.start();
-    let run = wait_until("a run", || {
-        sandbox
-            .history(&["--status", "succeeded"])
-            .into_iter()
-            .next()
-    });
+    let run = sandbox.wait_for_run("a run", &["--status", "succeeded"]);
     assert_eq!(
         ms(&run, "scheduled_at").rem_euclid(5_000),
         offset,

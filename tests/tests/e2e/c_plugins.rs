@@ -1,6 +1,6 @@
 //! A plugin written in C against `pacer_plugin.h` alone runs like any other.
 
-use pacer_tests::{Sandbox, compile_c_plugin, text, wait_until};
+use pacer_tests::{Sandbox, compile_c_plugin, text};
 
 const HELLO_C: &str = r#"
 #include <stdio.h>
@@ -78,12 +78,10 @@ params = { greeting = "hi", mode = "fail" }
     assert_eq!(hello["state"], "ok");
     assert_eq!(hello["error"], serde_json::Value::Null);
 
-    let ok = wait_until("a succeeded C run", || {
-        sandbox
-            .history(&["--job", "greet", "--status", "succeeded"])
-            .into_iter()
-            .next()
-    });
+    let ok = sandbox.wait_for_run(
+        "a succeeded C run",
+        &["--job", "greet", "--status", "succeeded"],
+    );
     let detail = sandbox.pacer_json(&["show", &ok["id"].to_string()]);
     let output = text(&detail, "output");
     assert!(output.contains("[info] hello from C\n"), "{output}");
@@ -91,12 +89,7 @@ params = { greeting = "hi", mode = "fail" }
         output.contains(r#"params {"greeting":"hi"} deadline set cancelled 0"#),
         "{output}"
     );
-    let failed = wait_until("a failed C run", || {
-        sandbox
-            .history(&["--job", "refuse", "--status", "failed"])
-            .into_iter()
-            .next()
-    });
+    let failed = sandbox.wait_for_run("a failed C run", &["--job", "refuse", "--status", "failed"]);
     assert_eq!(failed["error"], "the C plugin failed on request");
 }
 

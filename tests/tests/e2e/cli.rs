@@ -1,6 +1,6 @@
 //! The CLI as a user meets it without a daemon, and with bad arguments.
 
-use pacer_tests::{CommandOutput, Sandbox, artifacts, wait_until};
+use pacer_tests::{CommandOutput, Sandbox, artifacts};
 
 #[test]
 fn without_a_daemon_each_verb_says_so_or_falls_back() {
@@ -75,12 +75,7 @@ fn history_works_while_the_daemon_is_down() {
         "[[jobs]]\nname = \"tick\"\nschedule = \"* * * * * *\"\nplugin = \"exec\"\nparams = { command = \"true\" }\n",
     );
     let mut daemon = sandbox.start();
-    wait_until("a run", || {
-        sandbox
-            .history(&["--status", "succeeded"])
-            .into_iter()
-            .next()
-    });
+    sandbox.wait_for_run("a run", &["--status", "succeeded"]);
     assert_eq!(daemon.stop(), Some(0));
     let runs = sandbox.history(&[]);
     assert!(!runs.is_empty());
@@ -159,12 +154,7 @@ fn a_user_who_cannot_write_the_database_reads_the_history() {
         CommandOutput::run(command)
     };
     let mut daemon = sandbox.start();
-    wait_until("a run", || {
-        sandbox
-            .history(&["--status", "succeeded"])
-            .into_iter()
-            .next()
-    });
+    sandbox.wait_for_run("a run", &["--status", "succeeded"]);
     let while_running = as_nobody();
     assert_eq!(while_running.code, 0, "{while_running}");
     assert!(!while_running.json().as_array().unwrap().is_empty());

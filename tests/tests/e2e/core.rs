@@ -169,7 +169,7 @@ fn a_missing_plugin_records_skipped_fires_and_check_fails() {
         "[[jobs]]\nname = \"later\"\nschedule = \"* * * * * *\"\nplugin = \"not-yet\"\n",
     );
     let _daemon = sandbox.start();
-    let run = wait_until("a skipped fire", || sandbox.history(&[]).into_iter().next());
+    let run = sandbox.wait_for_run("a skipped fire", &[]);
     assert_eq!(run["status"], "skipped");
     assert_eq!(run["started_at"], Value::Null);
     assert_eq!(run["finished_at"], Value::Null);

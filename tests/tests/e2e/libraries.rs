@@ -155,12 +155,10 @@ plugin = "dup"
             ),
         );
     }
-    let dup_run = wait_until("a run of the first `dup`", || {
-        sandbox
-            .history(&["--job", "uses-dup", "--status", "succeeded"])
-            .into_iter()
-            .next()
-    });
+    let dup_run = sandbox.wait_for_run(
+        "a run of the first `dup`",
+        &["--job", "uses-dup", "--status", "succeeded"],
+    );
     let shown = sandbox.pacer_json(&["show", &dup_run["id"].to_string()]);
     assert!(
         text(&shown, "output").contains("hello from dup 1.0.0"),
@@ -188,9 +186,7 @@ fn plugins_come_are_replaced_and_go_without_a_restart() {
         "[[jobs]]\nname = \"live\"\nschedule = \"* * * * * *\"\nplugin = \"live\"\n",
     );
     let _daemon = sandbox.start();
-    let skipped = wait_until("a fire skipped for the missing plugin", || {
-        sandbox.history(&["--job", "live"]).into_iter().next()
-    });
+    let skipped = sandbox.wait_for_run("a fire skipped for the missing plugin", &["--job", "live"]);
     assert!(text(&skipped, "error").starts_with("plugin `live` is not installed"));
     let jobs = sandbox.pacer_json(&["jobs"]);
     assert!(text(&jobs[0], "problem").starts_with("plugin `live` is not installed"));

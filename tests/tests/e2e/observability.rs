@@ -202,12 +202,10 @@ params = { action = "echo" }
     );
     let _daemon = sandbox.start();
     assert_eq!(sandbox.pacer(["run", "extract", "--wait"]).code, 0);
-    let load = wait_until("the third job of the chain", || {
-        sandbox
-            .history(&["--job", "load", "--status", "succeeded"])
-            .into_iter()
-            .next()
-    });
+    let load = sandbox.wait_for_run(
+        "the third job of the chain",
+        &["--job", "load", "--status", "succeeded"],
+    );
     assert_eq!(load["trigger"], "chained");
     let transform = &sandbox.history(&["--job", "transform"])[0];
     assert_eq!(transform["trigger"], "chained");
@@ -335,12 +333,7 @@ fn history_follow_prints_runs_as_they_finish() {
         "[[jobs]]\nname = \"tick\"\nschedule = \"* * * * * *\"\nplugin = \"testkit\"\nparams = { action = \"sleep\", ms = 300 }\n",
     );
     let _daemon = sandbox.start();
-    wait_until("a first run", || {
-        sandbox
-            .history(&["--status", "succeeded"])
-            .into_iter()
-            .next()
-    });
+    sandbox.wait_for_run("a first run", &["--status", "succeeded"]);
     let mut follow = Command::new(&artifacts().pacer)
         .current_dir(sandbox.path())
         .args([
@@ -392,12 +385,7 @@ fn the_alert_rules_use_metrics_the_daemon_serves() {
     );
     let _daemon = sandbox.start();
     // A family without series is left out of the exposition, so let one run end first.
-    wait_until("a succeeded run", || {
-        sandbox
-            .history(&["--status", "succeeded"])
-            .into_iter()
-            .next()
-    });
+    sandbox.wait_for_run("a succeeded run", &["--status", "succeeded"]);
     let metrics = scrape(port);
     let rules = std::fs::read_to_string(
         artifacts()
@@ -439,19 +427,15 @@ params = { command = "sleep 60" }
     );
     let _daemon = sandbox.start();
     assert_eq!(sandbox.pacer(["run", "upstream", "--wait"]).code, 0);
-    let running = wait_until("the first chained run", || {
-        sandbox
-            .history(&["--job", "slow", "--status", "running"])
-            .into_iter()
-            .next()
-    });
+    let running = sandbox.wait_for_run(
+        "the first chained run",
+        &["--job", "slow", "--status", "running"],
+    );
     assert_eq!(sandbox.pacer(["run", "upstream", "--wait"]).code, 0);
-    let skipped = wait_until("the second chained fire declined", || {
-        sandbox
-            .history(&["--job", "slow", "--status", "skipped"])
-            .into_iter()
-            .next()
-    });
+    let skipped = sandbox.wait_for_run(
+        "the second chained fire declined",
+        &["--job", "slow", "--status", "skipped"],
+    );
     assert_eq!(skipped["trigger"], "chained");
     assert_eq!(
         skipped["error"],
@@ -484,9 +468,7 @@ params = { command = "echo {upstream.job} attempt failed: {upstream.error}" }
     );
     let _daemon = sandbox.start();
     assert_eq!(sandbox.pacer(["run", "flaky"]).code, 0);
-    let notice = wait_until("the failure notice", || {
-        sandbox.history(&["--job", "notice"]).into_iter().next()
-    });
+    let notice = sandbox.wait_for_run("the failure notice", &["--job", "notice"]);
     let attempts = sandbox.history(&["--job", "flaky"]);
     assert_eq!(
         attempts.len(),
@@ -501,12 +483,10 @@ params = { command = "echo {upstream.job} attempt failed: {upstream.error}" }
         "the notice is about the last attempt, not an earlier one"
     );
     assert!(text(&notice, "scheduled_at") >= text(last, "finished_at"));
-    wait_until("the notice to end", || {
-        sandbox
-            .history(&["--job", "notice", "--status", "succeeded"])
-            .into_iter()
-            .next()
-    });
+    sandbox.wait_for_run(
+        "the notice to end",
+        &["--job", "notice", "--status", "succeeded"],
+    );
     assert_eq!(sandbox.history(&["--job", "notice"]).len(), 1);
 }
 

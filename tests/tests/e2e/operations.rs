@@ -224,12 +224,10 @@ fn reload_applies_the_difference_and_keeps_a_bad_config_out() {
     );
     sandbox.write_config("", &format!("{steady}{moving}{long}{doomed}"));
     let _daemon = sandbox.start();
-    let long_run = wait_until("a long run going", || {
-        sandbox
-            .history(&["--job", "long", "--status", "running"])
-            .into_iter()
-            .next()
-    });
+    let long_run = sandbox.wait_for_run(
+        "a long run going",
+        &["--job", "long", "--status", "running"],
+    );
     let next_fire = |name: &str| {
         let jobs = sandbox.pacer_json(&["jobs"]);
         jobs.as_array()
@@ -297,12 +295,10 @@ fn reload_applies_the_difference_and_keeps_a_bad_config_out() {
         "a changed schedule counts from now"
     );
     assert!(next_fire("doomed").is_none());
-    wait_until("a run of the new job", || {
-        sandbox
-            .history(&["--job", "fresh", "--status", "succeeded"])
-            .into_iter()
-            .next()
-    });
+    sandbox.wait_for_run(
+        "a run of the new job",
+        &["--job", "fresh", "--status", "succeeded"],
+    );
     let reloaded_at = jiff::Timestamp::now();
     let done = wait_until("the long run to end", || {
         let run = sandbox.pacer_json(&["show", &long_run["id"].to_string()]);
@@ -486,7 +482,7 @@ fn pause_survives_a_restart_and_resume_fires_again() {
         &job("tick", "* * * * * *", "exec", "", r#"{ command = "true" }"#),
     );
     let mut daemon = sandbox.start();
-    wait_until("a run", || sandbox.history(&[]).into_iter().next());
+    sandbox.wait_for_run("a run", &[]);
     let paused = sandbox.pacer(["pause", "tick"]);
     assert_eq!(paused.code, 0, "{paused}");
     let paused_at = jiff::Timestamp::now().as_millisecond();

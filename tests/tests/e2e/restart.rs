@@ -83,12 +83,7 @@ params = { command = "true" }
 "#,
     );
     let mut daemon = sandbox.start();
-    let run = wait_until("a running run", || {
-        sandbox
-            .history(&["--job", "stuck", "--status", "running"])
-            .into_iter()
-            .next()
-    });
+    let run = sandbox.wait_for_run("a running run", &["--job", "stuck", "--status", "running"]);
     daemon.signal("KILL");
     daemon.wait();
     let killed = Instant::now();
@@ -156,9 +151,7 @@ params = { action = "sleep", ms = 60000 }
 "#,
     );
     let first = sandbox.start();
-    let run = wait_until("a running run", || {
-        sandbox.history(&["--status", "running"]).into_iter().next()
-    });
+    let run = sandbox.wait_for_run("a running run", &["--status", "running"]);
     let mut second = sandbox.spawn_daemon();
     assert_eq!(second.wait(), Some(1));
     let log = second.log();
