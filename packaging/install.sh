@@ -39,9 +39,11 @@ done
 root=$destdir
 install -Dm0755 "$built/pacerd" "$root$prefix/bin/pacerd"
 install -Dm0755 "$built/pacer" "$root$prefix/bin/pacer"
+# A temporary name, then a rename: a running pacerd never loads a half-written library.
 for plugin in exec files http mail report; do
-    install -Dm0644 "$built/libpacer_plugin_$plugin.so" \
-        "$root$prefix/lib/pacer/plugins/libpacer_plugin_$plugin.so"
+    dir="$root$prefix/lib/pacer/plugins"
+    install -Dm0644 "$built/libpacer_plugin_$plugin.so" "$dir/.libpacer_plugin_$plugin.so.tmp"
+    mv -f "$dir/.libpacer_plugin_$plugin.so.tmp" "$dir/libpacer_plugin_$plugin.so"
 done
 
 mkdir -p "$root/etc/systemd/system"

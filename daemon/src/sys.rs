@@ -51,6 +51,8 @@ impl LoadedPlugin {
     /// Maps the library with every symbol resolved now (so a half-written or incompatible file
     /// fails here, not in the middle of a run) and calls its entry point.
     pub fn load(path: &Path) -> Result<LoadedPlugin, String> {
+        crate::plugins::elf::check_header(path)
+            .map_err(|reason| format!("cannot load the library: {reason}"))?;
         let flags = libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL;
         // SAFETY: loading runs the library's initializers. That is arbitrary code, which is
         // exactly why this happens only in a worker process whose crash costs one run.
@@ -193,12 +195,10 @@ unsafe extern "C" fn host_deadline_ms(h: *mut Host) -> i64 {
     unsafe { host(h) }.deadline_ms
 }
 
+/// The loader's own words: libloading's message is only "dlopen failed", and dlerror's text,
+/// which names the file and the reason ("file too short", "wrong ELF class"), is its source.
 fn dl_error(error: &libloading::Error) -> String {
-    let text = error.to_string();
-    // libloading wraps dlerror's text; the inner text names the file and the reason.
-    text.strip_prefix("dlopen failed: ")
-        .unwrap_or(&text)
-        .to_owned()
+    std::error::Error::source(error).map_or_else(|| error.to_string(), ToString::to_string)
 }
 
 /// Sets an environment variable of the worker process.

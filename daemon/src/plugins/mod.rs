@@ -1,6 +1,7 @@
 //! Plugin discovery: which libraries are in the plugin directories, what each declares (read in
 //! a worker process, never in the daemon), and which are refused and why.
 
+pub mod elf;
 mod strict;
 mod watch;
 

@@ -1,7 +1,7 @@
 //! The daemon's side of a worker: spawn it, hand it its assignment, collect its reports and
 //! output, stop it at its deadline or on request, and reap it.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::future::Future;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -26,23 +26,27 @@ use crate::sys::exit_watch;
 /// systemd's variables describe the daemon's own service; a run must not see them (a worker
 /// that wrote to `NOTIFY_SOCKET` would speak for the daemon, and `JOURNAL_STREAM` would claim
 /// its stderr goes to the journal when it goes to the run's output).
-const SERVICE_VARIABLES: [&str; 8] = [
-    "NOTIFY_SOCKET",
-    "WATCHDOG_PID",
-    "WATCHDOG_USEC",
-    "LISTEN_PID",
-    "LISTEN_FDS",
-    "LISTEN_FDNAMES",
-    "INVOCATION_ID",
-    "JOURNAL_STREAM",
-];
+const SERVICE_VARIABLES: [&str; 3] = ["NOTIFY_SOCKET", "INVOCATION_ID", "JOURNAL_STREAM"];
+
+/// Prefixes of systemd's families of variables (`WATCHDOG_USEC`, `LISTEN_FDS`, ...), all kept
+/// from runs, those systemd may add later included.
+const SERVICE_PREFIXES: [&str; 2] = ["WATCHDOG_", "LISTEN_"];
+
+/// Whether `name` is one of the service's own variables.
+fn is_service_variable(name: &OsStr) -> bool {
+    let name = name.as_encoded_bytes();
+    SERVICE_VARIABLES.iter().any(|v| name == v.as_bytes())
+        || SERVICE_PREFIXES
+            .iter()
+            .any(|prefix| name.starts_with(prefix.as_bytes()))
+}
 
 /// Starts workers from the running executable.
 #[derive(Debug, Clone)]
 pub struct Launcher {
     exe: PathBuf,
     arg0: &'static str,
-    /// The daemon's environment without [`SERVICE_VARIABLES`], taken once: handing std a
+    /// The daemon's environment without systemd's variables, taken once: handing std a
     /// whole environment spares it re-reading and filtering the daemon's on every spawn.
     env: Arc<[(OsString, OsString)]>,
 }
@@ -54,7 +58,7 @@ impl Launcher {
     /// up its own `/proc` entry would make reaping it slower.
     pub fn current(arg0: &'static str) -> Launcher {
         let env = std::env::vars_os()
-            .filter(|(name, _)| !SERVICE_VARIABLES.iter().any(|v| name == v))
+            .filter(|(name, _)| !is_service_variable(name))
             .collect();
         Launcher {
             exe: PathBuf::from(format!("/proc/{}/exe", std::process::id())),

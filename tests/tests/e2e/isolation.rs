@@ -259,7 +259,7 @@ fn a_run_starts_in_a_clean_process() {
         "env",
         "testkit",
         "",
-        r#"{ action = "env", names = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "INVOCATION_ID", "JOURNAL_STREAM", "PACER_JOB", "PACER_TRIGGER", "KEPT"] }"#,
+        r#"{ action = "env", names = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "LISTEN_FUTURE", "WATCHDOG_FUTURE", "INVOCATION_ID", "JOURNAL_STREAM", "PACER_JOB", "PACER_TRIGGER", "KEPT"] }"#,
     );
     sandbox.write_config("", &jobs);
     let _daemon = sandbox.start_with_env(&[
@@ -269,6 +269,8 @@ fn a_run_starts_in_a_clean_process() {
         ("LISTEN_FDS", "1"),
         ("LISTEN_PID", "1"),
         ("LISTEN_FDNAMES", "x"),
+        ("LISTEN_FUTURE", "x"),
+        ("WATCHDOG_FUTURE", "x"),
         ("INVOCATION_ID", "abc"),
         ("JOURNAL_STREAM", "8:1234"),
         ("KEPT", "yes"),
@@ -334,6 +336,8 @@ fn a_run_starts_in_a_clean_process() {
         "LISTEN_FDS",
         "LISTEN_PID",
         "LISTEN_FDNAMES",
+        "LISTEN_FUTURE",
+        "WATCHDOG_FUTURE",
         "INVOCATION_ID",
         "JOURNAL_STREAM",
     ] {

@@ -105,9 +105,15 @@ plugin = "dup"
         ),
         (&dup_b, "the name `dup` is already taken by "),
         (&no_run, "the descriptor's run function is NULL"),
-        (&text_file, "cannot load the library: "),
+        (
+            &text_file,
+            "cannot load the library: not a shared library: the file has no ELF header",
+        ),
         (&half, "HALF"),
-        (&arm, "cannot load the library: "),
+        (
+            &arm,
+            "cannot load the library: built for aarch64; this machine is x86_64",
+        ),
         (&dangling, "cannot read "),
     ];
     for (path, reason) in expect {
