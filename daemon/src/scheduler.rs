@@ -16,6 +16,11 @@ use crate::time::{from_ms, to_ms};
 /// jumped forward): it follows the job's `catch_up` policy instead of running as if on time.
 pub const MISSED_AFTER_MS: i64 = 60_000;
 
+/// Missed fires of one job listed one by one, oldest first, before the rest of a long outage
+/// is folded into one [`Due::Gap`]: a per-second job down for a day would otherwise mean 86,400
+/// fires to compute and record at start.
+pub const MAX_LISTED_MISSED: u32 = 10_000;
+
 /// Something the scheduler found due.
 #[derive(Debug, Clone)]
 pub enum Due {
@@ -28,14 +33,16 @@ pub enum Due {
         /// Whether it was missed (due while the daemon was down, or found very late).
         missed: bool,
     },
-    /// More missed fires than `max_catch_up`: the first one not listed, and when the gap ended.
+    /// Missed fires beyond [`MAX_LISTED_MISSED`], not listed one by one: those from `from` up
+    /// to (not including) `before`, where the newest missed fires are listed again, so that
+    /// `catch_up` still finds the latest ones.
     Gap {
         /// The job.
         job: Arc<Job>,
-        /// The first missed fire beyond the cap, Unix ms.
+        /// The first fire not listed, Unix ms.
         from: i64,
-        /// When the scheduler noticed, Unix ms.
-        until: i64,
+        /// The end of the gap, Unix ms.
+        before: i64,
     },
 }
 
@@ -55,6 +62,8 @@ pub struct Scheduler {
     taken: Vec<usize>,
     /// Fires at or before this instant were due while the daemon was down.
     started_at: i64,
+    /// How many of the newest missed fires a gap leaves listed after it (`max_catch_up`, so
+    /// `catch_up = "all"` finds as many as it may run).
     max_catch_up: u32,
 }
 
@@ -240,22 +249,38 @@ impl Scheduler {
     }
 
     /// Appends the fires of `job` from `first` up to `now` and returns its next fire after them.
+    ///
+    /// Past [`MAX_LISTED_MISSED`] missed fires the walk jumps to shortly before `now` (far
+    /// enough back for `max_catch_up` fires at the longest spacing seen) and leaves a
+    /// [`Due::Gap`] for what it jumped over.
     fn collect(&self, job: &Arc<Job>, first: i64, now: i64, due: &mut Vec<Due>) -> Option<i64> {
         let mut at = Some(first);
-        let mut missed_count = 0;
+        let mut listed_missed = 0;
+        let mut jumped = false;
+        let mut previous: Option<i64> = None;
+        let mut widest: i64 = 0;
         while let Some(fire) = at.filter(|fire| *fire <= now) {
             let missed = fire <= self.started_at || fire < now - MISSED_AFTER_MS;
-            if missed {
-                if missed_count == self.max_catch_up {
+            if missed && !jumped && listed_missed == MAX_LISTED_MISSED {
+                jumped = true;
+                let tail = widest.saturating_mul(i64::from(self.max_catch_up.max(1)) + 1);
+                let resume_after = now.saturating_sub(tail);
+                if resume_after > fire {
+                    let resume = job.next_fire_after(from_ms(resume_after)).map(to_ms);
                     due.push(Due::Gap {
                         job: Arc::clone(job),
                         from: fire,
-                        until: now,
+                        before: resume.map_or(now, |r| r.min(now)),
                     });
-                    return job.next_fire_after(from_ms(now)).map(to_ms);
+                    at = resume;
+                    continue;
                 }
-                missed_count += 1;
             }
+            listed_missed += u32::from(missed);
+            if let Some(previous) = previous {
+                widest = widest.max(fire - previous);
+            }
+            previous = Some(fire);
             due.push(Due::Fire {
                 job: Arc::clone(job),
                 at: fire,
@@ -358,27 +383,40 @@ schedule = "*/20 * * * * *"
     }
 
     #[test]
-    fn missed_fires_beyond_the_cap_become_one_gap() {
-        let (_dir, config) = config(TWO_JOBS);
-        let job = Arc::clone(config.job("minutely").unwrap());
-        let start = ms("2027-01-01T01:00:30Z");
-        let mut scheduler = Scheduler::new(start, 2);
+    fn a_very_long_outage_lists_the_oldest_and_the_newest_fires_around_one_gap() {
+        let (_dir, config) =
+            config("[[jobs]]\nname = \"tick\"\nschedule = \"* * * * * *\"\nplugin = \"exec\"\n");
+        let job = Arc::clone(config.job("tick").unwrap());
+        // Four hours of per-second fires: 14,400, more than are listed one by one.
+        let start = ms("2027-01-01T04:00:00.500Z");
+        let mut scheduler = Scheduler::new(start, 3);
         scheduler.add(job, Some(ms("2027-01-01T00:00:00Z")), start);
+        let due = scheduler.take_due(start);
+        let listed = usize::try_from(MAX_LISTED_MISSED).unwrap();
+        let fires = fires(&due);
+        assert_eq!(fires[0].1, "2027-01-01T00:00:01Z");
+        assert_eq!(fires[listed - 1].1, "2027-01-01T02:46:40Z");
+        assert_eq!(fires[listed].1, "gap from 2027-01-01T02:46:41Z");
+        let tail: Vec<&str> = fires[listed + 1..].iter().map(|f| f.1.as_str()).collect();
         assert_eq!(
-            fires(&scheduler.take_due(start)),
+            tail,
             [
-                ("minutely".into(), "2027-01-01T00:01:00Z".into(), true),
-                ("minutely".into(), "2027-01-01T00:02:00Z".into(), true),
-                (
-                    "minutely".into(),
-                    "gap from 2027-01-01T00:03:00Z".into(),
-                    true
-                ),
-            ]
+                "2027-01-01T03:59:57Z",
+                "2027-01-01T03:59:58Z",
+                "2027-01-01T03:59:59Z",
+                "2027-01-01T04:00:00Z"
+            ],
+            "the newest fires, enough for max_catch_up = 3 and the latest"
         );
+        assert!(fires[listed + 1..].iter().all(|f| f.2), "all missed");
+        let Due::Gap { before, .. } = &due[listed] else {
+            panic!("a gap")
+        };
+        assert_eq!(*before, ms("2027-01-01T03:59:57Z"));
+        scheduler.reschedule();
         assert_eq!(
-            scheduler.next_fire("minutely"),
-            Some(ms("2027-01-01T01:01:00Z"))
+            scheduler.next_fire("tick"),
+            Some(ms("2027-01-01T04:00:01Z"))
         );
     }
 

@@ -115,7 +115,7 @@ pub enum CatchUp {
     Skip,
     /// Run one.
     Once,
-    /// Run each, up to `max_catch_up`.
+    /// Run the newest `max_catch_up`, one after another; record the older ones.
     All,
 }
 

@@ -17,7 +17,7 @@ use crate::control::{JobInfo, Request as ControlRequest, Response, StatusInfo, W
 use crate::dispatch::{Dispatcher, Request, RunUpdate, Skip, SkipKind};
 use crate::model::{Status, Trigger};
 use crate::plugins::{PluginWatcher, Registry, ScanOptions};
-use crate::scheduler::{Due, Scheduler};
+use crate::scheduler::{Due, MAX_LISTED_MISSED, Scheduler};
 use crate::store::{JobState, Skipped, Store};
 use crate::time::{rfc3339_ms, to_ms};
 use crate::units::format_duration;
@@ -28,6 +28,14 @@ const PAUSED_FIRES_KEPT: usize = 20;
 /// How long the plugin directories must be quiet before a rescan: an installer's write, then
 /// rename, then chmod arrive as one change.
 const PLUGIN_SETTLE_MS: i64 = 500;
+
+/// A missed fire, or a stretch of them not listed one by one, waiting for its job's
+/// `catch_up` policy.
+enum Missed {
+    Fire(Arc<Job>, i64),
+    /// The job, the first fire of the stretch and its end (exclusive), Unix ms.
+    Gap(Arc<Job>, i64, i64),
+}
 
 /// Where the engine's background work reports back.
 #[derive(Debug)]
@@ -243,7 +251,7 @@ impl Engine {
     }
 
     fn handle_due(&mut self, due: Vec<Due>, now: i64) {
-        let mut missed: Vec<(Arc<Job>, i64)> = Vec::new();
+        let mut missed: Vec<Missed> = Vec::new();
         for item in due {
             match item {
                 Due::Fire {
@@ -258,35 +266,48 @@ impl Engine {
                     job,
                     at,
                     missed: true,
-                } => missed.push((job, at)),
-                Due::Gap { job, from, until } => {
-                    let reason = format!(
-                        "missed, with every later fire until {}: more fires were missed than \
-                         max_catch_up = {} handles one by one",
-                        rfc3339_ms(until),
-                        self.config.daemon.max_catch_up
-                    );
-                    let request = self.fire(&job, Trigger::CatchUp, from);
-                    if !self.paused.contains(&job.name) {
-                        self.record_skip(Skip {
-                            request,
-                            reason,
-                            kind: SkipKind::Missed,
-                        });
-                    }
-                }
+                } => missed.push(Missed::Fire(job, at)),
+                Due::Gap { job, from, before } => missed.push(Missed::Gap(job, from, before)),
             }
         }
         self.catch_up(missed, now);
     }
 
-    /// Applies each job's `catch_up` policy to its missed fires (in due order).
-    fn catch_up(&mut self, missed: Vec<(Arc<Job>, i64)>, now: i64) {
-        let mut latest: HashMap<String, i64> = HashMap::new();
-        for (job, at) in &missed {
-            latest.insert(job.name.clone(), *at);
+    /// Applies each job's `catch_up` policy to its missed fires, recording them in due order:
+    /// `skip` records each; `once` runs the latest and records the others; `all` runs the
+    /// newest `max_catch_up` and records the older ones.
+    fn catch_up(&mut self, missed: Vec<Missed>, now: i64) {
+        let mut count: HashMap<&str, u32> = HashMap::new();
+        for item in &missed {
+            if let Missed::Fire(job, _) = item {
+                *count.entry(job.name.as_str()).or_default() += 1;
+            }
         }
-        for (job, at) in missed {
+        let mut remaining: HashMap<String, u32> = count
+            .into_iter()
+            .map(|(name, n)| (name.to_owned(), n))
+            .collect();
+        let cap = self.config.daemon.max_catch_up;
+        for item in missed {
+            let (job, at) = match item {
+                Missed::Fire(job, at) => (job, at),
+                Missed::Gap(job, from, before) => {
+                    let request = self.fire(&job, Trigger::CatchUp, from);
+                    self.skip_missed(
+                        request,
+                        format!(
+                            "missed, with every later fire before {}: more than {MAX_LISTED_MISSED} \
+                             fires were missed, and those between are not recorded one by one",
+                            rfc3339_ms(before)
+                        ),
+                    );
+                    continue;
+                }
+            };
+            let left = remaining.get_mut(&job.name).map_or(0, |left| {
+                *left -= 1;
+                *left
+            });
             let why = if at <= self.started_at_ms {
                 "missed while pacerd was not running".to_owned()
             } else {
@@ -299,16 +320,21 @@ impl Engine {
             match job.catch_up {
                 // One after another, so a long outage does not put every missed fire in the
                 // queue at once (where `overlap = "skip"` would decline all but the first).
-                CatchUp::All => {
+                CatchUp::All if left < cap => {
                     self.catch_up_backlog
                         .entry(job.name.clone())
                         .or_default()
                         .push_back(request);
                     self.catch_up_next.insert(job.name.clone());
                 }
-                CatchUp::Once if latest.get(&job.name) == Some(&at) => {
-                    self.submit_fire(request, now);
-                }
+                CatchUp::All => self.skip_missed(
+                    request,
+                    format!(
+                        "{why}; catch_up = \"all\" runs only the newest max_catch_up = {cap} \
+                         missed fires"
+                    ),
+                ),
+                CatchUp::Once if left == 0 => self.submit_fire(request, now),
                 CatchUp::Once => self.skip_missed(
                     request,
                     format!("{why}; catch_up = \"once\" runs only the latest missed fire"),

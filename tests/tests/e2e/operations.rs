@@ -595,7 +595,15 @@ fn catch_up_once_and_all_after_downtime() {
         "catch_up = \"once\"",
         r#"{ command = "true" }"#,
     );
-    sandbox.write_config("", &jobs);
+    jobs += &job(
+        "skipper",
+        "* * * * * *",
+        "exec",
+        "catch_up = \"skip\"",
+        r#"{ command = "true" }"#,
+    );
+    // Fewer than the fires missed below: it caps `all` only.
+    sandbox.write_config("max_catch_up = 2", &jobs);
     let mut daemon = sandbox.start();
     wait_until("runs of both", || {
         let runs = sandbox.history(&[]);
@@ -615,7 +623,7 @@ fn catch_up_once_and_all_after_downtime() {
                 .filter(|r| r["job"] == job && r["trigger"] == "catch_up")
                 .all(|r| r["status"] != "running")
         };
-        (runs.iter().filter(|r| r["trigger"] == "catch_up").count() >= 6
+        (runs.iter().filter(|r| r["trigger"] == "catch_up").count() >= 9
             && done("every")
             && done("latest"))
         .then_some(runs)
@@ -626,11 +634,33 @@ fn catch_up_once_and_all_after_downtime() {
             .collect()
     };
     let every = caught("every");
-    assert!(every.len() >= 3);
+    assert!(every.len() >= 3, "{every:?}");
+    let (ran, capped): (Vec<&Value>, Vec<&Value>) =
+        every.iter().partition(|r| r["status"] == "succeeded");
+    assert_eq!(ran.len(), 2, "all: max_catch_up = 2 runs: {every:?}");
     assert!(
-        every.iter().all(|r| r["status"] == "succeeded"),
-        "all: each missed fire runs"
+        ran.iter().all(|r| capped
+            .iter()
+            .all(|c| text(c, "scheduled_at") < text(r, "scheduled_at"))),
+        "the newest missed fires run: {every:?}"
     );
+    for skipped in &capped {
+        assert_eq!(
+            skipped["error"],
+            "missed while pacerd was not running; catch_up = \"all\" runs only the newest max_catch_up = 2 missed fires"
+        );
+    }
+    let skipper = caught("skipper");
+    assert!(
+        skipper.len() >= 3,
+        "skip: each missed fire is recorded: {skipper:?}"
+    );
+    for skipped in &skipper {
+        assert_eq!(
+            skipped["error"],
+            "missed while pacerd was not running (catch_up = \"skip\")"
+        );
+    }
     let latest = caught("latest");
     let ran: Vec<&&Value> = latest
         .iter()
