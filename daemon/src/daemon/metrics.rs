@@ -172,6 +172,7 @@ impl Metrics {
             let label = PoolLabel { pool: pool.clone() };
             metrics.in_flight.get_or_create(&label).set(0);
             metrics.queued.get_or_create(&label).set(0);
+            drop(metrics.queue_wait.get_or_create(&label));
         }
         metrics
     }
@@ -285,13 +286,87 @@ impl Metrics {
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
-    /// The text exposition.
+    /// The OpenMetrics exposition.
     pub fn render(&self) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
     }
+}
+
+/// The exposition formats a scraper may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// OpenMetrics 1.0, for scrapers that ask for it in `Accept`.
+    OpenMetrics,
+    /// Prometheus text format 0.0.4, the default: what `curl` and older scrapers read.
+    Text,
+}
+
+impl Format {
+    /// The format an `Accept` header asks for.
+    fn negotiate(accept: Option<&str>) -> Format {
+        if accept.is_some_and(|accept| accept.contains("application/openmetrics-text")) {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+/// Rewrites the OpenMetrics exposition in the Prometheus text format: a counter family is named
+/// with its `_total` suffix, `info` becomes a gauge named `_info`, and the `# UNIT` and `# EOF`
+/// lines, which that format lacks, go. Samples are written alike in both.
+fn to_text_format(openmetrics: &str) -> String {
+    let mut renamed: HashMap<&str, (String, &str)> = HashMap::new();
+    for line in openmetrics.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        match rest.split_once(' ') {
+            Some((name, "counter")) => {
+                renamed.insert(name, (format!("{name}_total"), "counter"));
+            }
+            Some((name, "info")) => {
+                renamed.insert(name, (format!("{name}_info"), "gauge"));
+            }
+            _ => {}
+        }
+    }
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|prefix| Some((prefix, line.strip_prefix(prefix)?)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                match (renamed.get(name), prefix) {
+                    (Some((new_name, kind)), "# TYPE ") => {
+                        text.push_str(&format!("# TYPE {new_name} {kind}"));
+                    }
+                    (Some((new_name, _)), _) => {
+                        text.push_str(&format!("{prefix}{new_name} {tail}"));
+                    }
+                    (None, _) => text.push_str(line),
+                }
+            }
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    text
 }
 
 /// The longest gap between the job's next [`FIRES_FOR_INTERVAL`] fires after `now`.
@@ -341,15 +416,24 @@ async fn answer(mut stream: TcpStream, metrics: std::sync::Arc<Metrics>) {
             _ => return,
         }
     }
-    let request_line = head.split(|b| *b == b'\r').next().unwrap_or_default();
-    let mut parts = request_line.split(|b| *b == b' ');
+    let head = String::from_utf8_lossy(&head);
+    let mut lines = head.split("\r\n");
+    let mut parts = lines.next().unwrap_or_default().split(' ');
     let (method, path) = (parts.next(), parts.next());
+    let accept = lines.find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("accept").then_some(value.trim())
+    });
     let (status, content_type, body) = match (method, path) {
-        (Some(b"GET"), Some(b"/metrics")) => (
-            "200 OK",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.render(),
-        ),
+        (Some("GET"), Some("/metrics")) => {
+            let format = Format::negotiate(accept);
+            let openmetrics = metrics.render();
+            let body = match format {
+                Format::OpenMetrics => openmetrics,
+                Format::Text => to_text_format(&openmetrics),
+            };
+            ("200 OK", format.content_type(), body)
+        }
         _ => (
             "404 Not Found",
             "text/plain; charset=utf-8",
@@ -380,6 +464,41 @@ mod tests {
             .collect();
         let (dir, config) = load_text(&text);
         (dir, config.jobs)
+    }
+
+    #[test]
+    fn the_text_format_names_counters_and_info_as_prometheus_does() {
+        let metrics = Metrics::new(&["default".to_owned()], true);
+        metrics.run_finished("j", Status::Succeeded, None);
+        let openmetrics = metrics.render();
+        assert!(
+            openmetrics.contains("# TYPE pacer_runs counter\n"),
+            "{openmetrics}"
+        );
+        assert!(openmetrics.ends_with("# EOF\n"));
+        let text = to_text_format(&openmetrics);
+        for expected in [
+            "# HELP pacer_runs_total Runs that ended, by job and status.\n",
+            "# TYPE pacer_runs_total counter\n",
+            "pacer_runs_total{job=\"j\",status=\"succeeded\"} 1\n",
+            "# TYPE pacer_build_info gauge\n",
+            "pacer_build_info{version=\"",
+            "# TYPE pacer_schedule_lateness_seconds histogram\n",
+            "# TYPE pacer_in_flight gauge\npacer_in_flight{pool=\"default\"} 0\n",
+        ] {
+            assert!(text.contains(expected), "{expected} in:\n{text}");
+        }
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+        assert_eq!(Format::negotiate(None), Format::Text);
+        assert_eq!(
+            Format::negotiate(Some(
+                "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+            )),
+            Format::OpenMetrics
+        );
     }
 
     #[test]

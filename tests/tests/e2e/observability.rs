@@ -18,16 +18,27 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn scrape(port: u16) -> String {
+/// `GET /metrics` with `extra` header lines; the response head and body.
+fn get_metrics(port: u16, extra: &str) -> (String, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .write_all(format!("GET /metrics HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n").as_bytes())
         .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
-    body.to_owned()
+    (head.to_owned(), body.to_owned())
+}
+
+/// The metrics as a plain scraper (curl) gets them: the Prometheus text format.
+fn scrape(port: u16) -> String {
+    let (head, body) = get_metrics(port, "");
+    assert!(
+        head.contains("\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"),
+        "{head}"
+    );
+    body
 }
 
 /// The value of the sample `name{labels}` (labels as written in the exposition).
@@ -61,9 +72,20 @@ params = { command = "sleep 1.5; exit 2" }
     );
     let mut daemon = sandbox.start();
     let fresh = scrape(port);
+    assert!(!fresh.contains("# EOF"), "{fresh}");
+    let (head, openmetrics) = get_metrics(
+        port,
+        "Accept: application/openmetrics-text; version=1.0.0\r\n",
+    );
+    assert!(
+        head.contains("Content-Type: application/openmetrics-text; version=1.0.0"),
+        "{head}"
+    );
+    assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
     for series in [
         "pacer_in_flight{pool=\"default\"}",
         "pacer_queued{pool=\"default\"}",
+        "pacer_queue_wait_seconds_count{pool=\"default\"}",
         "pacer_in_flight{pool=\"slow\"}",
         "pacer_plugins_refused",
     ] {
@@ -150,6 +172,10 @@ params = { command = "sleep 1.5; exit 2" }
         "{metrics}"
     );
     assert!(!metrics.contains("id=\""), "no run ids in labels");
+    assert!(
+        metrics.contains("# TYPE pacer_runs_total counter\n"),
+        "{metrics}"
+    );
     assert_eq!(
         sample(&metrics, "pacer_schedule_interval_seconds{job=\"good\"}"),
         Some(1.0)
@@ -396,7 +422,7 @@ fn the_alert_rules_use_metrics_the_daemon_serves() {
     let mut referenced = 0;
     for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
         if let Some(name) = word.strip_prefix("pacer_") {
-            let family = name.trim_end_matches("_bucket").trim_end_matches("_total");
+            let family = name.trim_end_matches("_bucket");
             assert!(
                 metrics.contains(&format!("# TYPE pacer_{family} ")),
                 "the rules use pacer_{name}, which /metrics does not serve:\n{metrics}"
