@@ -782,13 +782,12 @@ impl Engine {
                 notes.push(format!("`{key}` changes apply at the next start"));
             }
         }
-        let dirs_changed = new.daemon.plugin_dirs != old.daemon.plugin_dirs;
         self.metrics.schedules(&new.jobs, self.env.clock.now());
         self.config = Arc::new(new);
-        if dirs_changed {
-            self.watcher.watch(&self.config.daemon.plugin_dirs);
-            self.rescan_at = Some(now);
-        }
+        // A reload re-reads everything, the plugins too (cheap: unchanged libraries are not
+        // loaded again), so it is the way to make anything the watch missed count.
+        self.watcher.watch(&self.config.daemon.plugin_dirs);
+        self.rescan_at = Some(now);
         let runtime_dir = old
             .daemon
             .socket

@@ -48,6 +48,20 @@ pub struct PluginInfo {
     pub error: Option<String>,
 }
 
+impl PluginInfo {
+    /// A library at `path` that is not used, and why.
+    fn refused(path: &Path, error: String) -> PluginInfo {
+        PluginInfo {
+            name: None,
+            version: None,
+            abi_version: None,
+            path: path.to_owned(),
+            state: PluginState::Refused,
+            error: Some(error),
+        }
+    }
+}
+
 /// One change to the plugins, as the log tells it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginChange {
@@ -120,6 +134,9 @@ impl FileIdentity {
 struct Inspected {
     info: PluginInfo,
     identity: Option<FileIdentity>,
+    /// Refused for its permissions, so never loaded: a later scan must read it once they are
+    /// fixed, whatever the file's identity.
+    by_permissions: bool,
 }
 
 /// The usable plugins by name, and every library found.
@@ -136,8 +153,9 @@ impl Registry {
         Registry::default().rescan(dirs, launcher, options).await
     }
 
-    /// Scans `dirs` again, re-reading only libraries whose file changed since this registry was
-    /// made.
+    /// Scans `dirs` again: permissions are checked anew each time (a `chmod` of a directory
+    /// changes no library file), and only libraries whose file changed since this registry was
+    /// made are read again.
     pub async fn rescan(
         &self,
         dirs: &[PathBuf],
@@ -147,13 +165,27 @@ impl Registry {
         let mut registry = Registry::default();
         for path in candidates(dirs) {
             let identity = FileIdentity::of(&path);
-            let inspected = match self.inspected.get(&path) {
-                Some(previous) if previous.identity.is_some() && previous.identity == identity => {
+            let unsafe_permissions = options
+                .strict_permissions
+                .then(|| strict::check(&path))
+                .flatten();
+            let inspected = match (unsafe_permissions, self.inspected.get(&path)) {
+                (Some(problem), _) => Inspected {
+                    info: PluginInfo::refused(&path, problem),
+                    identity,
+                    by_permissions: true,
+                },
+                (None, Some(previous))
+                    if !previous.by_permissions
+                        && previous.identity.is_some()
+                        && previous.identity == identity =>
+                {
                     previous.clone()
                 }
-                _ => Inspected {
-                    info: judge(&path, launcher, options).await,
+                (None, _) => Inspected {
+                    info: inspect(&path, launcher).await,
                     identity,
+                    by_permissions: false,
                 },
             };
             registry.add(inspected);
@@ -253,10 +285,23 @@ impl Registry {
         if self.get(name).is_some() {
             return None;
         }
-        let refused = self
-            .found
-            .iter()
-            .find(|info| info.state == PluginState::Refused && info.name.as_deref() == Some(name));
+        // A library refused before its name could be read (for its permissions, say) is matched
+        // by its file name, so the job's problem names the file and the fix.
+        let file_names = [
+            format!("lib{name}.so"),
+            format!("libpacer_plugin_{name}.so"),
+        ];
+        let refused = self.found.iter().find(|info| {
+            info.state == PluginState::Refused
+                && match &info.name {
+                    Some(declared) => declared == name,
+                    None => info.path.file_name().is_some_and(|file| {
+                        file_names
+                            .iter()
+                            .any(|candidate| file == candidate.as_str())
+                    }),
+                }
+        });
         Some(match refused {
             Some(info) => format!(
                 "plugin `{name}` is not usable: {} was refused: {}",
@@ -317,34 +362,9 @@ pub fn is_candidate(path: &Path) -> bool {
     })
 }
 
-/// Decides whether one library is usable: its permissions first (a library that fails them is
-/// never loaded, not even in a worker), then its descriptor, read in a worker.
-async fn judge(path: &Path, launcher: &Launcher, options: ScanOptions) -> PluginInfo {
-    if options.strict_permissions
-        && let Some(problem) = strict::check(path)
-    {
-        return PluginInfo {
-            name: None,
-            version: None,
-            abi_version: None,
-            path: path.to_owned(),
-            state: PluginState::Refused,
-            error: Some(problem),
-        };
-    }
-    inspect(path, launcher).await
-}
-
 /// Reads one library's descriptor in a worker and decides whether it is usable.
 async fn inspect(path: &Path, launcher: &Launcher) -> PluginInfo {
-    let refused = |error: String| PluginInfo {
-        name: None,
-        version: None,
-        abi_version: None,
-        path: path.to_owned(),
-        state: PluginState::Refused,
-        error: Some(error),
-    };
+    let refused = |error: String| PluginInfo::refused(path, error);
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_file() => {}
         Ok(_) => return refused("not a regular file".to_owned()),

@@ -7,10 +7,21 @@ use std::path::Path;
 
 /// Why `library` must not be loaded by a root daemon, if it must not: it, or the directory that
 /// holds it (not its ancestors), is writable by group or others or owned by someone other than
-/// root.
+/// root. For a symbolic link, the directory holding the file it leads to counts too: whoever
+/// may replace that file changes the code as surely.
 pub fn check(library: &Path) -> Option<String> {
     let directory = library.parent().unwrap_or(Path::new("/"));
-    for (path, what) in [(library, "it"), (directory, "its directory")] {
+    let target_directory = std::fs::canonicalize(library)
+        .ok()
+        .and_then(|target| target.parent().map(Path::to_path_buf))
+        .filter(|target_dir| {
+            std::fs::canonicalize(directory).map_or(true, |dir| dir != *target_dir)
+        });
+    let mut paths = vec![(library, "it"), (directory, "its directory")];
+    if let Some(target_directory) = &target_directory {
+        paths.push((target_directory, "the directory its link leads to"));
+    }
+    for (path, what) in paths {
         let meta = match std::fs::metadata(path) {
             Ok(meta) => meta,
             Err(e) => return Some(format!("cannot read {}: {e}", path.display())),
@@ -82,5 +93,25 @@ mod tests {
             why.ends_with(&format!("fix: chown root {}", library.display())),
             "{why}"
         );
+    }
+
+    #[test]
+    fn a_link_is_judged_by_where_it_leads_too() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let plugins = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let library = elsewhere.path().join("libx.so");
+        std::fs::write(&library, b"").unwrap();
+        std::fs::set_permissions(&library, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(plugins.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(elsewhere.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let link = plugins.path().join("libx.so");
+        std::os::unix::fs::symlink(&library, &link).unwrap();
+        let why = check(&link).unwrap();
+        assert!(why.starts_with("the directory its link leads to"), "{why}");
+        std::fs::set_permissions(elsewhere.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(check(&link), None);
     }
 }

@@ -1,8 +1,13 @@
 //! Watches the plugin directories. Changes only say "something changed"; the engine waits for a
 //! quiet moment and rescans.
+//!
+//! A plugin directory that does not exist yet (`/usr/local/lib/pacer/plugins` often does not)
+//! is watched through its nearest existing ancestor, for the entry on the way to it: once it is
+//! created, the rescan that follows watches it directly.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::mpsc;
 
@@ -12,26 +17,64 @@ use crate::dir_watch::DirWatch;
 #[derive(Debug)]
 pub struct PluginWatcher {
     watch: Option<DirWatch>,
+    /// The plugin directories, shared with the filter that decides which changes count.
+    wanted: Arc<Mutex<Vec<PathBuf>>>,
+    changes: mpsc::UnboundedSender<()>,
+    /// Whether a first set of directories was watched (directories found later may already
+    /// hold libraries, so finding one asks for a rescan).
+    started: bool,
 }
 
 impl PluginWatcher {
     /// Starts watching; each change in a watched directory sends `()` on `changes`.
     pub fn new(changes: mpsc::UnboundedSender<()>) -> PluginWatcher {
-        let every_change = |_: &Path, _: Option<&OsStr>| true;
-        let watch = DirWatch::new("plugin directory", Box::new(every_change), changes)
+        let wanted: Arc<Mutex<Vec<PathBuf>>> = Arc::default();
+        let filter = Arc::clone(&wanted);
+        let relevant = move |dir: &Path, name: Option<&OsStr>| {
+            let wanted = filter.lock().unwrap_or_else(PoisonError::into_inner);
+            wanted.iter().any(|plugins| plugins == dir)
+                || name.is_some_and(|name| {
+                    let entry = dir.join(name);
+                    wanted.iter().any(|plugins| plugins.starts_with(&entry))
+                })
+        };
+        let watch = DirWatch::new("plugin directory", Box::new(relevant), changes.clone())
             .map_err(|e| {
                 tracing::warn!("cannot watch plugin directories, changes need a reload: {e}");
             })
             .ok();
-        PluginWatcher { watch }
+        PluginWatcher {
+            watch,
+            wanted,
+            changes,
+            started: false,
+        }
     }
 
-    /// Watches every directory of `dirs` that exists, and stops watching those no longer
-    /// listed. A directory created (or re-created) later is picked up at the next call (each
-    /// rescan and reload makes one).
+    /// Watches every directory of `dirs`, or the nearest existing ancestor of one that does not
+    /// exist, and stops watching those no longer needed. Each rescan and reload makes this call.
     pub fn watch(&mut self, dirs: &[PathBuf]) {
-        if let Some(watch) = &self.watch {
-            watch.watch(dirs);
+        let Some(watch) = &self.watch else {
+            return;
+        };
+        *self.wanted.lock().unwrap_or_else(PoisonError::into_inner) = dirs.to_vec();
+        let mut targets: Vec<PathBuf> = Vec::new();
+        for dir in dirs {
+            if let Some(existing) = dir.ancestors().find(|a| a.is_dir())
+                && !targets.iter().any(|t| t == existing)
+            {
+                targets.push(existing.to_path_buf());
+            }
         }
+        let before = watch.watched();
+        watch.watch(&targets);
+        let appeared = dirs
+            .iter()
+            .any(|dir| targets.contains(dir) && !before.contains(dir));
+        if self.started && appeared {
+            // Libraries may have landed in it before its watch began.
+            let _ = self.changes.send(());
+        }
+        self.started = true;
     }
 }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pacer_tests::{Sandbox, compile_c_plugin, running_as_root, text, wait_until};
+use pacer_tests::{Sandbox, compile_c_plugin, running_as_root, text, wait_for, wait_until};
 use serde_json::Value;
 
 /// A C plugin declaring `name`, `version` and `abi`; its run prints `hello from NAME VERSION`.
@@ -270,11 +270,19 @@ fn a_root_daemon_refuses_code_others_could_change() {
     .unwrap();
     sandbox.write(
         "pacer.toml",
-        "[daemon]\nplugin_dirs = [\"plugins\", \"shared\"]\ndatabase = \"pacer.db\"\nsocket = \"pacer.sock\"\n",
+        "[daemon]\nplugin_dirs = [\"plugins\", \"shared\"]\ndatabase = \"pacer.db\"\nsocket = \"pacer.sock\"\n\n[[jobs]]\nname = \"uses-loose\"\nplugin = \"loose\"\n",
     );
     let _daemon = sandbox.start();
     let listed = sandbox.pacer_json(&["plugins"]);
     let loose_error = text(plugin_at(&listed, &loose), "error").to_owned();
+    assert_eq!(
+        text(&sandbox.pacer_json(&["jobs"])[0], "problem"),
+        format!(
+            "plugin `loose` is not usable: {} was refused: {loose_error}",
+            loose.display()
+        ),
+        "a job names the refused file and its fix"
+    );
     assert_eq!(
         loose_error,
         format!(
@@ -317,5 +325,47 @@ fn a_root_daemon_refuses_code_others_could_change() {
     assert_eq!(
         exec["state"], "ok",
         "root-owned libraries in a root-owned directory pass"
+    );
+
+    // Permissions count as they are now: fixing or breaking them needs no restart.
+    let state_of = |path: &Path| {
+        plugin_at(&sandbox.pacer_json(&["plugins"]), path)["state"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    std::fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    wait_for("the fixed directory's library to be usable", || {
+        state_of(&in_shared) == "ok"
+    });
+    let exec_library = sandbox.plugins().join("libpacer_plugin_exec.so");
+    std::fs::set_permissions(
+        sandbox.plugins(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o775),
+    )
+    .unwrap();
+    wait_for("a library in a loosened directory to be refused", || {
+        state_of(&exec_library) == "refused"
+    });
+}
+
+#[test]
+fn a_plugin_directory_created_later_is_watched() {
+    let sandbox = Sandbox::new();
+    let library = build(&sandbox, "late", &c_plugin("late", "1.0.0", 1, true));
+    sandbox.write(
+        "pacer.toml",
+        "[daemon]\nplugin_dirs = [\"plugins\", \"later/plugins\"]\ndatabase = \"pacer.db\"\nsocket = \"pacer.sock\"\n\n[[jobs]]\nname = \"late\"\nschedule = \"* * * * * *\"\nplugin = \"late\"\n",
+    );
+    let _daemon = sandbox.start();
+    sandbox.wait_for_run("a fire skipped for the missing plugin", &["--job", "late"]);
+    let dir = sandbox.path().join("later/plugins");
+    std::fs::create_dir_all(&dir).unwrap();
+    let temp = dir.join(".liblate.so.tmp");
+    std::fs::copy(&library, &temp).unwrap();
+    std::fs::rename(&temp, dir.join("liblate.so")).unwrap();
+    sandbox.wait_for_run(
+        "a run from the new directory without a reload",
+        &["--job", "late", "--status", "succeeded"],
     );
 }
