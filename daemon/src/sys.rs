@@ -201,6 +201,19 @@ fn dl_error(error: &libloading::Error) -> String {
     std::error::Error::source(error).map_or_else(|| error.to_string(), ToString::to_string)
 }
 
+/// Gives `signals` the kernel's default action again.
+///
+/// Rust's runtime handles SIGSEGV and SIGBUS to report stack overflows, and ignores SIGPIPE; in
+/// a worker that would swallow a plugin's own `raise(SIGSEGV)`, and in the CLI it turns a
+/// closed pipe (`pacer history | head`) into a panic instead of a quiet end.
+pub fn restore_default_actions(signals: &[nix::sys::signal::Signal]) {
+    use nix::sys::signal::{SigHandler, signal};
+    for &which in signals {
+        // SAFETY: the default action installs no code of ours to run in a signal context.
+        let _ = unsafe { signal(which, SigHandler::SigDfl) };
+    }
+}
+
 /// Sets an environment variable of the worker process.
 ///
 /// Only called by a worker before it loads the plugin, while it has a single thread, which is

@@ -35,6 +35,11 @@ static int32_t run(const pacer_host_api *api, pacer_host *h, const char *params,
         volatile uintptr_t nowhere = 16;
         *(volatile int *)nowhere = 1;
     }
+    if (wants(params, "raise-segv")) {
+        /* A signal the plugin sends itself, with no faulting instruction to repeat. */
+        raise(SIGSEGV);
+        return 0;
+    }
     if (wants(params, "exit")) {
         exit(7);
     }
@@ -71,6 +76,13 @@ static int32_t run(const pacer_host_api *api, pacer_host *h, const char *params,
             }
             memset(chunk, 0xa5, 16 << 20);
             total += 16 << 20;
+        }
+    }
+    if (wants(params, "leak-blind")) {
+        /* A leak that never checks what malloc returns, as real leaks do. */
+        for (;;) {
+            char *chunk = malloc(16 << 20);
+            memset(chunk, 0xa5, 16 << 20);
         }
     }
     return 0;

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::anyhow;
 use clap::Args;
 use serde::Serialize;
 
@@ -14,7 +13,7 @@ use super::table::{Table, jitter, when};
 use super::{Context, print_json, runtime};
 use crate::config::{Config, Environment, Job, load};
 use crate::plugins::{Registry, ScanOptions};
-use crate::time::{parse_instant_or_ago, to_ms};
+use crate::time::to_ms;
 use crate::worker::protocol::{Assignment, Setup, Task};
 use crate::worker::{Launcher, perform};
 
@@ -27,9 +26,9 @@ pub struct CheckArgs {
     /// How many fires to list per job.
     #[arg(long, value_name = "N", default_value_t = 5)]
     next: usize,
-    /// List fires strictly after T (RFC 3339); default: now.
-    #[arg(long, value_name = "T")]
-    from: Option<String>,
+    /// List fires strictly after T (RFC 3339, or a duration ago); default: now.
+    #[arg(long, value_name = "T", value_parser = super::instant_arg)]
+    from: Option<jiff::Timestamp>,
 }
 
 /// One job's verdict, as `--json` prints it.
@@ -49,11 +48,7 @@ fn serialize_instants<S: serde::Serializer>(values: &[i64], s: S) -> Result<S::O
 }
 
 pub fn run(context: &Context, args: &CheckArgs) -> anyhow::Result<ExitCode> {
-    let from = match &args.from {
-        Some(text) => parse_instant_or_ago(text, jiff::Timestamp::now())
-            .map_err(|e| anyhow!("--from: {e}"))?,
-        None => jiff::Timestamp::now(),
-    };
+    let from = args.from.unwrap_or_else(jiff::Timestamp::now);
     let verdicts = match load(&context.config, Environment::current()) {
         Ok(config) => check_jobs(&config, from, args.next)?,
         Err(errors) => errors

@@ -15,19 +15,9 @@ use crate::model::Status;
 pub fn run(
     context: &Context,
     job: &str,
-    params: Option<&str>,
+    params: Option<serde_json::Value>,
     wait: bool,
 ) -> anyhow::Result<ExitCode> {
-    let params = params
-        .map(|text| {
-            let value: serde_json::Value =
-                serde_json::from_str(text).map_err(|e| anyhow!("--params is not JSON: {e}"))?;
-            if !value.is_object() {
-                bail!("--params must be a JSON object such as '{{\"key\": \"value\"}}'");
-            }
-            Ok(value)
-        })
-        .transpose()?;
     let settings = context.settings()?;
     let request = Request::Run {
         job: job.to_owned(),

@@ -2,15 +2,17 @@
 
 use std::process::ExitCode;
 
-use anyhow::anyhow;
 use clap::Args;
 
 use super::table::{Table, millis, short, when};
 use super::{Context, print_json};
 use crate::model::Status;
 use crate::store::sqlite::SqliteHistory;
-use crate::store::{History, HistoryQuery, RunRecord};
-use crate::time::{parse_instant_or_ago, to_ms};
+use crate::store::{History, HistoryQuery, RunRecord, StoreError};
+use crate::time::{rfc3339_ms, to_ms};
+
+/// How many runs `pacer history` lists without `--limit`.
+const DEFAULT_LIMIT: u32 = 50;
 
 /// Filters for `pacer history`.
 #[derive(Debug, Args)]
@@ -22,13 +24,13 @@ pub struct HistoryArgs {
     #[arg(long, value_name = "S")]
     status: Option<Status>,
     /// Scheduled at or after T: RFC 3339, or a duration ago such as 2h.
-    #[arg(long, value_name = "T")]
-    since: Option<String>,
+    #[arg(long, value_name = "T", value_parser = super::instant_arg)]
+    since: Option<jiff::Timestamp>,
     /// Scheduled before T: RFC 3339, or a duration ago.
-    #[arg(long, value_name = "T")]
-    until: Option<String>,
+    #[arg(long, value_name = "T", value_parser = super::instant_arg)]
+    until: Option<jiff::Timestamp>,
     /// At most N runs.
-    #[arg(long, value_name = "N", default_value_t = 50)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_LIMIT)]
     limit: u32,
     /// Only runs older than ID (the next page).
     #[arg(long, value_name = "ID")]
@@ -39,31 +41,36 @@ pub struct HistoryArgs {
 }
 
 pub fn run(context: &Context, args: &HistoryArgs) -> anyhow::Result<ExitCode> {
-    let now = jiff::Timestamp::now();
-    let instant = |text: &Option<String>, flag: &str| -> anyhow::Result<Option<i64>> {
-        text.as_deref()
-            .map(|t| {
-                parse_instant_or_ago(t, now)
-                    .map(to_ms)
-                    .map_err(|e| anyhow!("--{flag}: {e}"))
-            })
-            .transpose()
-    };
     let query = HistoryQuery {
         job: args.job.clone(),
         status: args.status,
-        since: instant(&args.since, "since")?,
-        until: instant(&args.until, "until")?,
+        since: args.since.map(to_ms),
+        until: args.until.map(to_ms),
         before: args.before,
         after: None,
         limit: args.limit,
     };
     let settings = context.settings()?;
-    let history = SqliteHistory::open(&settings.database)?;
+    let history = match SqliteHistory::open(&settings.database) {
+        Ok(history) => history,
+        // Before pacerd's first start there is no history yet, which is no error for a listing.
+        Err(StoreError::Missing(_)) if !args.follow => {
+            return print_runs(context, args, &[]);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let runs = history.runs(&query)?;
     if args.follow {
         return follow(context, &history, &query, runs);
     }
+    print_runs(context, args, &runs)
+}
+
+fn print_runs(
+    context: &Context,
+    args: &HistoryArgs,
+    runs: &[RunRecord],
+) -> anyhow::Result<ExitCode> {
     if context.json {
         print_json(&runs)?;
         return Ok(ExitCode::SUCCESS);
@@ -82,7 +89,7 @@ pub fn run(context: &Context, args: &HistoryArgs) -> anyhow::Result<ExitCode> {
         "QUEUED",
         "ERROR",
     ]);
-    for run in &runs {
+    for run in runs {
         let trigger = if run.attempt > 1 {
             format!("{} #{}", run.trigger, run.attempt)
         } else {
@@ -100,13 +107,33 @@ pub fn run(context: &Context, args: &HistoryArgs) -> anyhow::Result<ExitCode> {
         ]);
     }
     table.print();
-    if let Some(last) = runs
-        .last()
-        .filter(|_| runs.len() == usize::try_from(args.limit).unwrap_or(usize::MAX))
-    {
-        println!("(more: pacer history --before {})", last.id);
+    if let Some(last) = runs.last().filter(|last| {
+        last.id > 1 && runs.len() == usize::try_from(args.limit).unwrap_or(usize::MAX)
+    }) {
+        println!("(more: {})", next_page(args, last.id));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The command that lists the next page: the same filters, before the page's oldest run.
+fn next_page(args: &HistoryArgs, oldest: i64) -> String {
+    let mut command = String::from("pacer history");
+    if let Some(job) = &args.job {
+        command.push_str(&format!(" --job {job}"));
+    }
+    if let Some(status) = args.status {
+        command.push_str(&format!(" --status {status}"));
+    }
+    for (flag, at) in [("--since", args.since), ("--until", args.until)] {
+        if let Some(at) = at {
+            command.push_str(&format!(" {flag} {}", rfc3339_ms(to_ms(at))));
+        }
+    }
+    if args.limit != DEFAULT_LIMIT {
+        command.push_str(&format!(" --limit {}", args.limit));
+    }
+    command.push_str(&format!(" --before {oldest}"));
+    command
 }
 
 /// Prints the runs found, oldest first, then every run that finishes from now on (and every

@@ -71,8 +71,8 @@ pub enum Command {
         /// The job.
         job: String,
         /// JSON object merged over the job's params.
-        #[arg(long, value_name = "JSON")]
-        params: Option<String>,
+        #[arg(long, value_name = "JSON", value_parser = params_arg)]
+        params: Option<serde_json::Value>,
         /// Wait for the run (and its retries) to end; exit 0 only if it succeeded.
         #[arg(long)]
         wait: bool,
@@ -139,7 +139,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Check(check) => check::run(&context, &check),
         Command::Plugins => plugins::run(&context),
         Command::Status => status::run(&context),
-        Command::Run { job, params, wait } => control::run(&context, &job, params.as_deref(), wait),
+        Command::Run { job, params, wait } => control::run(&context, &job, params, wait),
         Command::Cancel { id } => control::simple(&context, &ControlRequest::Cancel { id }),
         Command::Pause { job } => control::simple(&context, &ControlRequest::Pause { job }),
         Command::Resume { job } => control::simple(&context, &ControlRequest::Resume { job }),
@@ -147,6 +147,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Why { job } => why::run(&context, &job),
         Command::Completions { shell } => generate::completions(shell),
         Command::Manual { page } => generate::manual(page),
+    }
+}
+
+/// Ends the CLI quietly, as other Unix tools do, when its reader goes away (`pacer history |
+/// head`).
+pub fn quiet_on_closed_pipe() {
+    crate::sys::restore_default_actions(&[nix::sys::signal::Signal::SIGPIPE]);
+}
+
+/// `--since`, `--until`, `--from`: an RFC 3339 instant or a duration ago, read by clap so that a
+/// bad one is a usage error (exit 2) like any other.
+fn instant_arg(text: &str) -> Result<jiff::Timestamp, String> {
+    crate::time::parse_instant_or_ago(text, jiff::Timestamp::now())
+}
+
+/// `--params`: a JSON object.
+fn params_arg(text: &str) -> Result<serde_json::Value, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    if value.is_object() {
+        Ok(value)
+    } else {
+        Err("must be a JSON object such as '{\"key\": \"value\"}'".to_owned())
     }
 }
 

@@ -2,14 +2,13 @@
 
 use std::process::ExitCode;
 
-use anyhow::anyhow;
 use clap::Args;
 
 use super::table::{Table, millis};
 use super::{Context, print_json};
-use crate::store::History;
 use crate::store::sqlite::SqliteHistory;
-use crate::time::{parse_instant_or_ago, to_ms};
+use crate::store::{History, StoreError};
+use crate::time::to_ms;
 
 /// What `pacer stats` covers.
 #[derive(Debug, Args)]
@@ -18,22 +17,19 @@ pub struct StatsArgs {
     #[arg(long, value_name = "J")]
     job: Option<String>,
     /// Runs scheduled at or after T: RFC 3339, or a duration ago such as 7d.
-    #[arg(long, value_name = "T")]
-    since: Option<String>,
+    #[arg(long, value_name = "T", value_parser = super::instant_arg)]
+    since: Option<jiff::Timestamp>,
 }
 
 pub fn run(context: &Context, args: &StatsArgs) -> anyhow::Result<ExitCode> {
-    let since = args
-        .since
-        .as_deref()
-        .map(|t| {
-            parse_instant_or_ago(t, jiff::Timestamp::now())
-                .map(to_ms)
-                .map_err(|e| anyhow!("--since: {e}"))
-        })
-        .transpose()?;
+    let since = args.since.map(to_ms);
     let settings = context.settings()?;
-    let stats = SqliteHistory::open(&settings.database)?.stats(args.job.as_deref(), since)?;
+    let stats = match SqliteHistory::open(&settings.database) {
+        Ok(history) => history.stats(args.job.as_deref(), since)?,
+        // Before pacerd's first start there are no runs to count, which is no error.
+        Err(StoreError::Missing(_)) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
     if context.json {
         print_json(&stats)?;
         return Ok(ExitCode::SUCCESS);

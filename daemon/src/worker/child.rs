@@ -43,6 +43,8 @@ pub fn main() -> ! {
 }
 
 fn serve() -> Result<(), String> {
+    // A plugin's faults end the process with their own signal, which the run's record names.
+    sys::restore_default_actions(&[Signal::SIGSEGV, Signal::SIGBUS]);
     // Dies with the daemon; if the daemon is already gone the channel read below sees EOF.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| format!("cannot set the parent-death signal: {e}"))?;

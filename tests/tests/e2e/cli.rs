@@ -17,13 +17,21 @@ fn without_a_daemon_each_verb_says_so_or_falls_back() {
     assert_eq!(status.json()["running"], false);
 
     let history = sandbox.pacer(["history"]);
-    assert_eq!(history.code, 1, "{history}");
     assert_eq!(
-        history.stderr.lines().count(),
-        1,
-        "one line, not a trace: {history}"
+        history.code, 0,
+        "before the first start, no runs: {history}"
     );
-    assert!(history.stderr.contains("no run history at "), "{history}");
+    assert_eq!(history.stdout, "no runs match\n");
+    assert_eq!(sandbox.pacer_json(&["history"]), serde_json::json!([]));
+    assert_eq!(sandbox.pacer_json(&["stats"]), serde_json::json!([]));
+    let show = sandbox.pacer(["show", "1"]);
+    assert_eq!(show.code, 1, "{show}");
+    assert_eq!(
+        show.stderr.lines().count(),
+        1,
+        "one line, not a trace: {show}"
+    );
+    assert!(show.stderr.contains("no run history at "), "{show}");
 
     let jobs = sandbox.pacer_json(&["jobs"]);
     assert_eq!(jobs[0]["name"], "nightly");
@@ -98,15 +106,22 @@ fn bad_arguments_are_usage_errors() {
         vec!["no-such-verb"],
         vec!["history", "--limit", "many"],
         vec!["history", "--status", "exploded"],
+        vec!["history", "--until", "2026-11-26"],
+        vec!["stats", "--since", "xyz"],
+        vec!["check", "--from", "tomorrow"],
+        vec!["run", "j", "--params", "{bad"],
+        vec!["run", "j", "--params", "[1]"],
         vec!["show"],
     ] {
         let out = sandbox.pacer(&args);
         assert_eq!(out.code, 2, "{out}");
     }
     let bad_since = sandbox.pacer(["history", "--since", "yesterday"]);
-    assert_eq!(bad_since.code, 1, "{bad_since}");
+    assert_eq!(bad_since.code, 2, "{bad_since}");
     assert!(
-        bad_since.stderr.contains("--since: `yesterday` is neither"),
+        bad_since
+            .stderr
+            .contains("invalid value 'yesterday' for '--since <T>': `yesterday` is neither"),
         "{bad_since}"
     );
     let missing = sandbox.pacer(["show", "99"]);

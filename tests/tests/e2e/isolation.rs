@@ -194,6 +194,8 @@ fn c_plugin_faults_cost_one_record_each() {
         ("c-hangs", "hang", "timeout = \"1s\""),
         ("c-floods", "flood", ""),
         ("c-leaks", "leak", "memory_limit = \"256M\""),
+        ("c-leaks-blind", "leak-blind", "memory_limit = \"256M\""),
+        ("c-raises", "raise-segv", ""),
     ] {
         jobs += &job(
             name,
@@ -226,6 +228,16 @@ fn c_plugin_faults_cost_one_record_each() {
             ),
             ("c-hangs", "timed_out", "timed out after 1s"),
             ("c-leaks", "failed", "out of memory after "),
+            (
+                "c-leaks-blind",
+                "crashed",
+                "the run's process was killed by signal 11 (SIGSEGV); memory_limit is 256M",
+            ),
+            (
+                "c-raises",
+                "crashed",
+                "the run's process was killed by signal 11 (SIGSEGV)",
+            ),
         ],
     );
     assert_grandchild_killed(&sandbox, "c-hangs");
