@@ -31,7 +31,7 @@ pub fn run(
             Response::Run(update) => {
                 report(context, &update);
                 outcome = match update {
-                    RunUpdate::Started { .. } => Ok(None),
+                    RunUpdate::Started { .. } | RunUpdate::Queued { .. } => Ok(None),
                     RunUpdate::Skipped { reason } => Err(format!("skipped: {reason}")),
                     RunUpdate::Finished { status, .. } => Ok(Some(status)),
                 };
@@ -62,6 +62,7 @@ fn report(context: &Context, update: &RunUpdate) {
     match update {
         RunUpdate::Started { id, attempt: 1 } => println!("started run {id}"),
         RunUpdate::Started { id, attempt } => println!("started run {id} (attempt {attempt})"),
+        RunUpdate::Queued { reason } => println!("queued: {reason}"),
         RunUpdate::Skipped { .. } => {}
         RunUpdate::Finished { id, status, error } => match error {
             Some(error) => println!("run {id} {status}: {error}"),

@@ -666,16 +666,26 @@ impl Engine {
         let params = merge_params(&job.params, params)?;
         let (notify, updates) = mpsc::unbounded_channel();
         let request = Request {
-            job,
+            job: Arc::clone(&job),
             trigger: Trigger::Manual,
             attempt: 1,
             scheduled_at: now,
             params: Arc::new(params),
             advances_schedule: false,
-            notify: Some(notify),
+            notify: Some(notify.clone()),
         };
         self.submit(request, now);
         self.admit(now);
+        // Still waiting after admission: say so now rather than when it starts, which may be
+        // much later. (A manual fire is due `now`.)
+        if let Some((_, _, reason)) = self
+            .dispatcher
+            .waiting(&job.name)
+            .into_iter()
+            .find(|(due, since, _)| *due == now && *since == now)
+        {
+            let _ = notify.send(RunUpdate::Queued { reason });
+        }
         Ok(updates)
     }
 
@@ -948,7 +958,7 @@ async fn forward_updates(
         let last = !wait
             && matches!(
                 update,
-                RunUpdate::Started { .. } | RunUpdate::Skipped { .. }
+                RunUpdate::Started { .. } | RunUpdate::Queued { .. } | RunUpdate::Skipped { .. }
             )
             || matches!(update, RunUpdate::Skipped { .. });
         if reply.send(Response::Run(update)).is_err() || last {

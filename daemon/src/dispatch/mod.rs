@@ -68,6 +68,12 @@ pub enum RunUpdate {
         /// Its attempt.
         attempt: u32,
     },
+    /// It waits for admission (a cap, a pool, pressure, or its job's previous run), for this
+    /// reason; it gets its id when it starts.
+    Queued {
+        /// What it waits for.
+        reason: String,
+    },
     /// A policy declined it, for this reason.
     Skipped {
         /// Which policy and why.

@@ -385,7 +385,8 @@ fn manual_runs_follow_the_job_policies() {
     jobs += "\n[[jobs]]\nname = \"hello\"\nplugin = \"exec\"\nparams = { command = \"echo hello $GREETING\", env = { GREETING = \"job\" } }\n";
     jobs += "\n[[jobs]]\nname = \"fails\"\nplugin = \"exec\"\nretries = 1\nretry_backoff = \"1s\"\nparams = { command = \"exit 4\" }\n";
     jobs += "\n[[jobs]]\nname = \"slow\"\nplugin = \"testkit\"\nparams = { action = \"sleep\", ms = 60000 }\n";
-    sandbox.write_config("", &jobs);
+    jobs += "\n[[jobs]]\nname = \"in-turn\"\nplugin = \"testkit\"\noverlap = \"queue\"\nparams = { action = \"sleep\", ms = 60000 }\n";
+    sandbox.write_config("shutdown_grace = \"1s\"", &jobs);
     let _daemon = sandbox.start();
 
     let started = sandbox.pacer(["run", "hello"]);
@@ -471,7 +472,15 @@ fn manual_runs_follow_the_job_policies() {
         "{unknown}"
     );
     let bad_params = sandbox.pacer(["run", "hello", "--params", "[1]"]);
-    assert_eq!(bad_params.code, 1);
+    assert_eq!(bad_params.code, 2, "a usage error: {bad_params}");
+
+    assert_eq!(sandbox.pacer(["run", "in-turn"]).code, 0);
+    let queued = sandbox.pacer(["run", "in-turn"]);
+    assert_eq!(queued.code, 0, "accepted, waiting its turn: {queued}");
+    assert_eq!(
+        queued.stdout, "queued: waiting for the previous run of `in-turn` to end (overlap)\n",
+        "said at once, not when it starts"
+    );
 }
 
 #[test]
