@@ -251,6 +251,7 @@ timezone = "Mars/Olympus"
 [[jobs]]
 name = "a"
 plugin = "exec"
+retries = -1
 
 [[jobs]]
 name = "c"
@@ -267,9 +268,10 @@ overlap = "sometimes"
             "8:12: invalid schedule `61 * * * *`: minute field `61`: `61` is out of range; values are 0-59",
             "13:12: unknown time zone `Mars/Olympus`: expected an IANA name such as `Europe/Berlin` or `UTC` from the system's tz database (/usr/share/zoneinfo)",
             "16:8: duplicate job name `a`: first defined at PATH:6:8; job names must be unique",
-            "22:8: unknown pool `nope`: define [pools.nope] or use one of: default",
-            "23:11: timeout: `10 minutes` is not a duration such as 500ms, 30s, 10m, 2h, 7d or 1h30m",
-            "24:11: overlap `sometimes` is not one of `skip`, `queue`, `replace`, `allow`",
+            "18:11: retries must be at least 0, not -1",
+            "23:8: unknown pool `nope`: define [pools.nope] or use one of: default",
+            "24:11: timeout: `10 minutes` is not a duration such as 500ms, 30s, 10m, 2h, 7d or 1h30m",
+            "25:11: overlap `sometimes` is not one of `skip`, `queue`, `replace`, `allow`",
         ],
         "all errors: {errors:?}"
     );

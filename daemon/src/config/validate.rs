@@ -305,6 +305,8 @@ fn validate_jobs(
                     name.get_ref()
                 ),
             ));
+            // Its other errors are reported too, so one pass finds them all.
+            let _ = validate_job(&source, job, daemon, pools, env, errors, &mut schedules);
             continue;
         }
         seen.insert(name.get_ref().clone(), location);
