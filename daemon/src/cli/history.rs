@@ -79,32 +79,9 @@ fn print_runs(
         println!("no runs match");
         return Ok(ExitCode::SUCCESS);
     }
-    let mut table = Table::new(vec![
-        "ID",
-        "JOB",
-        "STATUS",
-        "TRIGGER",
-        "SCHEDULED",
-        "DURATION",
-        "QUEUED",
-        "ERROR",
-    ]);
+    let mut table = Table::new(COLUMNS.to_vec());
     for run in runs {
-        let trigger = if run.attempt > 1 {
-            format!("{} #{}", run.trigger, run.attempt)
-        } else {
-            run.trigger.to_string()
-        };
-        table.row(vec![
-            run.id.to_string(),
-            run.job.clone(),
-            run.status.to_string(),
-            trigger,
-            when(Some(run.scheduled_at)),
-            millis(run.duration_ms),
-            millis(run.queue_ms),
-            short(run.error.as_deref(), 60),
-        ]);
+        table.row(cells(run));
     }
     table.print();
     if let Some(last) = runs.last().filter(|last| {
@@ -113,6 +90,37 @@ fn print_runs(
         println!("(more: {})", next_page(args, last.id));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The columns of a run's row, in the table and in `--follow`.
+const COLUMNS: [&str; 8] = [
+    "ID",
+    "JOB",
+    "STATUS",
+    "TRIGGER",
+    "SCHEDULED",
+    "DURATION",
+    "QUEUED",
+    "ERROR",
+];
+
+/// A run's row: its cells under [`COLUMNS`].
+fn cells(run: &RunRecord) -> Vec<String> {
+    let trigger = if run.attempt > 1 {
+        format!("{} #{}", run.trigger, run.attempt)
+    } else {
+        run.trigger.to_string()
+    };
+    vec![
+        run.id.to_string(),
+        run.job.clone(),
+        run.status.to_string(),
+        trigger,
+        when(Some(run.scheduled_at)),
+        millis(run.duration_ms),
+        millis(run.queue_ms),
+        short(run.error.as_deref(), 60),
+    ]
 }
 
 /// The command that lists the next page: the same filters, before the page's oldest run.
@@ -212,25 +220,23 @@ impl Printer {
         if self.json {
             writeln!(out, "{}", serde_json::to_string(run)?)?;
         } else {
+            // Rows come one at a time, so columns get fixed widths (a long job name shifts its
+            // own row only).
+            const WIDTHS: [usize; 7] = [8, 20, 10, 12, 25, 9, 7];
+            let line = |cells: &[String]| {
+                let mut line = String::new();
+                for (cell, width) in cells.iter().zip(WIDTHS) {
+                    line.push_str(&format!("{cell:<width$} "));
+                }
+                line.push_str(cells.last().map_or("", String::as_str));
+                line.trim_end().to_owned()
+            };
             if !self.header {
-                writeln!(
-                    out,
-                    "{:<8} {:<20} {:<10} {:<9} {:<25} {:<9} ERROR",
-                    "ID", "JOB", "STATUS", "TRIGGER", "SCHEDULED", "DURATION"
-                )?;
+                let header: Vec<String> = COLUMNS.iter().map(|c| (*c).to_owned()).collect();
+                writeln!(out, "{}", line(&header))?;
                 self.header = true;
             }
-            writeln!(
-                out,
-                "{:<8} {:<20} {:<10} {:<9} {:<25} {:<9} {}",
-                run.id,
-                run.job,
-                run.status,
-                run.trigger,
-                when(Some(run.scheduled_at)),
-                millis(run.duration_ms),
-                short(run.error.as_deref(), 80)
-            )?;
+            writeln!(out, "{}", line(&cells(run)))?;
         }
         out.flush()?;
         Ok(())
