@@ -7,7 +7,7 @@
 //! |---|---|---|---|
 //! | `smtp_host` | string | required | the mail server's host name or IP address |
 //! | `smtp_port` | integer | `25` | its SMTP port: 25, or 587 for submission |
-//! | `starttls` | string | `"opportunistic"` | `"off"`, `"opportunistic"` (encrypt when the server offers STARTTLS) or `"required"` (fail when it does not) |
+//! | `starttls` | string | `"opportunistic"` | `"off"`, `"opportunistic"` (encrypt when the server offers STARTTLS; never log in unencrypted) or `"required"` (fail when it does not) |
 //! | `username` | string | none | log in with AUTH PLAIN or AUTH LOGIN as this user |
 //! | `password` | string | none | the password for `username` |
 //! | `password_file` | string | none | a file holding the password instead (a trailing newline is dropped); a relative path is taken from the directory of the job's config file |
@@ -351,6 +351,15 @@ impl<'a> Session<'a> {
     fn login(&mut self, username: &str, credentials: &Credentials) -> Result<(), Error> {
         check(self.ctx)?;
         let server = &self.server;
+        // "opportunistic" may send a mail in clear, never a password: that takes an explicit
+        // "off".
+        if self.mailing.starttls == StartTls::Opportunistic && !self.connection.is_encrypted() {
+            bail!(
+                "mail server {server} does not offer STARTTLS, so the password of `{username}` \
+                 would cross the network unencrypted; nothing was sent. Use a server that offers \
+                 STARTTLS, or set starttls = \"off\" to log in without encryption anyway"
+            );
+        }
         let mechanisms = [Mechanism::Plain, Mechanism::Login];
         let offered = self
             .connection

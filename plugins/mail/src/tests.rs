@@ -229,6 +229,30 @@ fn opportunistic_starttls_without_an_offer_sends_in_plain_text_and_warns() {
 }
 
 #[test]
+fn opportunistic_starttls_never_sends_a_password_in_clear() {
+    let server = SmtpServer::start(Setup {
+        auth: Some(("PLAIN LOGIN", "pacer", "s3cret")),
+        ..Setup::default()
+    });
+    let outcome = run(mail(
+        &server,
+        json!({ "username": "pacer", "password": "s3cret" }),
+    ));
+    assert_eq!(
+        failure(outcome),
+        format!(
+            "mail server 127.0.0.1:{} does not offer STARTTLS, so the password of `pacer` would \
+             cross the network unencrypted; nothing was sent. Use a server that offers \
+             STARTTLS, or set starttls = \"off\" to log in without encryption anyway",
+            server.port()
+        )
+    );
+    let session = server.session();
+    assert_eq!(session.login, None, "no credentials went out");
+    assert_eq!(session.data, None);
+}
+
+#[test]
 fn a_password_logs_in_with_plain_or_login() {
     for mechanisms in ["PLAIN LOGIN", "LOGIN"] {
         let server = SmtpServer::start(Setup {
@@ -237,7 +261,7 @@ fn a_password_logs_in_with_plain_or_login() {
         });
         let outcome = run(mail(
             &server,
-            json!({ "username": "pacer", "password": "s3cret pass" }),
+            json!({ "username": "pacer", "password": "s3cret pass", "starttls": "off" }),
         ));
         assert!(outcome.ok, "{mechanisms}: {outcome:?}");
         let session = server.session();
@@ -273,7 +297,7 @@ fn a_password_file_is_read_without_its_trailing_newline() {
         });
         let outcome = run(mail(
             &server,
-            json!({ "username": "pacer", "password_file": path }),
+            json!({ "username": "pacer", "password_file": path, "starttls": "off" }),
         ));
         assert!(outcome.ok, "{name}: {outcome:?}");
         assert_eq!(
@@ -306,7 +330,7 @@ fn a_rejected_login_quotes_the_server() {
     });
     let outcome = run(mail(
         &server,
-        json!({ "username": "pacer", "password": "wrong" }),
+        json!({ "username": "pacer", "password": "wrong", "starttls": "off" }),
     ));
     assert_eq!(
         failure(outcome),

@@ -147,6 +147,8 @@ plugin = "mail"
 [jobs.params]
 smtp_host = "127.0.0.1"
 smtp_port = {}
+# This server offers no STARTTLS; logging in unencrypted takes an explicit "off".
+starttls = "off"
 username = "pacer"
 password_file = "secrets/smtp-password"
 from = "Pacer <pacer@example.com>"
