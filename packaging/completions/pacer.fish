@@ -70,7 +70,7 @@ complete -c pacer -n "__fish_pacer_using_subcommand stats" -l json -d 'Print JSO
 complete -c pacer -n "__fish_pacer_using_subcommand stats" -s h -l help -d 'Print help'
 complete -c pacer -n "__fish_pacer_using_subcommand stats" -s V -l version -d 'Print version'
 complete -c pacer -n "__fish_pacer_using_subcommand check" -l next -d 'How many fires to list per job' -r
-complete -c pacer -n "__fish_pacer_using_subcommand check" -l from -d 'List fires strictly after T (RFC 3339); default: now' -r
+complete -c pacer -n "__fish_pacer_using_subcommand check" -l from -d 'List fires strictly after T (RFC 3339, or a duration ago); default: now' -r
 complete -c pacer -n "__fish_pacer_using_subcommand check" -l config -d 'The config file [env: PACER_CONFIG] [default: /etc/pacer/pacer.toml]' -r -F
 complete -c pacer -n "__fish_pacer_using_subcommand check" -l json -d 'Print JSON instead of a table'
 complete -c pacer -n "__fish_pacer_using_subcommand check" -s h -l help -d 'Print help'
