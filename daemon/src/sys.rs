@@ -6,7 +6,7 @@
 
 use std::ffi::{CStr, c_char};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -199,6 +199,40 @@ unsafe extern "C" fn host_deadline_ms(h: *mut Host) -> i64 {
 /// which names the file and the reason ("file too short", "wrong ELF class"), is its source.
 fn dl_error(error: &libloading::Error) -> String {
     std::error::Error::source(error).map_or_else(|| error.to_string(), ToString::to_string)
+}
+
+/// The supplementary groups of the process at the other end of a Unix socket, as the kernel
+/// recorded them when it connected (`SO_PEERGROUPS`, Linux 4.13). Unlike `/proc/PID/status`,
+/// this needs no view of the peer's process, which systemd's `ProtectProc=invisible` hides.
+pub fn peer_groups(socket: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
+    let size = size_of::<libc::gid_t>();
+    let mut groups: Vec<libc::gid_t> = vec![0; 32];
+    loop {
+        let mut len = libc::socklen_t::try_from(groups.len() * size)
+            .map_err(|_| io::Error::other("too many groups"))?;
+        // SAFETY: `groups` is valid for `len` bytes, and the kernel writes at most `len` bytes
+        // and stores in `len` how many it wrote (or, with ERANGE, how many it needs).
+        let rc = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &raw mut len,
+            )
+        };
+        let written = usize::try_from(len).unwrap_or(0) / size;
+        if rc == 0 {
+            groups.truncate(written);
+            return Ok(groups);
+        }
+        let error = io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::ERANGE) && written > groups.len() {
+            groups.resize(written, 0);
+            continue;
+        }
+        return Err(error);
+    }
 }
 
 /// Gives `signals` the kernel's default action again.

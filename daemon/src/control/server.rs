@@ -29,11 +29,11 @@ pub struct Access {
 }
 
 impl Access {
-    fn allows(self, uid: u32, gid: u32, pid: Option<i32>) -> bool {
-        uid == 0
-            || uid == self.daemon_uid
-            || gid == self.socket_gid
-            || pid.is_some_and(|pid| supplementary_groups(pid).contains(&self.socket_gid))
+    fn allows(self, peer: &Peer) -> bool {
+        peer.uid == 0
+            || peer.uid == self.daemon_uid
+            || peer.gid == self.socket_gid
+            || peer.groups.contains(&self.socket_gid)
     }
 
     fn refusal(self, verb: &str, uid: u32) -> String {
@@ -50,22 +50,29 @@ impl Access {
     }
 }
 
-/// The `Groups:` line of `/proc/PID/status`: the peer's supplementary groups, which the
-/// socket's credentials do not carry.
-fn supplementary_groups(pid: i32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status.lines().find_map(|line| {
-                line.strip_prefix("Groups:").map(|groups| {
-                    groups
-                        .split_whitespace()
-                        .filter_map(|g| g.parse().ok())
-                        .collect()
-                })
-            })
+/// Who is at the other end of a connection, as the kernel recorded it when it connected.
+#[derive(Debug)]
+struct Peer {
+    uid: u32,
+    gid: u32,
+    /// Its supplementary groups, which the credentials (`SO_PEERCRED`) do not carry.
+    groups: Vec<u32>,
+}
+
+impl Peer {
+    fn of(stream: &UnixStream) -> Option<Peer> {
+        use std::os::fd::AsFd;
+        let credentials = stream.peer_cred().ok()?;
+        let groups = crate::sys::peer_groups(stream.as_fd()).unwrap_or_else(|e| {
+            tracing::debug!("cannot read the peer's groups: {e}");
+            Vec::new()
+        });
+        Some(Peer {
+            uid: credentials.uid(),
+            gid: credentials.gid(),
+            groups,
         })
-        .unwrap_or_default()
+    }
 }
 
 /// Binds the socket: refuses when another daemon answers on it, replaces a stale one, and
@@ -111,7 +118,7 @@ pub async fn serve(listener: UnixListener, engine: mpsc::Sender<Incoming>, acces
 }
 
 async fn handle(stream: UnixStream, engine: mpsc::Sender<Incoming>, access: Access) {
-    let peer = stream.peer_cred().ok();
+    let peer = Peer::of(&stream);
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST as u64));
@@ -139,7 +146,7 @@ async fn handle(stream: UnixStream, engine: mpsc::Sender<Incoming>, access: Acce
 
 async fn pass_on(
     request: Result<Request, String>,
-    peer: Option<tokio::net::unix::UCred>,
+    peer: Option<Peer>,
     access: Access,
     engine: &mpsc::Sender<Incoming>,
     reply: mpsc::UnboundedSender<Response>,
@@ -151,12 +158,42 @@ async fn pass_on(
             return;
         }
     };
-    let allowed = peer.is_some_and(|p| access.allows(p.uid(), p.gid(), p.pid()));
+    let allowed = peer.as_ref().is_some_and(|p| access.allows(p));
     if request.mutates() && !allowed {
-        let message = access.refusal(request.verb(), peer.map_or(u32::MAX, |p| p.uid()));
+        let message = access.refusal(request.verb(), peer.map_or(u32::MAX, |p| p.uid));
         tracing::warn!("{message}");
         let _ = reply.send(Response::Error { message });
         return;
     }
     let _ = engine.send(Incoming { request, reply }).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_peer_carries_its_supplementary_groups_without_proc() {
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let peer = Peer::of(&ours).unwrap();
+        let mut expected: Vec<u32> = nix::unistd::getgroups()
+            .unwrap()
+            .into_iter()
+            .map(nix::unistd::Gid::as_raw)
+            .collect();
+        let mut groups = peer.groups.clone();
+        expected.sort_unstable();
+        groups.sort_unstable();
+        assert_eq!(groups, expected);
+        assert_eq!(peer.uid, nix::unistd::geteuid().as_raw());
+        let access = Access {
+            socket_gid: groups.first().copied().unwrap_or(u32::MAX),
+            daemon_uid: u32::MAX,
+        };
+        assert_eq!(
+            access.allows(&Peer { uid: 4242, gid: 4242, ..peer }),
+            !groups.is_empty(),
+            "a supplementary group is enough"
+        );
+    }
 }

@@ -690,11 +690,12 @@ impl Engine {
     }
 
     fn set_paused(&mut self, name: &str, paused: bool) -> Response {
-        if self.config.job(name).is_none() {
+        let Some(job) = self.config.job(name) else {
             return Response::Error {
                 message: unknown_job(name),
             };
-        }
+        };
+        self.metrics.paused(job, paused, self.env.clock.now());
         let changed = if paused {
             self.paused.insert(name.to_owned())
         } else {
@@ -792,7 +793,8 @@ impl Engine {
                 notes.push(format!("`{key}` changes apply at the next start"));
             }
         }
-        self.metrics.schedules(&new.jobs, self.env.clock.now());
+        self.metrics
+            .schedules(&new.jobs, &self.paused, self.env.clock.now());
         self.config = Arc::new(new);
         // A reload re-reads everything, the plugins too (cheap: unchanged libraries are not
         // loaded again), so it is the way to make anything the watch missed count.

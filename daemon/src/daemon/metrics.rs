@@ -2,7 +2,7 @@
 //! per pool, plugin refusals and the last success per job. Labels are bounded by the config
 //! (job, pool names), by the statuses, and by the skip kinds: never run ids.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -19,11 +19,16 @@ use super::runner::RunSpan;
 use crate::config::{Job, Jobs};
 use crate::dispatch::{DispatchStatus, SkipKind};
 use crate::model::Status;
-use crate::time::to_ms;
+use crate::time::{from_ms, to_ms};
 
-/// How many upcoming fires [`Metrics::schedules`] looks at for a job's longest gap: enough to
-/// span a week of a weekdays-only schedule.
+/// How many upcoming fires [`Metrics::schedules`] looks at for a job's longest gap, exactly.
 const FIRES_FOR_INTERVAL: usize = 16;
+
+/// Longer gaps further ahead (nights and weekends of `*/5 9-17 * * MON-FRI`) are found by
+/// probing every [`PROBE_EVERY_MS`] over [`PROBE_SPAN_MS`]: a gap's length is known to within
+/// one probe step, at 96 next-fire computations per job.
+const PROBE_EVERY_MS: i64 = 2 * 3_600_000;
+const PROBE_SPAN_MS: i64 = 8 * 86_400_000;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobStatus {
@@ -226,20 +231,39 @@ impl Metrics {
     }
 
     /// Sets each scheduled job's longest gap between its upcoming fires (at start and on
-    /// reload); jobs without a recurring schedule, or disabled, have no series.
-    pub fn schedules(&self, jobs: &Jobs, now: jiff::Timestamp) {
+    /// reload); jobs without a recurring schedule, disabled or paused (which are not expected
+    /// to succeed) have no series.
+    pub fn schedules(&self, jobs: &Jobs, paused: &HashSet<String>, now: jiff::Timestamp) {
         if !self.exported {
             return;
         }
         self.schedule_interval.clear();
-        for job in jobs.iter().filter(|job| job.enabled) {
-            if let Some(gap_ms) = longest_gap_ms(job, now) {
-                self.schedule_interval
-                    .get_or_create(&JobLabel {
-                        job: job.name.clone(),
-                    })
-                    .set(seconds(gap_ms));
-            }
+        for job in jobs.iter().filter(|job| !paused.contains(&job.name)) {
+            self.schedule(job, now);
+        }
+    }
+
+    /// Sets or removes `job`'s interval as it is paused or resumed.
+    pub fn paused(&self, job: &Job, paused: bool, now: jiff::Timestamp) {
+        if !self.exported {
+            return;
+        }
+        if paused {
+            self.schedule_interval.remove(&JobLabel {
+                job: job.name.clone(),
+            });
+        } else {
+            self.schedule(job, now);
+        }
+    }
+
+    fn schedule(&self, job: &Job, now: jiff::Timestamp) {
+        if let Some(gap_ms) = longest_gap_ms(job, now).filter(|_| job.enabled) {
+            self.schedule_interval
+                .get_or_create(&JobLabel {
+                    job: job.name.clone(),
+                })
+                .set(seconds(gap_ms));
         }
     }
 
@@ -286,11 +310,18 @@ impl Metrics {
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
-    /// The OpenMetrics exposition.
-    pub fn render(&self) -> String {
+    /// The exposition in `format`.
+    fn render(&self, format: Format) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        let _ = match format {
+            Format::OpenMetrics => {
+                prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            }
+            Format::Text => {
+                prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
+            }
+        };
         text
     }
 }
@@ -305,9 +336,27 @@ enum Format {
 }
 
 impl Format {
-    /// The format an `Accept` header asks for.
+    /// The format an `Accept` header prefers: OpenMetrics only when it weighs more (by `q`)
+    /// than every other type listed.
     fn negotiate(accept: Option<&str>) -> Format {
-        if accept.is_some_and(|accept| accept.contains("application/openmetrics-text")) {
+        let mut best = (0.0, Format::Text);
+        let mut other = 0.0_f64;
+        for item in accept.unwrap_or_default().split(',') {
+            let mut parts = item.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default();
+            let q = parts
+                .find_map(|p| p.strip_prefix("q="))
+                .and_then(|q| q.parse::<f64>().ok())
+                .unwrap_or(1.0);
+            if media.eq_ignore_ascii_case("application/openmetrics-text") {
+                if q > best.0 {
+                    best = (q, Format::OpenMetrics);
+                }
+            } else {
+                other = other.max(q);
+            }
+        }
+        if best.0 > 0.0 && best.0 >= other {
             Format::OpenMetrics
         } else {
             Format::Text
@@ -317,59 +366,13 @@ impl Format {
     fn content_type(self) -> &'static str {
         match self {
             Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+            Format::Text => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
         }
     }
 }
 
-/// Rewrites the OpenMetrics exposition in the Prometheus text format: a counter family is named
-/// with its `_total` suffix, `info` becomes a gauge named `_info`, and the `# UNIT` and `# EOF`
-/// lines, which that format lacks, go. Samples are written alike in both.
-fn to_text_format(openmetrics: &str) -> String {
-    let mut renamed: HashMap<&str, (String, &str)> = HashMap::new();
-    for line in openmetrics.lines() {
-        let Some(rest) = line.strip_prefix("# TYPE ") else {
-            continue;
-        };
-        match rest.split_once(' ') {
-            Some((name, "counter")) => {
-                renamed.insert(name, (format!("{name}_total"), "counter"));
-            }
-            Some((name, "info")) => {
-                renamed.insert(name, (format!("{name}_info"), "gauge"));
-            }
-            _ => {}
-        }
-    }
-    let mut text = String::with_capacity(openmetrics.len());
-    for line in openmetrics.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        let meta = ["# HELP ", "# TYPE "]
-            .into_iter()
-            .find_map(|prefix| Some((prefix, line.strip_prefix(prefix)?)));
-        match meta {
-            Some((prefix, rest)) => {
-                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-                match (renamed.get(name), prefix) {
-                    (Some((new_name, kind)), "# TYPE ") => {
-                        text.push_str(&format!("# TYPE {new_name} {kind}"));
-                    }
-                    (Some((new_name, _)), _) => {
-                        text.push_str(&format!("{prefix}{new_name} {tail}"));
-                    }
-                    (None, _) => text.push_str(line),
-                }
-            }
-            None => text.push_str(line),
-        }
-        text.push('\n');
-    }
-    text
-}
-
-/// The longest gap between the job's next [`FIRES_FOR_INTERVAL`] fires after `now`.
+/// The longest gap between the job's fires ahead: exact among the next
+/// [`FIRES_FOR_INTERVAL`], and to within a probe step over [`PROBE_SPAN_MS`].
 fn longest_gap_ms(job: &Job, now: jiff::Timestamp) -> Option<i64> {
     let mut previous = job.next_fire_after(now)?;
     let mut longest = None;
@@ -380,6 +383,16 @@ fn longest_gap_ms(job: &Job, now: jiff::Timestamp) -> Option<i64> {
         let gap = to_ms(next) - to_ms(previous);
         longest = Some(longest.map_or(gap, |l: i64| l.max(gap)));
         previous = next;
+    }
+    let start = to_ms(now);
+    let mut probe = start;
+    while probe < start + PROBE_SPAN_MS {
+        let Some(next) = job.next_fire_after(from_ms(probe)) else {
+            break;
+        };
+        let gap = to_ms(next) - probe;
+        longest = Some(longest.map_or(gap, |l: i64| l.max(gap)));
+        probe += PROBE_EVERY_MS;
     }
     longest
 }
@@ -427,12 +440,7 @@ async fn answer(mut stream: TcpStream, metrics: std::sync::Arc<Metrics>) {
     let (status, content_type, body) = match (method, path) {
         (Some("GET"), Some("/metrics")) => {
             let format = Format::negotiate(accept);
-            let openmetrics = metrics.render();
-            let body = match format {
-                Format::OpenMetrics => openmetrics,
-                Format::Text => to_text_format(&openmetrics),
-            };
-            ("200 OK", format.content_type(), body)
+            ("200 OK", format.content_type(), metrics.render(format))
         }
         _ => (
             "404 Not Found",
@@ -470,34 +478,36 @@ mod tests {
     fn the_text_format_names_counters_and_info_as_prometheus_does() {
         let metrics = Metrics::new(&["default".to_owned()], true);
         metrics.run_finished("j", Status::Succeeded, None);
-        let openmetrics = metrics.render();
-        assert!(
-            openmetrics.contains("# TYPE pacer_runs counter\n"),
-            "{openmetrics}"
-        );
-        assert!(openmetrics.ends_with("# EOF\n"));
-        let text = to_text_format(&openmetrics);
+        assert!(metrics.render(Format::OpenMetrics).ends_with("# EOF\n"));
+        let text = metrics.render(Format::Text);
         for expected in [
-            "# HELP pacer_runs_total Runs that ended, by job and status.\n",
             "# TYPE pacer_runs_total counter\n",
             "pacer_runs_total{job=\"j\",status=\"succeeded\"} 1\n",
             "# TYPE pacer_build_info gauge\n",
-            "pacer_build_info{version=\"",
-            "# TYPE pacer_schedule_lateness_seconds histogram\n",
-            "# TYPE pacer_in_flight gauge\npacer_in_flight{pool=\"default\"} 0\n",
+            "pacer_queue_wait_seconds_count{pool=\"default\"} 0\n",
         ] {
             assert!(text.contains(expected), "{expected} in:\n{text}");
         }
-        assert!(
-            !text.contains("# EOF") && !text.contains("# UNIT"),
-            "{text}"
-        );
+        assert!(!text.contains("# EOF"), "{text}");
+    }
+
+    #[test]
+    fn openmetrics_only_when_preferred() {
         assert_eq!(Format::negotiate(None), Format::Text);
+        assert_eq!(Format::negotiate(Some("*/*")), Format::Text);
+        // What Prometheus sends.
         assert_eq!(
             Format::negotiate(Some(
-                "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+                "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;\
+                 version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
             )),
             Format::OpenMetrics
+        );
+        assert_eq!(
+            Format::negotiate(Some(
+                "text/plain;version=0.0.4;q=0.9,application/openmetrics-text;q=0.5"
+            )),
+            Format::Text
         );
     }
 
@@ -505,25 +515,43 @@ mod tests {
     fn the_interval_is_the_longest_gap_ahead() {
         let (_dir, jobs) = jobs(&[
             ("weekdays", "0 7 * * MON-FRI"),
+            ("office-hours", "*/5 9-17 * * MON-FRI"),
             ("ten-seconds", "*/10 * * * * *"),
             ("at-boot", "@reboot"),
+            ("resting", "@daily"),
         ]);
-        // A Wednesday: the week's longest gap, Friday to Monday, is still ahead.
-        let now: jiff::Timestamp = "2027-01-06T12:00:00Z".parse().unwrap();
+        // A Wednesday morning: the week's longest gaps, the nights and Friday to Monday, are
+        // further ahead than the next sixteen fires of the office-hours job.
+        let now: jiff::Timestamp = "2027-01-06T10:00:00Z".parse().unwrap();
         let metrics = Metrics::new(&[], true);
-        metrics.schedules(&jobs, now);
-        let text = metrics.render();
+        let paused = HashSet::from(["resting".to_owned()]);
+        metrics.schedules(&jobs, &paused, now);
+        let interval = |job: &str| {
+            let text = metrics.render(Format::Text);
+            let series = format!("pacer_schedule_interval_seconds{{job=\"{job}\"}} ");
+            text.lines()
+                .find_map(|line| line.strip_prefix(&series))
+                .map(|value| value.parse::<f64>().unwrap())
+        };
+        assert_eq!(interval("weekdays"), Some(259_200.0));
+        let office = interval("office-hours").unwrap();
+        let weekend = 2.0 * 86_400.0 + 15.0 * 3_600.0 + 5.0 * 60.0;
         assert!(
-            text.contains("pacer_schedule_interval_seconds{job=\"weekdays\"} 259200.0"),
-            "{text}"
+            (weekend - 2.0 * 3_600.0..=weekend).contains(&office),
+            "Friday 17:55 to Monday 09:00, to within a probe step: {office}"
         );
-        assert!(
-            text.contains("pacer_schedule_interval_seconds{job=\"ten-seconds\"} 10.0"),
-            "{text}"
+        assert_eq!(interval("ten-seconds"), Some(10.0));
+        assert_eq!(interval("at-boot"), None);
+        assert_eq!(
+            interval("resting"),
+            None,
+            "a paused job is not expected to run"
         );
-        assert!(!text.contains("job=\"at-boot\""), "{text}");
 
+        let resting = jobs.iter().find(|job| job.name == "resting").unwrap();
+        metrics.paused(resting, false, now);
+        assert_eq!(interval("resting"), Some(86_400.0));
         metrics.job_removed("weekdays");
-        assert!(!metrics.render().contains("job=\"weekdays\""));
+        assert_eq!(interval("weekdays"), None);
     }
 }

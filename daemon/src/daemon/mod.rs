@@ -102,7 +102,12 @@ async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
     if metrics.exported() {
         let names = config.jobs.iter().map(|job| job.name.clone()).collect();
         metrics.seed_last_success(&store.last_successes(names).await?);
-        metrics.schedules(&config.jobs, clock.now());
+        let paused = states
+            .iter()
+            .filter(|(_, state)| state.paused)
+            .map(|(name, _)| name.clone())
+            .collect();
+        metrics.schedules(&config.jobs, &paused, clock.now());
     }
     let metrics_server = match config.daemon.metrics_listen {
         Some(address) => {
