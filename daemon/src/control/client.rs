@@ -17,12 +17,12 @@ pub enum ClientError {
     #[error("pacerd is not running (no answer on {0})")]
     NotRunning(String),
     /// The socket exists but may not be opened.
-    #[error("cannot reach pacerd on {path}: {source} (be root or in the socket's group)")]
+    #[error("cannot reach pacerd on {path}: {cause} (be root or in the socket's group)")]
     Denied {
         /// The socket.
         path: String,
-        /// The refusal.
-        source: std::io::Error,
+        /// The refusal (in the message, not a separate source, so it is said once).
+        cause: std::io::Error,
     },
     /// The exchange broke off.
     #[error("pacerd did not answer properly on {path}: {reason}")]
@@ -59,7 +59,7 @@ pub fn converse(
     let mut stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
         std::io::ErrorKind::PermissionDenied => ClientError::Denied {
             path: path.clone(),
-            source: e,
+            cause: e,
         },
         _ => ClientError::NotRunning(path.clone()),
     })?;

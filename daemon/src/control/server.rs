@@ -191,7 +191,11 @@ mod tests {
             daemon_uid: u32::MAX,
         };
         assert_eq!(
-            access.allows(&Peer { uid: 4242, gid: 4242, ..peer }),
+            access.allows(&Peer {
+                uid: 4242,
+                gid: 4242,
+                ..peer
+            }),
             !groups.is_empty(),
             "a supplementary group is enough"
         );

@@ -75,12 +75,12 @@ pub trait History {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database file could not be opened or created.
-    #[error("cannot open the database {path}: {source}{hint}")]
+    #[error("cannot open the database {path}: {cause}{hint}")]
     Open {
         /// The database file.
         path: std::path::PathBuf,
-        /// SQLite's reason.
-        source: rusqlite::Error,
+        /// SQLite's reason (in the message, not a separate source, so it is said once).
+        cause: rusqlite::Error,
         /// What to check.
         hint: &'static str,
     },
@@ -94,18 +94,29 @@ pub enum StoreError {
         /// ", pid N" when the holder wrote its pid.
         holder: String,
     },
+    /// The database cannot be looked at (its directory is not searchable for this user).
+    #[error(
+        "cannot read the run history at {path}: {cause}; be root or in pacerd's group (`pacer` \
+         for the packaged service)"
+    )]
+    Unreadable {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// Why.
+        cause: std::io::Error,
+    },
     /// There is no database yet (read-only opens do not create one).
     #[error(
         "no run history at {0} yet: pacerd creates it on its first start (check `database` in [daemon])"
     )]
     Missing(std::path::PathBuf),
     /// The schema could not be brought up to date.
-    #[error("cannot migrate the database {path}: {source}")]
+    #[error("cannot migrate the database {path}: {cause}")]
     Migrate {
         /// The database file.
         path: std::path::PathBuf,
         /// The migration's reason.
-        source: rusqlite_migration::Error,
+        cause: rusqlite_migration::Error,
     },
     /// A query or write failed.
     #[error("database error: {0}")]

@@ -33,7 +33,7 @@ fn lock_database(path: &Path) -> Result<WriterLock, StoreError> {
     let lock_path = PathBuf::from(format!("{}.lock", path.display()));
     let open_error = |e: std::io::Error| StoreError::Open {
         path: path.to_owned(),
-        source: rusqlite::Error::InvalidPath(lock_path.clone()),
+        cause: rusqlite::Error::InvalidPath(lock_path.clone()),
         hint: if e.kind() == std::io::ErrorKind::PermissionDenied {
             "; pacerd may not create files in its directory"
         } else {
@@ -68,7 +68,7 @@ fn open_for_writing(path: &Path) -> Result<(Connection, WriterLock), StoreError>
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| StoreError::Open {
             path: path.to_owned(),
-            source: rusqlite::Error::InvalidPath(parent.to_owned()),
+            cause: rusqlite::Error::InvalidPath(parent.to_owned()),
             hint: if e.kind() == std::io::ErrorKind::PermissionDenied {
                 "; pacerd may not create its directory: create it or fix `database` in [daemon]"
             } else {
@@ -76,9 +76,9 @@ fn open_for_writing(path: &Path) -> Result<(Connection, WriterLock), StoreError>
             },
         })?;
     }
-    let open_error = |source| StoreError::Open {
+    let open_error = |cause| StoreError::Open {
         path: path.to_owned(),
-        source,
+        cause,
         hint: "; check that the directory exists and pacerd may write to it",
     };
     let lock = lock_database(path)?;
@@ -94,9 +94,9 @@ fn open_for_writing(path: &Path) -> Result<(Connection, WriterLock), StoreError>
         .map_err(open_error)?;
     schema::migrations()
         .to_latest(&mut conn)
-        .map_err(|source| StoreError::Migrate {
+        .map_err(|cause| StoreError::Migrate {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
     Ok((conn, lock))
 }
@@ -107,8 +107,18 @@ fn open_for_writing(path: &Path) -> Result<(Connection, WriterLock), StoreError>
 /// last writer closes cleanly. Then the database is fully checkpointed, so reading it as
 /// `immutable` sees every run and needs no write access at all.
 fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
-    if !path.exists() {
-        return Err(StoreError::Missing(path.to_owned()));
+    match std::fs::metadata(path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(StoreError::Missing(path.to_owned()));
+        }
+        // Not "no history": the history is there, but not for this user.
+        Err(cause) => {
+            return Err(StoreError::Unreadable {
+                path: path.to_owned(),
+                cause,
+            });
+        }
     }
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let first = Connection::open_with_flags(path, flags).and_then(|conn| {
@@ -123,17 +133,17 @@ fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
                 "file:{}?immutable=1",
                 percent_encode_path(&std::path::absolute(path).unwrap_or_else(|_| path.to_owned()))
             );
-            Connection::open_with_flags(&uri, flags | OpenFlags::SQLITE_OPEN_URI).map_err(
-                |source| StoreError::Open {
+            Connection::open_with_flags(&uri, flags | OpenFlags::SQLITE_OPEN_URI).map_err(|cause| {
+                StoreError::Open {
                     path: path.to_owned(),
-                    source,
+                    cause,
                     hint: "; check that you may read it (pacer history needs read access)",
-                },
-            )
+                }
+            })
         }
-        Err(source) => Err(StoreError::Open {
+        Err(cause) => Err(StoreError::Open {
             path: path.to_owned(),
-            source,
+            cause,
             hint: "; reading a database that pacerd has open needs read access to it and to its \
                    -wal and -shm files (be root or in pacerd's group)",
         }),

@@ -475,3 +475,25 @@ async fn ids_are_never_reused_after_pruning() {
     let next = store.start_run(new_run("a", 2_000)).await.unwrap();
     assert!(next > last, "{next} follows {last}");
 }
+
+#[test]
+fn a_history_that_cannot_be_looked_at_is_not_called_missing() {
+    let (dir, path) = database();
+    assert!(matches!(
+        SqliteHistory::open(&path),
+        Err(StoreError::Missing(_))
+    ));
+    // A path through a regular file fails for every user, root included, as a denied
+    // directory does for others.
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    let error = SqliteHistory::open(&file.join("pacer.db")).unwrap_err();
+    assert!(matches!(error, StoreError::Unreadable { .. }), "{error}");
+    assert!(
+        error.to_string().starts_with(&format!(
+            "cannot read the run history at {}",
+            file.join("pacer.db").display()
+        )),
+        "{error}"
+    );
+}
