@@ -25,10 +25,15 @@ while [ $# -gt 0 ]; do
 done
 
 cd "$(dirname "$0")/.."
-built=${PACER_BUILD_DIR:-target/release}
+# Whatever the caller's umask, what is installed is readable by all and writable by root only.
+umask 022
 if [ "$build" = yes ]; then
     cargo build --release --workspace
 fi
+# Where cargo put the build (CARGO_TARGET_DIR or a config may move it from target/).
+built=${PACER_BUILD_DIR:-$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
+    | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release}
+[ "$built" != /release ] || built=target/release
 for file in pacerd pacer libpacer_plugin_exec.so; do
     if [ ! -e "$built/$file" ]; then
         echo "install.sh: $built/$file is missing; build with cargo build --release --workspace" >&2
@@ -46,7 +51,7 @@ for plugin in exec files http mail report; do
     mv -f "$dir/.libpacer_plugin_$plugin.so.tmp" "$dir/libpacer_plugin_$plugin.so"
 done
 
-mkdir -p "$root/etc/systemd/system"
+install -d -m0755 "$root/etc/systemd/system"
 sed "s#/usr/bin/pacerd#$prefix/bin/pacerd#" packaging/systemd/pacer.service \
     > "$root/etc/systemd/system/pacer.service"
 chmod 0644 "$root/etc/systemd/system/pacer.service"
@@ -56,7 +61,7 @@ if [ -e "$root/etc/pacer/pacer.toml" ]; then
 else
     install -Dm0644 packaging/pacer.toml "$root/etc/pacer/pacer.toml"
 fi
-mkdir -p "$root/etc/pacer/jobs.d"
+install -d -m0755 "$root/etc/pacer/jobs.d"
 
 install -Dm0644 packaging/completions/pacer.bash "$root$prefix/share/bash-completion/completions/pacer"
 install -Dm0644 packaging/completions/_pacer "$root$prefix/share/zsh/site-functions/_pacer"
@@ -67,6 +72,8 @@ install -Dm0644 packaging/man/pacerd.8 "$root$prefix/share/man/man8/pacerd.8"
 if [ -z "$destdir" ] && [ -d /run/systemd/system ]; then
     systemd-sysusers /etc/sysusers.d/pacer.conf
     systemctl daemon-reload
+    # An upgrade: a running service restarts on the new binaries (its runs get shutdown_grace).
+    systemctl try-restart pacer.service
     echo "installed; start it with: systemctl enable --now pacer"
 else
     echo "installed under ${destdir:-/}"

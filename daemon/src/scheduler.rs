@@ -83,6 +83,11 @@ enum Next {
 }
 
 impl Scheduler {
+    /// Applies a reloaded `max_catch_up`.
+    pub fn set_max_catch_up(&mut self, max_catch_up: u32) {
+        self.max_catch_up = max_catch_up;
+    }
+
     /// An empty scheduler for a daemon that started at `started_at` (Unix ms).
     pub fn new(started_at: i64, max_catch_up: u32) -> Scheduler {
         Scheduler {
@@ -263,7 +268,10 @@ impl Scheduler {
             let missed = fire <= self.started_at || fire < now - MISSED_AFTER_MS;
             if missed && !jumped && listed_missed == MAX_LISTED_MISSED {
                 jumped = true;
-                let tail = widest.saturating_mul(i64::from(self.max_catch_up.max(1)) + 1);
+                // At most as many again as were listed, so the listing stays bounded whatever
+                // max_catch_up says.
+                let tail_fires = self.max_catch_up.clamp(1, MAX_LISTED_MISSED);
+                let tail = widest.saturating_mul(i64::from(tail_fires) + 1);
                 let resume_after = now.saturating_sub(tail);
                 if resume_after > fire {
                     let resume = job.next_fire_after(from_ms(resume_after)).map(to_ms);

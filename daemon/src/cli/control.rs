@@ -42,6 +42,10 @@ pub fn run(
         outcome.is_ok()
     });
     not_running_is_an_error(talked)?;
+    if wait && matches!(outcome, Ok(None)) {
+        outcome =
+            Err("pacerd closed the connection before the run ended (see pacer history)".to_owned());
+    }
     match outcome {
         Ok(Some(Status::Succeeded)) | Ok(None) => Ok(ExitCode::SUCCESS),
         Ok(Some(_)) => Ok(ExitCode::FAILURE),

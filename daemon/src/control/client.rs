@@ -1,9 +1,12 @@
 //! The CLI's side of the control socket.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
+
+use nix::sys::socket::{MsgFlags, send};
 
 use super::{Request, Response};
 
@@ -56,7 +59,7 @@ pub fn converse(
     mut each: impl FnMut(Response) -> bool,
 ) -> Result<(), ClientError> {
     let path = socket.display().to_string();
-    let mut stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
+    let stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
         std::io::ErrorKind::PermissionDenied => ClientError::Denied {
             path: path.clone(),
             cause: e,
@@ -72,15 +75,27 @@ pub fn converse(
         .map_err(|e| protocol(e.to_string()))?;
     let mut line = serde_json::to_vec(request).map_err(|e| protocol(e.to_string()))?;
     line.push(b'\n');
-    stream
-        .write_all(&line)
-        .map_err(|e| protocol(e.to_string()))?;
+    send_all(&stream, &line).map_err(|e| protocol(e.to_string()))?;
     for answer in BufReader::new(stream).lines() {
         let answer = answer.map_err(|e| protocol(e.to_string()))?;
         let response: Response = serde_json::from_str(&answer)
             .map_err(|e| protocol(format!("unreadable answer: {e}")))?;
         if !each(response) {
             break;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `bytes` without raising SIGPIPE: `pacer` takes SIGPIPE's default action (so that
+/// `pacer history | head` ends quietly), and a daemon that closes mid-request must give an
+/// error message, not a silent death.
+fn send_all(stream: &UnixStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        match send(stream.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL) {
+            Ok(sent) => bytes = &bytes[sent..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())

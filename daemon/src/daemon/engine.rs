@@ -769,6 +769,7 @@ impl Engine {
                 self.metrics.job_removed(&job.name);
             }
         }
+        self.scheduler.set_max_catch_up(new.daemon.max_catch_up);
         self.dispatcher.reconfigure(
             new.daemon.max_concurrency,
             new.daemon.max_queue,

@@ -9,6 +9,7 @@ use std::path::Path;
 const CLASS_32: u8 = 1;
 const CLASS_64: u8 = 2;
 const LITTLE_ENDIAN: u8 = 1;
+const BIG_ENDIAN: u8 = 2;
 const TYPE_RELOCATABLE: u16 = 1;
 const TYPE_EXECUTABLE: u16 = 2;
 const TYPE_SHARED: u16 = 3;
@@ -52,7 +53,7 @@ const HOST_CLASS: u8 = if cfg!(target_pointer_width = "64") {
 const HOST_DATA: u8 = if cfg!(target_endian = "little") {
     LITTLE_ENDIAN
 } else {
-    2
+    BIG_ENDIAN
 };
 
 /// Whether the file at `path` is a shared library this process could load; if not, why, in
@@ -77,6 +78,12 @@ pub fn check_header(path: &Path) -> Result<(), String> {
         );
     }
     let (class, data) = (header[4], header[5]);
+    if ![CLASS_32, CLASS_64].contains(&class) || ![LITTLE_ENDIAN, BIG_ENDIAN].contains(&data) {
+        return Err(format!(
+            "not a shared library: its ELF header is invalid (class {class}, byte order {data}); \
+             the file is damaged or was never a library"
+        ));
+    }
     if class != HOST_CLASS {
         let bits = |class| if class == CLASS_64 { "64" } else { "32" };
         return Err(format!(
@@ -163,6 +170,11 @@ mod tests {
         );
         assert!(check(b"hello\n").unwrap_err().contains("no ELF header"));
         assert!(check(b"").unwrap_err().contains("no ELF header"));
+        assert!(
+            check(&header(0, HOST_DATA, TYPE_SHARED, HOST_MACHINE))
+                .unwrap_err()
+                .contains("its ELF header is invalid (class 0")
+        );
         let other = if HOST_MACHINE == 183 { 62 } else { 183 };
         let other_name = machine_name(other);
         assert!(

@@ -32,11 +32,17 @@ impl PluginWatcher {
         let filter = Arc::clone(&wanted);
         let relevant = move |dir: &Path, name: Option<&OsStr>| {
             let wanted = filter.lock().unwrap_or_else(PoisonError::into_inner);
-            wanted.iter().any(|plugins| plugins == dir)
-                || name.is_some_and(|name| {
+            match name {
+                // The watched directory itself went: a plugin directory, or the ancestor that
+                // stands in for a missing one.
+                None => wanted.iter().any(|plugins| plugins.starts_with(dir)),
+                Some(name) => {
                     let entry = dir.join(name);
-                    wanted.iter().any(|plugins| plugins.starts_with(&entry))
-                })
+                    wanted
+                        .iter()
+                        .any(|plugins| plugins == dir || plugins.starts_with(&entry))
+                }
+            }
         };
         let watch = DirWatch::new("plugin directory", Box::new(relevant), changes.clone())
             .map_err(|e| {

@@ -63,7 +63,13 @@ fn bad_libraries_are_refused_once_and_the_daemon_goes_on() {
     let half = plugins.join("libhalf.so");
     std::fs::write(&half, &bytes[..bytes.len() / 2]).unwrap();
     let mut other_arch = bytes.clone();
-    other_arch[18..20].copy_from_slice(&183_u16.to_le_bytes()); // e_machine = EM_AARCH64
+    // e_machine: another architecture than this one's.
+    let (other, other_name, this_name) = if cfg!(target_arch = "aarch64") {
+        (62_u16, "x86_64", "aarch64")
+    } else {
+        (183_u16, "aarch64", std::env::consts::ARCH)
+    };
+    other_arch[18..20].copy_from_slice(&other.to_le_bytes());
     let arm = plugins.join("libarm.so");
     std::fs::write(&arm, other_arch).unwrap();
     let dangling = plugins.join("libgone.so");
@@ -112,7 +118,9 @@ plugin = "dup"
         (&half, "HALF"),
         (
             &arm,
-            "cannot load the library: built for aarch64; this machine is x86_64",
+            &format!(
+                "cannot load the library: built for {other_name}; this machine is {this_name}"
+            ),
         ),
         (&dangling, "cannot read "),
     ];

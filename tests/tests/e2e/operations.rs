@@ -632,7 +632,15 @@ fn catch_up_once_and_all_after_downtime() {
                 .filter(|r| r["job"] == job && r["trigger"] == "catch_up")
                 .all(|r| r["status"] != "running")
         };
+        // "all" runs its fires one after another: wait for both, not a pause between them.
+        let every_ran = runs
+            .iter()
+            .filter(|r| {
+                r["job"] == "every" && r["trigger"] == "catch_up" && r["status"] == "succeeded"
+            })
+            .count();
         (runs.iter().filter(|r| r["trigger"] == "catch_up").count() >= 9
+            && every_ran == 2
             && done("every")
             && done("latest"))
         .then_some(runs)

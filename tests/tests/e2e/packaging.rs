@@ -108,6 +108,16 @@ fn the_deb_holds_a_complete_service() {
             "postinst lacks `{needle}`:\n{postinst}"
         );
     }
+    let postrm = std::fs::read_to_string(control.join("postrm")).unwrap();
+    for needle in [
+        "rm -rf /var/lib/pacer",
+        "rmdir --ignore-fail-on-non-empty /etc/pacer/jobs.d /etc/pacer",
+    ] {
+        assert!(
+            postrm.contains(needle),
+            "postrm lacks `{needle}`:\n{postrm}"
+        );
+    }
     let fields = std::fs::read_to_string(control.join("control")).unwrap();
     assert!(fields.contains("Package: pacer\n"), "{fields}");
     assert!(
