@@ -623,14 +623,11 @@ impl Dispatcher {
                     .map(move |e| (e, pool_name))
             })
             .map(|(entry, pool)| {
-                let reason = match &self.pressure_wait {
-                    Some(pressure) => format!("new starts wait: {pressure}"),
-                    None => format!(
-                        "waiting for a slot (pool `{pool}`; {} runs in flight of max_concurrency = {})",
-                        self.in_flight, self.max_concurrency
-                    ),
-                };
-                (entry.request.scheduled_at, entry.enqueued_at, reason)
+                (
+                    entry.request.scheduled_at,
+                    entry.enqueued_at,
+                    self.why_waiting(pool),
+                )
             })
             .collect();
         if let Some(entry) = self.jobs.get(name).and_then(|load| load.waiting.as_ref()) {
@@ -641,6 +638,32 @@ impl Dispatcher {
             ));
         }
         waiting
+    }
+
+    /// What holds the fires queued in `pool`: the first limit that is reached.
+    fn why_waiting(&self, pool: &str) -> String {
+        if let Some(pressure) = &self.pressure_wait {
+            return format!("new starts wait: {pressure}");
+        }
+        let state = self.pools.get(pool);
+        match state.and_then(|state| Some((state.in_flight, state.cap?))) {
+            Some((in_flight, cap)) if in_flight >= cap => format!(
+                "waiting for a slot in pool `{pool}` ({in_flight} runs in flight of its \
+                 max_concurrency = {cap})"
+            ),
+            _ if self.in_flight >= self.max_concurrency => format!(
+                "waiting for a slot (pool `{pool}`; {} runs in flight of max_concurrency = {})",
+                self.in_flight, self.max_concurrency
+            ),
+            _ => match state.and_then(|state| state.bucket.as_ref()) {
+                Some(bucket) => format!(
+                    "waiting for its turn: pool `{pool}` starts at most {} runs per second \
+                     (max_starts_per_second)",
+                    bucket.rate()
+                ),
+                None => format!("waiting for admission in pool `{pool}`"),
+            },
+        }
     }
 
     /// Runs in flight.

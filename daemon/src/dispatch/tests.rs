@@ -336,3 +336,30 @@ fn reconfigure_keeps_runs_and_applies_new_caps() {
     assert_eq!(d.admit(0).len(), 2);
     assert_eq!(d.in_flight(), 3);
 }
+
+#[test]
+fn a_waiting_fire_names_the_limit_that_holds_it() {
+    let (_dir, config) = config(&jobs(
+        "",
+        &[
+            ("a", "pool = \"slow\""),
+            ("b", "pool = \"slow\""),
+            ("r1", "pool = \"rated\""),
+            ("r2", "pool = \"rated\""),
+            ("r3", "pool = \"rated\""),
+        ],
+    ));
+    let mut d = dispatcher(&config);
+    for job in ["a", "b", "r1", "r2", "r3"] {
+        d.submit(request(&config, job, 0), 0);
+    }
+    assert_eq!(names(&d.admit(0)), ["a", "r1", "r2"]);
+    assert_eq!(
+        d.waiting("b")[0].2,
+        "waiting for a slot in pool `slow` (1 runs in flight of its max_concurrency = 1)"
+    );
+    assert_eq!(
+        d.waiting("r3")[0].2,
+        "waiting for its turn: pool `rated` starts at most 2 runs per second (max_starts_per_second)"
+    );
+}
