@@ -8,5 +8,5 @@ pacer=target/debug/pacer
 "$pacer" completions bash > packaging/completions/pacer.bash
 "$pacer" completions zsh > packaging/completions/_pacer
 "$pacer" completions fish > packaging/completions/pacer.fish
-"$pacer" manual pacer > packaging/man/pacer.1
-"$pacer" manual pacerd > packaging/man/pacerd.8
+rm -f packaging/man/*.1 packaging/man/*.8
+"$pacer" manual packaging/man

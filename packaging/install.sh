@@ -66,7 +66,9 @@ install -d -m0755 "$root/etc/pacer/jobs.d"
 install -Dm0644 packaging/completions/pacer.bash "$root$prefix/share/bash-completion/completions/pacer"
 install -Dm0644 packaging/completions/_pacer "$root$prefix/share/zsh/site-functions/_pacer"
 install -Dm0644 packaging/completions/pacer.fish "$root$prefix/share/fish/vendor_completions.d/pacer.fish"
-install -Dm0644 packaging/man/pacer.1 "$root$prefix/share/man/man1/pacer.1"
+for page in packaging/man/*.1; do
+    install -Dm0644 "$page" "$root$prefix/share/man/man1/$(basename "$page")"
+done
 install -Dm0644 packaging/man/pacerd.8 "$root$prefix/share/man/man8/pacerd.8"
 
 if [ -z "$destdir" ] && [ -d /run/systemd/system ]; then

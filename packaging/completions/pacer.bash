@@ -497,7 +497,7 @@ _pacer() {
             return 0
             ;;
         pacer__subcmd__manual)
-            opts="-h -V --config --json --help --version pacer pacerd"
+            opts="-h -V --config --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -42,7 +42,7 @@ complete -c pacer -n "__fish_pacer_needs_command" -f -a "resume" -d 'Fire a paus
 complete -c pacer -n "__fish_pacer_needs_command" -f -a "reload" -d 'Re-read the config (like SIGHUP) and report the outcome'
 complete -c pacer -n "__fish_pacer_needs_command" -f -a "why" -d 'A job\'s recent fires and what became of each, and its next fire'
 complete -c pacer -n "__fish_pacer_needs_command" -f -a "completions" -d 'Print a shell completion script'
-complete -c pacer -n "__fish_pacer_needs_command" -f -a "manual" -d 'Print a man page (roff), for packaging'
+complete -c pacer -n "__fish_pacer_needs_command" -f -a "manual" -d 'Write every man page (roff) into DIR, for packaging'
 complete -c pacer -n "__fish_pacer_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c pacer -n "__fish_pacer_using_subcommand history" -l job -d 'Only this job' -r
 complete -c pacer -n "__fish_pacer_using_subcommand history" -l status -d 'Only this status (running, succeeded, failed, timed_out, crashed, skipped, cancelled, abandoned)' -r
@@ -115,7 +115,7 @@ complete -c pacer -n "__fish_pacer_using_subcommand completions" -s h -l help -d
 complete -c pacer -n "__fish_pacer_using_subcommand completions" -s V -l version -d 'Print version'
 complete -c pacer -n "__fish_pacer_using_subcommand manual" -l config -d 'The config file [env: PACER_CONFIG] [default: /etc/pacer/pacer.toml]' -r -F
 complete -c pacer -n "__fish_pacer_using_subcommand manual" -l json -d 'Print JSON instead of a table'
-complete -c pacer -n "__fish_pacer_using_subcommand manual" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c pacer -n "__fish_pacer_using_subcommand manual" -s h -l help -d 'Print help'
 complete -c pacer -n "__fish_pacer_using_subcommand manual" -s V -l version -d 'Print version'
 complete -c pacer -n "__fish_pacer_using_subcommand help; and not __fish_seen_subcommand_from history show jobs stats check plugins status run cancel pause resume reload why completions manual help" -f -a "history" -d 'Runs, newest first'
 complete -c pacer -n "__fish_pacer_using_subcommand help; and not __fish_seen_subcommand_from history show jobs stats check plugins status run cancel pause resume reload why completions manual help" -f -a "show" -d 'One run in full, with its captured output'
@@ -131,5 +131,5 @@ complete -c pacer -n "__fish_pacer_using_subcommand help; and not __fish_seen_su
 complete -c pacer -n "__fish_pacer_using_subcommand help; and not __fish_seen_subcommand_from history show jobs stats check plugins status run cancel pause resume reload why completions manual help" -f -a "reload" -d 'Re-read the config (like SIGHUP) and report the outcome'
 complete -c pacer -n "__fish_pacer_using_subcommand help; and not __fish_seen_subcommand_from history show jobs stats check plugins status run cancel pause resume reload why completions manual help" -f -a "why" -d 'A job\'s recent fires and what became of each, and its next fire'
 complete -c pacer -n "__fish_pacer_using_subcommand help; and not __fish_seen_subcommand_from history show jobs stats check plugins status run cancel pause resume reload why completions manual help" -f -a "completions" -d 'Print a shell completion script'
-complete -c pacer -n "__fish_pacer_using_subcommand help; and not __fish_seen_subcommand_from history show jobs stats check plugins status run cancel pause resume reload why completions manual help" -f -a "manual" -d 'Print a man page (roff), for packaging'
+complete -c pacer -n "__fish_pacer_using_subcommand help; and not __fish_seen_subcommand_from history show jobs stats check plugins status run cancel pause resume reload why completions manual help" -f -a "manual" -d 'Write every man page (roff) into DIR, for packaging'
 complete -c pacer -n "__fish_pacer_using_subcommand help; and not __fish_seen_subcommand_from history show jobs stats check plugins status run cancel pause resume reload why completions manual help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -1,8 +1,10 @@
 //! Shell completions and man pages, generated from the same definitions as the parsers, so they
 //! cannot drift from the commands. `packaging/generate.sh` writes them into `packaging/`.
 
-use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
+
+use anyhow::Context;
 
 use clap::{CommandFactory, ValueEnum};
 use clap_complete::Shell;
@@ -18,15 +20,6 @@ pub enum CompletionShell {
     Fish,
 }
 
-/// The man pages `pacer manual` renders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Page {
-    /// pacer(1).
-    Pacer,
-    /// pacerd(8).
-    Pacerd,
-}
-
 /// Prints the completion script for `shell`.
 pub fn completions(shell: CompletionShell) -> anyhow::Result<ExitCode> {
     let shell = match shell {
@@ -39,17 +32,31 @@ pub fn completions(shell: CompletionShell) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints a man page in roff.
-pub fn manual(page: Page) -> anyhow::Result<ExitCode> {
-    let (command, section) = match page {
-        Page::Pacer => (super::Args::command(), "1"),
-        Page::Pacerd => (crate::daemon::Args::command(), "8"),
-    };
+/// Writes every man page into `dir`: pacer(1), a pacer-VERB(1) for each verb (which pacer(1)
+/// refers to), and pacerd(8).
+pub fn manual(dir: &Path) -> anyhow::Result<ExitCode> {
+    let mut pacer = super::Args::command();
+    // Built, the command lists the verbs pacer(1) names, `help` included.
+    pacer.build();
+    for verb in pacer.get_subcommands().filter(|verb| !verb.is_hide_set()) {
+        let name = format!("pacer-{}", verb.get_name());
+        let page = verb
+            .clone()
+            .name(name.clone())
+            .bin_name(format!("pacer {}", verb.get_name()));
+        write_page(dir, page, &name, "1")?;
+    }
+    write_page(dir, pacer, "pacer", "1")?;
+    write_page(dir, crate::daemon::Args::command(), "pacerd", "8")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_page(dir: &Path, command: clap::Command, name: &str, section: &str) -> anyhow::Result<()> {
     let mut out = Vec::new();
     clap_mangen::Man::new(command)
         .section(section)
         .manual("Pacer")
         .render(&mut out)?;
-    std::io::stdout().write_all(&out)?;
-    Ok(ExitCode::SUCCESS)
+    let path = dir.join(format!("{name}.{section}"));
+    std::fs::write(&path, out).with_context(|| format!("cannot write {}", path.display()))
 }

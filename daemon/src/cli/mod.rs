@@ -104,11 +104,11 @@ pub enum Command {
         /// The shell.
         shell: generate::CompletionShell,
     },
-    /// Print a man page (roff), for packaging.
+    /// Write every man page (roff) into DIR, for packaging.
     #[command(hide = true)]
     Manual {
-        /// The page.
-        page: generate::Page,
+        /// Where the pages go.
+        dir: PathBuf,
     },
 }
 
@@ -146,7 +146,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Reload => control::simple(&context, &ControlRequest::Reload),
         Command::Why { job } => why::run(&context, &job),
         Command::Completions { shell } => generate::completions(shell),
-        Command::Manual { page } => generate::manual(page),
+        Command::Manual { dir } => generate::manual(&dir),
     }
 }
 

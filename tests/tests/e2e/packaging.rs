@@ -81,6 +81,7 @@ fn the_deb_holds_a_complete_service() {
         "usr/share/zsh/vendor-completions/_pacer",
         "usr/share/fish/vendor_completions.d/pacer.fish",
         "usr/share/man/man1/pacer.1.gz",
+        "usr/share/man/man1/pacer-history.1.gz",
         "usr/share/man/man8/pacerd.8.gz",
         "usr/share/doc/pacer/README.md",
         "usr/share/doc/pacer/configuration.md",
@@ -224,6 +225,7 @@ fn install_sh_stages_a_complete_install() {
         "etc/sysusers.d/pacer.conf",
         "etc/pacer/pacer.toml",
         "usr/share/man/man8/pacerd.8",
+        "usr/share/man/man1/pacer-run.1",
         "usr/share/bash-completion/completions/pacer",
     ] {
         assert_eq!(mode(file), 0o644, "{file}");
@@ -259,8 +261,6 @@ fn completions_and_man_pages_are_current() {
         (vec!["completions", "bash"], "completions/pacer.bash"),
         (vec!["completions", "zsh"], "completions/_pacer"),
         (vec!["completions", "fish"], "completions/pacer.fish"),
-        (vec!["manual", "pacer"], "man/pacer.1"),
-        (vec!["manual", "pacerd"], "man/pacerd.8"),
     ] {
         let mut generate = Command::new(&artifacts().pacer);
         generate.args(&args);
@@ -270,5 +270,53 @@ fn completions_and_man_pages_are_current() {
             fresh == committed,
             "packaging/{file} is out of date: run packaging/generate.sh"
         );
+    }
+    let fresh = tempfile::tempdir().unwrap();
+    let mut generate = Command::new(&artifacts().pacer);
+    generate.arg("manual").arg(fresh.path());
+    run(generate);
+    let pages = |dir: &Path| -> Vec<(String, String)> {
+        let mut pages: Vec<(String, String)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| {
+                let path = entry.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                (name, std::fs::read_to_string(&path).unwrap())
+            })
+            .collect();
+        pages.sort();
+        pages
+    };
+    let committed = pages(&packaging("man"));
+    assert_eq!(
+        committed
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>(),
+        pages(fresh.path())
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>(),
+        "packaging/man holds other pages than pacer manual writes: run packaging/generate.sh"
+    );
+    assert!(
+        committed == pages(fresh.path()),
+        "packaging/man is out of date: run packaging/generate.sh"
+    );
+    let index = &committed
+        .iter()
+        .find(|(name, _)| name == "pacer.1")
+        .unwrap()
+        .1;
+    for (name, _) in &committed {
+        if let Some(verb) = name
+            .strip_prefix("pacer-")
+            .and_then(|n| n.strip_suffix(".1"))
+        {
+            assert!(
+                index.contains(&format!("pacer\\-{verb}(1)")),
+                "pacer(1) names {name}"
+            );
+        }
     }
 }
