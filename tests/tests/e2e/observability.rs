@@ -168,7 +168,7 @@ params = { command = "sleep 1.5; exit 2" }
     .unwrap();
     assert_eq!(last, finished, "the record's finished_at");
     assert!(
-        metrics.contains("pacer_queue_wait_seconds_bucket{le="),
+        metrics.contains("pacer_queue_wait_seconds_bucket{pool=\"default\",le=\"0.001\"} "),
         "{metrics}"
     );
     assert!(!metrics.contains("id=\""), "no run ids in labels");
@@ -177,8 +177,14 @@ params = { command = "sleep 1.5; exit 2" }
         "{metrics}"
     );
     assert_eq!(
+        sample(&fresh, "pacer_schedule_interval_seconds{job=\"good\"}"),
+        Some(1.0),
+        "from the start"
+    );
+    assert_eq!(
         sample(&metrics, "pacer_schedule_interval_seconds{job=\"good\"}"),
-        Some(1.0)
+        None,
+        "a paused job is not expected to succeed"
     );
 
     assert_eq!(daemon.stop(), Some(0));
