@@ -1,10 +1,11 @@
 //! Packaging: the `.deb`, the systemd unit, `install.sh`, and the generated completions and
 //! man pages.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use pacer_tests::{CommandOutput, artifacts};
+use pacer_tests::{CommandOutput, Sandbox, artifacts, running_as_root};
 
 fn packaging(path: &str) -> std::path::PathBuf {
     artifacts().workspace.join("packaging").join(path)
@@ -319,4 +320,133 @@ fn completions_and_man_pages_are_current() {
             );
         }
     }
+}
+
+/// The system calls the unit's `SystemCallFilter=` lines allow, applied in order as systemd
+/// does: the first allow-list line starts the list, `~` lines take calls out, later lines put
+/// them back.
+fn allowed_by_unit(unit: &str) -> BTreeSet<String> {
+    fn expand(item: &str, into: &mut Vec<String>) {
+        if !item.starts_with('@') {
+            into.push(item.to_owned());
+            return;
+        }
+        let mut listing = Command::new("systemd-analyze");
+        listing.args(["syscall-filter", item]);
+        let out = run(listing);
+        for line in out.stdout.lines().skip(1) {
+            let name = line.trim();
+            if !name.is_empty() && !name.starts_with('#') {
+                expand(name, into);
+            }
+        }
+    }
+    let mut allowed = BTreeSet::new();
+    for filter in unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("SystemCallFilter="))
+    {
+        let (deny, items) = match filter.strip_prefix('~') {
+            Some(items) => (true, items),
+            None => (false, filter),
+        };
+        for item in items.split_whitespace() {
+            let mut names = Vec::new();
+            expand(item, &mut names);
+            for name in names {
+                if deny {
+                    allowed.remove(&name);
+                } else {
+                    allowed.insert(name);
+                }
+            }
+        }
+    }
+    allowed
+}
+
+#[test]
+fn the_units_system_call_filter_allows_what_runs_need() {
+    if !running_as_root() || Command::new("strace").arg("-V").output().is_err() {
+        eprintln!("skipped: needs root and strace (CI installs it)");
+        return;
+    }
+    let unit = std::fs::read_to_string(packaging("systemd/pacer.service")).unwrap();
+    let allowed = allowed_by_unit(&unit);
+    assert!(
+        allowed.contains("read") && !allowed.contains("mount"),
+        "{allowed:?}"
+    );
+
+    // pacerd as the unit starts it: a user of its own holding only its capabilities, with a
+    // job of its own and one switched to another user, every process traced.
+    let sandbox = Sandbox::new();
+    for dir in [sandbox.path().to_owned(), sandbox.plugins()] {
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let state = sandbox.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::os::unix::fs::chown(&state, Some(65_534), Some(65_534)).unwrap();
+    let job = |name: &str, user: &str| {
+        format!(
+            "\n[[jobs]]\nname = \"{name}\"\nschedule = \"* * * * * *\"\nplugin = \"exec\"\n{user}\nparams = {{ command = \"echo ran\" }}\n"
+        )
+    };
+    sandbox.write(
+        "pacer.toml",
+        &format!(
+            "[daemon]\nplugin_dirs = [\"plugins\"]\ndatabase = \"state/pacer.db\"\nsocket = \"state/pacer.sock\"\n{}{}",
+            job("as-itself", ""),
+            job("as-daemon", "user = \"daemon\""),
+        ),
+    );
+    let trace = state.join("trace");
+    let mut daemon = sandbox.start_wrapped(&[
+        "setpriv",
+        "--reuid=nobody",
+        "--regid=nogroup",
+        "--clear-groups",
+        "--inh-caps=+setuid,+setgid,+kill",
+        "--ambient-caps=+setuid,+setgid,+kill",
+        "strace",
+        "-f",
+        "-qq",
+        "-o",
+        trace.to_str().unwrap(),
+    ]);
+    for name in ["as-itself", "as-daemon"] {
+        sandbox.wait_for_run(
+            &format!("a run of {name}"),
+            &["--job", name, "--status", "succeeded"],
+        );
+    }
+    // Stop pacerd itself (a signal to strace would only detach it).
+    let pid = sandbox.pacer_json(&["status"])["pid"].as_i64().unwrap();
+    let mut stop = Command::new("kill");
+    stop.args(["-TERM", &pid.to_string()]);
+    run(stop);
+    daemon.wait();
+
+    let traced: BTreeSet<String> = std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .filter_map(|line| {
+            let call = line.split_once(' ')?.1.trim_start();
+            let call = call.strip_prefix("<... ").unwrap_or(call);
+            let name: String = call
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            (!name.is_empty()).then_some(name)
+        })
+        .collect();
+    assert!(
+        traced.contains("setuid") && traced.contains("capset"),
+        "the trace covers switching users and dropping capabilities: {traced:?}"
+    );
+    let denied: Vec<&String> = traced.difference(&allowed).collect();
+    assert!(
+        denied.is_empty(),
+        "pacerd, its workers or their commands made system calls the unit's filter denies: {denied:?}"
+    );
 }
