@@ -30,10 +30,15 @@ umask 022
 if [ "$build" = yes ]; then
     cargo build --release --workspace
 fi
-# Where cargo put the build (CARGO_TARGET_DIR or a config may move it from target/).
-built=${PACER_BUILD_DIR:-$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
-    | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release}
-[ "$built" != /release ] || built=target/release
+# Where cargo put the build: PACER_BUILD_DIR, else CARGO_TARGET_DIR, else what cargo says (a
+# config may move it from target/), else target/.
+target=${CARGO_TARGET_DIR:-$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
+    | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')}
+if [ -z "$target" ]; then
+    target=target
+    echo "install.sh: cargo did not say where it builds; using ./target (set PACER_BUILD_DIR if it is elsewhere)" >&2
+fi
+built=${PACER_BUILD_DIR:-$target/release}
 for file in pacerd pacer libpacer_plugin_exec.so; do
     if [ ! -e "$built/$file" ]; then
         echo "install.sh: $built/$file is missing; build with cargo build --release --workspace" >&2

@@ -35,8 +35,9 @@ pub fn completions(shell: CompletionShell) -> anyhow::Result<ExitCode> {
 /// Writes every man page into `dir`: pacer(1), a pacer-VERB(1) for each verb (which pacer(1)
 /// refers to), and pacerd(8).
 pub fn manual(dir: &Path) -> anyhow::Result<ExitCode> {
-    let mut pacer = super::Args::command();
-    // Built, the command lists the verbs pacer(1) names, `help` included.
+    // `pacer help VERB` is `pacer VERB --help`, whose page is pacer-VERB(1): no page of its own.
+    let mut pacer = super::Args::command().disable_help_subcommand(true);
+    // Built, the command lists exactly the verbs pacer(1) names.
     pacer.build();
     for verb in pacer.get_subcommands().filter(|verb| !verb.is_hide_set()) {
         let name = format!("pacer-{}", verb.get_name());

@@ -237,6 +237,7 @@ fn semantic_errors_point_at_the_value_and_say_what_was_expected() {
         r#"
 [daemon]
 max_concurrency = 0
+max_catch_up = 20000
 
 [[jobs]]
 name = "a"
@@ -265,13 +266,14 @@ overlap = "sometimes"
         errors,
         [
             "3:19: max_concurrency must be at least 1, not 0",
-            "8:12: invalid schedule `61 * * * *`: minute field `61`: `61` is out of range; values are 0-59",
-            "13:12: unknown time zone `Mars/Olympus`: expected an IANA name such as `Europe/Berlin` or `UTC` from the system's tz database (/usr/share/zoneinfo)",
-            "16:8: duplicate job name `a`: first defined at PATH:6:8; job names must be unique",
-            "18:11: retries must be at least 0, not -1",
-            "23:8: unknown pool `nope`: define [pools.nope] or use one of: default",
-            "24:11: timeout: `10 minutes` is not a duration such as 500ms, 30s, 10m, 2h, 7d or 1h30m",
-            "25:11: overlap `sometimes` is not one of `skip`, `queue`, `replace`, `allow`",
+            "4:16: max_catch_up must be at most 10000, not 20000",
+            "9:12: invalid schedule `61 * * * *`: minute field `61`: `61` is out of range; values are 0-59",
+            "14:12: unknown time zone `Mars/Olympus`: expected an IANA name such as `Europe/Berlin` or `UTC` from the system's tz database (/usr/share/zoneinfo)",
+            "17:8: duplicate job name `a`: first defined at PATH:7:8; job names must be unique",
+            "19:11: retries must be at least 0, not -1",
+            "24:8: unknown pool `nope`: define [pools.nope] or use one of: default",
+            "25:11: timeout: `10 minutes` is not a duration such as 500ms, 30s, 10m, 2h, 7d or 1h30m",
+            "26:11: overlap `sometimes` is not one of `skip`, `queue`, `replace`, `allow`",
         ],
         "all errors: {errors:?}"
     );

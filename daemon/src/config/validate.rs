@@ -15,6 +15,7 @@ use super::{
     DaemonSettings, Environment, Job, Pool, PressureLimits, Zone, defaults, offset_for, resolve,
 };
 use crate::schedule::ScheduleCache;
+use crate::scheduler::MAX_LISTED_MISSED;
 use crate::units::{self, DURATION_HINT};
 
 /// One file being validated: its name for messages, its lines for positions, and the
@@ -151,13 +152,13 @@ fn daemon_settings(
         defaults::MAX_QUEUE,
         errors,
     );
-    let max_catch_up = count(
-        raw.and_then(|d| d.max_catch_up.as_ref()),
-        "max_catch_up",
-        0,
-        defaults::MAX_CATCH_UP,
-        errors,
-    );
+    let max_catch_up =
+        raw.and_then(|d| d.max_catch_up.as_ref())
+            .map_or(defaults::MAX_CATCH_UP, |v| {
+                errors
+                    .check(source, v.span(), catch_up_cap(*v.get_ref()))
+                    .unwrap_or(defaults::MAX_CATCH_UP)
+            });
     let output_limit =
         raw.and_then(|d| d.output_limit.as_ref())
             .map_or(defaults::OUTPUT_LIMIT, |v| {
@@ -564,6 +565,18 @@ fn bounded(value: i64, key: &str, min: i64) -> Result<u32, String> {
         return Err(format!("{key} must be at least {min}, not {value}"));
     }
     u32::try_from(value).map_err(|_| format!("{key} is too large: {value}"))
+}
+
+/// `max_catch_up`: at most as many fires as a long outage lists one by one, so `all` can
+/// always find the newest ones.
+fn catch_up_cap(value: i64) -> Result<u32, String> {
+    let cap = bounded(value, "max_catch_up", 0)?;
+    if cap > MAX_LISTED_MISSED {
+        return Err(format!(
+            "max_catch_up must be at most {MAX_LISTED_MISSED}, not {value}"
+        ));
+    }
+    Ok(cap)
 }
 
 fn size(value: &Scalar, key: &str, min: u64) -> Result<u64, String> {

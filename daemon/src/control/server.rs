@@ -64,7 +64,10 @@ impl Peer {
         use std::os::fd::AsFd;
         let credentials = stream.peer_cred().ok()?;
         let groups = crate::sys::peer_groups(stream.as_fd()).unwrap_or_else(|e| {
-            tracing::debug!("cannot read the peer's groups: {e}");
+            tracing::warn!(
+                "cannot read the supplementary groups of a pacer command (SO_PEERGROUPS needs \
+                 Linux 4.13): members of the socket's group count only by their primary group: {e}"
+            );
             Vec::new()
         });
         Some(Peer {

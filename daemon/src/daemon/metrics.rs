@@ -238,8 +238,19 @@ impl Metrics {
             return;
         }
         self.schedule_interval.clear();
-        for job in jobs.iter().filter(|job| !paused.contains(&job.name)) {
-            self.schedule(job, now);
+        // Jobs that share a schedule and zone share its gaps (jitter shifts them all alike).
+        let mut gaps: HashMap<(&str, &str), Option<i64>> = HashMap::new();
+        for job in jobs
+            .iter()
+            .filter(|job| job.enabled && !paused.contains(&job.name))
+        {
+            let Some(text) = job.schedule_text.as_deref() else {
+                continue;
+            };
+            let gap = *gaps
+                .entry((text, job.timezone.name.as_str()))
+                .or_insert_with(|| longest_gap_ms(job, now));
+            self.set_interval(job, gap);
         }
     }
 
@@ -258,7 +269,13 @@ impl Metrics {
     }
 
     fn schedule(&self, job: &Job, now: jiff::Timestamp) {
-        if let Some(gap_ms) = longest_gap_ms(job, now).filter(|_| job.enabled) {
+        if job.enabled {
+            self.set_interval(job, longest_gap_ms(job, now));
+        }
+    }
+
+    fn set_interval(&self, job: &Job, gap_ms: Option<i64>) {
+        if let Some(gap_ms) = gap_ms {
             self.schedule_interval
                 .get_or_create(&JobLabel {
                     job: job.name.clone(),

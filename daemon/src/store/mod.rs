@@ -95,15 +95,14 @@ pub enum StoreError {
         holder: String,
     },
     /// The database cannot be looked at (its directory is not searchable for this user).
-    #[error(
-        "cannot read the run history at {path}: {cause}; be root or in pacerd's group (`pacer` \
-         for the packaged service)"
-    )]
+    #[error("cannot read the run history at {path}: {cause}{hint}")]
     Unreadable {
         /// The database file.
         path: std::path::PathBuf,
         /// Why.
         cause: std::io::Error,
+        /// What to do.
+        hint: &'static str,
     },
     /// There is no database yet (read-only opens do not create one).
     #[error(

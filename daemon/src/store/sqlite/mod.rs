@@ -114,9 +114,15 @@ fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
         }
         // Not "no history": the history is there, but not for this user.
         Err(cause) => {
+            let hint = if cause.kind() == std::io::ErrorKind::PermissionDenied {
+                "; be root or in pacerd's group (`pacer` for the packaged service)"
+            } else {
+                "; check `database` in [daemon]"
+            };
             return Err(StoreError::Unreadable {
                 path: path.to_owned(),
                 cause,
+                hint,
             });
         }
     }
