@@ -46,6 +46,7 @@ fn serve() -> Result<(), String> {
     // A plugin's faults end the process with their own signal, which the run's record names.
     sys::restore_default_actions(&[Signal::SIGSEGV, Signal::SIGBUS]);
     // Dies with the daemon; if the daemon is already gone the channel read below sees EOF.
+    let daemon = nix::unistd::getppid();
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| format!("cannot set the parent-death signal: {e}"))?;
     let channel = take_channel()?;
@@ -65,7 +66,7 @@ fn serve() -> Result<(), String> {
     let cancelled = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&cancelled))
         .map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
-    if let Err(reason) = perform(&assignment, &reporter, &cancelled) {
+    if let Err(reason) = perform(&assignment, &reporter, &cancelled, daemon) {
         reporter.send(&Report::Refused { reason });
     }
     Ok(())
@@ -113,8 +114,9 @@ fn perform(
     assignment: &Assignment,
     reporter: &Reporter,
     cancelled: &Arc<AtomicBool>,
+    daemon: nix::unistd::Pid,
 ) -> Result<(), String> {
-    apply_setup(&assignment.setup)?;
+    apply_setup(&assignment.setup, daemon)?;
     if let Task::Run { env, .. } = &assignment.task {
         for (key, value) in env {
             sys::set_env(key, value);
@@ -230,13 +232,20 @@ fn log_sender(reporter: &Reporter) -> Box<dyn Fn(i32, String) + Send + Sync> {
 
 /// The memory limit and user switch, applied to the worker itself before the plugin loads and
 /// inherited by every process the plugin starts.
-fn apply_setup(setup: &Setup) -> Result<(), String> {
+fn apply_setup(setup: &Setup, daemon: nix::unistd::Pid) -> Result<(), String> {
     if let Some(limit) = setup.memory_limit {
         nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, limit, limit)
             .map_err(|e| format!("cannot set memory_limit: {e}"))?;
     }
     if let Some(name) = &setup.user {
         switch_user(name)?;
+        // The kernel clears the parent-death signal when credentials change: set it again, and
+        // make sure the daemon did not end meanwhile (the worker would then have another parent).
+        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+            .map_err(|e| format!("cannot set the parent-death signal: {e}"))?;
+        if nix::unistd::getppid() != daemon {
+            return Err("pacerd ended while the run was starting".to_owned());
+        }
     }
     // A non-root daemon switches users with capabilities, which a non-root process keeps across
     // setuid: drop them all, so plugin code and what it starts cannot switch users itself.

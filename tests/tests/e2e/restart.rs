@@ -210,3 +210,62 @@ fn a_reboot_job_runs_once_per_boot_not_once_per_start() {
         "the marker in the runtime directory names the job"
     );
 }
+
+/// The worker processes of `parent` running as `uid`.
+fn workers_of(parent: u32, uid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|line| line.strip_prefix(name))
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .and_then(|value| value.parse::<u32>().ok())
+            };
+            (field("PPid:") == Some(parent) && field("Uid:") == Some(uid)).then_some(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn a_run_switched_to_another_user_dies_with_the_daemon() {
+    if !pacer_tests::running_as_root() {
+        eprintln!("skipped: switching users needs root (CI runs as root)");
+        return;
+    }
+    let sandbox = Sandbox::new();
+    sandbox.write_config(
+        "",
+        "[[jobs]]\nname = \"as-daemon\"\nschedule = \"* * * * * *\"\nplugin = \"testkit\"\nuser = \"daemon\"\nparams = { action = \"sleep\", ms = 600000 }\n",
+    );
+    let mut daemon = sandbox.start();
+    sandbox.wait_for_run("a running run", &["--status", "running"]);
+    let daemon_uid = uid_of("daemon");
+    let worker = wait_until("its worker, as user daemon", || {
+        workers_of(daemon.pid(), daemon_uid).into_iter().next()
+    });
+    daemon.signal("KILL");
+    daemon.wait();
+    // The kernel clears the parent-death signal when a process changes its user; the worker
+    // sets it again, or it would outlive the daemon.
+    wait_for("the worker to die with the daemon", || {
+        std::fs::read_to_string(format!("/proc/{worker}/status"))
+            .map_or(true, |status| status.contains("State:\tZ"))
+    });
+}
+
+/// The uid of `name`, from the password database.
+fn uid_of(name: &str) -> u32 {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    passwd
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split(':');
+            (fields.next() == Some(name)).then(|| fields.nth(1).unwrap().parse().unwrap())
+        })
+        .unwrap()
+}
