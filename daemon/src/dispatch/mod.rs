@@ -342,7 +342,7 @@ impl Dispatcher {
             }
             Overlap::Replace => {}
         }
-        if self.queued() >= self.max_queue {
+        if !self.make_room(&entry, &mut skips) {
             skips.push(self.queue_full(entry.request));
             return skips;
         }
@@ -352,7 +352,7 @@ impl Dispatcher {
 
     /// Holds `entry` until its job's runs have ended.
     fn hold(&mut self, entry: Entry, mut skips: Vec<Skip>) -> Vec<Skip> {
-        if self.queued() >= self.max_queue {
+        if !self.make_room(&entry, &mut skips) {
             skips.push(self.queue_full(entry.request));
             return skips;
         }
@@ -363,16 +363,58 @@ impl Dispatcher {
         skips
     }
 
+    /// With the queue full, declines the worst-ranked fire waiting in a pool queue if `entry`
+    /// outranks it (so a full queue keeps the best fires, as priority promises), recording it in
+    /// `skips`. Whether `entry` has room now.
+    fn make_room(&mut self, entry: &Entry, skips: &mut Vec<Skip>) -> bool {
+        if self.queued() < self.max_queue {
+            return true;
+        }
+        let worst = self
+            .pools
+            .iter()
+            .filter_map(|(name, pool)| Some((*pool.queue.keys().next_back()?, name.clone())))
+            .max()
+            .filter(|(key, _)| *key > entry.key());
+        let Some((key, pool)) = worst else {
+            return false;
+        };
+        let reason = format!(
+            "{}, and fires of higher priority came",
+            self.queue_full_reason()
+        );
+        let declined = self
+            .pools
+            .get_mut(&pool)
+            .and_then(|pool| pool.queue.remove(&key))
+            .expect("found above");
+        let name = declined.request.job.name.clone();
+        if let Some(load) = self.jobs.get_mut(&name) {
+            load.queued = load.queued.saturating_sub(1);
+        }
+        skips.push(Skip {
+            request: declined.request,
+            reason,
+            kind: SkipKind::QueueFull,
+        });
+        self.release_waiting(&name);
+        self.queued() < self.max_queue
+    }
+
     fn queue_full(&self, request: Request) -> Skip {
         Skip {
             request,
-            reason: format!(
-                "the queue is full: {} fires wait for a slot (max_queue = {})",
-                self.queued(),
-                self.max_queue
-            ),
+            reason: self.queue_full_reason(),
             kind: SkipKind::QueueFull,
         }
+    }
+
+    fn queue_full_reason(&self) -> String {
+        format!(
+            "the queue is full: {} fires wait for a slot (max_queue = {})",
+            self.queued(),
+            self.max_queue
+        )
     }
 
     fn enqueue(&mut self, entry: Entry) {

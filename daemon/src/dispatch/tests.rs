@@ -363,3 +363,34 @@ fn a_waiting_fire_names_the_limit_that_holds_it() {
         "waiting for its turn: pool `rated` starts at most 2 runs per second (max_starts_per_second)"
     );
 }
+
+#[test]
+fn a_full_queue_keeps_the_fires_of_highest_priority() {
+    let settings: Vec<String> = (1..=5).map(|p| format!("priority = {p}")).collect();
+    let queued = ["q1", "q2", "q3", "q4", "q5"];
+    let mut specs = vec![("busy", "")];
+    specs.extend(queued.iter().zip(&settings).map(|(n, s)| (*n, s.as_str())));
+    let (_dir, config) = config(&jobs("max_concurrency = 1\nmax_queue = 2", &specs));
+    let mut d = dispatcher(&config);
+    d.submit(request(&config, "busy", 0), 0);
+    let busy = d.admit(0);
+    let mut declined = Vec::new();
+    for job in queued {
+        declined.extend(d.submit(request(&config, job, 1_000), 1_000));
+    }
+    let declined_jobs: Vec<&str> = declined
+        .iter()
+        .map(|skip| skip.request.job.name.as_str())
+        .collect();
+    assert_eq!(
+        declined_jobs,
+        ["q1", "q2", "q3"],
+        "in the order they were pushed out"
+    );
+    assert_eq!(
+        declined[0].reason,
+        "the queue is full: 2 fires wait for a slot (max_queue = 2), and fires of higher priority came"
+    );
+    d.finished(busy[0].slot);
+    assert_eq!(names(&d.admit(2_000)), ["q5"]);
+}
