@@ -20,7 +20,7 @@ pub(crate) enum Stage {
 pub(crate) fn call<P: Plugin>(ctx: &Context, params: &[u8], stage: Stage) -> bool {
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| -> Result<(), Error> {
         let params: P::Params = serde_json::from_slice(params)
-            .map_err(|e| Error::msg(format_args!("invalid params: {e}")))?;
+            .map_err(|e| Error::msg(format_args!("invalid params: {}", params_error(&e))))?;
         let plugin = P::default();
         plugin.validate(&params)?;
         match stage {
@@ -35,6 +35,19 @@ pub(crate) fn call<P: Plugin>(ctx: &Context, params: &[u8], stage: Stage) -> boo
     };
     ctx.set_message(&message);
     false
+}
+
+/// A params error as the operator can act on it: without serde's position, which points into
+/// the JSON the host built from the config, not into anything the operator wrote, and without
+/// `upstream` among the keys to choose from, since the host adds that one to chained runs.
+fn params_error(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let position = format!(" at line {} column {}", error.line(), error.column());
+    text.strip_suffix(&position)
+        .unwrap_or(&text)
+        .replace(", `upstream`", "")
+        .replace(" or `upstream`", "")
+        .replace("`upstream`, ", "")
 }
 
 /// The run's message for a caught panic. `panic!` payloads are `&str` or `String`; other types

@@ -37,7 +37,7 @@
 //! assert!(!outcome.ok);
 //! assert_eq!(
 //!     outcome.message.as_deref(),
-//!     Some("invalid params: missing field `name` at line 1 column 2")
+//!     Some("invalid params: missing field `name`")
 //! );
 //! ```
 
@@ -348,7 +348,33 @@ mod tests {
         assert!(!outcome.ok);
         assert_eq!(
             outcome.message.as_deref(),
-            Some("invalid params: EOF while parsing an object at line 1 column 1")
+            Some("invalid params: EOF while parsing an object")
+        );
+
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code, reason = "only parsed")]
+        struct Strict {
+            path: String,
+            upstream: Option<serde_json::Value>,
+        }
+        #[derive(Default)]
+        struct StrictPlugin;
+        impl Plugin for StrictPlugin {
+            const NAME: &'static str = "strict";
+            const VERSION: &'static str = "0.0.1";
+            type Params = Strict;
+            fn run(&self, _: &Context, _: Strict) -> Result<(), Error> {
+                Ok(())
+            }
+        }
+        let outcome = TestHost::new()
+            .params(json!({"path": "/tmp", "pathh": 1}))
+            .validate::<StrictPlugin>();
+        assert_eq!(
+            outcome.message.as_deref(),
+            Some("invalid params: unknown field `pathh`, expected `path`"),
+            "no JSON position, and not the host's own `upstream`"
         );
     }
 

@@ -39,8 +39,8 @@
 //! - `cannot connect to http://127.0.0.1:9/: connection refused`
 //! - ``cannot resolve host `example.invalid` of https://example.invalid/: Name or service not
 //!   known``
-//! - `no response from https://example.com/slow within 2s` (or `before the job's timeout`
-//!   when the job's own `timeout` comes first)
+//! - `no response from https://example.com/slow within 2s`; when the job's own `timeout` is
+//!   shorter, the run ends `timed_out` at it, as any run that outlasts its timeout
 //! - `unexpected status 503 Service Unavailable from https://example.com/ (expected 2xx)`, or
 //!   `(expected 200 or 204)` with `expect_status = [200, 204]`
 //! - `TLS with example.com:443 failed: invalid peer certificate: UnknownIssuer (...)`
