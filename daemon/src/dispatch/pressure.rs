@@ -12,6 +12,8 @@ pub const RECHECK_MS: i64 = 1_000;
 pub struct PressureGate {
     limits: PressureLimits,
     cached: Option<(i64, Option<String>)>,
+    /// Which files were found unreadable, so each is logged once, not every second.
+    unreadable: [bool; 3],
 }
 
 impl PressureGate {
@@ -20,6 +22,7 @@ impl PressureGate {
         PressureGate {
             limits,
             cached: None,
+            unreadable: [false; 3],
         }
     }
 
@@ -38,24 +41,36 @@ impl PressureGate {
         verdict
     }
 
-    fn read(&self) -> Option<String> {
-        for (resource, limit, key) in [
+    fn read(&mut self) -> Option<String> {
+        for (index, (resource, limit, key)) in [
             ("cpu", self.limits.cpu, "max_cpu_pressure"),
             ("memory", self.limits.memory, "max_memory_pressure"),
             ("io", self.limits.io, "max_io_pressure"),
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
             let Some(limit) = limit else { continue };
             let path = self.limits.dir.join(resource);
             match some_avg10(&path) {
-                Ok(value) if value > limit => {
-                    return Some(format!(
-                        "{resource} pressure is {value:.2}% (some avg10), above {key} = {limit}"
-                    ));
+                Ok(value) => {
+                    self.unreadable[index] = false;
+                    if value > limit {
+                        return Some(format!(
+                            "{resource} pressure is {value:.2}% (some avg10), above {key} = {limit}"
+                        ));
+                    }
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::debug!(path = %path.display(), "pressure not readable: {e}");
+                // Unreadable pressure never holds runs back, but it must not go unnoticed.
+                Err(e) if !self.unreadable[index] => {
+                    self.unreadable[index] = true;
+                    tracing::warn!(
+                        path = %path.display(),
+                        "cannot read {resource} pressure ({e}): {key} is not enforced until it \
+                         can be; check pressure_dir (PSI needs Linux 4.20 built with CONFIG_PSI)"
+                    );
                 }
+                Err(_) => {}
             }
         }
         None
