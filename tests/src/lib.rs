@@ -214,6 +214,19 @@ impl Sandbox {
         }
     }
 
+    /// Readies the sandbox for a daemon started with [`AS_THE_UNIT`]: its directories readable
+    /// by all, and a `state/` directory (for the database and the socket) owned by `nobody`.
+    pub fn state_for_nobody(&self) -> PathBuf {
+        for dir in [self.path().to_owned(), self.plugins()] {
+            std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+        }
+        let state = self.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        std::os::unix::fs::chown(&state, Some(65_534), Some(65_534)).unwrap();
+        state
+    }
+
     /// Waits for a run that `pacer history ARGS` lists and returns the newest.
     pub fn wait_for_run(&self, what: &str, args: &[&str]) -> Value {
         wait_until(what, || self.history(args).into_iter().next())
@@ -290,6 +303,17 @@ fn unique() -> String {
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("{}-{n}", std::process::id())
 }
+
+/// A wrapper for [`Sandbox::start_wrapped`] that starts pacerd as the packaged unit does: as a
+/// user of its own (here `nobody`) holding only the capabilities to run jobs as other users.
+pub const AS_THE_UNIT: [&str; 6] = [
+    "setpriv",
+    "--reuid=nobody",
+    "--regid=nogroup",
+    "--clear-groups",
+    "--inh-caps=+setuid,+setgid,+kill",
+    "--ambient-caps=+setuid,+setgid,+kill",
+];
 
 /// A running `pacerd`; dropping it stops it (SIGTERM, then SIGKILL).
 #[derive(Debug)]

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use pacer_tests::{
-    Sandbox, compile_c_plugin, is_alive, processes_of_run, running_as_root, text, wait_for,
-    wait_until,
+    AS_THE_UNIT, Sandbox, compile_c_plugin, is_alive, processes_of_run, running_as_root, text,
+    wait_for, wait_until,
 };
 use serde_json::Value;
 
@@ -474,12 +474,7 @@ fn a_daemon_with_only_the_capabilities_to_switch_users() {
         return;
     }
     let sandbox = Sandbox::new();
-    for dir in [sandbox.path().to_owned(), sandbox.plugins()] {
-        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    }
-    let state = sandbox.path().join("state");
-    std::fs::create_dir(&state).unwrap();
-    std::os::unix::fs::chown(&state, Some(65_534), Some(65_534)).unwrap();
+    sandbox.state_for_nobody();
     let mut jobs = String::new();
     jobs += &job(
         "as-daemon",
@@ -500,14 +495,7 @@ fn a_daemon_with_only_the_capabilities_to_switch_users() {
             "[daemon]\nplugin_dirs = [\"plugins\"]\ndatabase = \"state/pacer.db\"\nsocket = \"state/pacer.sock\"\n{jobs}"
         ),
     );
-    let _daemon = sandbox.start_wrapped(&[
-        "setpriv",
-        "--reuid=nobody",
-        "--regid=nogroup",
-        "--clear-groups",
-        "--inh-caps=+setuid,+setgid,+kill",
-        "--ambient-caps=+setuid,+setgid,+kill",
-    ]);
+    let _daemon = sandbox.start_wrapped(&AS_THE_UNIT);
     let ids = |name: &str| {
         let run = first_ended(&sandbox, name);
         assert_eq!(run["status"], "succeeded", "{run}");

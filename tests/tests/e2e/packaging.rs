@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use pacer_tests::{CommandOutput, Sandbox, artifacts, running_as_root};
+use pacer_tests::{AS_THE_UNIT, CommandOutput, Sandbox, artifacts, running_as_root};
 
 fn packaging(path: &str) -> std::path::PathBuf {
     artifacts().workspace.join("packaging").join(path)
@@ -381,12 +381,7 @@ fn the_units_system_call_filter_allows_what_runs_need() {
     // pacerd as the unit starts it: a user of its own holding only its capabilities, with a
     // job of its own and one switched to another user, every process traced.
     let sandbox = Sandbox::new();
-    for dir in [sandbox.path().to_owned(), sandbox.plugins()] {
-        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    }
-    let state = sandbox.path().join("state");
-    std::fs::create_dir(&state).unwrap();
-    std::os::unix::fs::chown(&state, Some(65_534), Some(65_534)).unwrap();
+    let state = sandbox.state_for_nobody();
     let job = |name: &str, user: &str| {
         format!(
             "\n[[jobs]]\nname = \"{name}\"\nschedule = \"* * * * * *\"\nplugin = \"exec\"\n{user}\nparams = {{ command = \"echo ran\" }}\n"
@@ -401,19 +396,9 @@ fn the_units_system_call_filter_allows_what_runs_need() {
         ),
     );
     let trace = state.join("trace");
-    let mut daemon = sandbox.start_wrapped(&[
-        "setpriv",
-        "--reuid=nobody",
-        "--regid=nogroup",
-        "--clear-groups",
-        "--inh-caps=+setuid,+setgid,+kill",
-        "--ambient-caps=+setuid,+setgid,+kill",
-        "strace",
-        "-f",
-        "-qq",
-        "-o",
-        trace.to_str().unwrap(),
-    ]);
+    let mut traced_as_the_unit = AS_THE_UNIT.to_vec();
+    traced_as_the_unit.extend(["strace", "-f", "-qq", "-o", trace.to_str().unwrap()]);
+    let mut daemon = sandbox.start_wrapped(&traced_as_the_unit);
     for name in ["as-itself", "as-daemon"] {
         sandbox.wait_for_run(
             &format!("a run of {name}"),
