@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use jiff::Timestamp;
 use serde_json::Value;
 
 use crate::daemon::{Daemon, ms};
@@ -53,16 +52,7 @@ pub fn run(quick: bool, report: &mut Report) -> anyhow::Result<()> {
 
 fn one(jobs: u32, cap: u32) -> anyhow::Result<Burst> {
     // One fire per job, a few seconds from now, so the daemon has started and settled.
-    let due = Timestamp::from_second(Timestamp::now().as_second() + 5)?;
-    let at = due.to_zoned(jiff::tz::TimeZone::UTC);
-    let schedule = format!(
-        "{} {} {} {} {} *",
-        at.second(),
-        at.minute(),
-        at.hour(),
-        at.day(),
-        at.month()
-    );
+    let (due, schedule) = super::once_soon()?;
     let mut config = String::new();
     for i in 0..jobs {
         config += &format!(

@@ -90,3 +90,39 @@ impl Lateness {
         ]
     }
 }
+
+/// Runs `one` for 1,000 and 10,000 jobs due every second (`repetitions` times each) and reports
+/// the median lateness under `{prefix}_1000` and `{prefix}_10000`: the scheduler core and the
+/// peer are measured alike.
+pub fn lateness_at_scale(
+    quick: bool,
+    prefix: &str,
+    report: &mut Report,
+    one: impl Fn(usize, i64) -> anyhow::Result<Lateness>,
+) -> anyhow::Result<()> {
+    let (seconds, repetitions) = if quick { (2, 1) } else { (10, 3) };
+    for jobs in [1_000, 10_000] {
+        let mut runs = Vec::new();
+        for _ in 0..repetitions {
+            runs.push(one(jobs, seconds)?);
+        }
+        report.add(&format!("{prefix}_{jobs}"), Lateness::median_of(&mut runs));
+    }
+    Ok(())
+}
+
+/// An instant a few seconds ahead, whole seconds, so a daemon has started and settled before
+/// it, and a 6-field schedule line that fires at that instant only (once a year).
+pub fn once_soon() -> anyhow::Result<(jiff::Timestamp, String)> {
+    let due = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() + 5)?;
+    let at = due.to_zoned(jiff::tz::TimeZone::UTC);
+    let schedule = format!(
+        "{} {} {} {} {} *",
+        at.second(),
+        at.minute(),
+        at.hour(),
+        at.day(),
+        at.month()
+    );
+    Ok((due, schedule))
+}

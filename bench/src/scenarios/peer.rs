@@ -11,15 +11,7 @@ use super::Lateness;
 use crate::report::Report;
 
 pub fn run(quick: bool, report: &mut Report) -> anyhow::Result<()> {
-    let (seconds, repetitions) = if quick { (2, 1) } else { (10, 3) };
-    for jobs in [1_000, 10_000] {
-        let mut runs = Vec::new();
-        for _ in 0..repetitions {
-            runs.push(one(jobs, seconds)?);
-        }
-        report.add(&format!("peer_{jobs}"), Lateness::median_of(&mut runs));
-    }
-    Ok(())
+    super::lateness_at_scale(quick, "peer", report, one)
 }
 
 fn one(jobs: usize, seconds: i64) -> anyhow::Result<Lateness> {

@@ -26,16 +26,7 @@ pub fn run(quick: bool, report: &mut Report) -> anyhow::Result<()> {
 }
 
 fn one(runs: usize, cap: usize) -> anyhow::Result<(f64, f64)> {
-    let due = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() + 5)?
-        .to_zoned(jiff::tz::TimeZone::UTC);
-    let schedule = format!(
-        "{} {} {} {} {} *",
-        due.second(),
-        due.minute(),
-        due.hour(),
-        due.day(),
-        due.month()
-    );
+    let (_, schedule) = super::once_soon()?;
     let mut jobs = String::new();
     for i in 0..runs {
         jobs += &format!(
