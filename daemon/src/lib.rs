@@ -4,12 +4,13 @@
 //! (the CLI, see [`cli`]). The daemon reads cron-style schedules from a TOML file, runs each fire
 //! of a job as a child process that loads the job's plugin, and records every run in SQLite.
 
+pub mod admission;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dir_watch;
-pub mod dispatch;
+pub mod engine;
 pub mod logging;
 pub mod model;
 pub mod plugins;

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
+    /// Accepted and waiting for admission (a slot, a token, its job's previous run, its
+    /// retry's instant, its turn in a catch-up); its record survives a crash and keeps its
+    /// place.
+    Queued,
     /// Its process was spawned and has not been reaped yet.
     Running,
     /// The plugin's `run` returned success.
@@ -29,7 +33,8 @@ pub enum Status {
 
 impl Status {
     /// Every status, in the order the contract lists them.
-    pub const ALL: [Status; 8] = [
+    pub const ALL: [Status; 9] = [
+        Status::Queued,
         Status::Running,
         Status::Succeeded,
         Status::Failed,
@@ -43,6 +48,7 @@ impl Status {
     /// The contract's name for this status.
     pub fn as_str(self) -> &'static str {
         match self {
+            Status::Queued => "queued",
             Status::Running => "running",
             Status::Succeeded => "succeeded",
             Status::Failed => "failed",
@@ -54,6 +60,11 @@ impl Status {
         }
     }
 
+    /// Whether the run is over: neither waiting nor going.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Status::Queued | Status::Running)
+    }
+
     /// Whether this status is a failure that `on_failure` reacts to.
     pub fn is_failure(self) -> bool {
         matches!(self, Status::Failed | Status::TimedOut | Status::Crashed)
@@ -63,6 +74,22 @@ impl Status {
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// When a run's process was spawned and reaped, Unix ms, as its record holds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunSpan {
+    /// Its `started_at`.
+    pub started_at: i64,
+    /// Its `finished_at`.
+    pub finished_at: i64,
+}
+
+impl RunSpan {
+    /// Its `duration_ms`.
+    pub fn duration_ms(self) -> i64 {
+        self.finished_at - self.started_at
     }
 }
 

@@ -1,25 +1,37 @@
-//! Turns schedules into fires: a heap of jobs ordered by their next fire, and the one rule for
-//! fires that come due late.
+//! The daemon's one timeline: a heap of every future instant, the jobs' next scheduled fires
+//! and one-shot timers (a retry's start, an `@reboot` fire's jitter, a debounced rescan or
+//! reload) alike, and the one rule for fires that come due late.
 //!
 //! This is a pure state machine driven by the instants it is given, so its tests pin exact
-//! times. The daemon's loop sleeps until [`Scheduler::next_wake`] (re-reading the wall clock at
-//! least every minute) and hands each [`Due`] to dispatch.
+//! times. The daemon's loop sleeps until [`Scheduler::next_wake`] and hands each [`Due`] to
+//! the core.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use crate::config::Job;
+use crate::config::defaults::MAX_LISTED_MISSED;
 use crate::time::{from_ms, to_ms};
 
 /// A fire found more than this late was missed (the machine was suspended, or the wall clock
 /// jumped forward): it follows the job's `catch_up` policy instead of running as if on time.
 pub const MISSED_AFTER_MS: i64 = 60_000;
 
-/// Missed fires of one job listed one by one, oldest first, before the rest of a long outage
-/// is folded into one [`Due::Gap`]: a per-second job down for a day would otherwise mean 86,400
-/// fires to compute and record at start.
-pub const MAX_LISTED_MISSED: u32 = 10_000;
+/// Something a one-shot timer was set for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    /// An accepted fire whose instant came: a retry after its back-off, an `@reboot` fire
+    /// after its jitter.
+    Fire(u64),
+    /// The plugin directories have been quiet long enough to rescan.
+    Rescan,
+    /// The config file has been quiet long enough to reload.
+    Reload,
+}
+
+/// Identifies a timer, to cancel it.
+pub type TimerId = u64;
 
 /// Something the scheduler found due.
 #[derive(Debug, Clone)]
@@ -44,16 +56,42 @@ pub enum Due {
         /// The end of the gap, Unix ms.
         before: i64,
     },
+    /// A one-shot timer.
+    Timer {
+        /// What it was set for.
+        timer: Timer,
+        /// Its instant, Unix ms.
+        at: i64,
+    },
 }
 
-/// The jobs that fire on a schedule and when each fires next.
+impl Due {
+    fn at(&self) -> i64 {
+        match self {
+            Due::Fire { at, .. } | Due::Timer { at, .. } => *at,
+            Due::Gap { from, .. } => *from,
+        }
+    }
+}
+
+/// What a heap entry stands for: a job's next fire, or a timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Entry {
+    Job(usize),
+    Timer(TimerId),
+}
+
+/// The jobs that fire on a schedule and when each fires next, and the timers set.
 ///
 /// Jobs live in numbered slots so that the heap orders plain integers: a burst of 10,000 fires
 /// pops 10,000 entries, and comparing names there would cost more than the rest of the burst.
 #[derive(Debug)]
 pub struct Scheduler {
-    /// `(fire, slot)`; an entry whose slot no longer fires then is stale and skipped.
-    heap: BinaryHeap<Reverse<(i64, usize)>>,
+    /// `(instant, entry)`; an entry whose slot no longer fires then, or whose timer was
+    /// cancelled, is stale and skipped.
+    heap: BinaryHeap<Reverse<(i64, Entry)>>,
+    timers: HashMap<TimerId, Timer>,
+    next_timer: TimerId,
     slots: Vec<Option<Scheduled>>,
     free: Vec<usize>,
     by_name: HashMap<String, usize>,
@@ -92,6 +130,8 @@ impl Scheduler {
     pub fn new(started_at: i64, max_catch_up: u32) -> Scheduler {
         Scheduler {
             heap: BinaryHeap::new(),
+            timers: HashMap::new(),
+            next_timer: 0,
             slots: Vec::new(),
             free: Vec::new(),
             by_name: HashMap::new(),
@@ -120,7 +160,7 @@ impl Scheduler {
             Some(place) => *place = scheduled,
             None => self.slots.push(scheduled),
         }
-        self.heap.push(Reverse((at, slot)));
+        self.heap.push(Reverse((at, Entry::Job(slot))));
     }
 
     /// Puts a new version of a job in place, keeping its next fire (a reload that did not
@@ -140,16 +180,37 @@ impl Scheduler {
         }
     }
 
-    /// When the earliest fire is due, Unix ms.
+    /// Sets a one-shot timer for `at`, Unix ms.
+    pub fn set_timer(&mut self, at: i64, timer: Timer) -> TimerId {
+        let id = self.next_timer;
+        self.next_timer += 1;
+        self.timers.insert(id, timer);
+        self.heap.push(Reverse((at, Entry::Timer(id))));
+        id
+    }
+
+    /// Cancels a timer that has not come due; its heap entry is skipped when popped.
+    pub fn cancel_timer(&mut self, id: TimerId) {
+        self.timers.remove(&id);
+    }
+
+    /// When the earliest fire or timer is due, Unix ms.
     pub fn next_wake(&mut self) -> Option<i64> {
         self.reschedule();
-        while let Some(Reverse((at, slot))) = self.heap.peek() {
-            if self.fires_at(*slot, *at) {
+        while let Some(Reverse((at, entry))) = self.heap.peek() {
+            if self.is_live(*entry, *at) {
                 return Some(*at);
             }
             self.heap.pop();
         }
         None
+    }
+
+    fn is_live(&self, entry: Entry, at: i64) -> bool {
+        match entry {
+            Entry::Job(slot) => self.fires_at(slot, at),
+            Entry::Timer(id) => self.timers.contains_key(&id),
+        }
     }
 
     /// The next fire of the job called `name`, Unix ms.
@@ -161,7 +222,7 @@ impl Scheduler {
         }
     }
 
-    /// Every fire due at `now`, in due order.
+    /// Every fire and timer due at `now`, in due order.
     ///
     /// A job's fires are at least a second apart, so a fire taken less than a second late is
     /// its job's only due fire: it is handed out at once, and the job's next fire is computed
@@ -172,14 +233,21 @@ impl Scheduler {
         self.reschedule();
         let mut due = Vec::new();
         let mut enumerated = false;
-        while let Some(&Reverse((at, slot))) = self.heap.peek() {
+        while let Some(&Reverse((at, entry))) = self.heap.peek() {
             if at > now {
                 break;
             }
             self.heap.pop();
-            if !self.fires_at(slot, at) {
-                continue;
-            }
+            let slot = match entry {
+                Entry::Timer(id) => {
+                    if let Some(timer) = self.timers.remove(&id) {
+                        due.push(Due::Timer { timer, at });
+                    }
+                    continue;
+                }
+                Entry::Job(slot) if self.fires_at(slot, at) => slot,
+                Entry::Job(_) => continue,
+            };
             let Some(scheduled) = self.slots[slot].as_mut() else {
                 continue;
             };
@@ -199,10 +267,7 @@ impl Scheduler {
             self.set_next(slot, next);
         }
         if enumerated {
-            due.sort_by_key(|d| match d {
-                Due::Fire { at, .. } => *at,
-                Due::Gap { from, .. } => *from,
-            });
+            due.sort_by_key(Due::at);
         }
         due
     }
@@ -233,7 +298,7 @@ impl Scheduler {
         match next {
             Some(at) => {
                 scheduled.next = Next::At(at);
-                self.heap.push(Reverse((at, slot)));
+                self.heap.push(Reverse((at, Entry::Job(slot))));
             }
             None => {
                 let name = scheduled.job.name.clone();
@@ -320,6 +385,7 @@ mod tests {
                     format!("gap from {}", from_ms(*from)),
                     true,
                 ),
+                Due::Timer { timer, at } => (format!("{timer:?}"), from_ms(*at).to_string(), false),
             })
             .collect()
     }
@@ -501,6 +567,33 @@ schedule = "*/20 * * * * *"
             scheduler.next_fire("every-20s"),
             Some(ms("2027-01-01T00:01:20Z"))
         );
+    }
+
+    #[test]
+    fn timers_share_the_timeline_with_fires_and_can_be_cancelled() {
+        let (_dir, config) = config(TWO_JOBS);
+        let start = ms("2027-01-01T00:00:30Z");
+        let mut scheduler = Scheduler::new(start, 100);
+        scheduler.add(Arc::clone(config.job("minutely").unwrap()), None, start);
+        scheduler.set_timer(ms("2027-01-01T00:01:00Z"), Timer::Fire(7));
+        let rescan = scheduler.set_timer(ms("2027-01-01T00:00:31Z"), Timer::Rescan);
+        scheduler.set_timer(ms("2027-01-01T00:00:45Z"), Timer::Reload);
+        assert_eq!(scheduler.next_wake(), Some(ms("2027-01-01T00:00:31Z")));
+        scheduler.cancel_timer(rescan);
+        assert_eq!(
+            scheduler.next_wake(),
+            Some(ms("2027-01-01T00:00:45Z")),
+            "a cancelled timer does not wake anyone"
+        );
+        assert_eq!(
+            fires(&scheduler.take_due(ms("2027-01-01T00:01:00Z"))),
+            [
+                ("Reload".into(), "2027-01-01T00:00:45Z".into(), false),
+                ("minutely".into(), "2027-01-01T00:01:00Z".into(), false),
+                ("Fire(7)".into(), "2027-01-01T00:01:00Z".into(), false),
+            ]
+        );
+        assert!(scheduler.take_due(ms("2027-01-01T00:01:00Z")).is_empty());
     }
 
     #[test]

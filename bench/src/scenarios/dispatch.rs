@@ -1,14 +1,15 @@
-//! `dispatch_N`: the scheduler core alone (the daemon's `Scheduler` and `Dispatcher`, no
-//! processes): N jobs due every second for a while; how late each fire reaches admission, and
-//! whether every due fire does.
+//! `dispatch_N`: the daemon's engine alone (its timeline, catch-up and admission; no processes
+//! and no database, each record answered at once): N jobs due every second for a while; how
+//! late each fire is started, its record written first, and whether every due fire is.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use pacer::admission::{Limits, LocalAdmission};
 use pacer::config::{Config, Environment, load};
-use pacer::dispatch::{Dispatcher, Request};
-use pacer::model::Trigger;
-use pacer::scheduler::{Due, Scheduler};
+use pacer::engine::{Effect, Engine, Input, Resume};
+use pacer::model::Status;
+use pacer::plugins::Registry;
 
 use super::Lateness;
 use crate::report::Report;
@@ -48,45 +49,60 @@ fn one(jobs: usize, seconds: i64) -> anyhow::Result<Lateness> {
         // Start on a whole second, so every measured second has all its fires.
         let begin = (now / 1_000 + 1) * 1_000;
         let end = begin + seconds * 1_000;
-        let mut scheduler = Scheduler::new(now, 100);
-        for job in &config.jobs {
-            scheduler.add(Arc::clone(job), None, now);
-        }
-        let mut dispatcher = Dispatcher::new(
-            u32::try_from(jobs * 2).unwrap_or(u32::MAX),
-            u32::MAX,
-            &config.pools,
-            config.daemon.pressure.clone(),
+        let mut limits = Limits::of(&config);
+        limits.max_concurrency = u32::try_from(jobs * 2).unwrap_or(u32::MAX);
+        limits.max_queue = u32::MAX;
+        let mut engine = Engine::new(
+            Arc::new(config),
+            Registry::of(&[("exec", "/usr/lib/pacer/plugins/libpacer_plugin_exec.so")]),
+            Box::new(LocalAdmission::new(&limits, now)),
+            Resume::default(),
+            std::process::id(),
             now,
         );
+        drop(engine.take_effects());
         let mut late = Vec::with_capacity(jobs * usize::try_from(seconds).unwrap_or(0));
-        // The daemon's loop: sleep until the next fire, take what is due, hand it to admission.
-        while let Some(wake) = scheduler.next_wake().filter(|at| *at < end) {
+        let mut next_id = 1;
+        // The daemon's loop: sleep until the next fire, hand the engine the tick, answer its
+        // writes, and count each fire it starts.
+        while let Some(wake) = engine.next_wake(now_ms()).filter(|at| *at < end) {
             let wait = u64::try_from(wake - now_ms()).unwrap_or(0);
             tokio::time::sleep(Duration::from_millis(wait)).await;
-            let now = now_ms();
-            for due in scheduler.take_due(now) {
-                let Due::Fire { job, at, .. } = due else {
-                    continue;
-                };
-                let request = Request {
-                    params: job.params.clone(),
-                    job,
-                    trigger: Trigger::Schedule,
-                    attempt: 1,
-                    scheduled_at: at,
-                    advances_schedule: true,
-                    notify: None,
-                };
-                dispatcher.submit(request, now);
-                if at >= begin {
-                    late.push((now_us() - at * 1_000) as f64 / 1_000.0);
+            let mut effects = engine.handle(Input::Tick, now_ms());
+            while !effects.is_empty() {
+                let mut written = Vec::new();
+                let mut ended = Vec::new();
+                for effect in effects {
+                    match effect {
+                        Effect::Write(_, Some(ticket)) => {
+                            written.push((ticket, Ok(Some(next_id))));
+                            next_id += 1;
+                        }
+                        Effect::Start(start) => {
+                            if start.scheduled_at >= begin {
+                                late.push((now_us() - start.scheduled_at * 1_000) as f64 / 1_000.0);
+                            }
+                            ended.push(start.key);
+                        }
+                        _ => {}
+                    }
+                }
+                effects = Vec::new();
+                if !written.is_empty() {
+                    effects.extend(engine.handle(Input::Written(written), now_ms()));
+                }
+                for key in ended {
+                    effects.extend(engine.handle(
+                        Input::Finished {
+                            key,
+                            status: Status::Succeeded,
+                            error: None,
+                            span: None,
+                        },
+                        now_ms(),
+                    ));
                 }
             }
-            for admitted in dispatcher.admit(now_ms()) {
-                dispatcher.finished(admitted.slot);
-            }
-            scheduler.reschedule();
         }
         let expected = jobs as f64 * seconds as f64;
         Ok(Lateness::of(&mut late, expected))

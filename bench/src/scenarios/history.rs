@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use pacer::model::{Status, Trigger};
 use pacer::store::sqlite::{SqliteHistory, SqliteStore};
-use pacer::store::{Finish, History, HistoryQuery, NewRun, Skipped, Store};
+use pacer::store::{Finish, History, HistoryQuery, NewFire, StartRun, Store, Write};
 
 use crate::report::{Report, median};
 
@@ -84,35 +84,46 @@ fn fill(path: &std::path::Path, rows: usize, now: i64) -> anyhow::Result<f64> {
             let scheduled_at = now - span + (i as i64 * span) / rows as i64;
             // Of each job's fires, 1 in 100 is skipped, 3 in 100 fail, the rest succeed, spread
             // over the month (row `i` is fire `i / JOBS` of its job).
+            let fire = NewFire {
+                job,
+                plugin: "exec".to_owned(),
+                trigger: Trigger::Schedule,
+                attempt: 1,
+                scheduled_at,
+                accepted_at: scheduled_at,
+                params: Arc::clone(&params),
+                own_params: false,
+                advances_schedule: true,
+            };
+            // Of each job's fires, 1 in 100 is skipped, 3 in 100 fail, the rest succeed, spread
+            // over the month (row `i` is fire `i / JOBS` of its job): each written as the daemon
+            // writes it, a queued record that starts and then finishes.
             let write = match (i + i / JOBS) % 100 {
                 0 => {
-                    let skipped = store.record_skipped(Skipped {
-                        job,
-                        plugin: "exec".to_owned(),
-                        trigger: Trigger::Schedule,
-                        attempt: 1,
-                        scheduled_at,
+                    let skipped = store.write(vec![Write::Skipped {
+                        fire,
                         reason: "run 1 of `job` is still running (overlap = \"skip\")".to_owned(),
-                        advances_schedule: true,
-                    });
+                    }]);
                     tokio::spawn(async move { skipped.await.map(drop) })
                 }
                 kind => {
-                    let started = store.start_run(NewRun {
-                        job,
-                        plugin: "exec".to_owned(),
-                        trigger: Trigger::Schedule,
-                        attempt: 1,
-                        scheduled_at,
-                        started_at: scheduled_at + 3,
-                        queue_ms: 0,
-                        params: Arc::clone(&params),
-                        process: None,
-                        advances_schedule: true,
-                    });
+                    let queued = store.write(vec![Write::Queued { fire, reason: None }]);
                     let store = store.clone();
                     tokio::spawn(async move {
-                        let id = started.await?;
+                        let id = queued
+                            .await?
+                            .pop()
+                            .and_then(Result::ok)
+                            .flatten()
+                            .ok_or_else(|| pacer::store::StoreError::Corrupt("no id".into()))?;
+                        store
+                            .start_run(StartRun {
+                                id,
+                                started_at: scheduled_at + 3,
+                                queue_ms: 0,
+                                process: None,
+                            })
+                            .await?;
                         let failed = kind <= 3;
                         store
                             .finish_run(Finish {
@@ -124,6 +135,7 @@ fn fill(path: &std::path::Path, rows: usize, now: i64) -> anyhow::Result<f64> {
                                 },
                                 finished_at: scheduled_at + 250,
                                 error: failed.then(|| "command exited with code 1".to_owned()),
+                                message: None,
                                 output: b"done\n".to_vec(),
                                 output_dropped: 0,
                             })

@@ -7,8 +7,7 @@ use anyhow::{anyhow, bail};
 
 use super::{Context, print_json};
 use crate::control::client::{ClientError, ask, converse};
-use crate::control::{Request, Response};
-use crate::dispatch::RunUpdate;
+use crate::control::{Request, Response, RunUpdate};
 use crate::model::Status;
 
 /// `pacer run J [--params JSON] [--wait]`.
@@ -32,7 +31,11 @@ pub fn run(
                 report(context, &update);
                 outcome = match update {
                     RunUpdate::Started { .. } | RunUpdate::Queued { .. } => Ok(None),
-                    RunUpdate::Skipped { reason } => Err(format!("skipped: {reason}")),
+                    RunUpdate::Skipped {
+                        id: Some(id),
+                        reason,
+                    } => Err(format!("run {id} skipped: {reason}")),
+                    RunUpdate::Skipped { id: None, reason } => Err(format!("skipped: {reason}")),
                     RunUpdate::Finished { status, .. } => Ok(Some(status)),
                 };
             }
@@ -66,7 +69,7 @@ fn report(context: &Context, update: &RunUpdate) {
     match update {
         RunUpdate::Started { id, attempt: 1 } => println!("started run {id}"),
         RunUpdate::Started { id, attempt } => println!("started run {id} (attempt {attempt})"),
-        RunUpdate::Queued { reason } => println!("queued: {reason}"),
+        RunUpdate::Queued { id, reason } => println!("queued run {id}: {reason}"),
         RunUpdate::Skipped { .. } => {}
         RunUpdate::Finished { id, status, error } => match error {
             Some(error) => println!("run {id} {status}: {error}"),

@@ -145,7 +145,8 @@ fn next_page(args: &HistoryArgs, oldest: i64) -> String {
 }
 
 /// Prints the runs found, oldest first, then every run that finishes from now on (and every
-/// skipped fire), polling the database twice a second.
+/// skipped fire), polling the database twice a second. Runs still queued or running are
+/// printed once they end.
 fn follow(
     context: &Context,
     history: &SqliteHistory,
@@ -157,7 +158,7 @@ fn follow(
     let mut seen = found.iter().map(|run| run.id).max().unwrap_or(0);
     let mut running: Vec<i64> = Vec::new();
     for run in found {
-        if run.status == Status::Running {
+        if !run.status.is_final() {
             running.push(run.id);
         } else {
             printer.print(&run)?;
@@ -180,7 +181,7 @@ fn follow(
         fresh.reverse();
         for run in fresh {
             seen = seen.max(run.id);
-            if run.status == Status::Running {
+            if !run.status.is_final() {
                 running.push(run.id);
             } else if query.status.is_none_or(|status| status == run.status) {
                 printer.print(&run)?;
@@ -189,7 +190,7 @@ fn follow(
         let mut still = Vec::new();
         for id in running {
             match history.run(id)? {
-                Some(detail) if detail.record.status == Status::Running => still.push(id),
+                Some(detail) if !detail.record.status.is_final() => still.push(id),
                 Some(detail) if query.status.is_none_or(|s| s == detail.record.status) => {
                     printer.print(&detail.record)?;
                 }

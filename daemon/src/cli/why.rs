@@ -11,7 +11,7 @@ use super::table::{Table, millis, when};
 use super::{Context, print_json};
 use crate::config::{Environment, load};
 use crate::control::client::{ClientError, ask};
-use crate::control::{Request, Response, WhyInfo};
+use crate::control::{Request, Response, Waiting, WhyInfo};
 use crate::model::Status;
 use crate::store::sqlite::SqliteHistory;
 use crate::store::{History, HistoryQuery, RunRecord, StoreError};
@@ -64,23 +64,38 @@ pub fn run(context: &Context, job: &str) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     let now = to_ms(jiff::Timestamp::now());
-    let mut fires: Vec<Fire> = runs.iter().map(|run| from_run(run, now)).collect();
+    let mut fires: Vec<Fire> = runs
+        .iter()
+        .map(|run| {
+            // A queued record says what held it when it was accepted; the daemon knows what
+            // holds it now.
+            let live = daemon
+                .waiting
+                .iter()
+                .find(|waiting| waiting.run_id == Some(run.id));
+            match live {
+                Some(waiting) if run.status == Status::Queued => queued(waiting, now),
+                _ => from_run(run, now),
+            }
+        })
+        .collect();
     fires.extend(daemon.paused_fires.iter().map(|at| Fire {
         scheduled_at: *at,
         outcome: "paused".to_owned(),
         run_id: None,
         reason: Some(format!("the job was paused (pacer resume {job})")),
     }));
-    fires.extend(daemon.waiting.iter().map(|waiting| Fire {
-        scheduled_at: waiting.scheduled_at,
-        outcome: "queued".to_owned(),
-        run_id: None,
-        reason: Some(format!(
-            "{} for {} so far",
-            waiting.reason,
-            millis(Some(now - waiting.since))
-        )),
-    }));
+    fires.extend(
+        daemon
+            .waiting
+            .iter()
+            .filter(|waiting| {
+                waiting
+                    .run_id
+                    .is_none_or(|id| !runs.iter().any(|run| run.id == id))
+            })
+            .map(|waiting| queued(waiting, now)),
+    );
     fires.sort_by(|a, b| {
         b.scheduled_at
             .cmp(&a.scheduled_at)
@@ -118,6 +133,20 @@ pub fn run(context: &Context, job: &str) -> anyhow::Result<ExitCode> {
     }
     table.print();
     Ok(ExitCode::SUCCESS)
+}
+
+/// A fire waiting now, in the daemon's words.
+fn queued(waiting: &Waiting, now: i64) -> Fire {
+    Fire {
+        scheduled_at: waiting.scheduled_at,
+        outcome: "queued".to_owned(),
+        run_id: waiting.run_id,
+        reason: Some(format!(
+            "{} for {} so far",
+            waiting.reason,
+            millis(Some(now - waiting.since))
+        )),
+    }
 }
 
 /// A recorded run in words: its error, how long it ran or waited.

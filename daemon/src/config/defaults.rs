@@ -39,3 +39,7 @@ pub const RETRY_BACKOFF: Duration = Duration::from_secs(10);
 pub const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(3600);
 /// Between SIGTERM and SIGKILL when a run is stopped (timeout, cancel, shutdown).
 pub const KILL_GRACE: Duration = Duration::from_secs(1);
+/// Missed fires of one job listed one by one before the rest of a long outage is folded into
+/// one record; also the largest `max_catch_up`, so `catch_up = "all"` always finds as many
+/// missed fires as it may run.
+pub const MAX_LISTED_MISSED: u32 = 10_000;

@@ -212,6 +212,43 @@ impl Job {
     pub fn is_reboot(&self) -> bool {
         matches!(self.schedule, Some(Schedule::Reboot))
     }
+
+    /// What decides when the job fires, as one line: two versions of a job with the same
+    /// timing fire at the same instants, so a reload keeps its next fire.
+    pub fn timing(&self) -> String {
+        format!(
+            "{}|{}|{}|{}",
+            self.schedule_text.as_deref().unwrap_or(""),
+            self.timezone.name,
+            self.jitter_offset.as_millis(),
+            self.enabled
+        )
+    }
+
+    /// Everything that decides what the job does, as one line: two versions of a job with the
+    /// same digest behave the same (where the job is written in its file does not count).
+    pub fn digest(&self) -> String {
+        format!(
+            "{}|{}|{}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{:?}|{}|{}",
+            self.timing(),
+            self.plugin,
+            self.pool,
+            self.overlap,
+            self.timeout,
+            self.retries,
+            self.retry_backoff,
+            self.retry_backoff_max,
+            self.catch_up,
+            self.memory_limit,
+            self.priority,
+            self.user,
+            self.on_failure,
+            self.on_success,
+            self.jitter,
+            self.params,
+            self.workdir.display(),
+        )
+    }
 }
 
 impl Config {

@@ -15,7 +15,6 @@ use super::{
     DaemonSettings, Environment, Job, Pool, PressureLimits, Zone, defaults, offset_for, resolve,
 };
 use crate::schedule::ScheduleCache;
-use crate::scheduler::MAX_LISTED_MISSED;
 use crate::units::{self, DURATION_HINT};
 
 /// One file being validated: its name for messages, its lines for positions, and the
@@ -571,9 +570,10 @@ fn bounded(value: i64, key: &str, min: i64) -> Result<u32, String> {
 /// always find the newest ones.
 fn catch_up_cap(value: i64) -> Result<u32, String> {
     let cap = bounded(value, "max_catch_up", 0)?;
-    if cap > MAX_LISTED_MISSED {
+    if cap > defaults::MAX_LISTED_MISSED {
         return Err(format!(
-            "max_catch_up must be at most {MAX_LISTED_MISSED}, not {value}"
+            "max_catch_up must be at most {}, not {value}",
+            defaults::MAX_LISTED_MISSED
         ));
     }
     Ok(cap)

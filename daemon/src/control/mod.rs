@@ -9,13 +9,79 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Job;
-use crate::dispatch::{Load, RunUpdate};
 use crate::model::Status;
 use crate::plugins::PluginInfo;
+use crate::store::RunId;
 use crate::time::json;
 
 /// The longest request line the daemon reads.
 pub const MAX_REQUEST: usize = 1 << 20;
+
+/// The version of the socket's protocol this daemon speaks. A request may say which version it
+/// was written for (`"api": 1`); one that names another is refused rather than misread.
+/// Versions only grow: a change that old clients could misread gets a new version.
+pub const API_VERSION: u64 = 1;
+
+/// Reads one request line, checking the version it was written for.
+pub fn decode_request(line: &str) -> Result<Request, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("unreadable request: {e}"))?;
+    match value.get("api") {
+        None => {}
+        Some(version) if version.as_u64() == Some(API_VERSION) => {}
+        Some(version) => {
+            return Err(format!(
+                "this pacerd speaks api {API_VERSION}, not {version} (docs/api.md)"
+            ));
+        }
+    }
+    serde_json::from_value(value).map_err(|e| format!("unreadable request: {e}"))
+}
+
+/// What a `pacer run` (or an application enqueuing work) learns about its fire, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum RunUpdate {
+    /// The fire is accepted and waits: its record exists, `queued`, with this id.
+    Queued {
+        /// Its run id.
+        id: RunId,
+        /// What it waits for.
+        reason: String,
+    },
+    /// The run started (its record is `running`).
+    Started {
+        /// Its id.
+        id: RunId,
+        /// Its attempt.
+        attempt: u32,
+    },
+    /// A policy declined it, for this reason; its record is `skipped`.
+    Skipped {
+        /// The skipped record, when it could be written.
+        id: Option<RunId>,
+        /// Which policy and why.
+        reason: String,
+    },
+    /// The run ended (a retry may follow, with another id).
+    Finished {
+        /// Its id.
+        id: RunId,
+        /// How it ended.
+        status: Status,
+        /// Why, if it did not succeed.
+        error: Option<String>,
+    },
+}
+
+/// In-flight and queued counts of a pool, or of all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Load {
+    /// Runs in flight.
+    pub in_flight: u32,
+    /// Fires waiting.
+    pub queued: u32,
+}
 
 /// What the CLI asks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,7 +102,7 @@ pub enum Request {
         /// Keep answering until the run (and its retries) ended.
         wait: bool,
     },
-    /// Stop a running run (recorded `cancelled`).
+    /// Stop a running or queued run (recorded `cancelled`).
     Cancel {
         /// The run.
         id: i64,
@@ -134,6 +200,9 @@ pub struct StatusInfo {
     pub pools: BTreeMap<String, Load>,
     /// Why new starts wait although slots are free (PSI), if they do.
     pub waiting_on: Option<String>,
+    /// Why the history cannot be written now, if it cannot (fires wait until it can).
+    #[serde(default)]
+    pub history_error: Option<String>,
 }
 
 impl JobInfo {
@@ -209,13 +278,16 @@ pub struct WhyInfo {
     pub waiting: Vec<Waiting>,
 }
 
-/// A fire waiting for admission.
+/// A fire waiting to start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Waiting {
+    /// Its record, once written.
+    pub run_id: Option<RunId>,
     /// Its due instant, Unix ms.
     pub scheduled_at: i64,
-    /// When it entered the queue, Unix ms.
+    /// Since when it waits, Unix ms.
     pub since: i64,
-    /// Why it waits: its job's run still going, a full pool or pressure.
+    /// Why it waits: its job's run still going, a full pool, pressure, its retry's instant,
+    /// its turn among missed fires.
     pub reason: String,
 }

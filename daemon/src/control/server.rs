@@ -128,9 +128,7 @@ async fn handle(stream: UnixStream, engine: mpsc::Sender<Incoming>, access: Acce
     let (reply, mut answers) = mpsc::unbounded_channel();
     let request = match reader.read_line(&mut line).await {
         Ok(0) => return,
-        Ok(_) => {
-            serde_json::from_str::<Request>(&line).map_err(|e| format!("unreadable request: {e}"))
-        }
+        Ok(_) => super::decode_request(&line),
         Err(e) => Err(format!("cannot read the request: {e}")),
     };
     // `reply` moves into the engine's hands or is dropped here, so `answers` ends once the

@@ -15,10 +15,10 @@ use prometheus_client::registry::{Registry, Unit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::runner::RunSpan;
+use crate::admission::{AdmissionStatus, SkipKind};
 use crate::config::{Job, Jobs};
-use crate::dispatch::{DispatchStatus, SkipKind};
-use crate::model::Status;
+use crate::engine::Observation;
+use crate::model::{RunSpan, Status};
 use crate::time::{from_ms, to_ms};
 
 /// How many upcoming fires [`Metrics::schedules`] looks at for a job's longest gap, exactly.
@@ -308,8 +308,23 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts what the engine observed.
+    pub fn observe(&self, observation: Observation, now: jiff::Timestamp) {
+        match observation {
+            Observation::Skipped { job, kind } => self.skipped(&job, kind),
+            Observation::Admitted { pool, wait_ms } => self.admitted(&pool, wait_ms),
+            Observation::Started { lateness_ms } => self.run_started(lateness_ms),
+            Observation::Finished { job, status, span } => self.run_finished(&job, status, span),
+            Observation::Load(status) => self.load(&status),
+            Observation::Paused { job, paused } => self.paused(&job, paused, now),
+            Observation::Jobs { config, paused } => self.schedules(&config.jobs, &paused, now),
+            Observation::JobRemoved(job) => self.job_removed(&job),
+            Observation::PluginsRefused(count) => self.plugins_refused(count),
+        }
+    }
+
     /// Runs in flight and fires queued, per pool.
-    pub fn load(&self, status: &DispatchStatus) {
+    pub fn load(&self, status: &AdmissionStatus) {
         for (pool, load) in &status.pools {
             let label = PoolLabel { pool: pool.clone() };
             self.in_flight

@@ -1,10 +1,11 @@
-//! `pacerd`: load the config, open the history, find the plugins, then loop: sleep until the
-//! next thing is due, fire, admit, and answer the control socket, until a signal stops it.
+//! `pacerd`: the edge around the engine. It loads the config, opens the history, finds the
+//! plugins, then loops: sleep until the engine's next instant, feed it what happened (the
+//! instant came, a write committed, a run started or ended, a control request, a signal), and
+//! carry out what it decides, until it is told to stop.
 
 mod args;
-mod chain;
 mod config_watch;
-mod engine;
+mod edge;
 mod metrics;
 mod notify;
 mod reboot;
@@ -12,7 +13,7 @@ mod recovery;
 mod retention;
 mod runner;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,17 +21,19 @@ use anyhow::{Context as _, anyhow};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
+use crate::admission::{Limits, LocalAdmission};
 use crate::config::{self, Environment};
 use crate::control;
-use crate::plugins::{Registry, ScanOptions};
+use crate::engine::{Engine, Input, Resume};
+use crate::plugins::{PluginWatcher, Registry, ScanOptions};
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 use crate::time::{Clock, SystemClock, to_ms};
 use crate::worker::Launcher;
 
 pub use args::Args;
-use engine::Engine;
-use runner::{RunEnv, RunEvent};
+use edge::Edge;
+use runner::RunEnv;
 
 /// The wall clock is re-read at least this often, so a clock step is noticed within a minute
 /// even while nothing is due (tokio's timers are monotonic and would not notice).
@@ -43,30 +46,80 @@ pub struct Options {
     pub config: PathBuf,
 }
 
+/// Why the daemon is asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Stop: let running jobs finish within `shutdown_grace`, then stop them.
+    Gracefully,
+    /// Stop running jobs now (a second signal while stopping).
+    Now,
+}
+
 /// Runs the daemon until SIGTERM or SIGINT; returns once every run has ended and been recorded.
 pub fn run(options: &Options) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(options, Arc::new(SystemClock)))
+    runtime.block_on(async {
+        let (stops, stop) = mpsc::unbounded_channel();
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut hangup = signal(SignalKind::hangup())?;
+        let (reloads, reload) = mpsc::unbounded_channel();
+        // Signals become requests at the edge: the first SIGTERM or SIGINT stops gracefully,
+        // a second one at once; SIGHUP reloads.
+        tokio::spawn(async move {
+            let mut asked = false;
+            loop {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = interrupt.recv() => {}
+                    _ = hangup.recv() => {
+                        let _ = reloads.send(());
+                        continue;
+                    }
+                }
+                let how = if asked { Stop::Now } else { Stop::Gracefully };
+                asked = true;
+                if stops.send(how).is_err() {
+                    return;
+                }
+            }
+        });
+        serve(&options.config, Arc::new(SystemClock), stop, reload).await
+    })
 }
 
-async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
-    let config = config::load(&options.config, Environment::current())
+/// The daemon on the config at `config_path`, until `stop` says so; `reload` asks for a
+/// reload (SIGHUP).
+pub async fn serve(
+    config_path: &std::path::Path,
+    clock: Arc<dyn Clock>,
+    mut stop: mpsc::UnboundedReceiver<Stop>,
+    mut reload: mpsc::UnboundedReceiver<()>,
+) -> anyhow::Result<()> {
+    let config = config::load(config_path, Environment::current())
         .map_err(|errors| anyhow!("{errors}"))
         .context("the config is invalid; pacerd did not start")?;
     let config = Arc::new(config);
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.daemon.database)?);
+    let sqlite = SqliteStore::open(&config.daemon.database)?;
+    let store: Arc<dyn Store> = Arc::new(sqlite.clone());
+    let last_alive = sqlite
+        .previous_alive()
+        .unwrap_or_else(|| to_ms(clock.now()));
+    sqlite.mark_alive();
     let orphans = store
         .abandon_orphans(
-            to_ms(clock.now()),
-            "pacerd stopped while this run was going (found at the next start)".to_owned(),
+            last_alive,
+            "pacerd stopped while this run was going (found at the next start; it ended at \
+             pacerd's last sign of life)"
+                .to_owned(),
         )
         .await?;
     if !orphans.is_empty() {
         let killed = recovery::kill_leftovers(&orphans);
-        tracing::warn!(
+        tracing::error!(
             runs = orphans.len(),
             processes_killed = killed,
             "runs left by a previous pacerd are recorded as abandoned"
@@ -85,16 +138,11 @@ async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
             config.daemon.socket.display()
         )
     })?;
-    let states = store.job_states().await?;
-    let last_status = store.last_statuses().await?;
-    let (events_tx, mut events) = mpsc::unbounded_channel();
-    let env = Arc::new(RunEnv {
-        store: Arc::clone(&store),
-        launcher,
-        output_limit: config.daemon.output_limit,
-        events: events_tx,
-        clock: Arc::clone(&clock),
-    });
+    let resume = Resume {
+        states: store.job_states().await?,
+        last_status: store.last_statuses().await?,
+        queued: store.queued_fires().await?,
+    };
     let metrics = Arc::new(metrics::Metrics::new(
         config.pools.keys(),
         config.daemon.metrics_listen.is_some(),
@@ -102,7 +150,8 @@ async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
     if metrics.exported() {
         let names = config.jobs.iter().map(|job| job.name.clone()).collect();
         metrics.seed_last_success(&store.last_successes(names).await?);
-        let paused = states
+        let paused = resume
+            .states
             .iter()
             .filter(|(_, state)| state.paused)
             .map(|(name, _)| name.clone())
@@ -121,93 +170,101 @@ async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let (inputs_tx, mut inputs) = mpsc::unbounded_channel();
+    let env = Arc::new(RunEnv {
+        store: Arc::clone(&store),
+        launcher,
+        output_limit: config.daemon.output_limit,
+        kill_grace: config::defaults::KILL_GRACE,
+        events: inputs_tx.clone(),
+        clock: Arc::clone(&clock),
+    });
     let (plugin_changes, mut plugin_events) = mpsc::unbounded_channel();
-    let (rescans, mut rescanned) = mpsc::unbounded_channel();
+    let now = to_ms(clock.now());
+    let admission = Box::new(LocalAdmission::new(&Limits::of(&config), now));
     let mut engine = Engine::new(
         Arc::clone(&config),
         registry,
-        &states,
-        last_status,
-        env,
-        engine::Channels {
-            plugin_changes,
-            rescans,
-        },
-        metrics,
+        admission,
+        resume,
+        std::process::id(),
+        now,
     );
-    let runtime_dir = config.daemon.socket.parent().unwrap_or(Path::new("/"));
-    engine.fire_at_boot(reboot::take_due(runtime_dir, &config.jobs));
+    let mut edge = Edge::new(
+        env,
+        sqlite.clone(),
+        Arc::clone(&metrics),
+        PluginWatcher::new(plugin_changes),
+        config_path.to_owned(),
+        config
+            .daemon
+            .socket
+            .parent()
+            .unwrap_or(std::path::Path::new("/"))
+            .to_owned(),
+        inputs_tx,
+    );
+    edge.apply(engine.take_effects());
     crate::sys::return_free_memory();
     let (control_tx, mut control_rx) = mpsc::channel(64);
     let server = tokio::spawn(control::server::serve(listener, control_tx, access));
     let (config_changes, mut config_events) = mpsc::unbounded_channel();
-    let config_watcher = config_watch::ConfigWatcher::new(&options.config, config_changes);
+    let config_watcher = config_watch::ConfigWatcher::new(config_path, config_changes);
     let pruner = tokio::spawn(retention::prune_forever(
         Arc::clone(&store),
         config.daemon.history_retention,
         Arc::clone(&clock),
     ));
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut hangup = signal(SignalKind::hangup())?;
+    let mut health = sqlite.health();
     tracing::info!(
         jobs = config.jobs.len(),
-        config = %options.config.display(),
+        config = %config_path.display(),
         socket = %config.daemon.socket.display(),
         "pacerd is ready"
     );
-    notify::ready(&format!("{} jobs", config.jobs.len()));
+    notify::ready(&engine_jobs_line(&engine));
     let watchdog = notify::watchdog_interval();
     let mut next_alive = tokio::time::Instant::now();
 
-    loop {
+    let how = loop {
         if let Some(interval) = watchdog
             && tokio::time::Instant::now() >= next_alive
         {
             notify::alive();
             next_alive = tokio::time::Instant::now() + interval;
         }
-        let now = engine.now();
+        edge.mark_alive();
+        let now = to_ms(clock.now());
         let sleep_ms = engine
-            .wake_at(now)
+            .next_wake(now)
             .map_or(MAX_SLEEP_MS, |at| (at - now).clamp(0, MAX_SLEEP_MS));
         let mut wake = tokio::time::Instant::now()
             + Duration::from_millis(u64::try_from(sleep_ms).unwrap_or(0));
         if watchdog.is_some() {
             wake = wake.min(next_alive);
         }
-        tokio::select! {
-            () = tokio::time::sleep_until(wake) => {}
-            Some(event) = events.recv() => {
-                let now = engine.now();
-                engine.on_event(event, now);
-            }
-            Some(()) = plugin_events.recv() => {
-                let now = engine.now();
-                engine.plugins_changed(now);
-            }
-            Some(registry) = rescanned.recv() => engine.install_registry(registry),
-            Some(incoming) = control_rx.recv() => {
-                engine.handle(incoming.request, &incoming.reply);
-            }
+        let input = tokio::select! {
+            () = tokio::time::sleep_until(wake) => Input::Tick,
+            Some(input) = inputs.recv() => input,
+            Some(incoming) = control_rx.recv() => edge.control(incoming),
+            Some(()) = plugin_events.recv() => Input::PluginsChanged,
             Some(()) = config_events.recv() => {
                 config_watcher.rewatch();
-                let now = engine.now();
-                engine.config_changed(now);
+                Input::ConfigChanged
             }
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
-            _ = hangup.recv() => {
-                let now = engine.now();
-                // The outcome is logged by `reload`; an invalid config leaves the old one.
-                let _ = engine.reload(now);
+            Ok(()) = health.changed() => {
+                let unwritable = health.borrow_and_update().clone();
+                Input::History(unwritable.map(|u| u.to_string()))
             }
-        }
-        let now = engine.now();
-        engine.tick(now);
-        engine.reap_records();
-    }
+            Some(()) = reload.recv() => Input::ReloadSignal,
+            how = stop.recv() => break how.unwrap_or(Stop::Gracefully),
+        };
+        let now = to_ms(clock.now());
+        edge.apply(engine.handle(input, now));
+    };
 
+    let now = to_ms(clock.now());
+    edge.apply(engine.handle(Input::Shutdown, now));
     tracing::info!(in_flight = engine.in_flight(), "stopping");
     notify::stopping();
     server.abort();
@@ -215,31 +272,8 @@ async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
     if let Some(metrics_server) = &metrics_server {
         metrics_server.abort();
     }
-    engine.stop_admitting();
-    let grace = tokio::time::sleep(engine.config().daemon.shutdown_grace);
-    tokio::pin!(grace);
-    let mut cancelled = false;
-    while engine.in_flight() > 0 {
-        tokio::select! {
-            Some(event) = events.recv() => {
-                let now = engine.now();
-                drain_event(&mut engine, event, now);
-            }
-            () = &mut grace, if !cancelled => {
-                engine.cancel_all("pacerd stopped and shutdown_grace elapsed");
-                cancelled = true;
-            }
-            _ = terminate.recv(), if !cancelled => {
-                engine.cancel_all("pacerd was stopped at once (a second signal)");
-                cancelled = true;
-            }
-            _ = interrupt.recv(), if !cancelled => {
-                engine.cancel_all("pacerd was stopped at once (a second signal)");
-                cancelled = true;
-            }
-        }
-    }
-    engine.flush_records().await;
+    drain(&mut engine, &mut edge, &mut inputs, &mut stop, how, &clock).await;
+    edge.flush().await;
     if let Err(e) = store.close().await {
         tracing::error!("cannot close the history cleanly: {e}");
     }
@@ -248,8 +282,54 @@ async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// While stopping, runs still report; nothing new is admitted.
-fn drain_event(engine: &mut Engine, event: RunEvent, now: i64) {
-    engine.on_event(event, now);
-    engine.stop_admitting();
+/// While stopping: runs in flight get `shutdown_grace` (none after a second signal), then are
+/// stopped; their ends are still recorded. Fires waiting stay `queued` for the next start.
+async fn drain(
+    engine: &mut Engine,
+    edge: &mut Edge,
+    inputs: &mut mpsc::UnboundedReceiver<Input>,
+    stop: &mut mpsc::UnboundedReceiver<Stop>,
+    how: Stop,
+    clock: &Arc<dyn Clock>,
+) {
+    let grace = tokio::time::sleep(engine.config().daemon.shutdown_grace);
+    tokio::pin!(grace);
+    let mut stopped = false;
+    if how == Stop::Now {
+        stop_all(
+            engine,
+            edge,
+            clock,
+            "pacerd was stopped at once (a second signal)",
+        );
+        stopped = true;
+    }
+    while engine.in_flight() > 0 {
+        let input = tokio::select! {
+            Some(input) = inputs.recv() => input,
+            () = &mut grace, if !stopped => {
+                stopped = true;
+                Input::StopAll("pacerd stopped and shutdown_grace elapsed".to_owned())
+            }
+            Some(_) = stop.recv(), if !stopped => {
+                stopped = true;
+                Input::StopAll("pacerd was stopped at once (a second signal)".to_owned())
+            }
+            else => break,
+        };
+        let now = to_ms(clock.now());
+        edge.apply(engine.handle(input, now));
+    }
+}
+
+fn stop_all(engine: &mut Engine, edge: &mut Edge, clock: &Arc<dyn Clock>, reason: &str) {
+    let now = to_ms(clock.now());
+    edge.apply(engine.handle(Input::StopAll(reason.to_owned()), now));
+}
+
+fn engine_jobs_line(engine: &Engine) -> String {
+    match engine.config().jobs.len() {
+        1 => "1 job".to_owned(),
+        n => format!("{n} jobs"),
+    }
 }

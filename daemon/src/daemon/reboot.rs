@@ -13,47 +13,65 @@ use crate::config::Job;
 /// The marker's file name in the runtime directory.
 const MARKER: &str = "pacer-reboot";
 
-/// The `@reboot` jobs that have not run in this boot; records them as run.
-pub fn take_due(runtime_dir: &Path, jobs: &[Arc<Job>]) -> Vec<Arc<Job>> {
-    if !jobs.iter().any(|job| job.enabled && job.is_reboot()) {
-        return Vec::new();
-    }
+/// The `@reboot` jobs among `jobs` that have not fired in this boot, by the marker. (The
+/// history is asked too: a fire recorded just before a crash, whose mark was not written yet,
+/// must not fire again.)
+pub fn unmarked(runtime_dir: &Path, jobs: Vec<Arc<Job>>) -> Vec<Arc<Job>> {
     let Some(boot_id) = boot_id() else {
         tracing::warn!("cannot read the boot id; @reboot jobs are not run");
         return Vec::new();
     };
-    take_due_in_boot(runtime_dir, jobs, &boot_id)
+    let already = marked(runtime_dir, &boot_id);
+    jobs.into_iter()
+        .filter(|job| !already.contains(&job.name))
+        .collect()
 }
 
-/// [`take_due`] for the boot called `boot_id`.
-fn take_due_in_boot(runtime_dir: &Path, jobs: &[Arc<Job>], boot_id: &str) -> Vec<Arc<Job>> {
-    let reboot_jobs: Vec<&Arc<Job>> = jobs
-        .iter()
-        .filter(|job| job.enabled && job.is_reboot())
-        .collect();
-    let marker = runtime_dir.join(MARKER);
-    let already: Vec<String> = match std::fs::read_to_string(&marker) {
+/// Remembers that `job` fired in this boot.
+pub fn mark(runtime_dir: &Path, job: &str) {
+    let Some(boot_id) = boot_id() else {
+        return;
+    };
+    mark_in_boot(runtime_dir, job, &boot_id);
+}
+
+/// When this boot began, Unix ms (`btime` in `/proc/stat`, whole seconds, rounded down).
+pub fn boot_started_ms() -> Option<i64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let seconds: i64 = stat
+        .lines()
+        .find_map(|line| line.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(seconds * 1_000)
+}
+
+/// The jobs the marker lists for the boot called `boot_id`.
+fn marked(runtime_dir: &Path, boot_id: &str) -> Vec<String> {
+    match std::fs::read_to_string(runtime_dir.join(MARKER)) {
         Ok(text) if text.lines().next() == Some(boot_id) => {
             text.lines().skip(1).map(str::to_owned).collect()
         }
         _ => Vec::new(),
-    };
-    let due: Vec<Arc<Job>> = reboot_jobs
-        .iter()
-        .filter(|job| !already.contains(&job.name))
-        .map(|job| Arc::clone(job))
-        .collect();
-    if !due.is_empty() {
-        let mut text = format!("{boot_id}\n");
-        for name in already.iter().chain(due.iter().map(|job| &job.name)) {
-            text.push_str(name);
-            text.push('\n');
-        }
-        if let Err(e) = write_atomically(&marker, &text) {
-            tracing::warn!(path = %marker.display(), "cannot record @reboot runs: {e}");
-        }
     }
-    due
+}
+
+fn mark_in_boot(runtime_dir: &Path, job: &str, boot_id: &str) {
+    let mut names = marked(runtime_dir, boot_id);
+    if names.iter().any(|name| name == job) {
+        return;
+    }
+    names.push(job.to_owned());
+    let mut text = format!("{boot_id}\n");
+    for name in names {
+        text.push_str(&name);
+        text.push('\n');
+    }
+    let marker = runtime_dir.join(MARKER);
+    if let Err(e) = write_atomically(&marker, &text) {
+        tracing::warn!(path = %marker.display(), "cannot record @reboot runs: {e}");
+    }
 }
 
 fn boot_id() -> Option<String> {
@@ -72,51 +90,27 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::load_text;
 
-    fn jobs(names: &[&str]) -> (tempfile::TempDir, Vec<Arc<Job>>) {
-        let mut text = String::from(
-            "[[jobs]]\nname = \"hourly\"\nschedule = \"@hourly\"\nplugin = \"exec\"\n",
+    #[test]
+    fn each_reboot_job_is_marked_once_per_boot() {
+        let runtime_dir = tempfile::tempdir().unwrap();
+        let runtime = runtime_dir.path();
+        assert!(marked(runtime, "boot-a").is_empty());
+        mark_in_boot(runtime, "warm", "boot-a");
+        mark_in_boot(runtime, "warm", "boot-a");
+        mark_in_boot(runtime, "added", "boot-a");
+        assert_eq!(marked(runtime, "boot-a"), ["warm", "added"]);
+        assert!(
+            marked(runtime, "boot-b").is_empty(),
+            "a new boot id is a new boot, even where the marker survived"
         );
-        for name in names {
-            text.push_str(&format!(
-                "[[jobs]]\nname = \"{name}\"\nschedule = \"@reboot\"\nplugin = \"exec\"\n"
-            ));
-        }
-        let (dir, config) = load_text(&text);
-        (dir, config.jobs.iter().cloned().collect())
-    }
-
-    fn names(jobs: &[Arc<Job>]) -> Vec<&str> {
-        jobs.iter().map(|job| job.name.as_str()).collect()
+        mark_in_boot(runtime, "added", "boot-b");
+        assert_eq!(marked(runtime, "boot-b"), ["added"]);
     }
 
     #[test]
-    fn each_reboot_job_runs_once_per_boot() {
-        let runtime_dir = tempfile::tempdir().unwrap();
-        let runtime = runtime_dir.path();
-        let (_dir, first) = jobs(&["warm"]);
-        assert_eq!(
-            names(&take_due_in_boot(runtime, &first, "boot-a")),
-            ["warm"]
-        );
-        assert!(
-            take_due_in_boot(runtime, &first, "boot-a").is_empty(),
-            "a daemon restart in the same boot does not run it again"
-        );
-
-        let (_dir, more) = jobs(&["warm", "added"]);
-        assert_eq!(
-            names(&take_due_in_boot(runtime, &more, "boot-a")),
-            ["added"],
-            "a job added later in the boot runs once too"
-        );
-        assert!(take_due_in_boot(runtime, &more, "boot-a").is_empty());
-
-        assert_eq!(
-            names(&take_due_in_boot(runtime, &more, "boot-b")),
-            ["warm", "added"],
-            "a new boot id is a new boot, even where the marker survived"
-        );
+    fn the_boot_began_before_now() {
+        let began = boot_started_ms().unwrap();
+        assert!(began > 0 && began <= crate::time::to_ms(jiff::Timestamp::now()));
     }
 }

@@ -1,16 +1,14 @@
-//! One admitted run, start to finish: spawn its worker, record it, hand over its params,
-//! supervise it, record how it ended, and tell the engine.
+//! One admitted run, start to finish: spawn its worker, turn its record `running`, hand over
+//! its params, supervise it, record how it ended, and tell the engine.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::config::defaults::KILL_GRACE;
-use crate::dispatch::{Admitted, Request, RunUpdate, SlotId};
-use crate::model::{Status, Trigger};
-use crate::store::{Finish, NewRun, RunId, Store};
+use crate::engine::{Input, Start};
+use crate::model::{RunSpan, Status, Trigger};
+use crate::store::{Finish, RunId, StartRun, Store};
 use crate::time::{Clock, rfc3339_ms, to_ms};
 use crate::worker::outcome::classify;
 use crate::worker::protocol::{Assignment, Setup, Task};
@@ -25,159 +23,103 @@ pub struct RunEnv {
     pub launcher: Launcher,
     /// Captured output kept per run.
     pub output_limit: u64,
-    /// Where runs report back.
-    pub events: mpsc::UnboundedSender<RunEvent>,
+    /// Between SIGTERM and SIGKILL when a run is stopped.
+    pub kill_grace: Duration,
+    /// Where runs report back to the engine.
+    pub events: mpsc::UnboundedSender<Input>,
     /// The wall clock.
     pub clock: Arc<dyn Clock>,
 }
 
-/// What a run tells the engine.
-#[derive(Debug)]
-pub enum RunEvent {
-    /// Its record exists.
-    Started {
-        /// Its slot.
-        slot: SlotId,
-        /// Its id.
-        id: RunId,
-        /// `started_at - scheduled_at`.
-        lateness_ms: i64,
-    },
-    /// Its processes are gone and its record is complete.
-    Finished {
-        /// Its slot, to release.
-        slot: SlotId,
-        /// Its id, if its record could be written.
-        id: Option<RunId>,
-        /// How it ended.
-        status: Status,
-        /// Why, if it did not succeed.
-        error: Option<String>,
-        /// Its spawn and reap, when it got that far.
-        span: Option<RunSpan>,
-        /// The request it served (retries and chains start from it).
-        request: Request,
-    },
-}
-
-/// When a run's process was spawned and reaped, Unix ms, as its record holds them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RunSpan {
-    /// Its `started_at`.
-    pub started_at: i64,
-    /// Its `finished_at`.
-    pub finished_at: i64,
-}
-
-impl RunSpan {
-    /// Its `duration_ms`.
-    pub fn duration_ms(self) -> i64 {
-        self.finished_at - self.started_at
-    }
-}
-
-/// Carries out one admitted request whose plugin lives at `plugin_path`.
-pub async fn execute(env: Arc<RunEnv>, admitted: Admitted, plugin_path: PathBuf) {
-    let Admitted {
-        slot,
-        request,
-        queue_ms,
-        cancel,
-    } = admitted;
-    let job = Arc::clone(&request.job);
+/// Carries out one admitted run; `cancel` resolves with a reason when it must stop.
+pub async fn execute(env: Arc<RunEnv>, start: Start, cancel: oneshot::Receiver<String>) {
     let cancel = async move {
         match cancel.await {
             Ok(reason) => reason,
-            // The engine dropped the sender: nobody will cancel this run.
+            // The edge dropped the sender: nobody will cancel this run.
             Err(_) => std::future::pending().await,
         }
     };
-    let new_run = |started_at, process| NewRun {
-        job: job.name.clone(),
-        plugin: job.plugin.clone(),
-        trigger: request.trigger,
-        attempt: request.attempt,
-        scheduled_at: request.scheduled_at,
-        started_at,
-        queue_ms,
-        params: request.params.clone(),
-        process,
-        advances_schedule: request.advances_schedule,
-    };
+    let job = Arc::clone(&start.job);
+    let id = start.run_id;
     let mut worker = match env.launcher.spawn(&job.workdir) {
         Ok(worker) => worker,
         Err(e) => {
             let now = to_ms(env.clock.now());
             let error = format!("cannot start the run's process: {e}");
-            let recorded = env.store.start_run(new_run(now, None)).await;
-            let id = match recorded {
-                Ok(id) => {
-                    request.tell(RunUpdate::Started {
+            tracing::error!(job = %job.name, run_id = id, "{error}");
+            let started = env
+                .store
+                .start_run(StartRun {
+                    id,
+                    started_at: now,
+                    queue_ms: start.queue_ms,
+                    process: None,
+                })
+                .await;
+            let span = match started {
+                Ok(()) => {
+                    report_started(&env, &start, now);
+                    let finished_at = finish(
+                        &env,
                         id,
-                        attempt: request.attempt,
-                    });
-                    finish(&env, id, Status::Failed, Some(error.clone()), Vec::new(), 0).await;
-                    request.tell(RunUpdate::Finished {
-                        id,
-                        status: Status::Failed,
-                        error: Some(error.clone()),
-                    });
-                    Some(id)
+                        Status::Failed,
+                        Some(error.clone()),
+                        None,
+                        Vec::new(),
+                        0,
+                    )
+                    .await;
+                    Some(RunSpan {
+                        started_at: now,
+                        finished_at,
+                    })
                 }
                 Err(_) => None,
             };
-            report_finished(&env, slot, id, Status::Failed, Some(error), None, request);
+            report_finished(&env, &start, Status::Failed, Some(error), span);
             return;
         }
     };
     let (pid, spawned_after) = worker.process();
     let started_at = worker.spawned_at_ms();
-    let id = match env
+    if let Err(e) = env
         .store
-        .start_run(new_run(started_at, spawned_after.map(|t| (pid, t))))
+        .start_run(StartRun {
+            id,
+            started_at,
+            queue_ms: start.queue_ms,
+            process: spawned_after.map(|t| (pid, t)),
+        })
         .await
     {
-        Ok(id) => id,
-        Err(e) => {
-            // Without a record the plugin must not run: a run that started is never lost.
-            let error = format!("cannot record the run, so it was not started: {e}");
-            tracing::error!(job = %job.name, "{error}");
-            drop(
-                worker
-                    .supervise(quick_stop(), std::future::ready(error.clone()))
-                    .await,
-            );
-            request.tell(RunUpdate::Skipped {
-                reason: error.clone(),
-            });
-            report_finished(&env, slot, None, Status::Failed, Some(error), None, request);
-            return;
-        }
-    };
-    let _ = env.events.send(RunEvent::Started {
-        slot,
-        id,
-        lateness_ms: started_at - request.scheduled_at,
-    });
-    request.tell(RunUpdate::Started {
-        id,
-        attempt: request.attempt,
-    });
-    tracing::info!(job = %job.name, run_id = id, trigger = %request.trigger, attempt = request.attempt, "run started");
+        // Without a `running` record the plugin must not run: a run that started is never lost.
+        let error = format!("cannot record the run's start, so it was not started: {e}");
+        tracing::error!(job = %job.name, run_id = id, "{error}");
+        drop(
+            worker
+                .supervise(quick_stop(), std::future::ready(error.clone()))
+                .await,
+        );
+        report_finished(&env, &start, Status::Failed, Some(error), None);
+        return;
+    }
+    report_started(&env, &start, started_at);
+    tracing::info!(job = %job.name, run_id = id, trigger = %start.trigger, attempt = start.attempt, "run started");
     let deadline_ms = job
         .timeout
         .map(|t| started_at + i64::try_from(t.as_millis()).unwrap_or(i64::MAX / 2));
     let assignment = Assignment {
-        plugin: plugin_path,
+        plugin: start.plugin.clone(),
         setup: Setup {
             memory_limit: job.memory_limit,
             user: job.user.clone(),
         },
         task: Task::Run {
             expected_name: job.plugin.clone(),
-            params: request.params.clone(),
+            params: Arc::clone(&start.params),
             deadline_ms,
-            env: run_environment(&request, id),
+            env: run_environment(&start),
         },
     };
     // A worker that died before reading this is classified from its exit below.
@@ -185,23 +127,23 @@ pub async fn execute(env: Arc<RunEnv>, admitted: Admitted, plugin_path: PathBuf)
     let limits = Limits {
         timeout: job.timeout,
         output_limit: env.output_limit,
-        kill_grace: KILL_GRACE,
+        kill_grace: env.kill_grace,
     };
     let ended = worker.supervise(limits, cancel).await;
     let (status, error) = classify(&ended, job.memory_limit);
+    let message = ended
+        .reports
+        .message
+        .clone()
+        .filter(|m| status == Status::Succeeded && !m.is_empty());
     let (output, dropped) = ended.output.into_parts();
-    let finished_at = finish(&env, id, status, error.clone(), output, dropped).await;
-    request.tell(RunUpdate::Finished {
-        id,
-        status,
-        error: error.clone(),
-    });
-    tracing::info!(job = %job.name, run_id = id, status = %status, error = error.as_deref().unwrap_or(""), "run finished");
+    let finished_at = finish(&env, id, status, error.clone(), message, output, dropped).await;
+    log_end(&start, status, error.as_deref());
     let span = RunSpan {
         started_at,
         finished_at,
     };
-    report_finished(&env, slot, Some(id), status, error, Some(span), request);
+    report_finished(&env, &start, status, error, Some(span));
 }
 
 /// Stops a worker that must not run (no record could be written).
@@ -213,12 +155,14 @@ fn quick_stop() -> Limits {
     }
 }
 
-/// Completes the run's record; returns its `finished_at`.
+/// Completes the run's record; returns its `finished_at`. The store retries what may pass (a
+/// full disk, a lock), so the engine hears of the end only once it is recorded.
 async fn finish(
     env: &RunEnv,
     id: RunId,
     status: Status,
     error: Option<String>,
+    message: Option<String>,
     output: Vec<u8>,
     output_dropped: u64,
 ) -> i64 {
@@ -228,6 +172,7 @@ async fn finish(
         status,
         finished_at,
         error,
+        message,
         output,
         output_dropped,
     };
@@ -237,42 +182,55 @@ async fn finish(
     finished_at
 }
 
+/// Failures are warnings, so `journalctl -p warning` shows them.
+fn log_end(start: &Start, status: Status, error: Option<&str>) {
+    let (job, id, error) = (&start.job.name, start.run_id, error.unwrap_or(""));
+    if status.is_failure() {
+        tracing::warn!(job = %job, run_id = id, status = %status, error, "run finished");
+    } else {
+        tracing::info!(job = %job, run_id = id, status = %status, error, "run finished");
+    }
+}
+
+fn report_started(env: &RunEnv, start: &Start, started_at: i64) {
+    let _ = env.events.send(Input::Started {
+        key: start.key,
+        started_at,
+    });
+}
+
 fn report_finished(
     env: &RunEnv,
-    slot: SlotId,
-    id: Option<RunId>,
+    start: &Start,
     status: Status,
     error: Option<String>,
     span: Option<RunSpan>,
-    request: Request,
 ) {
-    let _ = env.events.send(RunEvent::Finished {
-        slot,
-        id,
+    let _ = env.events.send(Input::Finished {
+        key: start.key,
         status,
         error,
         span,
-        request,
     });
 }
 
 /// The `PACER_*` variables of a run; a chained run also gets its upstream run's
 /// `PACER_UPSTREAM_JOB`, `_ID`, `_STATUS` and `_ERROR`.
-fn run_environment(request: &Request, id: RunId) -> Vec<(String, String)> {
+fn run_environment(start: &Start) -> Vec<(String, String)> {
     let mut env = vec![
-        ("PACER_JOB".to_owned(), request.job.name.clone()),
-        ("PACER_RUN_ID".to_owned(), id.to_string()),
-        ("PACER_ATTEMPT".to_owned(), request.attempt.to_string()),
-        ("PACER_TRIGGER".to_owned(), request.trigger.to_string()),
+        ("PACER_JOB".to_owned(), start.job.name.clone()),
+        ("PACER_RUN_ID".to_owned(), start.run_id.to_string()),
+        ("PACER_ATTEMPT".to_owned(), start.attempt.to_string()),
+        ("PACER_TRIGGER".to_owned(), start.trigger.to_string()),
         (
             "PACER_SCHEDULED_AT".to_owned(),
-            rfc3339_ms(request.scheduled_at),
+            rfc3339_ms(start.scheduled_at),
         ),
     ];
-    let upstream = request
+    let upstream = start
         .params
         .get("upstream")
-        .filter(|_| request.trigger == Trigger::Chained);
+        .filter(|_| start.trigger == Trigger::Chained);
     if let Some(upstream) = upstream {
         for (key, name) in [
             ("job", "JOB"),

@@ -215,6 +215,27 @@ impl Registry {
         self.found.push(info);
     }
 
+    /// A registry holding one usable library per name, as if found at those paths: for what
+    /// decides with plugins but never loads one (tests, the benchmark of the engine).
+    pub fn of(plugins: &[(&str, &str)]) -> Registry {
+        let mut registry = Registry::default();
+        for (name, path) in plugins {
+            registry.add(Inspected {
+                info: PluginInfo {
+                    name: Some((*name).to_owned()),
+                    version: Some("1.0.0".to_owned()),
+                    abi_version: Some(1),
+                    path: PathBuf::from(path),
+                    state: PluginState::Ok,
+                    error: None,
+                },
+                identity: None,
+                by_permissions: false,
+            });
+        }
+        registry
+    }
+
     /// The usable plugin called `name`.
     pub fn get(&self, name: &str) -> Option<&PluginInfo> {
         self.by_name.get(name).map(|&i| &self.found[i])

@@ -14,8 +14,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use records::{
-    Finish, HistoryQuery, JobState, JobStats, NewRun, OrphanedRun, RunDetail, RunId, RunRecord,
-    Skipped,
+    Finish, HistoryQuery, JobState, JobStats, NewFire, OrphanedRun, QueuedFire, RunDetail, RunId,
+    RunRecord, StartRun, Write,
 };
 pub use secrets::mask_secrets;
 
@@ -25,27 +25,34 @@ use crate::model::Status;
 pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
 
 /// The daemon's side of the history: every write, and the reads it needs at start.
+///
+/// Writes are applied in the order they are sent. A write that fails for a reason that may
+/// pass (a full disk, a lock held elsewhere, an I/O error) is retried, in order, until it
+/// succeeds or the store is closed; only a write that can never succeed fails.
 pub trait Store: Send + Sync + std::fmt::Debug {
-    /// Records a run whose process was just spawned (`running`); resolves once committed.
-    fn start_run(&self, run: NewRun) -> StoreFuture<RunId>;
+    /// Applies the core's writes in one transaction; resolves once committed, with the new
+    /// row's id for each write that inserts one (`None` for the others).
+    fn write(&self, writes: Vec<Write>) -> StoreFuture<Vec<Result<Option<RunId>, StoreError>>>;
+    /// Turns a queued run whose process was just spawned into `running`.
+    fn start_run(&self, start: StartRun) -> StoreFuture<()>;
     /// Completes a run's record with its final status, error and captured output.
     fn finish_run(&self, finish: Finish) -> StoreFuture<()>;
-    /// Records a fire a policy declined (`skipped`, with the reason).
-    fn record_skipped(&self, skipped: Skipped) -> StoreFuture<RunId>;
-    /// Remembers a job's last scheduled fire that has no run record (a paused job's fire).
-    fn advance_last_fire(&self, job: String, at_ms: i64) -> StoreFuture<()>;
-    /// Persists whether a job is paused.
-    fn set_paused(&self, job: String, paused: bool) -> StoreFuture<()>;
-    /// Each job's last scheduled fire and paused flag.
+    /// Each job's last scheduled fire, paused flag and timing.
     fn job_states(&self) -> StoreFuture<HashMap<String, JobState>>;
-    /// Marks every run left `running` by a previous daemon as `abandoned` and returns them, so
-    /// their processes can be found and stopped.
-    fn abandon_orphans(&self, now_ms: i64, reason: String) -> StoreFuture<Vec<OrphanedRun>>;
+    /// Every fire still `queued`, oldest first.
+    fn queued_fires(&self) -> StoreFuture<Vec<QueuedFire>>;
+    /// Marks every run left `running` by a previous daemon as `abandoned`, ended at
+    /// `last_alive` (the previous daemon's last sign of life) or when it started if that was
+    /// later, and returns them, so their processes can be found and stopped.
+    fn abandon_orphans(&self, last_alive: i64, reason: String) -> StoreFuture<Vec<OrphanedRun>>;
     /// The newest run's status for each job.
     fn last_statuses(&self) -> StoreFuture<HashMap<String, Status>>;
     /// When each of `jobs` last succeeded (its newest succeeded run's `finished_at`, Unix ms);
     /// jobs that never did are absent.
     fn last_successes(&self, jobs: Vec<String>) -> StoreFuture<HashMap<String, i64>>;
+    /// The jobs among `jobs` with a scheduled fire recorded at or after `since_ms` (an
+    /// `@reboot` job that already fired in this boot).
+    fn fired_since(&self, jobs: Vec<String>, since_ms: i64) -> StoreFuture<Vec<String>>;
     /// Deletes at most `batch` finished runs scheduled before `before_ms` (and their output);
     /// returns how many it deleted. Small batches keep other writes flowing.
     fn prune(&self, before_ms: i64, batch: u32) -> StoreFuture<u64>;

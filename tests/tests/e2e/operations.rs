@@ -104,10 +104,7 @@ fn systemd_hears_ready_reloading_watchdog_and_stopping() {
         ("WATCHDOG_USEC", "1000000"),
     ]);
     let first = notify.wait_for("READY=1", |m| !m.is_empty());
-    assert!(
-        first[0].starts_with("READY=1\nSTATUS=1 jobs\n"),
-        "{first:?}"
-    );
+    assert!(first[0].starts_with("READY=1\nSTATUS=1 job\n"), "{first:?}");
     notify.wait_for("two watchdog pings at half of WATCHDOG_USEC", |m| {
         m.iter().filter(|m| m.as_str() == "WATCHDOG=1\n").count() >= 2
     });
@@ -426,9 +423,14 @@ fn manual_runs_follow_the_job_policies() {
     let failed = sandbox.pacer(["run", "fails", "--wait"]);
     assert_eq!(failed.code, 1, "{failed}");
     let lines: Vec<&str> = failed.stdout.lines().collect();
-    assert_eq!(lines.len(), 4, "both attempts are followed: {failed}");
+    assert_eq!(lines.len(), 5, "both attempts are followed: {failed}");
     assert!(lines[1].ends_with(" failed: command exited with code 4"));
-    assert!(lines[2].ends_with("(attempt 2)"));
+    assert!(
+        lines[2].starts_with("queued run ")
+            && lines[2].contains(": attempt 2 waits for its back-off: it may start at "),
+        "the retry is a record at once: {failed}"
+    );
+    assert!(lines[3].ends_with("(attempt 2)"));
 
     let slow = sandbox.pacer(["run", "slow"]);
     assert_eq!(slow.code, 0, "{slow}");
@@ -443,9 +445,14 @@ fn manual_runs_follow_the_job_policies() {
         again.code, 1,
         "a manual run obeys overlap = \"skip\": {again}"
     );
+    let skipped_id: i64 = slow_id.parse::<i64>().unwrap() + 1;
     assert_eq!(
         again.stderr,
-        format!("pacer: skipped: run {slow_id} of `slow` is still running (overlap = \"skip\")\n")
+        format!(
+            "pacer: run {skipped_id} skipped: run {slow_id} of `slow` is still running \
+             (overlap = \"skip\")\n"
+        ),
+        "the skipped fire is a record too"
     );
     let cancel = sandbox.pacer(["cancel", &slow_id]);
     assert_eq!(cancel.code, 0, "{cancel}");
@@ -460,7 +467,7 @@ fn manual_runs_follow_the_job_policies() {
     assert!(
         not_running
             .stderr
-            .contains(&format!("run {slow_id} is not running"))
+            .contains(&format!("run {slow_id} is neither running nor queued"))
     );
 
     let unknown = sandbox.pacer(["run", "nope"]);
@@ -477,9 +484,22 @@ fn manual_runs_follow_the_job_policies() {
     assert_eq!(sandbox.pacer(["run", "in-turn"]).code, 0);
     let queued = sandbox.pacer(["run", "in-turn"]);
     assert_eq!(queued.code, 0, "accepted, waiting its turn: {queued}");
+    let id = queued
+        .stdout
+        .strip_prefix("queued run ")
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(id, _)| id.to_owned())
+        .unwrap_or_else(|| panic!("the run's id at once: {queued}"));
     assert_eq!(
-        queued.stdout, "queued: waiting for the previous run of `in-turn` to end (overlap)\n",
-        "said at once, not when it starts"
+        queued.stdout,
+        format!("queued run {id}: waiting for the previous run of `in-turn` to end (overlap)\n"),
+        "said at once, with its id, not when it starts"
+    );
+    let record = sandbox.pacer_json(&["show", &id]);
+    assert_eq!(record["status"], "queued", "{record}");
+    assert_eq!(
+        record["error"], "waiting for the previous run of `in-turn` to end (overlap)",
+        "the record says which limit holds it"
     );
 }
 

@@ -108,14 +108,21 @@ params = { command = "true" }
         killed.elapsed() >= Duration::from_secs(3)
     });
 
+    let restarted_at = jiff::Timestamp::now();
     let _daemon = sandbox.start();
     let abandoned = sandbox.pacer_json(&["show", &id.to_string()]);
     assert_eq!(abandoned["status"], "abandoned");
     assert_eq!(
         abandoned["error"],
-        "pacerd stopped while this run was going (found at the next start)"
+        "pacerd stopped while this run was going (found at the next start; it ended at \
+         pacerd's last sign of life)"
     );
-    assert!(abandoned["finished_at"].is_string());
+    let ended: jiff::Timestamp = abandoned["finished_at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        ended < restarted_at - jiff::SignedDuration::from_millis(1_500),
+        "an abandoned run ends at the killed daemon's last sign of life ({ended}), not at the \
+         next start ({restarted_at})"
+    );
     wait_for("the abandoned run's processes to be killed", || {
         processes_of_run() == 0
     });

@@ -26,8 +26,19 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Holds the database for one daemon: an exclusive `flock` on `<database>.lock`, kept for as
 /// long as the writer runs. SQLite would let two daemons write the same file, and the second
 /// would take the first one's runs for abandoned.
+///
+/// The lock file's modification time is the daemon's last sign of life: a daemon touches it
+/// while it runs, so the next one can tell when its predecessor was last seen (a run it left
+/// `running` ends there, not at the next start).
 #[derive(Debug)]
-struct WriterLock(#[allow(dead_code, reason = "held, not read: dropping it unlocks")] Flock<File>);
+struct WriterLock {
+    #[allow(dead_code, reason = "held, not read: dropping it unlocks")]
+    lock: Flock<File>,
+    /// When the previous holder was last seen alive, Unix ms.
+    previous_alive: Option<i64>,
+    /// Another handle on the lock file, to touch it.
+    alive: File,
+}
 
 fn lock_database(path: &Path) -> Result<WriterLock, StoreError> {
     let lock_path = PathBuf::from(format!("{}.lock", path.display()));
@@ -47,6 +58,13 @@ fn lock_database(path: &Path) -> Result<WriterLock, StoreError> {
         .truncate(false)
         .open(&lock_path)
         .map_err(open_error)?;
+    let previous_alive = file
+        .metadata()
+        .and_then(|meta| meta.modified())
+        .ok()
+        .and_then(|at| jiff::Timestamp::try_from(at).ok())
+        .map(crate::time::to_ms);
+    let alive = file.try_clone().map_err(open_error)?;
     let mut lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(file, _)| {
         let holder = std::io::read_to_string(&file)
             .ok()
@@ -60,7 +78,11 @@ fn lock_database(path: &Path) -> Result<WriterLock, StoreError> {
     })?;
     lock.set_len(0).map_err(open_error)?;
     write!(lock, "{}", std::process::id()).map_err(open_error)?;
-    Ok(WriterLock(lock))
+    Ok(WriterLock {
+        lock,
+        previous_alive,
+        alive,
+    })
 }
 
 /// Opens (creating if needed) the database for writing and brings its schema up to date.
@@ -90,7 +112,9 @@ fn open_for_writing(path: &Path) -> Result<(Connection, WriterLock), StoreError>
         .map_err(open_error)?;
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(open_error)?;
-    conn.pragma_update(None, "foreign_keys", "ON")
+    // Off while migrating: rebuilding a table drops the old one, which with foreign keys on
+    // would delete every run's output with it.
+    conn.pragma_update(None, "foreign_keys", "OFF")
         .map_err(open_error)?;
     schema::migrations()
         .to_latest(&mut conn)
@@ -98,6 +122,8 @@ fn open_for_writing(path: &Path) -> Result<(Connection, WriterLock), StoreError>
             path: path.to_owned(),
             cause,
         })?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(open_error)?;
     Ok((conn, lock))
 }
 

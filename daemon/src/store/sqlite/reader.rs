@@ -20,7 +20,8 @@ pub struct SqliteHistory {
 
 /// The columns of a [`RunRecord`], in the order [`record_from_row`] reads them.
 const RECORD_COLUMNS: &str = "runs.id, runs.job, runs.plugin, runs.status, runs.trigger, \
-     runs.attempt, runs.scheduled_at, runs.started_at, runs.finished_at, runs.queue_ms, runs.error";
+     runs.attempt, runs.scheduled_at, runs.started_at, runs.finished_at, runs.queue_ms, runs.error, \
+     runs.message";
 
 impl SqliteHistory {
     /// Opens the database at `path` without ever writing to it.
@@ -85,9 +86,9 @@ impl History for SqliteHistory {
         let mut statement = self.conn.prepare(&sql)?;
         let mut rows = statement.query_and_then([id], |row| {
             let record = record_from_row(row)?;
-            let params: Option<String> = row.get(11)?;
-            let output: Option<Vec<u8>> = row.get(12)?;
-            let dropped: Option<i64> = row.get(13)?;
+            let params: Option<String> = row.get("params")?;
+            let output: Option<Vec<u8>> = row.get("output")?;
+            let dropped: Option<i64> = row.get("dropped")?;
             let params = match params {
                 Some(text) => serde_json::from_str(&text)
                     .map_err(|e| StoreError::Corrupt(format!("params of run {id}: {e}")))?,
@@ -193,24 +194,25 @@ pub(super) fn last_successes(
 }
 
 fn record_from_row(row: &Row<'_>) -> Result<RunRecord, StoreError> {
-    let started_at: Option<i64> = row.get(7)?;
-    let finished_at: Option<i64> = row.get(8)?;
-    let trigger: String = row.get(4)?;
+    let started_at: Option<i64> = row.get("started_at")?;
+    let finished_at: Option<i64> = row.get("finished_at")?;
+    let trigger: String = row.get("trigger")?;
     Ok(RunRecord {
-        id: row.get(0)?,
-        job: row.get(1)?,
-        plugin: row.get(2)?,
-        status: parse_status(&row.get::<_, String>(3)?)?,
+        id: row.get("id")?,
+        job: row.get("job")?,
+        plugin: row.get("plugin")?,
+        status: parse_status(&row.get::<_, String>("status")?)?,
         trigger: trigger
             .parse::<Trigger>()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        attempt: row.get(5)?,
-        scheduled_at: row.get(6)?,
+        attempt: row.get("attempt")?,
+        scheduled_at: row.get("scheduled_at")?,
         started_at,
         finished_at,
         duration_ms: started_at.zip(finished_at).map(|(s, f)| f - s),
-        queue_ms: row.get(9)?,
-        error: row.get(10)?,
+        queue_ms: row.get("queue_ms")?,
+        error: row.get("error")?,
+        message: row.get("message")?,
     })
 }
 

@@ -4,8 +4,11 @@
 use rusqlite_migration::{M, Migrations};
 
 /// Every migration, oldest first. SQLite's `user_version` records how many have run.
+///
+/// Migrations run with foreign keys off (as SQLite's procedure for rebuilding a table asks),
+/// and each checks the keys once it is done.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1)])
+    Migrations::new(vec![M::up(V1), M::up(V2_QUEUED_FIRES).foreign_key_check()])
 }
 
 const V1: &str = r"
@@ -49,4 +52,56 @@ CREATE TABLE job_state (
     last_fire INTEGER,
     paused    INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
+";
+
+/// Fires become records when accepted: status `queued`, when each was accepted, the params a
+/// waiting fire of its own keeps for a restart, and a succeeded run's message. SQLite cannot
+/// change a CHECK constraint in place, so `runs` is rebuilt (ids, and the counter that keeps
+/// them from being reused, carried over).
+const V2_QUEUED_FIRES: &str = r"
+CREATE TABLE runs_v2 (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    job            TEXT    NOT NULL,
+    plugin         TEXT    NOT NULL,
+    status         TEXT    NOT NULL CHECK (status IN ('queued', 'running', 'succeeded',
+                       'failed', 'timed_out', 'crashed', 'skipped', 'cancelled', 'abandoned')),
+    trigger        TEXT    NOT NULL CHECK (trigger IN ('schedule', 'manual', 'retry',
+                       'catch_up', 'chained')),
+    attempt        INTEGER NOT NULL,
+    scheduled_at   INTEGER NOT NULL,
+    queued_at      INTEGER,
+    started_at     INTEGER,
+    finished_at    INTEGER,
+    queue_ms       INTEGER,
+    error          TEXT,
+    message        TEXT,
+    params         TEXT,
+    -- Only while queued, and only for a fire whose params are its own (manual, chained):
+    -- unmasked, so a restart runs it with exactly them.
+    pending_params TEXT,
+    pid            INTEGER,
+    pid_start      INTEGER
+);
+
+INSERT INTO runs_v2 (id, job, plugin, status, trigger, attempt, scheduled_at, started_at,
+                     finished_at, queue_ms, error, params, pid, pid_start)
+SELECT id, job, plugin, status, trigger, attempt, scheduled_at, started_at, finished_at,
+       queue_ms, error, params, pid, pid_start
+FROM runs;
+
+DELETE FROM sqlite_sequence WHERE name = 'runs_v2';
+INSERT INTO sqlite_sequence (name, seq) SELECT 'runs_v2', seq FROM sqlite_sequence WHERE name = 'runs';
+
+DROP TABLE runs;
+ALTER TABLE runs_v2 RENAME TO runs;
+
+-- `pacer history --job J`, newest first, paged by id.
+CREATE INDEX runs_by_job ON runs (job, id);
+-- `pacer history --status S`, newest first, paged by id; the queued fires at start.
+CREATE INDEX runs_by_status ON runs (status, id);
+-- `--since`/`--until` windows, `pacer stats`, and retention.
+CREATE INDEX runs_by_schedule ON runs (scheduled_at);
+
+-- The job's timing when its last fire was written, so a start can tell it changed meanwhile.
+ALTER TABLE job_state ADD COLUMN timing TEXT;
 ";

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use super::super::{
-    Finish, History, HistoryQuery, JobState, NewRun, RunId, Skipped, Store, StoreError,
+    Finish, History, HistoryQuery, JobState, NewFire, RunId, StartRun, Store, StoreError, Write,
 };
 use super::{SqliteHistory, SqliteStore};
 use crate::model::{Status, Trigger};
@@ -16,19 +16,53 @@ fn database() -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
-fn new_run(job: &str, scheduled_at: i64) -> NewRun {
-    NewRun {
+fn new_fire(job: &str, scheduled_at: i64) -> NewFire {
+    NewFire {
         job: job.to_owned(),
         plugin: "exec".to_owned(),
         trigger: Trigger::Schedule,
         attempt: 1,
         scheduled_at,
-        started_at: scheduled_at + 3,
-        queue_ms: 2,
+        accepted_at: scheduled_at,
         params: json!({"command": "true", "token": "s3cret"}).into(),
-        process: Some((4242, 99)),
+        own_params: false,
         advances_schedule: true,
     }
+}
+
+/// Records a fire as queued; its id.
+async fn queued(store: &SqliteStore, fire: NewFire) -> RunId {
+    let mut ids = store
+        .write(vec![Write::Queued { fire, reason: None }])
+        .await
+        .unwrap();
+    ids.pop().unwrap().unwrap().unwrap()
+}
+
+/// A fire of `job` due at `scheduled_at`, queued, then started 3 ms late after 2 ms in the
+/// queue.
+async fn started(store: &SqliteStore, job: &str, scheduled_at: i64) -> RunId {
+    started_at(store, job, scheduled_at, scheduled_at + 3, 2).await
+}
+
+async fn started_at(
+    store: &SqliteStore,
+    job: &str,
+    scheduled_at: i64,
+    started_at: i64,
+    queue_ms: i64,
+) -> RunId {
+    let id = queued(store, new_fire(job, scheduled_at)).await;
+    store
+        .start_run(StartRun {
+            id,
+            started_at,
+            queue_ms,
+            process: Some((4242, 99)),
+        })
+        .await
+        .unwrap();
+    id
 }
 
 fn finish(id: RunId, status: Status, finished_at: i64) -> Finish {
@@ -37,6 +71,7 @@ fn finish(id: RunId, status: Status, finished_at: i64) -> Finish {
         status,
         finished_at,
         error: (status != Status::Succeeded).then(|| "it broke".to_owned()),
+        message: (status == Status::Succeeded).then(|| "all good".to_owned()),
         output: b"hello\n".to_vec(),
         output_dropped: 7,
     }
@@ -58,7 +93,7 @@ fn all(history: &SqliteHistory) -> Vec<(RunId, String, Status)> {
 async fn a_run_is_recorded_at_start_and_completed_at_end() {
     let (_dir, path) = database();
     let store = SqliteStore::open(&path).unwrap();
-    let id = store.start_run(new_run("backup", 1_000)).await.unwrap();
+    let id = started(&store, "backup", 1_000).await;
 
     let history = SqliteHistory::open(&path).unwrap();
     let running = history.run(id).unwrap().unwrap();
@@ -92,12 +127,17 @@ async fn a_run_is_recorded_at_start_and_completed_at_end() {
 async fn concurrent_writes_are_batched_and_all_land() {
     let (_dir, path) = database();
     let store = SqliteStore::open(&path).unwrap();
-    let starts: Vec<_> = (0..300)
-        .map(|i| store.start_run(new_run(&format!("job{}", i % 7), i)))
+    let writes: Vec<_> = (0..300)
+        .map(|i| {
+            store.write(vec![Write::Queued {
+                fire: new_fire(&format!("job{}", i % 7), i),
+                reason: None,
+            }])
+        })
         .collect();
     let mut ids = Vec::new();
-    for start in starts {
-        ids.push(start.await.unwrap());
+    for write in writes {
+        ids.push(write.await.unwrap().pop().unwrap().unwrap().unwrap());
     }
     let mut unique = ids.clone();
     unique.sort_unstable();
@@ -111,40 +151,49 @@ async fn concurrent_writes_are_batched_and_all_land() {
 async fn skipped_fires_and_last_fire_are_recorded() {
     let (_dir, path) = database();
     let store = SqliteStore::open(&path).unwrap();
-    let skipped = store
-        .record_skipped(Skipped {
-            job: "a".into(),
-            plugin: "exec".into(),
-            trigger: Trigger::Schedule,
-            attempt: 1,
-            scheduled_at: 5_000,
-            reason: "run 1 is still running (overlap = \"skip\")".into(),
-            advances_schedule: true,
-        })
+    let written = store
+        .write(vec![
+            Write::Skipped {
+                fire: new_fire("a", 5_000),
+                reason: "run 1 is still running (overlap = \"skip\")".into(),
+            },
+            Write::LastFire {
+                job: "b".into(),
+                at: 7_000,
+                timing: Some("* * * * *|UTC|0|true".into()),
+            },
+            Write::Paused {
+                job: "b".into(),
+                paused: true,
+            },
+        ])
         .await
         .unwrap();
+    let skipped = written[0].as_ref().unwrap().unwrap();
+    assert!(matches!(written[1], Ok(None)));
     // Recorded out of order, the last fire still only moves forward.
-    store.start_run(new_run("a", 4_000)).await.unwrap();
-    store.advance_last_fire("b".into(), 7_000).await.unwrap();
-    store.set_paused("b".into(), true).await.unwrap();
+    started(&store, "a", 4_000).await;
 
     let states = store.job_states().await.unwrap();
     assert_eq!(
         states["a"],
         JobState {
             last_fire: Some(5_000),
-            paused: false
+            paused: false,
+            timing: None,
         }
     );
     assert_eq!(
         states["b"],
         JobState {
             last_fire: Some(7_000),
-            paused: true
+            paused: true,
+            timing: Some("* * * * *|UTC|0|true".into()),
         }
     );
     let history = SqliteHistory::open(&path).unwrap();
-    let record = history.run(skipped).unwrap().unwrap().record;
+    let detail = history.run(skipped).unwrap().unwrap();
+    let record = detail.record;
     assert_eq!(record.status, Status::Skipped);
     assert_eq!((record.started_at, record.finished_at), (None, None));
     assert_eq!(
@@ -155,15 +204,105 @@ async fn skipped_fires_and_last_fire_are_recorded() {
 }
 
 #[tokio::test]
+async fn a_queued_fire_keeps_its_own_params_until_it_starts_and_can_be_resolved() {
+    let (_dir, path) = database();
+    let store = SqliteStore::open(&path).unwrap();
+    let mut own = new_fire("mail", 1_000);
+    own.trigger = Trigger::Manual;
+    own.own_params = true;
+    own.advances_schedule = false;
+    let manual = queued(&store, own).await;
+    let plain = queued(&store, new_fire("mail", 2_000)).await;
+    let cancelled = queued(&store, new_fire("other", 3_000)).await;
+    store
+        .write(vec![
+            Write::Waiting {
+                id: plain,
+                reason: "waiting for a slot".into(),
+            },
+            Write::Resolve {
+                id: cancelled,
+                status: Status::Cancelled,
+                reason: "cancelled by pacer cancel".into(),
+            },
+        ])
+        .await
+        .unwrap();
+
+    let fires = store.queued_fires().await.unwrap();
+    assert_eq!(
+        fires.iter().map(|f| f.id).collect::<Vec<_>>(),
+        [manual, plain],
+        "oldest first; the cancelled one is no longer queued"
+    );
+    assert_eq!(fires[0].trigger, Trigger::Manual);
+    assert_eq!(
+        fires[0].params,
+        Some(json!({"command": "true", "token": "s3cret"})),
+        "kept whole while it waits, so a restart runs it as asked"
+    );
+    assert_eq!(fires[1].params, None, "the job's own params apply");
+    let history = SqliteHistory::open(&path).unwrap();
+    let waiting = history.run(plain).unwrap().unwrap();
+    assert_eq!(waiting.record.status, Status::Queued);
+    assert_eq!(waiting.record.error.as_deref(), Some("waiting for a slot"));
+    assert_eq!(
+        waiting.params,
+        json!({"command": "true", "token": "********"}),
+        "shown masked"
+    );
+    let again = store
+        .write(vec![Write::Resolve {
+            id: cancelled,
+            status: Status::Skipped,
+            reason: "twice".into(),
+        }])
+        .await
+        .unwrap();
+    assert!(matches!(again[0], Err(StoreError::Corrupt(_))), "{again:?}");
+
+    store
+        .start_run(StartRun {
+            id: manual,
+            started_at: 1_500,
+            queue_ms: 500,
+            process: None,
+        })
+        .await
+        .unwrap();
+    let pending: Option<String> = history
+        .connection()
+        .query_row(
+            "SELECT pending_params FROM runs WHERE id = ?1",
+            [manual],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(pending, None, "no unmasked params outlive the wait");
+    assert!(
+        store
+            .start_run(StartRun {
+                id: manual,
+                started_at: 1_600,
+                queue_ms: 0,
+                process: None,
+            })
+            .await
+            .is_err(),
+        "a run starts once"
+    );
+}
+
+#[tokio::test]
 async fn orphans_become_abandoned_with_their_processes() {
     let (_dir, path) = database();
     let store = SqliteStore::open(&path).unwrap();
-    let finished = store.start_run(new_run("a", 1)).await.unwrap();
+    let finished = started(&store, "a", 1).await;
     store
         .finish_run(finish(finished, Status::Succeeded, 9))
         .await
         .unwrap();
-    let orphan = store.start_run(new_run("b", 2)).await.unwrap();
+    let orphan = started(&store, "b", 2).await;
     // As a daemon that crashed: nothing more is written, and the lock goes with the process.
     store.close().await.unwrap();
 
@@ -194,10 +333,7 @@ async fn history_filters_and_pages_by_id() {
     let (_dir, path) = database();
     let store = SqliteStore::open(&path).unwrap();
     for i in 0..10 {
-        let id = store
-            .start_run(new_run(if i % 2 == 0 { "even" } else { "odd" }, i * 100))
-            .await
-            .unwrap();
+        let id = started(&store, if i % 2 == 0 { "even" } else { "odd" }, i * 100).await;
         let status = if i % 3 == 0 {
             Status::Failed
         } else {
@@ -274,10 +410,8 @@ async fn stats_summarize_each_job() {
     let (_dir, path) = database();
     let store = SqliteStore::open(&path).unwrap();
     for i in 1..=20_i64 {
-        let mut run = new_run("a", i * 1_000);
-        run.started_at = i * 1_000 + i; // lateness i ms
-        run.queue_ms = i;
-        let id = store.start_run(run).await.unwrap();
+        // lateness i ms, i ms in the queue
+        let id = started_at(&store, "a", i * 1_000, i * 1_000 + i, i).await;
         let status = if i <= 15 {
             Status::Succeeded
         } else {
@@ -288,7 +422,7 @@ async fn stats_summarize_each_job() {
             .await
             .unwrap();
     }
-    store.start_run(new_run("a", 99_000)).await.unwrap();
+    started(&store, "a", 99_000).await;
     let history = SqliteHistory::open(&path).unwrap();
     let stats = history.stats(Some("a"), None).unwrap();
     assert_eq!(stats.len(), 1);
@@ -320,10 +454,10 @@ async fn last_successes_skip_newer_failures_and_unknown_jobs() {
         ("b", 1_500, Status::Failed),
         ("c", 1_700, Status::Succeeded),
     ] {
-        let id = store.start_run(new_run(job, at)).await.unwrap();
+        let id = started(&store, job, at).await;
         store.finish_run(finish(id, status, at + 50)).await.unwrap();
     }
-    store.start_run(new_run("a", 4_000)).await.unwrap();
+    started(&store, "a", 4_000).await;
     let found = store
         .last_successes(vec!["a".into(), "b".into(), "gone".into()])
         .await
@@ -398,7 +532,7 @@ fn reading_never_creates_a_database() {
 async fn a_closed_database_reads_without_its_wal_files() {
     let (_dir, path) = database();
     let store = SqliteStore::open(&path).unwrap();
-    let id = store.start_run(new_run("a", 1)).await.unwrap();
+    let id = started(&store, "a", 1).await;
     store.close().await.unwrap();
     let shm = PathBuf::from(format!("{}-shm", path.display()));
     assert!(
@@ -432,14 +566,14 @@ async fn pruning_deletes_old_finished_runs_in_batches() {
     let (_dir, path) = database();
     let store = SqliteStore::open(&path).unwrap();
     for at in 0..25 {
-        let id = store.start_run(new_run("old", at)).await.unwrap();
+        let id = started(&store, "old", at).await;
         store
             .finish_run(finish(id, Status::Succeeded, at + 1))
             .await
             .unwrap();
     }
-    let still_running = store.start_run(new_run("old", 3)).await.unwrap();
-    let recent = store.start_run(new_run("new", 1_000)).await.unwrap();
+    let still_running = started(&store, "old", 3).await;
+    let recent = started(&store, "new", 1_000).await;
     assert_eq!(store.prune(100, 10).await.unwrap(), 10);
     assert_eq!(store.prune(100, 10).await.unwrap(), 10);
     assert_eq!(store.prune(100, 10).await.unwrap(), 5);
@@ -465,14 +599,14 @@ async fn ids_are_never_reused_after_pruning() {
     let store = SqliteStore::open(&path).unwrap();
     let mut last = 0;
     for at in 0..3 {
-        last = store.start_run(new_run("a", at)).await.unwrap();
+        last = started(&store, "a", at).await;
         store
             .finish_run(finish(last, Status::Succeeded, at + 1))
             .await
             .unwrap();
     }
     assert_eq!(store.prune(1_000, 100).await.unwrap(), 3);
-    let next = store.start_run(new_run("a", 2_000)).await.unwrap();
+    let next = started(&store, "a", 2_000).await;
     assert!(next > last, "{next} follows {last}");
 }
 

@@ -1,70 +1,162 @@
 //! The one thread that writes: commands arrive on a channel, and whatever arrived together is
-//! committed in one `BEGIN IMMEDIATE` transaction, so a burst of fires costs one fsync-free
-//! WAL commit instead of one per row.
+//! committed in one `BEGIN IMMEDIATE` transaction (group commit), so a burst of fires costs
+//! one fsync-free WAL commit instead of one per row.
+//!
+//! A transaction that fails for a reason that may pass (a full disk, a lock held by another
+//! process, an I/O error) is rolled back and tried again, with back-off, until it commits:
+//! nothing sent is dropped and nothing behind it overtakes it, so the history never records a
+//! later fire of a job without the earlier ones. While that lasts, [`SqliteStore::unwritable`]
+//! says why.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
-use rusqlite::{Connection, TransactionBehavior, params};
-use tokio::sync::oneshot;
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::{oneshot, watch};
 
 use super::super::{
-    Finish, JobState, NewRun, OrphanedRun, RunId, Skipped, Store, StoreError, StoreFuture,
-    mask_secrets,
+    Finish, JobState, NewFire, OrphanedRun, QueuedFire, RunId, StartRun, Store, StoreError,
+    StoreFuture, Write, mask_secrets,
 };
 use super::{WriterLock, open_for_writing};
-use crate::model::Status;
+use crate::model::{Status, Trigger};
 
 /// Most commands folded into one transaction; bounds the latency of the first in a burst.
 const MAX_BATCH: usize = 512;
+
+/// The first pause before a failed transaction is tried again; it doubles up to
+/// [`MAX_RETRY_DELAY`].
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+/// Why the history cannot be written now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unwritable {
+    /// Since when, Unix ms.
+    pub since_ms: i64,
+    /// SQLite's or the system's words.
+    pub cause: String,
+}
 
 /// A SQLite history with its writer thread. Dropping every handle stops the thread after it
 /// commits what was sent.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     commands: mpsc::Sender<Command>,
+    health: Arc<Health>,
+    alive: Arc<std::fs::File>,
+    previous_alive: Option<i64>,
 }
+
+impl std::fmt::Display for Unwritable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the history cannot be written since {}: {}",
+            crate::time::rfc3339_ms(self.since_ms),
+            self.cause
+        )
+    }
+}
+
+/// What the writer thread shares with the daemon.
+#[derive(Debug)]
+struct Health {
+    unwritable: watch::Sender<Option<Unwritable>>,
+    /// Set once the daemon closes the store: a failing write is then given up rather than
+    /// retried forever, so the daemon can stop.
+    closing: AtomicBool,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 #[derive(Debug)]
 enum Command {
-    Start(NewRun, oneshot::Sender<Result<RunId, StoreError>>),
-    Finish(Finish, oneshot::Sender<Result<(), StoreError>>),
-    Skip(Skipped, oneshot::Sender<Result<RunId, StoreError>>),
-    AdvanceLastFire(String, i64, oneshot::Sender<Result<(), StoreError>>),
-    SetPaused(String, bool, oneshot::Sender<Result<(), StoreError>>),
-    JobStates(oneshot::Sender<Result<HashMap<String, JobState>, StoreError>>),
-    AbandonOrphans(
-        i64,
-        String,
-        oneshot::Sender<Result<Vec<OrphanedRun>, StoreError>>,
+    Write(
+        Vec<Write>,
+        oneshot::Sender<Vec<Result<Option<RunId>, StoreError>>>,
     ),
-    LastStatuses(oneshot::Sender<Result<HashMap<String, Status>, StoreError>>),
-    LastSuccesses(
-        Vec<String>,
-        oneshot::Sender<Result<HashMap<String, i64>, StoreError>>,
-    ),
-    Prune(i64, u32, oneshot::Sender<Result<u64, StoreError>>),
-    Checkpoint(oneshot::Sender<Result<(), StoreError>>),
-    Close(oneshot::Sender<Result<(), StoreError>>),
+    Start(StartRun, Reply<()>),
+    Finish(Finish, Reply<()>),
+    JobStates(Reply<HashMap<String, JobState>>),
+    QueuedFires(Reply<Vec<QueuedFire>>),
+    AbandonOrphans(i64, String, Reply<Vec<OrphanedRun>>),
+    LastStatuses(Reply<HashMap<String, Status>>),
+    LastSuccesses(Vec<String>, Reply<HashMap<String, i64>>),
+    FiredSince(Vec<String>, i64, Reply<Vec<String>>),
+    Prune(i64, u32, Reply<u64>),
+    Checkpoint(Reply<()>),
+    Close(Reply<()>),
+}
+
+/// What a command produced inside a transaction that has not committed yet.
+enum Answer {
+    Ids(Vec<Result<Option<RunId>, StoreError>>),
+    Unit(Result<(), StoreError>),
+    JobStates(Result<HashMap<String, JobState>, StoreError>),
+    QueuedFires(Result<Vec<QueuedFire>, StoreError>),
+    Orphans(Result<Vec<OrphanedRun>, StoreError>),
+    Statuses(Result<HashMap<String, Status>, StoreError>),
+    Successes(Result<HashMap<String, i64>, StoreError>),
+    Jobs(Result<Vec<String>, StoreError>),
+    Count(Result<u64, StoreError>),
 }
 
 impl SqliteStore {
     /// Opens or creates the database at `path`, migrates it, and starts the writer thread.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let (conn, lock) = open_for_writing(path)?;
+        let alive = Arc::new(
+            lock.alive
+                .try_clone()
+                .map_err(|cause| StoreError::Unreadable {
+                    path: path.to_owned(),
+                    cause,
+                    hint: "; check `database` in [daemon]",
+                })?,
+        );
+        let previous_alive = lock.previous_alive;
         let (commands, receiver) = mpsc::channel();
+        let health = Arc::new(Health {
+            unwritable: watch::Sender::new(None),
+            closing: AtomicBool::new(false),
+        });
+        let shared = Arc::clone(&health);
         std::thread::Builder::new()
             .name("pacer-store".into())
-            .spawn(move || write_loop(conn, lock, &receiver))
+            .spawn(move || write_loop(conn, lock, &receiver, &shared))
             .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
-        Ok(SqliteStore { commands })
+        Ok(SqliteStore {
+            commands,
+            health,
+            alive,
+            previous_alive,
+        })
     }
 
-    fn send<T: Send + 'static>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
-    ) -> StoreFuture<T> {
+    /// When the daemon that held the database before was last seen alive, Unix ms (`None`
+    /// for a new database).
+    pub fn previous_alive(&self) -> Option<i64> {
+        self.previous_alive
+    }
+
+    /// Notes that this daemon is alive (the lock file's modification time).
+    pub fn mark_alive(&self) {
+        if let Err(e) = self.alive.set_modified(std::time::SystemTime::now()) {
+            tracing::debug!("cannot touch the database's lock file: {e}");
+        }
+    }
+
+    /// Why the history cannot be written now, if it cannot (writes wait, in order, until it
+    /// can), as it changes.
+    pub fn health(&self) -> watch::Receiver<Option<Unwritable>> {
+        self.health.unwritable.subscribe()
+    }
+
+    fn send<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Command) -> StoreFuture<T> {
         let (reply, response) = oneshot::channel();
         let sent = self.commands.send(make(reply)).is_ok();
         Box::pin(async move {
@@ -77,32 +169,35 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
-    fn start_run(&self, run: NewRun) -> StoreFuture<RunId> {
-        self.send(|reply| Command::Start(run, reply))
+    fn write(&self, writes: Vec<Write>) -> StoreFuture<Vec<Result<Option<RunId>, StoreError>>> {
+        let (reply, response) = oneshot::channel();
+        let sent = self.commands.send(Command::Write(writes, reply)).is_ok();
+        Box::pin(async move {
+            if !sent {
+                return Err(StoreError::Closed);
+            }
+            response.await.map_err(|_| StoreError::Closed)
+        })
+    }
+
+    fn start_run(&self, start: StartRun) -> StoreFuture<()> {
+        self.send(|reply| Command::Start(start, reply))
     }
 
     fn finish_run(&self, finish: Finish) -> StoreFuture<()> {
         self.send(|reply| Command::Finish(finish, reply))
     }
 
-    fn record_skipped(&self, skipped: Skipped) -> StoreFuture<RunId> {
-        self.send(|reply| Command::Skip(skipped, reply))
-    }
-
-    fn advance_last_fire(&self, job: String, at_ms: i64) -> StoreFuture<()> {
-        self.send(|reply| Command::AdvanceLastFire(job, at_ms, reply))
-    }
-
-    fn set_paused(&self, job: String, paused: bool) -> StoreFuture<()> {
-        self.send(|reply| Command::SetPaused(job, paused, reply))
-    }
-
     fn job_states(&self) -> StoreFuture<HashMap<String, JobState>> {
         self.send(Command::JobStates)
     }
 
-    fn abandon_orphans(&self, now_ms: i64, reason: String) -> StoreFuture<Vec<OrphanedRun>> {
-        self.send(|reply| Command::AbandonOrphans(now_ms, reason, reply))
+    fn queued_fires(&self) -> StoreFuture<Vec<QueuedFire>> {
+        self.send(Command::QueuedFires)
+    }
+
+    fn abandon_orphans(&self, last_alive: i64, reason: String) -> StoreFuture<Vec<OrphanedRun>> {
+        self.send(|reply| Command::AbandonOrphans(last_alive, reason, reply))
     }
 
     fn last_statuses(&self) -> StoreFuture<HashMap<String, Status>> {
@@ -111,6 +206,10 @@ impl Store for SqliteStore {
 
     fn last_successes(&self, jobs: Vec<String>) -> StoreFuture<HashMap<String, i64>> {
         self.send(|reply| Command::LastSuccesses(jobs, reply))
+    }
+
+    fn fired_since(&self, jobs: Vec<String>, since_ms: i64) -> StoreFuture<Vec<String>> {
+        self.send(|reply| Command::FiredSince(jobs, since_ms, reply))
     }
 
     fn prune(&self, before_ms: i64, batch: u32) -> StoreFuture<u64> {
@@ -122,11 +221,17 @@ impl Store for SqliteStore {
     }
 
     fn close(&self) -> StoreFuture<()> {
+        self.health.closing.store(true, Ordering::SeqCst);
         self.send(Command::Close)
     }
 }
 
-fn write_loop(mut conn: Connection, lock: WriterLock, commands: &mpsc::Receiver<Command>) {
+fn write_loop(
+    mut conn: Connection,
+    lock: WriterLock,
+    commands: &mpsc::Receiver<Command>,
+    health: &Health,
+) {
     let mut closing = None;
     while let Ok(first) = commands.recv() {
         let mut batch = vec![first];
@@ -143,7 +248,7 @@ fn write_loop(mut conn: Connection, lock: WriterLock, commands: &mpsc::Receiver<
             // A checkpoint cannot run inside a transaction: commit what came before it first.
             let rest = batch.split_off(at + 1);
             if let Some(Command::Checkpoint(reply)) = batch.pop() {
-                commit_batch(&mut conn, batch);
+                commit_batch(&mut conn, batch, health);
                 let result = conn
                     .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
                     .map_err(StoreError::from);
@@ -159,13 +264,13 @@ fn write_loop(mut conn: Connection, lock: WriterLock, commands: &mpsc::Receiver<
             if let Some(Command::Close(reply)) = batch.pop() {
                 closing = Some(reply);
             }
-            commit_batch(&mut conn, batch);
+            commit_batch(&mut conn, batch, health);
             for command in rest {
-                fail(command, "the history is closed");
+                command.fail(&StoreError::Closed);
             }
             break;
         }
-        commit_batch(&mut conn, batch);
+        commit_batch(&mut conn, batch, health);
     }
     // Closing the last connection checkpoints the write-ahead log and removes it; only then may
     // another daemon take the database.
@@ -176,153 +281,310 @@ fn write_loop(mut conn: Connection, lock: WriterLock, commands: &mpsc::Receiver<
     }
 }
 
-/// A reply waiting for the batch's commit: results are only sent once they are durable.
-type Reply = Box<dyn FnOnce(Option<&StoreError>)>;
-
-fn commit_batch(conn: &mut Connection, batch: Vec<Command>) {
-    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-        Ok(tx) => tx,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot begin a history transaction");
-            let message = e.to_string();
-            for command in batch {
-                fail(command, &message);
+/// Commits `batch`, trying again while the failure may pass; answers every command once its
+/// outcome is durable (or final).
+fn commit_batch(conn: &mut Connection, batch: Vec<Command>, health: &Health) {
+    let mut delay = FIRST_RETRY_DELAY;
+    loop {
+        match try_commit(conn, &batch) {
+            Ok(answers) => {
+                health.recovered();
+                for (command, answer) in batch.into_iter().zip(answers) {
+                    command.answer(answer);
+                }
+                return;
             }
-            return;
+            Err(e) if is_transient(&e) && !health.closing.load(Ordering::SeqCst) => {
+                health.failing(&e);
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+            }
+            Err(e) => {
+                tracing::error!(
+                    commands = batch.len(),
+                    "cannot write the history, and these writes are given up: {e}"
+                );
+                for command in batch {
+                    command.fail(&e);
+                }
+                return;
+            }
         }
+    }
+}
+
+/// One attempt at the whole batch: every command's answer, or the error that rolled it back.
+fn try_commit(conn: &mut Connection, batch: &[Command]) -> Result<Vec<Answer>, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut answers = Vec::with_capacity(batch.len());
+    for command in batch {
+        answers.push(apply(&tx, command)?);
+    }
+    tx.commit()?;
+    Ok(answers)
+}
+
+impl Health {
+    fn failing(&self, cause: &StoreError) {
+        self.unwritable.send_if_modified(|unwritable| {
+            if unwritable.is_some() {
+                return false;
+            }
+            tracing::error!(
+                "cannot write the history: {cause}; fires wait in order and writes are retried \
+                 until they succeed"
+            );
+            *unwritable = Some(Unwritable {
+                since_ms: crate::time::to_ms(jiff::Timestamp::now()),
+                cause: cause.to_string(),
+            });
+            true
+        });
+    }
+
+    fn recovered(&self) {
+        self.unwritable.send_if_modified(|unwritable| {
+            let Some(was) = unwritable.take() else {
+                return false;
+            };
+            tracing::warn!("the history can be written again ({was})");
+            true
+        });
+    }
+}
+
+/// Whether a failure may pass by itself: space freed, a lock released, a device back.
+fn is_transient(error: &StoreError) -> bool {
+    let StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) = error else {
+        return false;
     };
-    let replies: Vec<Reply> = batch
-        .into_iter()
-        .map(|command| apply(&tx, command))
-        .collect();
-    let committed = tx.commit().map_err(StoreError::from);
-    if let Err(e) = &committed {
-        tracing::error!(error = %e, "cannot commit the history");
-    }
-    for reply in replies {
-        reply(committed.as_ref().err());
-    }
+    matches!(
+        failure.code,
+        ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::ReadOnly
+            | ErrorCode::CannotOpen
+            | ErrorCode::FileLockingProtocolFailed
+            | ErrorCode::OutOfMemory
+    )
 }
 
-/// Runs one command inside the open transaction and returns how to answer it after commit.
-fn apply(conn: &Connection, command: Command) -> Reply {
-    match command {
-        Command::Start(run, reply) => deferred(reply, insert_started(conn, &run)),
-        Command::Finish(finish, reply) => deferred(reply, update_finished(conn, &finish)),
-        Command::Skip(skipped, reply) => deferred(reply, insert_skipped(conn, &skipped)),
-        Command::AdvanceLastFire(job, at, reply) => deferred(reply, advance(conn, &job, at)),
-        Command::SetPaused(job, paused, reply) => deferred(
-            reply,
-            conn.execute(
-                "INSERT INTO job_state (job, paused) VALUES (?1, ?2)
-                 ON CONFLICT (job) DO UPDATE SET paused = excluded.paused",
-                params![job, paused],
-            )
-            .map(drop)
-            .map_err(StoreError::from),
-        ),
-        Command::JobStates(reply) => deferred(reply, read_job_states(conn)),
-        Command::AbandonOrphans(now, reason, reply) => {
-            deferred(reply, abandon_orphans(conn, now, &reason))
+/// Runs one command inside the open transaction. A failure that may pass aborts the batch
+/// (`Err`); any other failure is that command's answer.
+fn apply(conn: &Connection, command: &Command) -> Result<Answer, StoreError> {
+    fn keep<T>(result: Result<T, StoreError>) -> Result<Result<T, StoreError>, StoreError> {
+        match result {
+            Err(e) if is_transient(&e) => Err(e),
+            other => Ok(other),
         }
-        Command::LastStatuses(reply) => deferred(reply, super::reader::last_statuses(conn)),
-        Command::LastSuccesses(jobs, reply) => {
-            deferred(reply, super::reader::last_successes(conn, &jobs))
-        }
-        Command::Prune(before, limit, reply) => deferred(reply, prune(conn, before, limit)),
-        Command::Checkpoint(reply) | Command::Close(reply) => deferred(reply, Ok(())),
     }
-}
-
-fn deferred<T: Send + 'static>(
-    reply: oneshot::Sender<Result<T, StoreError>>,
-    result: Result<T, StoreError>,
-) -> Reply {
-    Box::new(move |commit_error: Option<&StoreError>| {
-        let result = match commit_error {
-            Some(e) => Err(StoreError::Corrupt(format!("commit failed: {e}"))),
-            None => result,
-        };
-        // The caller may have stopped waiting (the daemon is stopping); nothing to do then.
-        let _ = reply.send(result);
+    Ok(match command {
+        Command::Write(writes, _) => {
+            let mut ids = Vec::with_capacity(writes.len());
+            for write in writes.iter() {
+                ids.push(keep(apply_write(conn, write))?);
+            }
+            Answer::Ids(ids)
+        }
+        Command::Start(start, _) => Answer::Unit(keep(update_started(conn, start))?),
+        Command::Finish(finish, _) => Answer::Unit(keep(update_finished(conn, finish))?),
+        Command::JobStates(_) => Answer::JobStates(keep(read_job_states(conn))?),
+        Command::QueuedFires(_) => Answer::QueuedFires(keep(queued_fires(conn))?),
+        Command::AbandonOrphans(last_alive, reason, _) => {
+            Answer::Orphans(keep(abandon_orphans(conn, *last_alive, reason))?)
+        }
+        Command::LastStatuses(_) => Answer::Statuses(keep(super::reader::last_statuses(conn))?),
+        Command::LastSuccesses(jobs, _) => {
+            Answer::Successes(keep(super::reader::last_successes(conn, jobs))?)
+        }
+        Command::FiredSince(jobs, since, _) => Answer::Jobs(keep(fired_since(conn, jobs, *since))?),
+        Command::Prune(before, limit, _) => Answer::Count(keep(prune(conn, *before, *limit))?),
+        Command::Checkpoint(_) | Command::Close(_) => Answer::Unit(Ok(())),
     })
 }
 
-/// Answers a command that never reached the database. A send fails only when the caller
-/// stopped waiting, which needs no answer.
-fn fail(command: Command, message: &str) {
-    fn answer<T>(reply: oneshot::Sender<Result<T, StoreError>>, message: &str) {
-        let _ = reply.send(Err(StoreError::Corrupt(message.to_owned())));
+impl Command {
+    /// Sends the answer the command produced. The caller may have stopped waiting (the daemon
+    /// is stopping); nothing to do then.
+    fn answer(self, answer: Answer) {
+        match (self, answer) {
+            (Command::Write(_, reply), Answer::Ids(ids)) => drop(reply.send(ids)),
+            (
+                Command::Start(_, reply)
+                | Command::Finish(_, reply)
+                | Command::Checkpoint(reply)
+                | Command::Close(reply),
+                Answer::Unit(result),
+            ) => drop(reply.send(result)),
+            (Command::JobStates(reply), Answer::JobStates(result)) => drop(reply.send(result)),
+            (Command::QueuedFires(reply), Answer::QueuedFires(result)) => {
+                drop(reply.send(result));
+            }
+            (Command::AbandonOrphans(_, _, reply), Answer::Orphans(result)) => {
+                drop(reply.send(result));
+            }
+            (Command::LastStatuses(reply), Answer::Statuses(result)) => drop(reply.send(result)),
+            (Command::LastSuccesses(_, reply), Answer::Successes(result)) => {
+                drop(reply.send(result));
+            }
+            (Command::FiredSince(_, _, reply), Answer::Jobs(result)) => drop(reply.send(result)),
+            (Command::Prune(_, _, reply), Answer::Count(result)) => drop(reply.send(result)),
+            (command, _) => command.fail(&StoreError::Corrupt(
+                "the history writer mixed up its answers".to_owned(),
+            )),
+        }
     }
-    match command {
-        Command::Start(_, reply) | Command::Skip(_, reply) => answer(reply, message),
-        Command::Finish(_, reply)
-        | Command::AdvanceLastFire(_, _, reply)
-        | Command::SetPaused(_, _, reply)
-        | Command::Checkpoint(reply)
-        | Command::Close(reply) => answer(reply, message),
-        Command::Prune(_, _, reply) => answer(reply, message),
-        Command::JobStates(reply) => answer(reply, message),
-        Command::AbandonOrphans(_, _, reply) => answer(reply, message),
-        Command::LastStatuses(reply) => answer(reply, message),
-        Command::LastSuccesses(_, reply) => answer(reply, message),
+
+    /// Answers a command that never reached the database.
+    fn fail(self, error: &StoreError) {
+        fn err<T>(reply: Reply<T>, error: &StoreError) {
+            let _ = reply.send(Err(StoreError::Corrupt(error.to_string())));
+        }
+        match self {
+            Command::Write(writes, reply) => {
+                let failed = writes
+                    .iter()
+                    .map(|_| Err(StoreError::Corrupt(error.to_string())))
+                    .collect();
+                let _ = reply.send(failed);
+            }
+            Command::Start(_, reply)
+            | Command::Finish(_, reply)
+            | Command::Checkpoint(reply)
+            | Command::Close(reply) => err(reply, error),
+            Command::JobStates(reply) => err(reply, error),
+            Command::QueuedFires(reply) => err(reply, error),
+            Command::AbandonOrphans(_, _, reply) => err(reply, error),
+            Command::LastStatuses(reply) => err(reply, error),
+            Command::LastSuccesses(_, reply) => err(reply, error),
+            Command::FiredSince(_, _, reply) => err(reply, error),
+            Command::Prune(_, _, reply) => err(reply, error),
+        }
     }
 }
 
-fn insert_started(conn: &Connection, run: &NewRun) -> Result<RunId, StoreError> {
-    let params_json = serde_json::to_string(&mask_secrets(&run.params))
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let (pid, pid_start) = run.process.map_or((None, None), |(pid, start)| {
+fn apply_write(conn: &Connection, write: &Write) -> Result<Option<RunId>, StoreError> {
+    match write {
+        Write::Queued { fire, reason } => {
+            insert_fire(conn, fire, Status::Queued, reason.as_deref()).map(Some)
+        }
+        Write::Skipped { fire, reason } => {
+            insert_fire(conn, fire, Status::Skipped, Some(reason)).map(Some)
+        }
+        Write::Waiting { id, reason } => {
+            conn.prepare_cached("UPDATE runs SET error = ?2 WHERE id = ?1 AND status = 'queued'")?
+                .execute(params![id, reason])?;
+            Ok(None)
+        }
+        Write::Resolve { id, status, reason } => resolve(conn, *id, *status, reason).map(|()| None),
+        Write::LastFire { job, at, timing } => {
+            advance(conn, job, *at, timing.as_deref()).map(|()| None)
+        }
+        Write::Paused { job, paused } => {
+            conn.prepare_cached(
+                "INSERT INTO job_state (job, paused) VALUES (?1, ?2)
+                 ON CONFLICT (job) DO UPDATE SET paused = excluded.paused",
+            )?
+            .execute(params![job, paused])?;
+            Ok(None)
+        }
+    }
+}
+
+fn insert_fire(
+    conn: &Connection,
+    fire: &NewFire,
+    status: Status,
+    reason: Option<&str>,
+) -> Result<RunId, StoreError> {
+    // A skipped fire never reaches its plugin: its params would only be noise.
+    let (shown, kept) = if status == Status::Queued {
+        let shown = serde_json::to_string(&mask_secrets(&fire.params))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let kept = if fire.own_params {
+            Some(
+                serde_json::to_string(&*fire.params)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        (Some(shown), kept)
+    } else {
+        (None, None)
+    };
+    conn.prepare_cached(
+        "INSERT INTO runs (job, plugin, status, trigger, attempt, scheduled_at, queued_at, error,
+                           params, pending_params)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        fire.job,
+        fire.plugin,
+        status.as_str(),
+        fire.trigger.as_str(),
+        fire.attempt,
+        fire.scheduled_at,
+        fire.accepted_at,
+        reason,
+        shown,
+        kept,
+    ])?;
+    let id = conn.last_insert_rowid();
+    if fire.advances_schedule {
+        advance(conn, &fire.job, fire.scheduled_at, None)?;
+    }
+    Ok(id)
+}
+
+fn resolve(conn: &Connection, id: RunId, status: Status, reason: &str) -> Result<(), StoreError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE runs SET status = ?2, error = ?3, pending_params = NULL
+             WHERE id = ?1 AND status = 'queued'",
+        )?
+        .execute(params![id, status.as_str(), reason])?;
+    if changed == 0 {
+        return Err(StoreError::Corrupt(format!(
+            "run {id} is no longer queued, so it cannot become {status}"
+        )));
+    }
+    Ok(())
+}
+
+fn update_started(conn: &Connection, start: &StartRun) -> Result<(), StoreError> {
+    let (pid, pid_start) = start.process.map_or((None, None), |(pid, start)| {
         (Some(pid), i64::try_from(start).ok())
     });
-    conn.prepare_cached(
-        "INSERT INTO runs (job, plugin, status, trigger, attempt, scheduled_at, started_at,
-                           queue_ms, params, pid, pid_start)
-         VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(params![
-        run.job,
-        run.plugin,
-        run.trigger.as_str(),
-        run.attempt,
-        run.scheduled_at,
-        run.started_at,
-        run.queue_ms,
-        params_json,
-        pid,
-        pid_start,
-    ])?;
-    let id = conn.last_insert_rowid();
-    if run.advances_schedule {
-        advance(conn, &run.job, run.scheduled_at)?;
+    let changed = conn
+        .prepare_cached(
+            "UPDATE runs SET status = 'running', started_at = ?2, queue_ms = ?3, pid = ?4,
+                             pid_start = ?5, error = NULL, pending_params = NULL
+             WHERE id = ?1 AND status = 'queued'",
+        )?
+        .execute(params![
+            start.id,
+            start.started_at,
+            start.queue_ms,
+            pid,
+            pid_start
+        ])?;
+    if changed == 0 {
+        return Err(StoreError::Corrupt(format!(
+            "run {} is not queued, so it cannot start",
+            start.id
+        )));
     }
-    Ok(id)
-}
-
-fn insert_skipped(conn: &Connection, skipped: &Skipped) -> Result<RunId, StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO runs (job, plugin, status, trigger, attempt, scheduled_at, error)
-         VALUES (?1, ?2, 'skipped', ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        skipped.job,
-        skipped.plugin,
-        skipped.trigger.as_str(),
-        skipped.attempt,
-        skipped.scheduled_at,
-        skipped.reason,
-    ])?;
-    let id = conn.last_insert_rowid();
-    if skipped.advances_schedule {
-        advance(conn, &skipped.job, skipped.scheduled_at)?;
-    }
-    Ok(id)
+    Ok(())
 }
 
 fn update_finished(conn: &Connection, finish: &Finish) -> Result<(), StoreError> {
     let changed = conn
         .prepare_cached(
-            "UPDATE runs SET status = ?2, finished_at = ?3, error = ?4, pid = NULL, pid_start = NULL
+            "UPDATE runs SET status = ?2, finished_at = ?3, error = ?4, message = ?5, pid = NULL,
+                             pid_start = NULL
              WHERE id = ?1 AND status = 'running'",
         )?
         .execute(params![
@@ -330,6 +592,7 @@ fn update_finished(conn: &Connection, finish: &Finish) -> Result<(), StoreError>
             finish.status.as_str(),
             finish.finished_at,
             finish.error,
+            finish.message,
         ])?;
     if changed == 0 {
         return Err(StoreError::Corrupt(format!(
@@ -350,12 +613,14 @@ fn update_finished(conn: &Connection, finish: &Finish) -> Result<(), StoreError>
     Ok(())
 }
 
-/// Oldest first, through the `scheduled_at` index; runs still going are kept whatever their age.
+/// Oldest first, through the `scheduled_at` index; runs waiting or going are kept whatever
+/// their age.
 fn prune(conn: &Connection, before: i64, limit: u32) -> Result<u64, StoreError> {
     let deleted = conn
         .prepare_cached(
             "DELETE FROM runs WHERE id IN (
-                 SELECT id FROM runs WHERE scheduled_at < ?1 AND status != 'running'
+                 SELECT id FROM runs WHERE scheduled_at < ?1
+                     AND status NOT IN ('queued', 'running')
                  ORDER BY scheduled_at LIMIT ?2)",
         )?
         .execute(params![before, limit])?;
@@ -363,53 +628,107 @@ fn prune(conn: &Connection, before: i64, limit: u32) -> Result<u64, StoreError> 
 }
 
 /// Several fires of one job may be recorded out of order; the last fire only moves forward.
-fn advance(conn: &Connection, job: &str, at: i64) -> Result<(), StoreError> {
+fn advance(conn: &Connection, job: &str, at: i64, timing: Option<&str>) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "INSERT INTO job_state (job, last_fire) VALUES (?1, ?2)
-         ON CONFLICT (job) DO UPDATE SET last_fire = max(coalesce(last_fire, ?2), ?2)",
+        "INSERT INTO job_state (job, last_fire, timing) VALUES (?1, ?2, ?3)
+         ON CONFLICT (job) DO UPDATE SET last_fire = max(coalesce(last_fire, ?2), ?2),
+                                         timing = coalesce(?3, timing)",
     )?
-    .execute(params![job, at])?;
+    .execute(params![job, at, timing])?;
     Ok(())
 }
 
 pub(super) fn read_job_states(conn: &Connection) -> Result<HashMap<String, JobState>, StoreError> {
-    let mut statement = conn.prepare_cached("SELECT job, last_fire, paused FROM job_state")?;
+    let mut statement =
+        conn.prepare_cached("SELECT job, last_fire, paused, timing FROM job_state")?;
     let rows = statement.query_map([], |row| {
         Ok((
-            row.get::<_, String>(0)?,
+            row.get::<_, String>("job")?,
             JobState {
-                last_fire: row.get(1)?,
-                paused: row.get(2)?,
+                last_fire: row.get("last_fire")?,
+                paused: row.get("paused")?,
+                timing: row.get("timing")?,
             },
         ))
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+fn queued_fires(conn: &Connection) -> Result<Vec<QueuedFire>, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT id, job, trigger, attempt, scheduled_at, queued_at, pending_params FROM runs
+         WHERE status = 'queued' ORDER BY id",
+    )?;
+    let mut rows = statement.query([])?;
+    let mut fires = Vec::new();
+    while let Some(row) = rows.next()? {
+        let id: RunId = row.get("id")?;
+        let trigger: String = row.get("trigger")?;
+        let params: Option<String> = row.get("pending_params")?;
+        let scheduled_at: i64 = row.get("scheduled_at")?;
+        fires.push(QueuedFire {
+            id,
+            job: row.get("job")?,
+            trigger: trigger
+                .parse::<Trigger>()
+                .map_err(|e| StoreError::Corrupt(format!("run {id}: {e}")))?,
+            attempt: row.get("attempt")?,
+            scheduled_at,
+            accepted_at: row
+                .get::<_, Option<i64>>("queued_at")?
+                .unwrap_or(scheduled_at),
+            params: params
+                .map(|text| serde_json::from_str(&text))
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(format!("the params of queued run {id}: {e}")))?,
+        });
+    }
+    Ok(fires)
+}
+
+fn fired_since(conn: &Connection, jobs: &[String], since: i64) -> Result<Vec<String>, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT 1 FROM runs INDEXED BY runs_by_job
+         WHERE job = ?1 AND trigger = 'schedule' AND scheduled_at >= ?2 LIMIT 1",
+    )?;
+    let mut fired = Vec::new();
+    for job in jobs {
+        if statement
+            .query_row(params![job, since], |_| Ok(()))
+            .optional()?
+            .is_some()
+        {
+            fired.push(job.clone());
+        }
+    }
+    Ok(fired)
+}
+
 fn abandon_orphans(
     conn: &Connection,
-    now: i64,
+    last_alive: i64,
     reason: &str,
 ) -> Result<Vec<OrphanedRun>, StoreError> {
     let orphans = {
         let mut statement = conn.prepare_cached(
-            "SELECT id, job, pid, pid_start FROM runs WHERE status = ?1 ORDER BY id",
+            "SELECT id, job, pid, pid_start FROM runs WHERE status = 'running' ORDER BY id",
         )?;
-        let rows = statement.query_map([Status::Running.as_str()], |row| {
-            let pid: Option<i32> = row.get(2)?;
-            let start: Option<i64> = row.get(3)?;
+        let rows = statement.query_map([], |row| {
+            let pid: Option<i32> = row.get("pid")?;
+            let start: Option<i64> = row.get("pid_start")?;
             Ok(OrphanedRun {
-                id: row.get(0)?,
-                job: row.get(1)?,
+                id: row.get("id")?,
+                job: row.get("job")?,
                 process: pid.zip(start.and_then(|s| u64::try_from(s).ok())),
             })
         })?;
         rows.collect::<Result<Vec<_>, _>>()?
     };
     conn.prepare_cached(
-        "UPDATE runs SET status = 'abandoned', finished_at = ?1, error = ?2
+        "UPDATE runs SET status = 'abandoned', error = ?2, pid = NULL, pid_start = NULL,
+                         finished_at = max(coalesce(started_at, ?1), ?1)
          WHERE status = 'running'",
     )?
-    .execute(params![now, reason])?;
+    .execute(params![last_alive, reason])?;
     Ok(orphans)
 }

@@ -1,0 +1,604 @@
+//! Admission for one daemon: queues, slots and token buckets in memory.
+//!
+//! Fires due at the same instant are all submitted before [`Admission::admit`] runs, so
+//! priority decides among them.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::bucket::TokenBucket;
+use super::pressure::{PressureGate, RECHECK_MS};
+use super::{
+    Admission, AdmissionStatus, Admitted, Candidate, FireKey, Limits, Load, Refusal, RunId,
+    SkipKind, Stop, Submitted, Waiting,
+};
+use crate::config::Overlap;
+use crate::time::rfc3339_ms;
+
+/// Orders a pool's queue: higher priority first, then earlier due time, then arrival.
+type QueueKey = (i64, i64, u64);
+
+#[derive(Debug)]
+struct Entry {
+    fire: Candidate,
+    enqueued_at: i64,
+    seq: u64,
+}
+
+impl Entry {
+    fn key(&self) -> QueueKey {
+        (
+            -i64::from(self.fire.job.priority),
+            self.fire.scheduled_at,
+            self.seq,
+        )
+    }
+}
+
+#[derive(Debug)]
+struct PoolState {
+    cap: Option<u32>,
+    bucket: Option<TokenBucket>,
+    in_flight: u32,
+    queue: BTreeMap<QueueKey, Entry>,
+    /// Fires of the pool's jobs held by `overlap = "queue"`/`"replace"`, counted here so that
+    /// `max_queue` and the status are checked without walking every job.
+    held: u32,
+}
+
+#[derive(Debug, Default)]
+struct JobLoad {
+    running: Vec<FireKey>,
+    /// Entries of this job in a pool queue.
+    queued: u32,
+    /// A fire held back by `overlap = "queue"` or `"replace"` until the job's runs end.
+    waiting: Option<Entry>,
+}
+
+/// Where a waiting fire is, so a cancel finds it without a search.
+#[derive(Debug, Clone)]
+enum Place {
+    Queue(String, QueueKey),
+    Held(String),
+}
+
+#[derive(Debug)]
+struct Slot {
+    /// The pool the slot counts against, as the job had it when admitted (a reload may move
+    /// the job since).
+    pool: String,
+    job: String,
+    run_id: Option<RunId>,
+}
+
+/// The admission state of one daemon.
+#[derive(Debug)]
+pub struct LocalAdmission {
+    max_concurrency: u32,
+    max_queue: u32,
+    in_flight: u32,
+    pools: BTreeMap<String, PoolState>,
+    jobs: HashMap<String, JobLoad>,
+    places: HashMap<FireKey, Place>,
+    slots: HashMap<FireKey, Slot>,
+    pressure: PressureGate,
+    pressure_wait: Option<String>,
+    next_seq: u64,
+}
+
+impl LocalAdmission {
+    /// Admission under `limits`.
+    pub fn new(limits: &Limits, now: i64) -> LocalAdmission {
+        let mut admission = LocalAdmission {
+            max_concurrency: limits.max_concurrency,
+            max_queue: limits.max_queue,
+            in_flight: 0,
+            pools: BTreeMap::new(),
+            jobs: HashMap::new(),
+            places: HashMap::new(),
+            slots: HashMap::new(),
+            pressure: PressureGate::new(limits.pressure.clone()),
+            pressure_wait: None,
+            next_seq: 0,
+        };
+        admission.reconfigure(limits, now);
+        admission
+    }
+
+    /// Holds `entry` until its job's runs have ended.
+    fn hold(&mut self, entry: Entry, mut submitted: Submitted) -> Submitted {
+        if !self.make_room(&entry, &mut submitted.refused) {
+            submitted.refused.push(self.queue_full(entry.fire.key));
+            return submitted;
+        }
+        let name = entry.fire.job.name.clone();
+        *self.held_in(&entry.fire.job.pool) += 1;
+        self.places
+            .insert(entry.fire.key, Place::Held(name.clone()));
+        self.jobs.entry(name.clone()).or_default().waiting = Some(entry);
+        self.release_waiting(&name);
+        submitted
+    }
+
+    /// With the queue full, declines the worst-ranked fire waiting in a pool queue if `entry`
+    /// outranks it (so a full queue keeps the best fires, as priority promises). Whether
+    /// `entry` has room now.
+    fn make_room(&mut self, entry: &Entry, refused: &mut Vec<Refusal>) -> bool {
+        if self.queued() < self.max_queue {
+            return true;
+        }
+        let worst = self
+            .pools
+            .iter()
+            .filter_map(|(name, pool)| Some((*pool.queue.keys().next_back()?, name.clone())))
+            .max()
+            .filter(|(key, _)| *key > entry.key());
+        let Some((key, pool)) = worst else {
+            return false;
+        };
+        let reason = format!(
+            "{}, and fires of higher priority came",
+            self.queue_full_reason()
+        );
+        let Some(declined) = self.remove_queued(&pool, key) else {
+            return false;
+        };
+        let name = declined.fire.job.name.clone();
+        refused.push(Refusal {
+            key: declined.fire.key,
+            reason,
+            kind: SkipKind::QueueFull,
+        });
+        self.release_waiting(&name);
+        self.queued() < self.max_queue
+    }
+
+    fn queue_full(&self, key: FireKey) -> Refusal {
+        Refusal {
+            key,
+            reason: self.queue_full_reason(),
+            kind: SkipKind::QueueFull,
+        }
+    }
+
+    fn queue_full_reason(&self) -> String {
+        format!(
+            "the queue is full: {} fires wait for a slot (max_queue = {})",
+            self.queued(),
+            self.max_queue
+        )
+    }
+
+    fn enqueue(&mut self, entry: Entry) {
+        let job = &entry.fire.job;
+        self.jobs.entry(job.name.clone()).or_default().queued += 1;
+        let pool_name = job.pool.clone();
+        let key = entry.key();
+        self.places
+            .insert(entry.fire.key, Place::Queue(pool_name.clone(), key));
+        let pool = self
+            .pools
+            .get_mut(&pool_name)
+            .expect("config validation guarantees the pool exists");
+        pool.queue.insert(key, entry);
+    }
+
+    /// Takes an entry out of a pool queue, keeping the counts right.
+    fn remove_queued(&mut self, pool: &str, key: QueueKey) -> Option<Entry> {
+        let entry = self.pools.get_mut(pool)?.queue.remove(&key)?;
+        self.places.remove(&entry.fire.key);
+        if let Some(load) = self.jobs.get_mut(&entry.fire.job.name) {
+            load.queued = load.queued.saturating_sub(1);
+        }
+        Some(entry)
+    }
+
+    /// Moves a held fire into its pool's queue once its job has nothing running and nothing
+    /// queued: a fire still waiting for a slot counts as the previous run, so `queue` never
+    /// lets two fires of one job reach the pool queue together.
+    fn release_waiting(&mut self, name: &str) {
+        let Some(load) = self.jobs.get_mut(name) else {
+            return;
+        };
+        if !load.running.is_empty() || load.queued > 0 {
+            return;
+        }
+        if let Some(entry) = load.waiting.take() {
+            *self.held_in(&entry.fire.job.pool) -= 1;
+            self.enqueue(entry);
+        }
+    }
+
+    /// Removes the job's fires that wait in a pool queue or are held (for `replace`).
+    fn withdraw_job(&mut self, name: &str, reason: &str) -> Vec<Refusal> {
+        let keys: Vec<FireKey> = self
+            .places
+            .iter()
+            .filter(|(_, place)| match place {
+                Place::Held(job) => job == name,
+                Place::Queue(..) => false,
+            })
+            .map(|(key, _)| *key)
+            .chain(self.pools.values().flat_map(|pool| {
+                pool.queue
+                    .values()
+                    .filter(|entry| entry.fire.job.name == name)
+                    .map(|entry| entry.fire.key)
+            }))
+            .collect();
+        keys.into_iter()
+            .filter(|key| self.withdraw(*key))
+            .map(|key| Refusal {
+                key,
+                reason: reason.to_owned(),
+                kind: SkipKind::Replaced,
+            })
+            .collect()
+    }
+
+    /// The held-fire count of `pool`.
+    fn held_in(&mut self, pool: &str) -> &mut u32 {
+        &mut self
+            .pools
+            .get_mut(pool)
+            .expect("config validation guarantees the pool exists")
+            .held
+    }
+
+    fn describe_busy(&self, name: &str) -> String {
+        let Some(load) = self.jobs.get(name) else {
+            return "the previous run is still going".to_owned();
+        };
+        let ids: Vec<String> = load
+            .running
+            .iter()
+            .filter_map(|key| self.slots.get(key)?.run_id)
+            .map(|id| id.to_string())
+            .collect();
+        match (ids.as_slice(), load.running.len()) {
+            ([id], _) => format!("run {id} of `{name}` is still running"),
+            ([], 0) => format!("an earlier fire of `{name}` is still waiting for a slot"),
+            ([], _) => format!("a run of `{name}` is starting"),
+            (ids, _) => format!("runs {} of `{name}` are still running", ids.join(", ")),
+        }
+    }
+
+    /// What holds the fires queued in `pool`: the first limit that is reached.
+    fn why_waiting_in(&self, pool: &str) -> String {
+        if let Some(pressure) = &self.pressure_wait {
+            return format!("new starts wait: {pressure}");
+        }
+        let state = self.pools.get(pool);
+        match state.and_then(|state| Some((state.in_flight, state.cap?))) {
+            Some((in_flight, cap)) if in_flight >= cap => format!(
+                "waiting for a slot in pool `{pool}` ({in_flight} runs in flight of its \
+                 max_concurrency = {cap})"
+            ),
+            _ if self.in_flight >= self.max_concurrency => format!(
+                "waiting for a slot (pool `{pool}`; {} runs in flight of max_concurrency = {})",
+                self.in_flight, self.max_concurrency
+            ),
+            _ => match state.and_then(|state| state.bucket.as_ref()) {
+                Some(bucket) => format!(
+                    "waiting for its turn: pool `{pool}` starts at most {} runs per second \
+                     (max_starts_per_second)",
+                    bucket.rate()
+                ),
+                None => format!("waiting for admission in pool `{pool}`"),
+            },
+        }
+    }
+
+    fn held_reason(name: &str) -> String {
+        format!("waiting for the previous run of `{name}` to end (overlap)")
+    }
+
+    /// Fires waiting, held ones included.
+    fn queued(&self) -> u32 {
+        let held: u32 = self.pools.values().map(|pool| pool.held).sum();
+        self.queued_in_pools() + held
+    }
+
+    fn queued_in_pools(&self) -> u32 {
+        let n: usize = self.pools.values().map(|p| p.queue.len()).sum();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    fn entry(&self, key: FireKey) -> Option<&Entry> {
+        match self.places.get(&key)? {
+            Place::Queue(pool, queue_key) => self.pools.get(pool)?.queue.get(queue_key),
+            Place::Held(job) => self.jobs.get(job)?.waiting.as_ref(),
+        }
+    }
+}
+
+impl Admission for LocalAdmission {
+    fn reconfigure(&mut self, limits: &Limits, now: i64) {
+        self.max_concurrency = limits.max_concurrency;
+        self.max_queue = limits.max_queue;
+        self.pressure = PressureGate::new(limits.pressure.clone());
+        for (name, pool) in &limits.pools {
+            let state = self.pools.entry(name.clone()).or_insert_with(|| PoolState {
+                cap: None,
+                bucket: None,
+                in_flight: 0,
+                queue: BTreeMap::new(),
+                held: 0,
+            });
+            state.cap = pool.max_concurrency;
+            let rate_changed =
+                state.bucket.as_ref().map(TokenBucket::rate) != pool.max_starts_per_second;
+            if rate_changed {
+                state.bucket = pool
+                    .max_starts_per_second
+                    .map(|rate| TokenBucket::new(rate, now));
+            }
+        }
+    }
+
+    fn submit(&mut self, fire: Candidate, now: i64) -> Submitted {
+        let key = fire.key;
+        let overlap = fire.job.overlap;
+        let name = fire.job.name.clone();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let entry = Entry {
+            fire,
+            enqueued_at: now,
+            seq,
+        };
+        let load = self.jobs.get(&name);
+        let busy = load.is_some_and(|load| {
+            !load.running.is_empty() || load.queued > 0 || load.waiting.is_some()
+        });
+        let held = load.is_some_and(|load| load.waiting.is_some());
+        let mut submitted = Submitted::default();
+        match overlap {
+            _ if !busy => {}
+            Overlap::Allow => {}
+            Overlap::Skip => {
+                submitted.refused.push(Refusal {
+                    key,
+                    reason: format!("{} (overlap = \"skip\")", self.describe_busy(&name)),
+                    kind: SkipKind::Overlap,
+                });
+                return submitted;
+            }
+            Overlap::Queue if held => {
+                submitted.refused.push(Refusal {
+                    key,
+                    reason: format!(
+                        "{}, and another fire already waits for it (overlap = \"queue\" holds \
+                         at most one)",
+                        self.describe_busy(&name)
+                    ),
+                    kind: SkipKind::Overlap,
+                });
+                return submitted;
+            }
+            Overlap::Queue => return self.hold(entry, submitted),
+            Overlap::Replace => {
+                let successor = format!(
+                    "replaced by the {} fire due at {} (overlap = \"replace\")",
+                    entry.fire.trigger,
+                    rfc3339_ms(entry.fire.scheduled_at)
+                );
+                submitted.refused = self.withdraw_job(&name, &successor);
+                if let Some(load) = self.jobs.get(&name) {
+                    submitted
+                        .stop
+                        .extend(load.running.iter().map(|running| Stop {
+                            key: *running,
+                            reason: successor.clone(),
+                        }));
+                }
+                return self.hold(entry, submitted);
+            }
+        }
+        if !self.make_room(&entry, &mut submitted.refused) {
+            submitted.refused.push(self.queue_full(key));
+            return submitted;
+        }
+        self.enqueue(entry);
+        submitted
+    }
+
+    fn recorded(&mut self, key: FireKey, id: RunId) {
+        let place = self.places.get(&key).cloned();
+        let entry = match place {
+            Some(Place::Queue(pool, queue_key)) => self
+                .pools
+                .get_mut(&pool)
+                .and_then(|pool| pool.queue.get_mut(&queue_key)),
+            Some(Place::Held(job)) => self
+                .jobs
+                .get_mut(&job)
+                .and_then(|load| load.waiting.as_mut()),
+            None => None,
+        };
+        if let Some(entry) = entry {
+            entry.fire.run_id = Some(id);
+        } else if let Some(slot) = self.slots.get_mut(&key) {
+            slot.run_id = Some(id);
+        }
+    }
+
+    fn admit(&mut self, now: i64) -> Vec<Admitted> {
+        let mut admitted = Vec::new();
+        self.pressure_wait = None;
+        while self.in_flight < self.max_concurrency && self.queued_in_pools() > 0 {
+            if let Some(reason) = self.pressure.blocked(now) {
+                self.pressure_wait = Some(reason);
+                break;
+            }
+            let global_cap = self.max_concurrency;
+            let best = self
+                .pools
+                .iter_mut()
+                .filter_map(|(name, pool)| {
+                    let (key, head) = pool.queue.iter().next()?;
+                    let key = *key;
+                    // A fire is started only once its record exists, and the queue's order
+                    // holds: the head waits for its record rather than being overtaken.
+                    let recorded = head.fire.run_id.is_some();
+                    let has_room = pool.in_flight < pool.cap.unwrap_or(global_cap);
+                    let has_token = pool.bucket.as_mut().is_none_or(|b| b.ready(now));
+                    (recorded && has_room && has_token).then_some((key, name.clone()))
+                })
+                .min_by_key(|(key, _)| *key);
+            let Some((key, pool_name)) = best else { break };
+            let Some(entry) = self.remove_queued(&pool_name, key) else {
+                break;
+            };
+            if let Some(pool) = self.pools.get_mut(&pool_name) {
+                pool.in_flight += 1;
+                if let Some(bucket) = pool.bucket.as_mut() {
+                    bucket.take(now);
+                }
+            }
+            self.in_flight += 1;
+            let fire = entry.fire;
+            self.jobs
+                .entry(fire.job.name.clone())
+                .or_default()
+                .running
+                .push(fire.key);
+            self.slots.insert(
+                fire.key,
+                Slot {
+                    pool: pool_name,
+                    job: fire.job.name.clone(),
+                    run_id: fire.run_id,
+                },
+            );
+            admitted.push(Admitted {
+                key: fire.key,
+                queue_ms: (now - entry.enqueued_at).max(0),
+            });
+        }
+        admitted
+    }
+
+    fn finished(&mut self, key: FireKey) {
+        let Some(done) = self.slots.remove(&key) else {
+            return;
+        };
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if let Some(pool) = self.pools.get_mut(&done.pool) {
+            pool.in_flight = pool.in_flight.saturating_sub(1);
+        }
+        let name = &done.job;
+        if let Some(load) = self.jobs.get_mut(name) {
+            load.running.retain(|running| *running != key);
+        }
+        self.release_waiting(name);
+        if let Some(load) = self.jobs.get(name)
+            && load.running.is_empty()
+            && load.queued == 0
+            && load.waiting.is_none()
+        {
+            self.jobs.remove(name);
+        }
+    }
+
+    fn withdraw(&mut self, key: FireKey) -> bool {
+        let Some(place) = self.places.get(&key).cloned() else {
+            return false;
+        };
+        match place {
+            Place::Queue(pool, queue_key) => {
+                let Some(entry) = self.remove_queued(&pool, queue_key) else {
+                    return false;
+                };
+                self.release_waiting(&entry.fire.job.name);
+            }
+            Place::Held(job) => {
+                self.places.remove(&key);
+                let Some(entry) = self.jobs.get_mut(&job).and_then(|load| load.waiting.take())
+                else {
+                    return false;
+                };
+                *self.held_in(&entry.fire.job.pool) -= 1;
+            }
+        }
+        true
+    }
+
+    fn next_wake(&mut self, now: i64) -> Option<i64> {
+        if self.in_flight >= self.max_concurrency || self.queued_in_pools() == 0 {
+            return None;
+        }
+        if self.pressure_wait.is_some() {
+            return Some(now + RECHECK_MS);
+        }
+        let global_cap = self.max_concurrency;
+        self.pools
+            .values_mut()
+            .filter(|pool| {
+                !pool.queue.is_empty() && pool.in_flight < pool.cap.unwrap_or(global_cap)
+            })
+            .filter_map(|pool| pool.bucket.as_mut().map(|b| b.next_token_at(now)))
+            .filter(|at| *at > now)
+            .min()
+    }
+
+    fn status(&self) -> AdmissionStatus {
+        let pools: BTreeMap<String, Load> = self
+            .pools
+            .iter()
+            .map(|(name, pool)| {
+                (
+                    name.clone(),
+                    Load {
+                        in_flight: pool.in_flight,
+                        queued: u32::try_from(pool.queue.len())
+                            .unwrap_or(u32::MAX)
+                            .saturating_add(pool.held),
+                    },
+                )
+            })
+            .collect();
+        AdmissionStatus {
+            total: Load {
+                in_flight: self.in_flight,
+                queued: self.queued(),
+            },
+            pools,
+            waiting_on: self.pressure_wait.clone(),
+        }
+    }
+
+    fn waiting(&self, job: &str) -> Vec<Waiting> {
+        let mut waiting: Vec<Waiting> = self
+            .pools
+            .iter()
+            .flat_map(|(pool_name, pool)| {
+                pool.queue
+                    .values()
+                    .filter(move |e| e.fire.job.name == job)
+                    .map(move |e| (e, pool_name))
+            })
+            .map(|(entry, pool)| Waiting {
+                key: entry.fire.key,
+                scheduled_at: entry.fire.scheduled_at,
+                since: entry.enqueued_at,
+                reason: self.why_waiting_in(pool),
+            })
+            .collect();
+        if let Some(entry) = self.jobs.get(job).and_then(|load| load.waiting.as_ref()) {
+            waiting.push(Waiting {
+                key: entry.fire.key,
+                scheduled_at: entry.fire.scheduled_at,
+                since: entry.enqueued_at,
+                reason: Self::held_reason(job),
+            });
+        }
+        waiting
+    }
+
+    fn why_waiting(&self, key: FireKey) -> Option<String> {
+        match self.places.get(&key)? {
+            Place::Queue(pool, _) => Some(self.why_waiting_in(pool)),
+            Place::Held(job) => self.entry(key).map(|_| Self::held_reason(job)),
+        }
+    }
+}

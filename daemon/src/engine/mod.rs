@@ -1,0 +1,498 @@
+//! The engine: every decision the daemon makes, and no I/O.
+//!
+//! It is a state machine fed with [`Input`]s (the timeline's next instant came, a write was
+//! committed, a run started or ended, a control request, a reload) and the current instant,
+//! and it answers with [`Effect`]s (write these records, start this run, stop that one, reply,
+//! observe) that the daemon's edge (`crate::daemon`) carries out, feeding their outcomes back
+//! in as inputs. So each decision (when a fire is due, catch-up, retry and back-off, pause,
+//! chaining, the reload diff, overlap and admission) is tested at fixed instants, and the same
+//! engine can sit on another store.
+//!
+//! Every fire is a record from the moment it is accepted: the engine asks for its `queued`
+//! row and starts it only once that row is committed, so a crash never loses an accepted fire
+//! and a restart finds each one again ([`Engine::new`] takes them back in their order).
+
+mod catch_up;
+pub mod chain;
+mod fire;
+mod flow;
+mod reload;
+#[cfg(test)]
+mod tests;
+mod verbs;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::admission::{Admission, AdmissionStatus, FireKey, SkipKind};
+use crate::config::{Config, Job};
+use crate::control::{Request, Response};
+use crate::model::{RunSpan, Status, Trigger};
+use crate::plugins::Registry;
+use crate::scheduler::{Scheduler, TimerId};
+use crate::store::{JobState, QueuedFire, RunId, Write};
+
+use fire::Fire;
+pub use fire::{ReplyTo, Waiter};
+
+/// Fires of a paused job remembered for `pacer why`.
+const PAUSED_FIRES_KEPT: usize = 20;
+
+/// How long the plugin directories or the config file must be quiet before they are read
+/// again: an installer's write, then rename, then chmod arrive as one change.
+const SETTLE_MS: i64 = 500;
+
+/// Names a write whose outcome the engine waits for.
+pub type Ticket = u64;
+
+/// Something the engine is told.
+#[derive(Debug)]
+pub enum Input {
+    /// The instant [`Engine::next_wake`] named came (or the wall clock was re-read).
+    Tick,
+    /// Writes the engine asked for were committed (with the new row's id where one was
+    /// inserted), or failed for good.
+    Written(Vec<(Ticket, Result<Option<RunId>, String>)>),
+    /// The run of a fire was spawned and its record is `running`.
+    Started {
+        /// The fire.
+        key: FireKey,
+        /// When its process was spawned, Unix ms.
+        started_at: i64,
+    },
+    /// The run of a fire ended: its processes are gone and its record is complete.
+    Finished {
+        /// The fire.
+        key: FireKey,
+        /// How it ended.
+        status: Status,
+        /// Why, if it did not succeed.
+        error: Option<String>,
+        /// Its spawn and reap, when it got that far.
+        span: Option<RunSpan>,
+    },
+    /// A control request from `pacer` or an application.
+    Control {
+        /// What was asked.
+        request: Request,
+        /// Where the answers go.
+        reply: ReplyTo,
+    },
+    /// The config file or a drop-in changed on disk.
+    ConfigChanged,
+    /// SIGHUP: reload now.
+    ReloadSignal,
+    /// The config, read for a reload (or why it could not be).
+    ConfigLoaded(Result<Box<Config>, String>),
+    /// Something changed in a plugin directory.
+    PluginsChanged,
+    /// A rescan of the plugin directories finished.
+    Rescanned(Registry),
+    /// The `@reboot` jobs that have not fired in this boot.
+    Boot(Vec<Arc<Job>>),
+    /// The history became unwritable (why), or writable again (`None`).
+    History(Option<String>),
+    /// The daemon stops: no fire is taken or started any more. Fires waiting stay `queued`
+    /// for the next start.
+    Shutdown,
+    /// Stop every run in flight, for this reason (the shutdown grace is over).
+    StopAll(String),
+}
+
+/// Something the engine asks the edge to do.
+#[derive(Debug)]
+pub enum Effect {
+    /// Write this record; with a ticket, report its outcome as [`Input::Written`].
+    Write(Write, Option<Ticket>),
+    /// Start the run of an admitted fire.
+    Start(Start),
+    /// Ask a run in flight to stop (SIGTERM to its process group, SIGKILL after a grace).
+    Stop {
+        /// The run's fire.
+        key: FireKey,
+        /// Why, for its record.
+        reason: String,
+    },
+    /// Answer a client.
+    Reply {
+        /// Who.
+        to: ReplyTo,
+        /// The answer.
+        response: Response,
+        /// Whether this is its last answer (the connection may close).
+        last: bool,
+    },
+    /// Update the metrics.
+    Observe(Observation),
+    /// Read the config file again and report it as [`Input::ConfigLoaded`].
+    LoadConfig,
+    /// Rescan the plugin directories, starting from this registry, and report
+    /// [`Input::Rescanned`].
+    Rescan(Registry, Vec<PathBuf>),
+    /// Watch these plugin directories for changes.
+    WatchPlugins(Vec<PathBuf>),
+    /// Find which of these `@reboot` jobs have not fired in this boot, and report
+    /// [`Input::Boot`].
+    CheckBoot(Vec<Arc<Job>>),
+    /// Remember that this `@reboot` job fired in this boot.
+    MarkBooted(String),
+    /// Tell the service manager where the daemon stands (its status line).
+    Status(String),
+}
+
+/// What the edge needs to start a run.
+#[derive(Debug, Clone)]
+pub struct Start {
+    /// The fire.
+    pub key: FireKey,
+    /// Its record.
+    pub run_id: RunId,
+    /// Its job.
+    pub job: Arc<Job>,
+    /// Why it runs.
+    pub trigger: Trigger,
+    /// Its attempt.
+    pub attempt: u32,
+    /// Its due instant, Unix ms.
+    pub scheduled_at: i64,
+    /// The params the plugin gets.
+    pub params: Arc<serde_json::Value>,
+    /// How long it waited for admission, ms.
+    pub queue_ms: i64,
+    /// The plugin library.
+    pub plugin: PathBuf,
+}
+
+/// Something the metrics count.
+#[derive(Debug)]
+pub enum Observation {
+    /// A fire was declined.
+    Skipped {
+        /// Its job.
+        job: String,
+        /// Which policy.
+        kind: SkipKind,
+    },
+    /// A fire was admitted after waiting `wait_ms`.
+    Admitted {
+        /// Its pool.
+        pool: String,
+        /// How long it waited.
+        wait_ms: i64,
+    },
+    /// A run started this late.
+    Started {
+        /// `started_at - scheduled_at`.
+        lateness_ms: i64,
+    },
+    /// A run ended.
+    Finished {
+        /// Its job.
+        job: String,
+        /// How.
+        status: Status,
+        /// Its spawn and reap.
+        span: Option<RunSpan>,
+    },
+    /// Runs in flight and fires waiting now.
+    Load(AdmissionStatus),
+    /// A job was paused or resumed.
+    Paused {
+        /// The job.
+        job: Arc<Job>,
+        /// Whether it is paused now.
+        paused: bool,
+    },
+    /// The jobs in force changed (a reload).
+    Jobs {
+        /// The config in force.
+        config: Arc<Config>,
+        /// The paused jobs.
+        paused: HashSet<String>,
+    },
+    /// A job left the config.
+    JobRemoved(String),
+    /// How many plugin libraries are refused.
+    PluginsRefused(usize),
+}
+
+/// What the history says at start.
+#[derive(Debug, Default)]
+pub struct Resume {
+    /// Each job's last fire, paused flag and timing.
+    pub states: HashMap<String, JobState>,
+    /// Each job's newest status.
+    pub last_status: HashMap<String, Status>,
+    /// Fires still `queued`, oldest first.
+    pub queued: Vec<QueuedFire>,
+}
+
+/// The daemon's state and every decision that changes it.
+#[derive(Debug)]
+pub struct Engine {
+    config: Arc<Config>,
+    registry: Registry,
+    scheduler: Scheduler,
+    admission: Box<dyn Admission>,
+    fires: HashMap<FireKey, Fire>,
+    by_run: HashMap<RunId, FireKey>,
+    next_key: FireKey,
+    /// What to do when each ticketed write is committed.
+    after: HashMap<Ticket, After>,
+    next_ticket: Ticket,
+    paused: HashSet<String>,
+    /// Recent fires of paused jobs, which leave no record, for `pacer why`.
+    paused_fires: HashMap<String, VecDeque<i64>>,
+    last_status: HashMap<String, Status>,
+    /// Missed fires of `catch_up = "all"` jobs, recorded, waiting for their turn, per job.
+    backlog: HashMap<String, VecDeque<FireKey>>,
+    /// Jobs whose next missed fire may go (their previous one ended or was declined).
+    backlog_turn: HashSet<String>,
+    /// Jobs with a missed fire out of their backlog, not ended yet.
+    catching_up: HashSet<String>,
+    /// Recorded fires waiting outside admission (on the timeline or in a backlog), per pool.
+    deferred: HashMap<String, u32>,
+    /// When the engine started, Unix ms: fires due before were missed while it was down.
+    started_at: i64,
+    pid: u32,
+    rescan: Option<TimerId>,
+    rescanning: bool,
+    rescan_again: bool,
+    reload: Option<TimerId>,
+    /// Clients waiting for the reload under way.
+    reloading: Vec<ReplyTo>,
+    /// A config is being read.
+    loading: bool,
+    /// The outcome of the last reload, for the status line.
+    last_reload: Option<String>,
+    history_error: Option<String>,
+    stopping: bool,
+    out: Vec<Effect>,
+}
+
+/// What to do once a ticketed write is committed.
+#[derive(Debug)]
+enum After {
+    /// A fire's `queued` record exists.
+    Queued(FireKey),
+    /// A fire's final record (declined or cancelled before it started) exists.
+    Ended(FireKey),
+    /// Tell a client this.
+    Reply(ReplyTo, String),
+}
+
+impl Engine {
+    /// An engine for `config` at `now`, resuming from what the history says: each job's
+    /// schedule continues after its last recorded fire (so fires missed while the daemon was
+    /// down come due at once), and every fire still `queued` takes its place again, in its
+    /// original order. Take the effects this produced with [`Engine::take_effects`].
+    pub fn new(
+        config: Arc<Config>,
+        registry: Registry,
+        admission: Box<dyn Admission>,
+        resume: Resume,
+        pid: u32,
+        now: i64,
+    ) -> Engine {
+        let Resume {
+            states,
+            last_status,
+            queued,
+        } = resume;
+        let mut engine = Engine {
+            scheduler: Scheduler::new(now, config.daemon.max_catch_up),
+            admission,
+            registry,
+            fires: HashMap::new(),
+            by_run: HashMap::new(),
+            next_key: 1,
+            after: HashMap::new(),
+            next_ticket: 1,
+            paused: states
+                .iter()
+                .filter(|(_, state)| state.paused)
+                .map(|(name, _)| name.clone())
+                .collect(),
+            paused_fires: HashMap::new(),
+            last_status,
+            backlog: HashMap::new(),
+            backlog_turn: HashSet::new(),
+            catching_up: HashSet::new(),
+            deferred: HashMap::new(),
+            started_at: now,
+            pid,
+            rescan: None,
+            rescanning: false,
+            rescan_again: false,
+            reload: None,
+            reloading: Vec::new(),
+            loading: false,
+            last_reload: None,
+            history_error: None,
+            stopping: false,
+            out: Vec::new(),
+            config,
+        };
+        for change in engine.registry.changes_since(&Registry::default()) {
+            reload::log_change(&change);
+        }
+        engine.observe(Observation::PluginsRefused(engine.registry.refused_count()));
+        engine.out.push(Effect::WatchPlugins(
+            engine.config.daemon.plugin_dirs.clone(),
+        ));
+        let jobs = engine.config.jobs.clone();
+        for job in jobs.iter().filter(|job| job.enabled) {
+            let state = states.get(&job.name);
+            let last_fire = engine.resume_schedule(job, state, now);
+            engine.scheduler.add(Arc::clone(job), last_fire, now);
+        }
+        engine.requeue(queued, now);
+        engine.check_boot();
+        engine.admit(now);
+        engine
+    }
+
+    /// Where `job`'s schedule continues from: its last recorded fire, unless it is new or its
+    /// timing changed while the daemon was down (then from now, as a reload would, and that
+    /// instant is written so a crash before its first fire loses none).
+    fn resume_schedule(&mut self, job: &Job, state: Option<&JobState>, now: i64) -> Option<i64> {
+        let timing = job.timing();
+        let known = state.and_then(|state| state.last_fire.map(|at| (at, &state.timing)));
+        match known {
+            Some((at, Some(recorded))) if *recorded == timing => Some(at),
+            Some((at, None)) => {
+                // Written by a version that did not record timings: trust it, and note it.
+                self.write(Write::LastFire {
+                    job: job.name.clone(),
+                    at,
+                    timing: Some(timing),
+                });
+                Some(at)
+            }
+            _ => {
+                self.write(Write::LastFire {
+                    job: job.name.clone(),
+                    at: now,
+                    timing: Some(timing),
+                });
+                None
+            }
+        }
+    }
+
+    /// Handles `input` at `now`, then starts what admission allows; returns what to do.
+    pub fn handle(&mut self, input: Input, now: i64) -> Vec<Effect> {
+        match input {
+            Input::Tick => self.tick(now),
+            Input::Written(results) => self.written(results, now),
+            Input::Started { key, started_at } => self.started(key, started_at),
+            Input::Finished {
+                key,
+                status,
+                error,
+                span,
+            } => self.finished(key, status, error.as_deref(), span, now),
+            Input::Control { request, reply } => self.control(request, reply, now),
+            Input::ConfigChanged => self.config_changed(now),
+            Input::ReloadSignal => self.request_reload(None),
+            Input::ConfigLoaded(result) => self.apply_config(result, now),
+            Input::PluginsChanged => self.plugins_changed(now),
+            Input::Rescanned(registry) => self.rescanned(registry),
+            Input::Boot(jobs) => self.boot(jobs, now),
+            Input::History(error) => self.history_error = error,
+            Input::Shutdown => self.stopping = true,
+            Input::StopAll(reason) => self.stop_all(&reason),
+        }
+        self.admit(now);
+        // Next fires are computed once this step's fires are in admission (or started).
+        self.scheduler.reschedule();
+        self.take_effects()
+    }
+
+    /// The effects produced outside [`Engine::handle`] (by [`Engine::new`]).
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// When the engine has something to do next without outside events, Unix ms.
+    pub fn next_wake(&mut self, now: i64) -> Option<i64> {
+        if self.stopping {
+            return None;
+        }
+        let timeline = self
+            .scheduler
+            .next_wake()
+            .filter(|_| self.history_error.is_none());
+        [timeline, self.admission.next_wake(now)]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Runs in flight.
+    pub fn in_flight(&self) -> u32 {
+        self.admission.status().total.in_flight
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    fn tick(&mut self, now: i64) {
+        if self.stopping || self.history_error.is_some() {
+            // Nothing moves past a history that cannot be written: the fires stay on the
+            // timeline, and are taken (as missed, if long overdue) once it can.
+            return;
+        }
+        let due = self.scheduler.take_due(now);
+        self.take_due(due, now);
+    }
+
+    fn write(&mut self, write: Write) {
+        self.out.push(Effect::Write(write, None));
+    }
+
+    fn write_then(&mut self, write: Write, after: After) {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.after.insert(ticket, after);
+        self.out.push(Effect::Write(write, Some(ticket)));
+    }
+
+    fn observe(&mut self, observation: Observation) {
+        self.out.push(Effect::Observe(observation));
+    }
+
+    fn reply(&mut self, to: ReplyTo, response: Response, last: bool) {
+        self.out.push(Effect::Reply { to, response, last });
+    }
+
+    /// Why the job's plugin cannot be used now, if it cannot.
+    fn plugin_problem(&self, job: &Job) -> Option<String> {
+        self.registry
+            .problem(&job.plugin, &self.config.daemon.plugin_dirs)
+    }
+
+    /// Remembers a paused job's fire, which leaves no record; its schedule still moves on.
+    fn pass_paused(&mut self, fire: &Fire) {
+        let fires = self.paused_fires.entry(fire.job.name.clone()).or_default();
+        if fires.len() == PAUSED_FIRES_KEPT {
+            fires.pop_front();
+        }
+        fires.push_back(fire.scheduled_at);
+        if fire.advances_schedule {
+            self.write(Write::LastFire {
+                job: fire.job.name.clone(),
+                at: fire.scheduled_at,
+                timing: None,
+            });
+        }
+    }
+}
+
+/// The message for a job that is not in the config in force.
+fn unknown_job(name: &str) -> String {
+    format!("no job `{name}` in the config in force (pacer jobs lists them)")
+}
