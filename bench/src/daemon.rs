@@ -72,6 +72,11 @@ impl Daemon {
         Ok(daemon)
     }
 
+    /// The daemon's directory (its config, database and socket).
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// The daemon's pid.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -524,6 +524,11 @@ pub fn text<'a>(value: &'a Value, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("`{key}` is not a string in {value}"))
 }
 
+/// Whether a run (a history or `show` object) is over: neither waiting nor going.
+pub fn is_over(run: &Value) -> bool {
+    run["status"] != "queued" && run["status"] != "running"
+}
+
 /// Whether `text` is an RFC 3339 UTC instant with milliseconds, as the contract prints them.
 pub fn is_contract_instant(text: &str) -> bool {
     let bytes = text.as_bytes();

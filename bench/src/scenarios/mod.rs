@@ -8,6 +8,7 @@ mod history;
 mod idle;
 mod limits;
 mod peer;
+mod queue;
 mod throughput;
 
 use crate::report::{Report, median};
@@ -16,7 +17,7 @@ use crate::report::{Report, median};
 type Scenario = fn(bool, &mut Report) -> anyhow::Result<()>;
 
 /// Every scenario, in the order they run.
-const SCENARIOS: [(&str, Scenario); 9] = [
+const SCENARIOS: [(&str, Scenario); 10] = [
     ("limits", limits::run),
     ("dispatch", dispatch::run),
     ("peer", peer::run),
@@ -25,6 +26,7 @@ const SCENARIOS: [(&str, Scenario); 9] = [
     ("idle", idle::run),
     ("history", history::run),
     ("burst", burst::run),
+    ("queue", queue::run),
     ("faults", faults::run),
 ];
 

@@ -98,8 +98,10 @@ pub enum Request {
         /// The job.
         job: String,
         /// Merged over the job's params (top-level keys replace the job's).
+        #[serde(default)]
         params: Option<serde_json::Value>,
         /// Keep answering until the run (and its retries) ended.
+        #[serde(default)]
         wait: bool,
     },
     /// Stop a running or queued run (recorded `cancelled`).

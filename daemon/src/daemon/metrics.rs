@@ -76,6 +76,7 @@ pub struct Metrics {
     last_success: Family<JobLabel, Gauge<f64, AtomicU64>>,
     schedule_interval: Family<JobLabel, Gauge<f64, AtomicU64>>,
     plugins_refused: Gauge,
+    history_writable: Gauge,
     /// Whether anything scrapes these (`metrics_listen` is set): the per-job figures that cost
     /// work to compute are skipped otherwise.
     exported: bool,
@@ -154,6 +155,14 @@ impl Metrics {
             "Plugin libraries found but refused",
             plugins_refused.clone(),
         );
+        let history_writable = Gauge::default();
+        history_writable.set(1);
+        registry.register(
+            "pacer_history_writable",
+            "1 while the history can be written; 0 while writes wait (a full disk, a lock held \
+             elsewhere) and no fire is taken",
+            history_writable.clone(),
+        );
         registry.register(
             "pacer_build",
             "The running pacerd's version",
@@ -171,6 +180,7 @@ impl Metrics {
             last_success,
             schedule_interval,
             plugins_refused,
+            history_writable,
             exported,
         };
         for pool in pools {
@@ -320,6 +330,9 @@ impl Metrics {
             Observation::Jobs { config, paused } => self.schedules(&config.jobs, &paused, now),
             Observation::JobRemoved(job) => self.job_removed(&job),
             Observation::PluginsRefused(count) => self.plugins_refused(count),
+            Observation::HistoryWritable(writable) => {
+                self.history_writable.set(i64::from(writable));
+            }
         }
     }
 

@@ -205,6 +205,9 @@ pub async fn serve(
         inputs_tx,
     );
     edge.apply(engine.take_effects());
+    // What the engine wrote down at start (when new jobs were loaded) is committed before any
+    // fire is taken, so a crash right after the start still finds their fires missed.
+    edge.flush().await;
     crate::sys::return_free_memory();
     let (control_tx, mut control_rx) = mpsc::channel(64);
     let server = tokio::spawn(control::server::serve(listener, control_tx, access));

@@ -215,6 +215,8 @@ pub enum Observation {
     JobRemoved(String),
     /// How many plugin libraries are refused.
     PluginsRefused(usize),
+    /// Whether the history can be written.
+    HistoryWritable(bool),
 }
 
 /// What the history says at start.
@@ -400,7 +402,10 @@ impl Engine {
             Input::PluginsChanged => self.plugins_changed(now),
             Input::Rescanned(registry) => self.rescanned(registry),
             Input::Boot(jobs) => self.boot(jobs, now),
-            Input::History(error) => self.history_error = error,
+            Input::History(error) => {
+                self.observe(Observation::HistoryWritable(error.is_none()));
+                self.history_error = error;
+            }
             Input::Shutdown => self.stopping = true,
             Input::StopAll(reason) => self.stop_all(&reason),
         }

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use pacer_tests::{
-    AS_THE_UNIT, Sandbox, compile_c_plugin, is_alive, processes_of_run, running_as_root, text,
-    wait_for, wait_until,
+    AS_THE_UNIT, Sandbox, compile_c_plugin, is_alive, is_over, processes_of_run, running_as_root,
+    text, wait_for, wait_until,
 };
 use serde_json::Value;
 
@@ -32,7 +32,7 @@ fn first_ended(sandbox: &Sandbox, name: &str) -> Value {
             .history(&["--job", name, "--limit", "100"])
             .into_iter()
             .rev()
-            .find(|run| run["status"] != "running" && run["status"] != "skipped")
+            .find(|run| is_over(run) && run["status"] != "skipped")
     })
 }
 

@@ -7,10 +7,12 @@
 
 mod abi;
 mod admission;
+mod api;
 mod c_plugins;
 mod cli;
 mod config_errors;
 mod core;
+mod durability;
 mod examples;
 mod isolation;
 mod libraries;

@@ -6,7 +6,9 @@ use std::os::unix::net::UnixDatagram;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pacer_tests::{CommandOutput, Sandbox, artifacts, running_as_root, text, wait_for, wait_until};
+use pacer_tests::{
+    CommandOutput, Sandbox, artifacts, is_over, running_as_root, text, wait_for, wait_until,
+};
 use serde_json::Value;
 
 fn job(name: &str, schedule: &str, plugin: &str, settings: &str, params: &str) -> String {
@@ -650,7 +652,7 @@ fn catch_up_once_and_all_after_downtime() {
         let done = |job: &str| {
             runs.iter()
                 .filter(|r| r["job"] == job && r["trigger"] == "catch_up")
-                .all(|r| r["status"] != "running")
+                .all(is_over)
         };
         // "all" runs its fires one after another: wait for both, not a pause between them.
         let every_ran = runs

@@ -11,7 +11,7 @@ pub fn migrations() -> Migrations<'static> {
     Migrations::new(vec![M::up(V1), M::up(V2_QUEUED_FIRES).foreign_key_check()])
 }
 
-const V1: &str = r"
+pub(super) const V1: &str = r"
 -- AUTOINCREMENT: a run id is never handed out twice, even after retention deleted the newest
 -- rows, so `pacer show ID` and paging by id stay unambiguous.
 CREATE TABLE runs (

@@ -631,3 +631,48 @@ fn a_history_that_cannot_be_looked_at_is_not_called_missing() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn a_database_of_the_first_schema_keeps_its_runs_ids_and_outputs() {
+    let (_dir, path) = database();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    {
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        rusqlite_migration::Migrations::new(vec![rusqlite_migration::M::up(super::schema::V1)])
+            .to_latest(&mut conn)
+            .unwrap();
+        conn.execute_batch(
+            "INSERT INTO runs (id, job, plugin, status, trigger, attempt, scheduled_at,
+                               started_at, finished_at, queue_ms, error, params)
+             VALUES (3, 'a', 'exec', 'succeeded', 'schedule', 1, 1000, 1003, 1500, 2, NULL,
+                     '{\"command\":\"true\"}'),
+                    (4, 'a', 'exec', 'failed', 'retry', 2, 2000, 2003, 2500, 0, 'it broke', NULL);
+             INSERT INTO run_output (run_id, output, dropped) VALUES (3, X'6869', 0);
+             UPDATE sqlite_sequence SET seq = 10 WHERE name = 'runs';
+             INSERT INTO job_state (job, last_fire, paused) VALUES ('a', 2000, 1);",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let history = SqliteHistory::open(&path).unwrap();
+    let old = history.run(3).unwrap().unwrap();
+    assert_eq!(old.record.status, Status::Succeeded);
+    assert_eq!(old.output, "hi", "the output survives the rebuilt table");
+    assert_eq!(
+        history.run(4).unwrap().unwrap().record.error.as_deref(),
+        Some("it broke")
+    );
+    assert_eq!(
+        started(&store, "a", 3_000).await,
+        11,
+        "ids given out before the migration are never given out again"
+    );
+    assert_eq!(
+        store.job_states().await.unwrap()["a"],
+        JobState {
+            last_fire: Some(3_000),
+            paused: true,
+            timing: None,
+        }
+    );
+}
