@@ -212,6 +212,12 @@ impl Job {
     pub fn is_reboot(&self) -> bool {
         matches!(self.schedule, Some(Schedule::Reboot))
     }
+
+    /// Whether the job fires at times its schedule computes (neither manual-only nor
+    /// `@reboot`): for such a job, no next fire is worth saying.
+    pub fn has_timed_schedule(&self) -> bool {
+        matches!(self.schedule, Some(Schedule::Cron(_)))
+    }
 }
 
 impl Config {
