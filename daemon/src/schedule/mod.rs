@@ -95,9 +95,11 @@ impl Schedule {
             .collect();
         let pattern = fields::parse(&fields).map_err(error)?;
         // An expression such as `0 0 30 2 *` parses but never fires; say so now rather than
-        // letting the job sit silently forever. Any 400 years hold every calendar there is.
+        // letting the job sit silently forever. Whether a date matches depends on its month,
+        // the month's length and the weekday it starts on, and 2000 to 2027 hold every such
+        // month: 28 years without a skipped leap day start each month on each weekday.
         if pattern
-            .next_date(date(2000, 1, 1), date(2399, 12, 31))
+            .next_date(date(2000, 1, 1), date(2027, 12, 31))
             .is_none()
         {
             return Err(error("it never matches a real date".to_owned()));
