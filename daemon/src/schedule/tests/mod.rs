@@ -1,5 +1,8 @@
 //! Table tests pinned to fixed instants: what a line fires, and what it is rejected for.
 
+mod differential;
+mod vectors;
+
 use std::sync::Arc;
 use std::time::Duration;
 
