@@ -246,13 +246,13 @@ fn day_of_month_extension(item: &str, days: &mut Days) -> Option<Result<(), Stri
         days.last = true;
         return Some(Ok(()));
     }
-    let day = item.strip_suffix('W')?;
+    let day = item.strip_suffix('W').filter(|day| !day.is_empty())?;
     Some(value(day, &DAY_OF_MONTH).map(|day| days.nearest_weekday |= 1 << day))
 }
 
 /// Day-of-week's `5L` (the last Friday of the month) and `MON#2` (its second Monday).
 fn day_of_week_extension(item: &str, weekdays: &mut Weekdays) -> Option<Result<(), String>> {
-    if let Some((day, nth)) = item.split_once('#') {
+    if let Some((day, nth)) = item.split_once('#').filter(|(day, _)| !day.is_empty()) {
         let claimed = value(day, &DAY_OF_WEEK).and_then(|day| match nth.parse::<usize>() {
             Ok(n @ 1..=5) => {
                 weekdays.nth[n - 1] |= sunday_as_zero(1 << day) as u8;

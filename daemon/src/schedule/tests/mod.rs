@@ -377,6 +377,14 @@ fn bad_lines_say_what_was_expected() {
             "day-of-month field `LW`: `L` is not a number or a name",
         ),
         (
+            "0 0 W * *",
+            "day-of-month field `W`: `W` is not a number or a name",
+        ),
+        (
+            "0 0 * * #2",
+            "day-of-week field `#2`: `#2` is not a number or a name",
+        ),
+        (
             "0 0 * * L",
             "day-of-week field `L`: `L` is not a number or a name",
         ),
