@@ -148,6 +148,9 @@ impl Scheduler {
         self.remove(&job.name);
         let after = last_fire.unwrap_or(now);
         let Some(at) = job.next_fire_after(from_ms(after)).map(to_ms) else {
+            if job.has_timed_schedule() {
+                log_schedule_ended(&job);
+            }
             return;
         };
         let slot = self.free.pop().unwrap_or(self.slots.len());
@@ -301,6 +304,7 @@ impl Scheduler {
                 self.heap.push(Reverse((at, Entry::Job(slot))));
             }
             None => {
+                log_schedule_ended(&scheduled.job);
                 let name = scheduled.job.name.clone();
                 self.remove(&name);
             }
@@ -363,6 +367,16 @@ impl Scheduler {
         }
         at
     }
+}
+
+/// A schedule ends only where supported time does (late on 9999-12-30 UTC), but a job that
+/// stops firing is never dropped without a word.
+fn log_schedule_ended(job: &Job) {
+    tracing::warn!(
+        job = %job.name,
+        "no fire left before supported time ends ({}); the job no longer fires on its schedule",
+        crate::time::rfc3339_ms(to_ms(jiff::Timestamp::MAX))
+    );
 }
 
 #[cfg(test)]

@@ -52,9 +52,13 @@ pub fn local(ms: i64, tz: &TimeZone) -> String {
         .to_string()
 }
 
-/// Parses `--since`/`--until` values: an RFC 3339 instant, or a duration ago such as `2h`.
+/// Parses `--since`/`--until`/`--from` values: an RFC 3339 instant, or a duration ago such as
+/// `2h`.
 pub fn parse_instant_or_ago(text: &str, now: Timestamp) -> Result<Timestamp, String> {
     if let Ok(ts) = text.parse::<Timestamp>() {
+        return Ok(ts);
+    }
+    if let Some(ts) = clamped_instant(text) {
         return Ok(ts);
     }
     let ago = units::parse_duration(text).map_err(|_| {
@@ -66,6 +70,21 @@ pub fn parse_instant_or_ago(text: &str, now: Timestamp) -> Result<Timestamp, Str
     let ago = jiff::SignedDuration::try_from(ago).map_err(|e| e.to_string())?;
     now.checked_sub(ago)
         .map_err(|_| format!("`{text}` reaches too far into the past"))
+}
+
+/// An RFC 3339 instant beyond the ones `jiff` represents (which end late on 9999-12-30 UTC, so
+/// that every offset still gives a civil date) is a valid instant all the same, such as
+/// `9999-12-31T23:58:00Z`: it is read as the nearest one represented, since no fire and no
+/// record lies beyond it.
+fn clamped_instant(text: &str) -> Option<Timestamp> {
+    let pieces = jiff::fmt::temporal::Pieces::parse(text).ok()?;
+    let offset = pieces.to_numeric_offset()?;
+    let wall = pieces.date().to_datetime(pieces.time()?);
+    Some(offset.to_timestamp(wall).unwrap_or(if wall.year() < 0 {
+        Timestamp::MIN
+    } else {
+        Timestamp::MAX
+    }))
 }
 
 /// Serde helpers that write optional Unix milliseconds as the contract's RFC 3339 strings.
@@ -133,6 +152,27 @@ mod tests {
             "2027-01-01T22:00:00Z".parse::<Timestamp>().unwrap()
         );
         let err = parse_instant_or_ago("yesterday", now).unwrap_err();
+        assert!(err.contains("neither an RFC 3339 instant"), "{err}");
+    }
+
+    #[test]
+    fn instants_past_the_represented_range_are_valid_and_clamped() {
+        let now: Timestamp = "2027-01-02T00:00:00Z".parse().unwrap();
+        assert_eq!(
+            parse_instant_or_ago("9999-12-31T23:58:00Z", now),
+            Ok(Timestamp::MAX)
+        );
+        assert_eq!(
+            parse_instant_or_ago("9999-12-31T23:58:00+01:00", now),
+            Ok(Timestamp::MAX)
+        );
+        assert_eq!(
+            parse_instant_or_ago("-009999-01-01T00:00:00Z", now),
+            Ok(Timestamp::MIN)
+        );
+        let err = parse_instant_or_ago("9999-12-31T23:58:00", now).unwrap_err();
+        assert!(err.contains("neither an RFC 3339 instant"), "{err}");
+        let err = parse_instant_or_ago("9999-13-31T23:58:00Z", now).unwrap_err();
         assert!(err.contains("neither an RFC 3339 instant"), "{err}");
     }
 }

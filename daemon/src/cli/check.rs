@@ -41,6 +41,10 @@ struct Verdict {
     #[serde(serialize_with = "serialize_instants")]
     next: Vec<i64>,
     error: Option<String>,
+    /// Shown in the table's problem column when there is no error: why fewer fires than asked
+    /// for are listed.
+    #[serde(skip)]
+    note: Option<String>,
 }
 
 fn serialize_instants<S: serde::Serializer>(values: &[i64], s: S) -> Result<S::Ok, S::Error> {
@@ -59,6 +63,7 @@ pub fn run(context: &Context, args: &CheckArgs) -> anyhow::Result<ExitCode> {
                 jitter: None,
                 next: Vec::new(),
                 error: Some(error.to_string()),
+                note: None,
             })
             .collect(),
     };
@@ -146,13 +151,27 @@ fn check_jobs(
     Ok(config
         .jobs
         .iter()
-        .map(|job| Verdict {
-            job: Some(job.name.clone()),
-            jitter: job.jitter.map(|_| job.jitter_offset),
-            next: next_fires(job, from, count),
-            error: errors.remove(&job.name),
+        .map(|job| {
+            let next = next_fires(job, from, count);
+            let ended = job.has_timed_schedule() && next.len() < count;
+            Verdict {
+                job: Some(job.name.clone()),
+                jitter: job.jitter.map(|_| job.jitter_offset),
+                next,
+                error: errors.remove(&job.name),
+                note: ended.then(ended_note),
+            }
         })
         .collect())
+}
+
+/// A schedule's search never gives up before the last instant there is, so a listing cut
+/// short ends there; it says so rather than `ok`.
+fn ended_note() -> String {
+    format!(
+        "no further fire before supported time ends at {}",
+        crate::time::rfc3339_ms(to_ms(jiff::Timestamp::MAX))
+    )
 }
 
 /// The next `count` fires strictly after `from`, jitter included.
@@ -186,7 +205,11 @@ fn print_table(verdicts: &[Verdict]) {
             verdict.job.clone().unwrap_or_else(|| "(config)".to_owned()),
             jitter(verdict.jitter),
             next,
-            verdict.error.clone().unwrap_or_else(|| "ok".to_owned()),
+            verdict
+                .error
+                .clone()
+                .or_else(|| verdict.note.clone())
+                .unwrap_or_else(|| "ok".to_owned()),
         ]);
     }
     table.print();

@@ -249,6 +249,12 @@ impl Job {
             self.workdir.display(),
         )
     }
+
+    /// Whether the job fires at times its schedule computes (neither manual-only nor
+    /// `@reboot`): for such a job, no next fire is worth saying.
+    pub fn has_timed_schedule(&self) -> bool {
+        matches!(self.schedule, Some(Schedule::Cron(_)))
+    }
 }
 
 impl Config {

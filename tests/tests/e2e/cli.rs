@@ -76,6 +76,42 @@ fn without_a_daemon_each_verb_says_so_or_falls_back() {
 }
 
 #[test]
+fn check_lists_fires_across_long_gaps_and_to_the_end_of_supported_time() {
+    let sandbox = Sandbox::new();
+    sandbox.write_config(
+        "",
+        "[[jobs]]\nname = \"casey\"\nschedule = \"0 2 * * *\"\ntimezone = \"Antarctica/Casey\"\nplugin = \"exec\"\nparams = { command = \"true\" }\n",
+    );
+    // Casey skipped 02:00-05:00 (three hours) on 2009-10-18: the job fires as the gap ends.
+    let casey = sandbox.pacer_json(&["check", "--next", "2", "--from", "2009-10-17T00:00:00Z"]);
+    assert_eq!(
+        casey[0]["next"],
+        serde_json::json!(["2009-10-17T18:00:00.000Z", "2009-10-18T15:00:00.000Z"])
+    );
+    let late = sandbox.pacer_json(&["check", "--next", "1", "--from", "4999-12-31T23:58:00Z"]);
+    assert_eq!(
+        late[0]["next"],
+        serde_json::json!(["5000-01-01T18:00:00.000Z"])
+    );
+
+    // An instant past the last one represented is still an instant; nothing fires after it,
+    // and the table says why instead of `ok`.
+    let end = sandbox.pacer(["check", "--from", "9999-12-31T23:58:00Z"]);
+    assert_eq!(end.code, 0, "{end}");
+    let row = end
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("casey"))
+        .unwrap_or_else(|| panic!("{end}"));
+    assert!(
+        row.ends_with("no further fire before supported time ends at 9999-12-30T22:00:00.999Z"),
+        "{end}"
+    );
+    let end = sandbox.pacer_json(&["check", "--from", "9999-12-31T23:58:00Z"]);
+    assert_eq!(end[0]["next"], serde_json::json!([]));
+}
+
+#[test]
 fn history_works_while_the_daemon_is_down() {
     let sandbox = Sandbox::new();
     sandbox.write_config(
