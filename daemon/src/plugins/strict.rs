@@ -55,7 +55,7 @@ mod tests {
 
     #[test]
     fn only_root_owned_unwritable_code_passes() {
-        if !nix::unistd::geteuid().is_root() {
+        if !pacer_tests::require_root("the permission rules apply to a daemon running as root") {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -97,7 +97,7 @@ mod tests {
 
     #[test]
     fn a_link_is_judged_by_where_it_leads_too() {
-        if !nix::unistd::geteuid().is_root() {
+        if !pacer_tests::require_root("the permission rules apply to a daemon running as root") {
             return;
         }
         let plugins = tempfile::tempdir().unwrap();

@@ -1,6 +1,6 @@
 //! The CLI as a user meets it without a daemon, and with bad arguments.
 
-use pacer_tests::{CommandOutput, Sandbox, artifacts};
+use pacer_tests::{CommandOutput, Sandbox, artifacts, require_root, require_tool};
 
 #[test]
 fn without_a_daemon_each_verb_says_so_or_falls_back() {
@@ -141,8 +141,7 @@ fn the_worker_entry_refuses_a_human() {
 
 #[test]
 fn a_user_who_cannot_write_the_database_reads_the_history() {
-    if !pacer_tests::running_as_root() {
-        eprintln!("skipped: acting as another user needs root (CI runs as root)");
+    if !require_root("to act as another user") || !require_tool("setpriv") {
         return;
     }
     let sandbox = Sandbox::new();

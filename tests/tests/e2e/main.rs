@@ -14,6 +14,7 @@ mod core;
 mod examples;
 mod isolation;
 mod libraries;
+mod needs;
 mod observability;
 mod operations;
 mod packaging;
