@@ -113,7 +113,7 @@ fn check_runs_the_c_validate() {
     let verdict = &check.json()[0];
     assert_eq!(verdict["job"], "bare");
     assert!(
-        text(verdict, "error").ends_with("params of `bare`: params need a `greeting`"),
+        text(verdict, "error") == "pacer.toml:9:10: params of `bare`: params need a `greeting`",
         "{verdict}"
     );
 }
