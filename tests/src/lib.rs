@@ -195,6 +195,42 @@ impl Sandbox {
         CommandOutput::run(command)
     }
 
+    /// Starts `pacer ARGS`, a command that runs until stopped (`history --follow`), and stops it
+    /// once it has printed `count` lines, which it returns.
+    pub fn pacer_lines(&self, args: &[&str], count: usize) -> Vec<String> {
+        use std::io::BufRead;
+        let mut child = Command::new(&artifacts().pacer)
+            .current_dir(self.path())
+            .args(["--config", "pacer.toml"])
+            .args(args)
+            .env_remove("PACER_CONFIG")
+            .env("TZ", "UTC")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (send, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                if line.map(|line| send.send(line)).is_err() {
+                    return;
+                }
+            }
+        });
+        let lines = (0..count)
+            .map(|i| {
+                received.recv_timeout(DEADLINE).unwrap_or_else(|_| {
+                    let _ = child.kill();
+                    panic!("pacer {args:?} printed {i} lines, not {count}, within {DEADLINE:?}")
+                })
+            })
+            .collect();
+        let _ = child.kill();
+        let _ = child.wait();
+        lines
+    }
+
     /// `pacer ARGS --json`, which must succeed, parsed.
     pub fn pacer_json(&self, args: &[&str]) -> Value {
         let mut all: Vec<&str> = args.to_vec();

@@ -303,7 +303,7 @@ fn a_root_daemon_refuses_code_others_could_change() {
     assert_eq!(
         loose_error,
         format!(
-            "it {} is writable by group or others (mode 0666), so a user other than root could \
+            "the library {} is writable by group or others (mode 0666), so a user other than root could \
              change code that pacerd can run as any user; fix: chmod go-w {}",
             loose.display(),
             loose.display()
@@ -312,7 +312,7 @@ fn a_root_daemon_refuses_code_others_could_change() {
     assert_eq!(
         text(plugin_at(&listed, &foreign), "error"),
         format!(
-            "it {} is owned by uid 65534, not root, and pacerd can run it as any user; fix: chown root {}",
+            "the library {} is owned by uid 65534, not root, and pacerd can run it as any user; fix: chown root {}",
             foreign.display(),
             foreign.display()
         )
