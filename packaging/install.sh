@@ -8,7 +8,7 @@
 #            which pacerd searches by default for /usr and /usr/local)
 # --destdir  stage the files under DIR instead of the live system (for packaging); then nothing
 #            is started or reloaded
-# --no-build use what `cargo build --release --workspace` already built (or PACER_BUILD_DIR)
+# --no-build use what `cargo build --release` already built (or PACER_BUILD_DIR)
 set -eu
 
 prefix=/usr/local
@@ -28,7 +28,7 @@ cd "$(dirname "$0")/.."
 # Whatever the caller's umask, what is installed is readable by all and writable by root only.
 umask 022
 if [ "$build" = yes ]; then
-    cargo build --release --workspace
+    cargo build --release
 fi
 # Where cargo put the build: PACER_BUILD_DIR, else CARGO_TARGET_DIR, else what cargo says (a
 # config may move it from target/), else target/.
@@ -41,7 +41,7 @@ fi
 built=${PACER_BUILD_DIR:-$target/release}
 for file in pacerd pacer libpacer_plugin_exec.so; do
     if [ ! -e "$built/$file" ]; then
-        echo "install.sh: $built/$file is missing; build with cargo build --release --workspace" >&2
+        echo "install.sh: $built/$file is missing; build with cargo build --release" >&2
         exit 1
     fi
 done

@@ -58,3 +58,58 @@ fn every_example_config_passes_check() {
         }
     }
 }
+
+/// The quick start (`cargo build --release`, then pacerd on `examples/pacer.toml`, whose plugin
+/// directory is `target/release`) offers the bundled plugins only: the build it names builds
+/// the workspace's default members, and no test plugin is among them.
+#[test]
+fn the_quick_start_offers_only_the_bundled_plugins() {
+    let workspace = &pacer_tests::artifacts().workspace;
+    let readme = std::fs::read_to_string(workspace.join("README.md")).unwrap();
+    assert!(
+        readme.contains(
+            "```sh\ncargo build --release && target/release/pacerd --config examples/pacer.toml\n```"
+        ),
+        "the README's quick start"
+    );
+    assert!(
+        example("pacer.toml").contains("plugin = \"exec\"")
+            && std::fs::read_to_string(workspace.join("examples/pacer.toml"))
+                .unwrap()
+                .contains("plugin_dirs = [\"../target/release\"]"),
+        "examples/pacer.toml takes its plugins from the build"
+    );
+    let mut metadata = std::process::Command::new(env!("CARGO"));
+    metadata
+        .current_dir(workspace)
+        .args(["metadata", "--format-version", "1", "--no-deps"]);
+    let metadata = pacer_tests::CommandOutput::run(metadata).json();
+    let built: Vec<&str> = metadata["workspace_default_members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap())
+        .collect();
+    let mut plugins: Vec<&str> = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|package| built.contains(&package["id"].as_str().unwrap()))
+        .filter(|package| {
+            package["targets"].as_array().unwrap().iter().any(|target| {
+                target["crate_types"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|kind| kind == "cdylib")
+            })
+        })
+        .map(|package| package["name"].as_str().unwrap())
+        .collect();
+    plugins.sort_unstable();
+    let bundled: Vec<String> = pacer_tests::BUNDLED_PLUGINS
+        .iter()
+        .map(|name| format!("pacer-plugin-{name}"))
+        .collect();
+    assert_eq!(plugins, bundled);
+}

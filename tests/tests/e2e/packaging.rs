@@ -43,7 +43,7 @@ fn the_deb_holds_a_complete_service() {
         ])
         .arg(&deb);
     // The test packs the binaries the suite already built; a release package is built the same
-    // way after `cargo build --release --workspace`.
+    // way after `cargo build --release`.
     if !artifacts().libraries.ends_with("release") {
         build.args(["--profile", "dev"]);
     }
