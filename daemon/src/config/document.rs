@@ -142,7 +142,7 @@ impl<'a> Reader<'a, '_> {
             self.error(
                 value.span(),
                 format!(
-                    "{what} must be a table, not a {}",
+                    "{what} must be a table, found {}",
                     value.get_ref().type_str()
                 ),
             );

@@ -239,6 +239,10 @@ fn unknown_keys_are_errors() {
             "4:1: jobs must be [[jobs]] tables, one per job",
         ]
     );
+    assert_eq!(
+        errors_of("daemon = 3\n"),
+        ["1:10: [daemon] must be a table, found integer"]
+    );
 }
 
 /// One pass reports every mistake: an unknown key hides none of the others, a value of the
