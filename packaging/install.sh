@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs Pacer from a source checkout: the binaries, the bundled plugins, the systemd unit,
-# the sysusers entry, a default config (kept if one exists), completions and man pages.
+# the sysusers entry, a default config (kept if one exists), completions, man pages and the
+# documentation the config points at.
 #
 #   packaging/install.sh [--prefix /usr/local] [--destdir DIR] [--no-build]
 #
@@ -8,7 +9,7 @@
 #            which pacerd searches by default for /usr and /usr/local)
 # --destdir  stage the files under DIR instead of the live system (for packaging); then nothing
 #            is started or reloaded
-# --no-build use what `cargo build --release --workspace` already built (or PACER_BUILD_DIR)
+# --no-build use what `cargo build --release` already built (or PACER_BUILD_DIR)
 set -eu
 
 prefix=/usr/local
@@ -28,7 +29,7 @@ cd "$(dirname "$0")/.."
 # Whatever the caller's umask, what is installed is readable by all and writable by root only.
 umask 022
 if [ "$build" = yes ]; then
-    cargo build --release --workspace
+    cargo build --release
 fi
 # Where cargo put the build: PACER_BUILD_DIR, else CARGO_TARGET_DIR, else what cargo says (a
 # config may move it from target/), else target/.
@@ -41,7 +42,7 @@ fi
 built=${PACER_BUILD_DIR:-$target/release}
 for file in pacerd pacer libpacer_plugin_exec.so; do
     if [ ! -e "$built/$file" ]; then
-        echo "install.sh: $built/$file is missing; build with cargo build --release --workspace" >&2
+        echo "install.sh: $built/$file is missing; build with cargo build --release" >&2
         exit 1
     fi
 done
@@ -64,7 +65,11 @@ install -Dm0644 packaging/sysusers.d/pacer.conf "$root/etc/sysusers.d/pacer.conf
 if [ -e "$root/etc/pacer/pacer.toml" ]; then
     echo "kept the existing $root/etc/pacer/pacer.toml"
 else
-    install -Dm0644 packaging/pacer.toml "$root/etc/pacer/pacer.toml"
+    # It names the documentation where this install puts it.
+    install -d -m0755 "$root/etc/pacer"
+    sed "s#/usr/share/doc/pacer#$prefix/share/doc/pacer#" packaging/pacer.toml \
+        > "$root/etc/pacer/pacer.toml"
+    chmod 0644 "$root/etc/pacer/pacer.toml"
 fi
 install -d -m0755 "$root/etc/pacer/jobs.d"
 
@@ -75,6 +80,13 @@ for page in packaging/man/*.1; do
     install -Dm0644 "$page" "$root$prefix/share/man/man1/$(basename "$page")"
 done
 install -Dm0644 packaging/man/pacerd.8 "$root$prefix/share/man/man8/pacerd.8"
+docs="$root$prefix/share/doc/pacer"
+install -Dm0644 README.md "$docs/README.md"
+for page in docs/*.md; do
+    install -Dm0644 "$page" "$docs/$(basename "$page")"
+done
+install -Dm0644 examples/production.toml "$docs/examples/production.toml"
+install -Dm0644 packaging/prometheus/pacer-alerts.yml "$docs/examples/pacer-alerts.yml"
 
 if [ -z "$destdir" ] && [ -d /run/systemd/system ]; then
     systemd-sysusers /etc/sysusers.d/pacer.conf

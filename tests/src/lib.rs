@@ -195,6 +195,42 @@ impl Sandbox {
         CommandOutput::run(command)
     }
 
+    /// Starts `pacer ARGS`, a command that runs until stopped (`history --follow`), and stops it
+    /// once it has printed `count` lines, which it returns.
+    pub fn pacer_lines(&self, args: &[&str], count: usize) -> Vec<String> {
+        use std::io::BufRead;
+        let mut child = Command::new(&artifacts().pacer)
+            .current_dir(self.path())
+            .args(["--config", "pacer.toml"])
+            .args(args)
+            .env_remove("PACER_CONFIG")
+            .env("TZ", "UTC")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (send, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                if line.map(|line| send.send(line)).is_err() {
+                    return;
+                }
+            }
+        });
+        let lines = (0..count)
+            .map(|i| {
+                received.recv_timeout(DEADLINE).unwrap_or_else(|_| {
+                    let _ = child.kill();
+                    panic!("pacer {args:?} printed {i} lines, not {count}, within {DEADLINE:?}")
+                })
+            })
+            .collect();
+        let _ = child.kill();
+        let _ = child.wait();
+        lines
+    }
+
     /// `pacer ARGS --json`, which must succeed, parsed.
     pub fn pacer_json(&self, args: &[&str]) -> Value {
         let mut all: Vec<&str> = args.to_vec();
@@ -477,6 +513,71 @@ pub fn processes_of_run(id: i64) -> Vec<u32> {
 /// Whether process `pid` is alive (a zombie counts as gone).
 pub fn is_alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z "))
+}
+
+/// Whether a test that needs `tool` (a command on `PATH`, or `cargo-NAME` for a cargo
+/// subcommand) may go on. When the tool is missing the test skips, saying so on the terminal;
+/// under `CI=true` nothing may skip, so a missing tool fails the test. `tests/run` installs
+/// every tool the tests ask for here.
+///
+/// ```no_run
+/// if !pacer_tests::require_tool("strace") {
+///     return;
+/// }
+/// ```
+#[must_use = "the test must return when this is false"]
+pub fn require_tool(tool: &str) -> bool {
+    require(
+        tool_available(tool),
+        &format!("`{tool}` (tests/run installs it when run as root)"),
+    )
+}
+
+/// Like [`require_tool`], for a test that must run as root; `why` says what needs it.
+#[must_use = "the test must return when this is false"]
+pub fn require_root(why: &str) -> bool {
+    require(running_as_root(), &format!("root ({why})"))
+}
+
+/// The one rule for tests with needs: go on if `available`, else skip with the reason printed,
+/// or fail under `CI=true`.
+fn require(available: bool, what: &str) -> bool {
+    if available {
+        return true;
+    }
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("this test")
+        .to_owned();
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test} needs {what}; under CI=true no test may skip"
+    );
+    // Straight to the terminal: the test harness keeps what `eprintln!` prints of a passing
+    // test to itself.
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!("skipped {test}: needs {what}\n").as_bytes(),
+    );
+    false
+}
+
+/// Whether `tool` is an executable on `PATH` (for `cargo-NAME`, also in cargo's own `bin`).
+fn tool_available(tool: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect())
+        .unwrap_or_default();
+    if tool.starts_with("cargo-") {
+        let cargo_home = std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")));
+        dirs.extend(cargo_home.map(|home| home.join("bin")));
+    }
+    dirs.iter().any(|dir| {
+        std::fs::metadata(dir.join(tool))
+            .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+    })
 }
 
 /// Whether the tests run as root (needed to act as another user).

@@ -70,6 +70,11 @@ pub fn run(context: &Context, args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let failed = verdicts.iter().any(|v| v.error.is_some());
     if context.json {
         print_json(&verdicts)?;
+    } else if verdicts.is_empty() {
+        println!(
+            "no jobs in {} (nor in its jobs.d/): add [[jobs]] tables to schedule something",
+            context.config.display()
+        );
     } else {
         print_table(&verdicts);
         if failed {
@@ -102,7 +107,10 @@ fn check_jobs(
     for job in &config.jobs {
         match registry.problem(&job.plugin, &config.daemon.plugin_dirs) {
             Some(problem) => {
-                errors.insert(job.name.clone(), problem);
+                errors.insert(
+                    job.name.clone(),
+                    format!("{}: {problem}", job.place(job.plugin_at)),
+                );
             }
             None => by_plugin.entry(job.plugin.as_str()).or_default().push(job),
         }
@@ -139,9 +147,8 @@ fn check_jobs(
                 errors.insert(
                     job.name.clone(),
                     format!(
-                        "{}:{}: params of `{}`: {reason}",
-                        job.source.display(),
-                        job.line,
+                        "{}: params of `{}`: {reason}",
+                        job.place(job.params_at),
                         job.name
                     ),
                 );

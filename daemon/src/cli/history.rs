@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::table::{Table, millis, short, when};
+use super::table::{Table, line, millis, short, when};
 use super::{Context, print_json};
 use crate::model::Status;
 use crate::store::sqlite::SqliteHistory;
@@ -154,7 +154,8 @@ fn follow(
     mut found: Vec<RunRecord>,
 ) -> anyhow::Result<ExitCode> {
     found.reverse();
-    let mut printer = Printer::new(context.json);
+    let known = history.last_statuses()?;
+    let mut printer = Printer::new(context.json, &found, known.keys().map(String::as_str));
     let mut seen = found.iter().map(|run| run.id).max().unwrap_or(0);
     let mut running: Vec<i64> = Vec::new();
     for run in found {
@@ -204,13 +205,38 @@ fn follow(
 /// Prints followed runs one line each: a table row, or a JSON object.
 struct Printer {
     json: bool,
+    /// Column widths fixed before the first row, since rows come one at a time.
+    widths: Vec<usize>,
     header: bool,
 }
 
 impl Printer {
-    fn new(json: bool) -> Printer {
+    /// A printer whose columns fit `runs` and every job name in `names`.
+    fn new<'a>(json: bool, runs: &[RunRecord], names: impl Iterator<Item = &'a str>) -> Printer {
+        let rows: Vec<Vec<String>> = runs.iter().map(cells).collect();
+        let widest = |column: usize| rows.iter().map(|row| row[column].chars().count()).max();
+        let job = names
+            .map(|name| name.chars().count())
+            .chain(widest(1))
+            .max()
+            .unwrap_or(0);
+        let id = runs
+            .iter()
+            .map(|run| run.id)
+            .max()
+            .unwrap_or(0)
+            .saturating_mul(10)
+            .to_string()
+            .len();
+        // The widest value each other column can hold: a status, a trigger with an attempt, a
+        // local time with a zone abbreviation, and durations up to a day.
+        let mut widths = vec![id, job, 9, 12, 25, 8, 8, 0];
+        for (width, title) in widths.iter_mut().zip(COLUMNS) {
+            *width = (*width).max(title.len());
+        }
         Printer {
             json,
+            widths,
             header: false,
         }
     }
@@ -221,23 +247,15 @@ impl Printer {
         if self.json {
             writeln!(out, "{}", serde_json::to_string(run)?)?;
         } else {
-            // Rows come one at a time, so columns get fixed widths (a long job name shifts its
-            // own row only).
-            const WIDTHS: [usize; 7] = [8, 20, 10, 12, 25, 9, 7];
-            let line = |cells: &[String]| {
-                let mut line = String::new();
-                for (cell, width) in cells.iter().zip(WIDTHS) {
-                    line.push_str(&format!("{cell:<width$} "));
-                }
-                line.push_str(cells.last().map_or("", String::as_str));
-                line.trim_end().to_owned()
-            };
             if !self.header {
                 let header: Vec<String> = COLUMNS.iter().map(|c| (*c).to_owned()).collect();
-                writeln!(out, "{}", line(&header))?;
+                writeln!(out, "{}", line(&header, &self.widths))?;
                 self.header = true;
             }
-            writeln!(out, "{}", line(&cells(run)))?;
+            let mut cells = cells(run);
+            // A job added after the columns were laid out keeps them in line: its name is cut.
+            cells[1] = short(Some(&cells[1]), self.widths[1]);
+            writeln!(out, "{}", line(&cells, &self.widths))?;
         }
         out.flush()?;
         Ok(())

@@ -1,5 +1,5 @@
 //! `pacer jobs`: every job of the config in force, asked of the daemon; when it is down, of the
-//! config file and the database.
+//! config file and the database, saying so.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -69,6 +69,12 @@ pub fn run(context: &Context) -> anyhow::Result<ExitCode> {
 /// What the daemon would answer, worked out from the config file and the database.
 fn from_files(context: &Context) -> anyhow::Result<Vec<JobInfo>> {
     let config = load(&context.config, Environment::current()).map_err(|e| anyhow!("{e}"))?;
+    // On stderr, so that --json output stays one JSON document.
+    eprintln!(
+        "pacerd is not running: read the jobs from {} and their states from {}",
+        context.config.display(),
+        config.daemon.database.display()
+    );
     let (states, last_status) = match SqliteHistory::open(&config.daemon.database) {
         Ok(history) => (history.job_states()?, history.last_statuses()?),
         Err(StoreError::Missing(_)) => (HashMap::new(), HashMap::new()),

@@ -36,8 +36,9 @@ pub fn run(context: &Context) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "pacerd is running (pid {}, up {}s)",
-        status.pid, status.uptime_s
+        "pacerd is running (pid {}, up {})",
+        status.pid,
+        uptime(status.uptime_s)
     );
     println!(
         "runs in flight: {}, queued: {}",
@@ -53,4 +54,28 @@ pub fn run(context: &Context) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An uptime as people say it: the two largest units, such as `2h 5m` or `3d 4h`.
+fn uptime(seconds: u64) -> String {
+    let (days, hours, minutes) = (seconds / 86_400, seconds / 3_600 % 24, seconds / 60 % 60);
+    match (days, hours, minutes) {
+        (0, 0, 0) => format!("{seconds}s"),
+        (0, 0, _) => format!("{minutes}m {}s", seconds % 60),
+        (0, _, _) => format!("{hours}h {minutes}m"),
+        _ => format!("{days}d {hours}h"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uptime;
+
+    #[test]
+    fn uptimes_read_as_people_say_them() {
+        assert_eq!(uptime(42), "42s");
+        assert_eq!(uptime(137), "2m 17s");
+        assert_eq!(uptime(2 * 3_600 + 5 * 60 + 9), "2h 5m");
+        assert_eq!(uptime(3 * 86_400 + 4 * 3_600 + 59), "3d 4h");
+    }
 }

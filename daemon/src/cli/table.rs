@@ -40,21 +40,34 @@ impl Table {
                 *width = (*width).max(cell.chars().count());
             }
         }
-        let mut out = String::new();
         let header: Vec<String> = self.header.iter().map(|h| (*h).to_owned()).collect();
+        let mut out = String::new();
         for row in std::iter::once(&header).chain(&self.rows) {
-            let last = row.len().saturating_sub(1);
-            for (i, (cell, width)) in row.iter().zip(&widths).enumerate() {
-                if i == last {
-                    out.push_str(cell);
-                } else {
-                    out.push_str(&format!("{cell:<width$}  "));
-                }
-            }
+            out.push_str(&line(row, &widths));
             out.push('\n');
         }
         out
     }
+}
+
+/// One row: each cell padded to its column's width, two spaces between columns, nothing after
+/// the last. A cell wider than its column pushes the rest of its row to the right. Padding is
+/// written out rather than formatted, since `format!` refuses widths above 65,535.
+pub fn line(cells: &[String], widths: &[usize]) -> String {
+    let mut line = String::new();
+    for (i, cell) in cells.iter().enumerate() {
+        if i > 0 {
+            line.push_str("  ");
+        }
+        line.push_str(cell);
+        if i + 1 < cells.len() {
+            let width = widths.get(i).copied().unwrap_or(0);
+            let used = cell.chars().count();
+            line.extend(std::iter::repeat_n(' ', width.saturating_sub(used)));
+        }
+    }
+    line.truncate(line.trim_end().len());
+    line
 }
 
 /// An instant in the machine's local zone with the zone's abbreviation, or `-`.
@@ -103,6 +116,26 @@ mod tests {
             table.render(),
             "ID  JOB     STATUS\n1   backup  succeeded\n12  x       failed\n"
         );
+    }
+
+    #[test]
+    fn rows_never_end_in_spaces() {
+        let mut table = Table::new(vec!["ID", "ERROR"]);
+        table.row(vec!["1".into(), String::new()]);
+        table.row(vec!["2".into(), "exit code 1".into()]);
+        assert_eq!(table.render(), "ID  ERROR\n1\n2   exit code 1\n");
+    }
+
+    #[test]
+    fn a_cell_of_any_width_fits() {
+        let long = "n".repeat(65_536);
+        let mut table = Table::new(vec!["JOB", "STATUS"]);
+        table.row(vec![long.clone(), "succeeded".into()]);
+        table.row(vec!["short".into(), "failed".into()]);
+        let text = table.render();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[1], format!("{long}  succeeded"));
+        assert_eq!(lines[2].find("failed"), Some(65_538));
     }
 
     #[test]

@@ -93,6 +93,11 @@ impl<'a> Lines<'a> {
         Lines { text, starts }
     }
 
+    /// The whole text.
+    pub(super) fn text(&self) -> &'a str {
+        self.text
+    }
+
     /// 1-based line and column (in characters) of byte `offset`.
     pub(super) fn position(&self, offset: usize) -> (usize, usize) {
         let offset = self.text.floor_char_boundary(offset.min(self.text.len()));

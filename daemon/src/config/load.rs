@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::error::{ConfigError, ConfigErrors, Lines};
 use super::validate::{Source, validate_daemon_only, validate_files};
-use super::{Config, DaemonSettings, Jobs, defaults, raw};
+use super::{Config, DaemonSettings, Jobs, defaults, document, raw};
 
 /// Where the config file is: `--config`, else `PACER_CONFIG`, else `/etc/pacer/pacer.toml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,30 +38,38 @@ impl Environment {
 }
 
 /// Reads and validates the config at `path` and the `jobs.d/*.toml` drop-ins beside it,
-/// reporting every problem found.
+/// reporting every problem found, in file order.
 pub fn load(path: &Path, env: Environment) -> Result<Config, ConfigErrors> {
     let main_text = read(path)?;
     let dir = base_dir(path)?;
     let mut errors = Vec::new();
-    let main = parse::<raw::File>(path, &main_text).map_err(ConfigErrors::from)?;
-    let mut files = Vec::new();
-    let mut texts = Vec::new();
-    let mut parsed = Vec::new();
-    for file in drop_in_files(&dir.join(defaults::DROP_IN_DIR)).map_err(ConfigErrors::from)? {
-        match read(&file).and_then(|text| Ok((parse::<raw::DropIn>(&file, &text)?, text))) {
-            Ok((drop_in, text)) => {
-                files.push(file);
-                texts.push(text);
-                parsed.push(drop_in);
+    let mut drop_ins = Vec::new();
+    match drop_in_files(&dir.join(defaults::DROP_IN_DIR)) {
+        Ok(files) => {
+            for file in files {
+                match read(&file) {
+                    Ok(text) => drop_ins.push((file, text)),
+                    Err(error) => errors.push(error),
+                }
             }
-            Err(error) => errors.push(error),
         }
+        Err(error) => errors.push(error),
     }
-    if !errors.is_empty() {
-        return Err(ConfigErrors(errors));
-    }
-    let (main_file, dir): (Arc<Path>, Arc<Path>) = (path.into(), dir.into());
     let main_lines = Lines::new(&main_text);
+    let main = document::main_file(path, &main_lines, &mut errors);
+    let drop_in_lines: Vec<Lines<'_>> = drop_ins.iter().map(|(_, text)| Lines::new(text)).collect();
+    let parsed: Vec<Option<raw::DropIn>> = drop_ins
+        .iter()
+        .zip(&drop_in_lines)
+        .map(|((file, _), lines)| document::drop_in(file, lines, &mut errors))
+        .collect();
+    let order: Vec<&Path> = std::iter::once(path)
+        .chain(drop_ins.iter().map(|(file, _)| file.as_path()))
+        .collect();
+    let Some(main) = main else {
+        return Err(in_file_order(errors, &order));
+    };
+    let (main_file, dir): (Arc<Path>, Arc<Path>) = (path.into(), dir.into());
     let main_source = Source {
         file: &main_file,
         lines: &main_lines,
@@ -69,45 +77,76 @@ pub fn load(path: &Path, env: Environment) -> Result<Config, ConfigErrors> {
     };
     // A drop-in's relative paths, like the main file's, resolve against its own directory.
     let drop_in_dir: Arc<Path> = dir.join(defaults::DROP_IN_DIR).into();
-    let drop_in_files: Vec<Arc<Path>> = files.iter().map(|file| file.as_path().into()).collect();
-    let drop_in_lines: Vec<Lines<'_>> = texts.iter().map(|text| Lines::new(text)).collect();
+    let drop_in_files: Vec<Arc<Path>> = drop_ins
+        .iter()
+        .map(|(file, _)| file.as_path().into())
+        .collect();
     let drop_in_sources = drop_in_files
         .iter()
         .zip(&drop_in_lines)
-        .map(|(file, lines)| Source {
-            file,
-            lines,
-            dir: &drop_in_dir,
-        })
         .zip(parsed)
+        .filter_map(|((file, lines), parsed)| {
+            let source = Source {
+                file,
+                lines,
+                dir: &drop_in_dir,
+            };
+            Some((source, parsed?))
+        })
         .collect();
-    let (daemon, pools, jobs) = validate_files(&main_source, main, drop_in_sources, env)?;
-    Ok(Config {
-        path: path.to_owned(),
-        drop_ins: files,
-        daemon,
-        pools,
-        jobs: Jobs::new(jobs),
-    })
+    match validate_files(&main_source, main, drop_in_sources, env) {
+        Ok((daemon, pools, jobs)) if errors.is_empty() => Ok(Config {
+            path: path.to_owned(),
+            drop_ins: drop_ins.into_iter().map(|(file, _)| file).collect(),
+            daemon,
+            pools,
+            jobs: Jobs::new(jobs),
+        }),
+        Ok(_) => Err(in_file_order(errors, &order)),
+        Err(more) => {
+            errors.extend(more.0);
+            Err(in_file_order(errors, &order))
+        }
+    }
 }
 
 /// Reads only `[daemon]`, as the CLI does: an error among the jobs must not stop `pacer history`.
 pub fn load_daemon_settings(path: &Path) -> Result<DaemonSettings, ConfigErrors> {
     let text = read(path)?;
     let dir = base_dir(path)?;
-    let parsed = parse::<raw::DaemonOnly>(path, &text)?;
     let lines = Lines::new(&text);
+    let mut errors = Vec::new();
+    let daemon = document::daemon_only(path, &lines, &mut errors);
+    if !errors.is_empty() {
+        return Err(in_file_order(errors, &[path]));
+    }
     let (file, dir): (Arc<Path>, Arc<Path>) = (path.into(), dir.into());
     let source = Source {
         file: &file,
         lines: &lines,
         dir: &dir,
     };
-    validate_daemon_only(&source, parsed.daemon)
+    validate_daemon_only(&source, daemon)
 }
 
+/// `errors` sorted by file (in the order `files` lists them, others last) and position, so a
+/// user reads them top to bottom.
+fn in_file_order(mut errors: Vec<ConfigError>, files: &[&Path]) -> ConfigErrors {
+    errors.sort_by_key(|error| {
+        (
+            files
+                .iter()
+                .position(|file| *file == error.file)
+                .unwrap_or(usize::MAX),
+            error.position,
+        )
+    });
+    ConfigErrors(errors)
+}
+
+/// The file's text; a file that is not UTF-8 is refused at its first bad byte.
 fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|e| {
+    let bytes = std::fs::read(path).map_err(|e| {
         let hint = match e.kind() {
             std::io::ErrorKind::NotFound => {
                 "; pass --config PATH or set PACER_CONFIG to use another file"
@@ -115,6 +154,20 @@ fn read(path: &Path) -> Result<String, ConfigError> {
             _ => "",
         };
         ConfigError::file(path, format!("cannot read the config file: {e}{hint}"))
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let before = String::from_utf8_lossy(&bytes[..valid]);
+        ConfigError {
+            file: path.to_owned(),
+            position: Some(Lines::new(&before).position(valid)),
+            message: format!(
+                "byte 0x{:02x} is not UTF-8: a config file must be UTF-8 text; convert it (for \
+                 example with iconv -t UTF-8) or remove the byte",
+                bytes[valid]
+            ),
+        }
     })
 }
 
@@ -126,16 +179,6 @@ fn base_dir(path: &Path) -> Result<PathBuf, ConfigError> {
     Ok(absolute
         .parent()
         .map_or_else(|| PathBuf::from("/"), Path::to_path_buf))
-}
-
-fn parse<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
-    toml::from_str(text).map_err(|e| {
-        let message = e.message().trim_end().replace('\n', "; ");
-        match e.span() {
-            Some(span) => ConfigError::at(path, text, span, message),
-            None => ConfigError::file(path, message),
-        }
-    })
 }
 
 /// `*.toml` files in `dir` in byte order of name, skipping hidden files (editors' temp files).

@@ -2,6 +2,7 @@
 //! step that turns them into the typed [`Config`] or errors naming `file:line:column`.
 
 pub mod defaults;
+mod document;
 mod error;
 mod load;
 mod raw;
@@ -193,6 +194,11 @@ pub struct Job {
     pub source: Arc<Path>,
     /// 1-based line of the `[[jobs]]` entry in `source`.
     pub line: usize,
+    /// 1-based line and column of the `plugin` value, where errors about the plugin point.
+    pub plugin_at: (usize, usize),
+    /// 1-based line and column of the params table (of the entry, without one), where errors
+    /// about the params point.
+    pub params_at: (usize, usize),
     /// Where runs start: the directory of `source`.
     pub workdir: Arc<Path>,
 }
@@ -206,6 +212,11 @@ impl Job {
             .as_ref()?
             .next_after(after.checked_sub(offset).ok()?)?;
         cron_time.checked_add(offset).ok()
+    }
+
+    /// `file:line:column` of a place in the job's entry, such as [`Job::params_at`].
+    pub fn place(&self, (line, column): (usize, usize)) -> String {
+        format!("{}:{line}:{column}", self.source.display())
     }
 
     /// Whether the job fires once per boot.

@@ -1,45 +1,40 @@
-//! The config file's shape as serde reads it: every key the contract names, unknown keys
-//! denied, values still as written (with their spans) so `validate` can point at them.
+//! The config file's shape as serde reads it: every key the contract names, values still as
+//! written (with their spans) so `validate` can point at them. Unknown keys are found by
+//! [`super::document`], which walks the file against these structs' field lists.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, Visitor};
+use serde::de::{self, Deserializer, Visitor};
 use toml::Spanned;
 
-/// A whole config file.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A whole config file, as [`super::document`] reads it section by section.
+#[derive(Debug, Default)]
 pub struct File {
     pub daemon: Option<Spanned<Daemon>>,
-    #[serde(default)]
     pub pools: BTreeMap<Spanned<String>, Spanned<Pool>>,
-    #[serde(default)]
-    pub jobs: Vec<Spanned<Job>>,
+    pub jobs: Jobs,
 }
 
 /// A drop-in file from `jobs.d`: jobs only.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 pub struct DropIn {
-    #[serde(default)]
-    pub jobs: Vec<Spanned<Job>>,
+    pub jobs: Jobs,
 }
 
-/// The part of a config file the CLI reads: it must not fail on an error among the jobs.
-#[derive(Debug, Deserialize)]
-pub struct DaemonOnly {
-    pub daemon: Option<Spanned<Daemon>>,
-    #[serde(default, rename = "pools")]
-    _pools: IgnoredAny,
-    #[serde(default, rename = "jobs")]
-    _jobs: IgnoredAny,
+/// The `[[jobs]]` entries of one file.
+#[derive(Debug, Default)]
+pub struct Jobs {
+    /// The entries that could be read.
+    pub read: Vec<Spanned<Job>>,
+    /// The names of entries that could not be read (their error is reported already), so that
+    /// chains naming them and duplicates of them are judged as if they were there.
+    pub unreadable: Vec<Spanned<String>>,
 }
 
 /// `[daemon]`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Daemon {
     pub plugin_dirs: Option<Spanned<Vec<Spanned<String>>>>,
     pub database: Option<Spanned<String>>,
@@ -59,8 +54,7 @@ pub struct Daemon {
 }
 
 /// `[pools.NAME]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default, Deserialize)]
 pub struct Pool {
     pub max_concurrency: Option<Spanned<i64>>,
     pub max_starts_per_second: Option<Spanned<f64>>,
@@ -68,7 +62,6 @@ pub struct Pool {
 
 /// One `[[jobs]]` entry.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Job {
     pub name: Spanned<String>,
     pub schedule: Option<Spanned<String>>,

@@ -219,16 +219,125 @@ fn syntax_errors_name_line_and_column() {
 #[test]
 fn unknown_keys_are_errors() {
     let errors = errors_of("[daemon]\nmax_concurency = 3\n");
-    assert_eq!(errors.len(), 1);
+    assert_eq!(
+        errors,
+        ["2:1: unknown key `max_concurency` in [daemon]: did you mean `max_concurrency`?"]
+    );
+    let errors = errors_of("[[jobs]]\nname = \"a\"\nplugin = \"exec\"\ncolour = \"blue\"\n");
+    assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
-        errors[0].starts_with("2:1: unknown field `max_concurency`, expected one of"),
+        errors[0].starts_with(
+            "4:1: unknown key `colour` in [[jobs]]: expected one of `name`, `schedule`,"
+        ),
         "{errors:?}"
     );
-    let errors = errors_of("[[jobs]]\nname = \"a\"\nplugin = \"exec\"\nschedle = \"* * * * *\"\n");
+    let errors = errors_of("[pools.mail]\nsize = 3\n\n[jobs]\nname = \"a\"\n");
+    assert_eq!(
+        errors,
+        [
+            "2:1: unknown key `size` in [pools.mail]: expected one of `max_concurrency`, `max_starts_per_second`",
+            "4:1: jobs must be [[jobs]] tables, one per job",
+        ]
+    );
+    assert_eq!(
+        errors_of("daemon = 3\n"),
+        ["1:10: [daemon] must be a table, found integer"]
+    );
+}
+
+/// One pass reports every mistake: an unknown key hides none of the others, a value of the
+/// wrong type in one job hides nothing in the next, and a job that cannot be read is still a
+/// job that chains may name.
+#[test]
+fn one_pass_reports_unknown_keys_with_every_other_error() {
+    let errors = errors_of(
+        r#"
+[daemon]
+max_queue = "many"
+
+[[jobs]]
+name = "backup"
+plugin = "exec"
+schedule = "61 * * * *"
+timout = "30s"
+on_failure = ["page"]
+
+[[jobs]]
+name = "page"
+plugin = "exec"
+retries = "three"
+
+[[jobs]]
+name = "report"
+plugin = "exec"
+pool = "nope"
+"#,
+    );
+    assert_eq!(errors.len(), 5, "{errors:?}");
     assert!(
-        errors[0].starts_with("4:1: unknown field `schedle`"),
+        errors[0].starts_with("3:13: max_queue: invalid type: string \"many\", expected i64"),
         "{errors:?}"
     );
+    assert!(
+        errors[1].starts_with("8:12: invalid schedule `61 * * * *`"),
+        "{errors:?}"
+    );
+    assert_eq!(
+        errors[2],
+        "9:1: unknown key `timout` in [[jobs]]: did you mean `timeout`?"
+    );
+    assert!(
+        errors[3].starts_with("15:11: retries: invalid type: string \"three\""),
+        "{errors:?}"
+    );
+    assert!(
+        errors[4].starts_with("20:8: unknown pool `nope`"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn a_file_that_is_not_utf8_names_the_place_of_the_first_bad_byte() {
+    let dir = Dir::new();
+    let path = dir.path().join("pacer.toml");
+    let mut text =
+        b"[daemon]\ntimezone = \"Europe/Z\xc3\xbcrich\"\n[[jobs]]\nname = \"caf".to_vec();
+    text.extend([0xe9, b'"', b'\n']);
+    std::fs::write(&path, text).unwrap();
+    let errors = load(&path, ROOT).unwrap_err().to_string();
+    assert_eq!(
+        errors,
+        format!(
+            "{}:4:12: byte 0xe9 is not UTF-8: a config file must be UTF-8 text; convert it (for \
+             example with iconv -t UTF-8) or remove the byte",
+            path.display()
+        )
+    );
+    let settings = load_daemon_settings(&path).unwrap_err().to_string();
+    assert!(
+        settings.contains("pacer.toml:4:12: byte 0xe9 is not UTF-8"),
+        "{settings}"
+    );
+}
+
+#[test]
+fn names_have_a_maximum_length() {
+    let long = "n".repeat(65_536);
+    let errors = errors_of(&format!(
+        "[pools.{long}]\n\n[[jobs]]\nname = \"{long}\"\nplugin = \"exec\"\n"
+    ));
+    assert_eq!(
+        errors,
+        [
+            "1:8: pool name `nnnnnnnnnnnnnnnnnnnn…` is 65536 characters long; at most 128 are allowed",
+            "4:8: job name `nnnnnnnnnnnnnnnnnnnn…` is 65536 characters long; at most 128 are allowed",
+        ]
+    );
+    let longest = "n".repeat(128);
+    let (_dir, config) = load_text(&format!(
+        "[[jobs]]\nname = \"{longest}\"\nplugin = \"exec\"\n"
+    ));
+    assert_eq!(config.jobs[0].name, longest);
 }
 
 #[test]
@@ -390,7 +499,9 @@ fn drop_ins_add_jobs_and_only_jobs() {
     dir.write("jobs.d/c.toml", "[daemon]\nmax_queue = 1\n");
     let errors = load(&path, ROOT).unwrap_err().to_string();
     assert!(
-        errors.contains("c.toml:1:2: unknown field `daemon`, expected `jobs`"),
+        errors.contains(
+            "c.toml:1:2: a drop-in holds only [[jobs]]; `daemon` belongs in the main config file"
+        ),
         "{errors}"
     );
 

@@ -87,11 +87,24 @@ pub fn validate_files(
     let daemon = daemon_settings(main, file.daemon, &mut errors);
     let pools = pools(main, file.pools, &mut errors);
     let mut jobs: Vec<(Source<'_>, Spanned<raw::Job>)> =
-        file.jobs.into_iter().map(|job| (*main, job)).collect();
+        file.jobs.read.into_iter().map(|job| (*main, job)).collect();
+    let mut unreadable: Vec<(Source<'_>, Spanned<String>)> = file
+        .jobs
+        .unreadable
+        .into_iter()
+        .map(|name| (*main, name))
+        .collect();
     for (source, drop_in) in drop_ins {
-        jobs.extend(drop_in.jobs.into_iter().map(|job| (source, job)));
+        jobs.extend(drop_in.jobs.read.into_iter().map(|job| (source, job)));
+        unreadable.extend(
+            drop_in
+                .jobs
+                .unreadable
+                .into_iter()
+                .map(|name| (source, name)),
+        );
     }
-    let validated = validate_jobs(jobs, &daemon, &pools, env, &mut errors);
+    let validated = validate_jobs(jobs, unreadable, &daemon, &pools, env, &mut errors);
     errors.finish((daemon, pools, validated))
 }
 
@@ -283,8 +296,11 @@ fn pools(
     pools
 }
 
+/// Validates `jobs`; `unreadable` names jobs whose entries could not be read (already
+/// reported), which chains may still name.
 fn validate_jobs(
     jobs: Vec<(Source<'_>, Spanned<raw::Job>)>,
+    unreadable: Vec<(Source<'_>, Spanned<String>)>,
     daemon: &DaemonSettings,
     pools: &BTreeMap<String, Pool>,
     env: Environment,
@@ -328,6 +344,10 @@ fn validate_jobs(
         if let Some(job) = validate_job(&source, job, daemon, pools, env, errors, &mut schedules) {
             validated.push(Arc::new(job));
         }
+    }
+    for (source, name) in unreadable {
+        let location = source.location(name.span());
+        seen.entry(name.into_inner()).or_insert(location);
     }
     check_chains(&chains, &seen, errors);
     validated
@@ -438,6 +458,12 @@ fn validate_job(
         Some(table) => table_to_json(table.get_ref()),
         None => serde_json::Value::Object(serde_json::Map::new()),
     };
+    let params_at = source.lines.position(
+        job.params
+            .as_ref()
+            .map_or(entry_span.start, |table| table.span().start),
+    );
+    let plugin_at = source.lines.position(job.plugin.span().start);
     if errors.0.len() > before {
         return None;
     }
@@ -475,6 +501,8 @@ fn validate_job(
         params: Arc::new(params),
         source: Arc::clone(source.file),
         line: source.lines.position(entry_span.start).0,
+        plugin_at,
+        params_at,
         workdir: Arc::clone(source.dir),
     })
 }
@@ -628,7 +656,18 @@ fn pressure(value: f64, key: &str) -> Result<f64, String> {
     }
 }
 
+/// The longest job or pool name: enough to say what a job does, short enough for a table
+/// column and a log line.
+const MAX_NAME_LEN: usize = 128;
+
 fn identifier(name: &str, what: &str) -> Result<(), String> {
+    if name.len() > MAX_NAME_LEN {
+        let start: String = name.chars().take(20).collect();
+        return Err(format!(
+            "{what} `{start}…` is {} characters long; at most {MAX_NAME_LEN} are allowed",
+            name.chars().count()
+        ));
+    }
     if !name.is_empty()
         && name
             .bytes()

@@ -17,7 +17,7 @@ pub fn check(library: &Path) -> Option<String> {
         .filter(|target_dir| {
             std::fs::canonicalize(directory).map_or(true, |dir| dir != *target_dir)
         });
-    let mut paths = vec![(library, "it"), (directory, "its directory")];
+    let mut paths = vec![(library, "the library"), (directory, "its directory")];
     if let Some(target_directory) = &target_directory {
         paths.push((target_directory, "the directory its link leads to"));
     }
@@ -55,7 +55,7 @@ mod tests {
 
     #[test]
     fn only_root_owned_unwritable_code_passes() {
-        if !nix::unistd::geteuid().is_root() {
+        if !pacer_tests::require_root("the permission rules apply to a daemon running as root") {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -69,7 +69,7 @@ mod tests {
         let why = check(&library).unwrap();
         assert!(
             why.starts_with(&format!(
-                "it {} is writable by group or others (mode 0664)",
+                "the library {} is writable by group or others (mode 0664)",
                 library.display()
             )),
             "{why}"
@@ -97,7 +97,7 @@ mod tests {
 
     #[test]
     fn a_link_is_judged_by_where_it_leads_too() {
-        if !nix::unistd::geteuid().is_root() {
+        if !pacer_tests::require_root("the permission rules apply to a daemon running as root") {
             return;
         }
         let plugins = tempfile::tempdir().unwrap();

@@ -4,7 +4,7 @@ use std::mem::{offset_of, size_of};
 use std::process::Command;
 
 use pacer_plugin_api::abi::{self, HostApi, PluginV1};
-use pacer_tests::{CommandOutput, artifacts};
+use pacer_tests::{CommandOutput, artifacts, require_tool};
 
 const LAYOUT_PROGRAM: &str = r#"
 #include <stddef.h>
@@ -24,6 +24,9 @@ int main(void) {
 
 #[test]
 fn the_header_and_the_rust_abi_agree() {
+    if !require_tool("gcc") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("layout.c");
     std::fs::write(&source, LAYOUT_PROGRAM).unwrap();

@@ -1,6 +1,6 @@
 //! The CLI as a user meets it without a daemon, and with bad arguments.
 
-use pacer_tests::{CommandOutput, Sandbox, artifacts};
+use pacer_tests::{CommandOutput, Sandbox, artifacts, require_root, require_tool};
 
 #[test]
 fn without_a_daemon_each_verb_says_so_or_falls_back() {
@@ -33,6 +33,15 @@ fn without_a_daemon_each_verb_says_so_or_falls_back() {
     );
     assert!(show.stderr.contains("no run history at "), "{show}");
 
+    let listed = sandbox.pacer(["jobs"]);
+    assert_eq!(listed.code, 0, "{listed}");
+    assert!(
+        listed.stderr.starts_with(
+            "pacerd is not running: read the jobs from pacer.toml and their states from /"
+        ),
+        "the fallback says where the jobs come from: {listed}"
+    );
+    assert!(listed.stdout.starts_with("NAME "), "{listed}");
     let jobs = sandbox.pacer_json(&["jobs"]);
     assert_eq!(jobs[0]["name"], "nightly");
     assert_eq!(jobs[0]["schedule"], "30 2 * * *");
@@ -177,8 +186,7 @@ fn the_worker_entry_refuses_a_human() {
 
 #[test]
 fn a_user_who_cannot_write_the_database_reads_the_history() {
-    if !pacer_tests::running_as_root() {
-        eprintln!("skipped: acting as another user needs root (CI runs as root)");
+    if !require_root("to act as another user") || !require_tool("setpriv") {
         return;
     }
     let sandbox = Sandbox::new();
@@ -217,4 +225,78 @@ fn a_user_who_cannot_write_the_database_reads_the_history() {
         after_stop.json(),
         serde_json::Value::Array(sandbox.history(&["--limit", "50"]))
     );
+}
+
+#[test]
+fn check_on_an_empty_schedule_says_there_are_no_jobs() {
+    let sandbox = Sandbox::new();
+    sandbox.write_config("", "");
+    let check = sandbox.pacer(["check"]);
+    assert_eq!(check.code, 0, "{check}");
+    assert_eq!(
+        check.stdout,
+        "no jobs in pacer.toml (nor in its jobs.d/): add [[jobs]] tables to schedule something\n"
+    );
+    assert_eq!(sandbox.pacer_json(&["check"]), serde_json::json!([]));
+}
+
+/// Tables lay out cells of any width (a name far beyond the maximum, in a database written
+/// before names had one), never end a line in spaces, and keep `--follow`'s columns in line.
+#[test]
+fn tables_fit_any_name_and_end_without_spaces() {
+    let sandbox = Sandbox::new();
+    let job = |name: &str| {
+        format!(
+            "\n[[jobs]]\nname = \"{name}\"\nschedule = \"* * * * * *\"\nplugin = \"exec\"\nparams = {{ command = \"true\" }}\n"
+        )
+    };
+    let longest = "a-job-name-as-long-as-names-may-be-".repeat(4)[..128].to_owned();
+    sandbox.write_config("", &format!("{}{}", job("x"), job(&longest)));
+    let mut daemon = sandbox.start();
+    sandbox.wait_for_run("a run of each", &["--job", "x", "--status", "succeeded"]);
+    sandbox.wait_for_run(
+        "a run of each",
+        &["--job", &longest, "--status", "succeeded"],
+    );
+    for args in [vec!["jobs"], vec!["check"], vec!["history"], vec!["stats"]] {
+        let out = sandbox.pacer(&args);
+        assert_eq!(out.code, 0, "{out}");
+        assert!(
+            out.stdout.lines().all(|line| !line.ends_with(' ')),
+            "no line ends in a space:\n{out}"
+        );
+        assert!(out.stdout.contains(&longest), "{out}");
+    }
+
+    // --follow lays out its columns before the first row: every STATUS lines up.
+    let follow = sandbox.pacer_lines(&["history", "--follow", "--limit", "4"], 6);
+    let at: Vec<usize> = follow
+        .iter()
+        .map(|line| {
+            ["STATUS", "succeeded"]
+                .iter()
+                .find_map(|word| line.find(&format!("  {word}")))
+                .unwrap_or_else(|| panic!("no status in {line:?}"))
+        })
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] == w[1]), "{follow:#?}");
+    assert!(
+        follow.iter().all(|line| !line.ends_with(' ')),
+        "{follow:#?}"
+    );
+    daemon.stop();
+
+    let huge = "n".repeat(65_536);
+    let database = rusqlite::Connection::open(sandbox.path().join("pacer.db")).unwrap();
+    database
+        .execute("UPDATE runs SET job = ?1 WHERE job = 'x'", [&huge])
+        .unwrap();
+    for args in [vec!["history"], vec!["stats"]] {
+        let out = sandbox.pacer(&args);
+        assert_eq!(out.code, 0, "{out}");
+        assert!(
+            out.stdout.contains(&huge),
+            "{args:?} lists the name in full"
+        );
+    }
 }

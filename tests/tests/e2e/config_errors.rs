@@ -60,3 +60,25 @@ fn a_syntax_error_points_at_its_place() {
     assert!(error.starts_with("pacer.toml:5:19: "), "{error}");
     assert!(error.contains("expected i64"), "{error}");
 }
+
+#[test]
+fn an_unknown_key_is_reported_with_every_other_error() {
+    let sandbox = Sandbox::new();
+    sandbox.write_config(
+        "",
+        "[[jobs]]\nname = \"a\"\nplugin = \"exec\"\ntimout = \"30s\"\nschedule = \"61 * * * *\"\n",
+    );
+    let expected = [
+        "pacer.toml:9:1: unknown key `timout` in [[jobs]]: did you mean `timeout`?",
+        "pacer.toml:10:12: invalid schedule `61 * * * *`",
+    ];
+    let check = sandbox.pacer(["check"]);
+    assert_eq!(check.code, 1, "{check}");
+    let mut daemon = sandbox.spawn_daemon();
+    assert_eq!(daemon.wait(), Some(1));
+    let log = daemon.log();
+    for error in expected {
+        assert!(check.stdout.contains(error), "{check}");
+        assert!(log.contains(error), "{log}");
+    }
+}

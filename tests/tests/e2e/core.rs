@@ -183,7 +183,8 @@ fn a_missing_plugin_records_skipped_fires_and_check_fails() {
     let check = sandbox.pacer(["check", "--json"]);
     assert_eq!(check.code, 1, "{check}");
     assert!(
-        text(&check.json()[0], "error").contains("`not-yet` is not installed"),
+        text(&check.json()[0], "error")
+            .starts_with("pacer.toml:9:10: plugin `not-yet` is not installed"),
         "{check}"
     );
 }

@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use pacer_tests::{
-    AS_THE_UNIT, Sandbox, compile_c_plugin, is_alive, is_over, processes_of_run, running_as_root,
+    AS_THE_UNIT, Sandbox, compile_c_plugin, is_alive, is_over, processes_of_run, require_root,
+    require_tool,
     text, wait_for, wait_until,
 };
 use serde_json::Value;
@@ -182,6 +183,9 @@ fn rust_plugin_faults_cost_one_record_each() {
 
 #[test]
 fn c_plugin_faults_cost_one_record_each() {
+    if !require_tool("gcc") {
+        return;
+    }
     let sandbox = Sandbox::new();
     let library = compile_c_plugin(include_str!("../../c/faults.c"), "faults", sandbox.path());
     sandbox.install_plugin(&library);
@@ -362,8 +366,7 @@ fn a_run_starts_in_a_clean_process() {
 
 #[test]
 fn user_switches_groups_and_user_before_the_plugin_loads() {
-    if !running_as_root() {
-        eprintln!("skipped: switching users needs root (CI runs as root)");
+    if !require_root("to switch users") {
         return;
     }
     let sandbox = Sandbox::new();
@@ -469,8 +472,7 @@ params = { command = "echo attempt $PACER_ATTEMPT of a $PACER_TRIGGER run; exit 
 /// `CAP_SETGID` and `CAP_KILL`: runs still switch users, and no plugin keeps a capability.
 #[test]
 fn a_daemon_with_only_the_capabilities_to_switch_users() {
-    if !running_as_root() {
-        eprintln!("skipped: starting the daemon as another user needs root (CI runs as root)");
+    if !require_root("to start the daemon as another user") || !require_tool("setpriv") {
         return;
     }
     let sandbox = Sandbox::new();

@@ -2,12 +2,13 @@
 //! man pages.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
-use pacer_tests::{AS_THE_UNIT, CommandOutput, Sandbox, artifacts, running_as_root};
+use pacer_tests::{AS_THE_UNIT, CommandOutput, Sandbox, artifacts, require_root, require_tool};
 
-fn packaging(path: &str) -> std::path::PathBuf {
+fn packaging(path: &str) -> PathBuf {
     artifacts().workspace.join("packaging").join(path)
 }
 
@@ -20,38 +21,60 @@ fn run(mut command: Command) -> CommandOutput {
     out
 }
 
+/// The `.deb` packages, built once per test process from the binaries the suite built.
+#[derive(Debug)]
+pub(crate) struct Debs {
+    /// `pacer`: the service.
+    pub(crate) pacer: PathBuf,
+    /// `pacer-dev`: the C header and the SDK crate.
+    pub(crate) dev: PathBuf,
+}
+
+/// Builds both packages (once), as `cargo deb` does for a release, but from the binaries this
+/// suite built (with the dev profile unless the suite runs with `--release`); `None` when the
+/// calling test skips for a missing tool.
+pub(crate) fn debs() -> Option<&'static Debs> {
+    if !require_tool("cargo-deb") || !require_tool("dpkg-deb") || !require_tool("strip") {
+        return None;
+    }
+    static DEBS: OnceLock<Debs> = OnceLock::new();
+    Some(DEBS.get_or_init(|| {
+        let target = artifacts().libraries.parent().unwrap();
+        let out = target.join("e2e-debs");
+        std::fs::create_dir_all(&out).unwrap();
+        let build = |package: &str, deb: &Path, profile: bool| {
+            let mut build =
+                Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+            build
+                .current_dir(&artifacts().workspace)
+                .env("CARGO_TARGET_DIR", target)
+                .args(["deb", "-p", package, "--no-build", "--fast", "--output"])
+                .arg(deb);
+            if profile && !artifacts().libraries.ends_with("release") {
+                build.args(["--profile", "dev"]);
+            }
+            let built = CommandOutput::run(build);
+            assert_eq!(built.code, 0, "cargo deb failed:\n{built}");
+        };
+        let debs = Debs {
+            pacer: out.join("pacer.deb"),
+            dev: out.join("pacer-dev.deb"),
+        };
+        build("pacer", &debs.pacer, true);
+        build("pacer-plugin-api", &debs.dev, false);
+        debs
+    }))
+}
+
 #[test]
 fn the_deb_holds_a_complete_service() {
+    let Some(debs) = debs() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let deb = dir.path().join("pacer.deb");
-    let target = artifacts().libraries.parent().unwrap();
-    let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    build
-        .current_dir(&artifacts().workspace)
-        .env("CARGO_TARGET_DIR", target)
-        .args([
-            "deb",
-            "-p",
-            "pacer",
-            "--no-build",
-            "--fast",
-            "--no-strip",
-            "--output",
-        ])
-        .arg(&deb);
-    // The test packs the binaries the suite already built; a release package is built the same
-    // way after `cargo build --release --workspace`.
-    if !artifacts().libraries.ends_with("release") {
-        build.args(["--profile", "dev"]);
-    }
-    let built = CommandOutput::run(build);
-    assert_eq!(
-        built.code, 0,
-        "cargo deb failed (install it with `cargo install cargo-deb --version 3.8.0 --locked`, as .ci/run does):\n{built}"
-    );
-
+    let deb = &debs.pacer;
     let mut list = Command::new("dpkg-deb");
-    list.arg("--contents").arg(&deb);
+    list.arg("--contents").arg(deb);
     let listing = run(list).stdout;
     let mode_of = |path: &str| -> String {
         listing
@@ -93,17 +116,22 @@ fn the_deb_holds_a_complete_service() {
 
     let control = dir.path().join("control");
     let mut extract = Command::new("dpkg-deb");
-    extract.arg("--control").arg(&deb).arg(&control);
+    extract.arg("--control").arg(deb).arg(&control);
     run(extract);
     assert_eq!(
         std::fs::read_to_string(control.join("conffiles")).unwrap(),
         "/etc/pacer/pacer.toml\n"
     );
     let postinst = std::fs::read_to_string(control.join("postinst")).unwrap();
+    assert!(
+        !listing.contains(" ./usr/local/"),
+        "Debian packages ship nothing under /usr/local:\n{listing}"
+    );
     for needle in [
         "systemd-sysusers",
         "deb-systemd-helper enable pacer.service",
         "mkdir -p /etc/pacer/jobs.d",
+        PLUGIN_DIR_CREATED,
     ] {
         assert!(
             postinst.contains(needle),
@@ -112,6 +140,7 @@ fn the_deb_holds_a_complete_service() {
     }
     let postrm = std::fs::read_to_string(control.join("postrm")).unwrap();
     for needle in [
+        PLUGIN_DIR_REMOVED,
         "rm -rf /var/lib/pacer",
         "rmdir --ignore-fail-on-non-empty /etc/pacer/jobs.d /etc/pacer",
     ] {
@@ -128,8 +157,93 @@ fn the_deb_holds_a_complete_service() {
     );
 }
 
+/// How the package's postinst creates the directory for the administrator's own plugins, and
+/// how its postrm removes it.
+const PLUGIN_DIR_CREATED: &str = "install -d -o root -g root -m 0755 /usr/local/lib/pacer/plugins";
+const PLUGIN_DIR_REMOVED: &str =
+    "rmdir --ignore-fail-on-non-empty /usr/local/lib/pacer/plugins /usr/local/lib/pacer";
+
+#[test]
+fn the_packages_pass_lintian() {
+    let Some(debs) = debs() else {
+        return;
+    };
+    if !require_tool("lintian") {
+        return;
+    }
+    let mut lintian = Command::new("lintian");
+    lintian
+        .args(["--fail-on", "error,warning"])
+        .arg(&debs.pacer)
+        .arg(&debs.dev);
+    let out = CommandOutput::run(lintian);
+    let tags: Vec<&str> = out
+        .stdout
+        .lines()
+        .chain(out.stderr.lines())
+        .filter(|line| line.starts_with("E: ") || line.starts_with("W: "))
+        .collect();
+    assert!(tags.is_empty(), "lintian reports {tags:#?}\n{out}");
+    assert_eq!(out.code, 0, "{out}");
+}
+
+/// The package's postinst creates `/usr/local/lib/pacer/plugins` (run here with the path moved
+/// into a temporary directory), and a root daemon accepts plugins installed there.
+#[test]
+fn the_packaged_plugin_directory_is_one_the_daemon_accepts() {
+    if !require_root("the permission rules apply to a daemon running as root") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let root = sandbox.path().join("root");
+    let moved = |line: &str| line.replace("/usr/local/", &format!("{}/usr/local/", root.display()));
+    for script in ["debian/postinst", "debian/postrm"] {
+        let text = std::fs::read_to_string(packaging(script)).unwrap();
+        assert!(
+            text.contains(PLUGIN_DIR_CREATED) || text.contains(PLUGIN_DIR_REMOVED),
+            "{script}"
+        );
+    }
+    let mut create = Command::new("sh");
+    create.args(["-c", &moved(PLUGIN_DIR_CREATED)]);
+    run(create);
+    let plugins = root.join("usr/local/lib/pacer/plugins");
+    sandbox.write(
+        "pacer.toml",
+        &format!(
+            "[daemon]\nplugin_dirs = [\"{}\"]\ndatabase = \"pacer.db\"\nsocket = \"pacer.sock\"\n",
+            plugins.display()
+        ),
+    );
+    let library = artifacts().libraries.join("libpacer_plugin_exec.so");
+    std::fs::copy(&library, plugins.join(".libpacer_plugin_exec.so.tmp")).unwrap();
+    std::fs::rename(
+        plugins.join(".libpacer_plugin_exec.so.tmp"),
+        plugins.join("libpacer_plugin_exec.so"),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        plugins.join("libpacer_plugin_exec.so"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let _daemon = sandbox.start();
+    let found = sandbox.pacer_json(&["plugins"]);
+    assert_eq!(found[0]["name"], "exec", "{found}");
+    assert_eq!(found[0]["state"], "ok", "{found}");
+
+    std::fs::remove_file(plugins.join("libpacer_plugin_exec.so")).unwrap();
+    let mut remove = Command::new("sh");
+    remove.args(["-c", &moved(PLUGIN_DIR_REMOVED)]);
+    run(remove);
+    assert!(!root.join("usr/local/lib/pacer").exists());
+}
+
 #[test]
 fn the_unit_verifies_without_a_word() {
+    if !require_tool("systemd-analyze") {
+        return;
+    }
     let unit = std::fs::read_to_string(packaging("systemd/pacer.service")).unwrap();
     assert!(unit.contains("ExecStart=/usr/bin/pacerd "));
     // verify checks that ExecStart's binary exists, so this copy names the one just built; the
@@ -154,6 +268,9 @@ fn the_unit_verifies_without_a_word() {
 
 #[test]
 fn the_unit_is_hardened_to_an_exposure_of_2_or_less() {
+    if !require_tool("systemd-analyze") {
+        return;
+    }
     let mut analyze = Command::new("systemd-analyze");
     analyze
         .args(["security", "--offline=true"])
@@ -232,6 +349,20 @@ fn install_sh_stages_a_complete_install() {
         assert_eq!(mode(file), 0o644, "{file}");
     }
     assert!(root.join("etc/pacer/jobs.d").is_dir());
+    // The default config points at the documentation, which is installed where it says.
+    let config = std::fs::read_to_string(root.join("etc/pacer/pacer.toml")).unwrap();
+    assert!(
+        config.contains("/usr/share/doc/pacer/configuration.md"),
+        "{config}"
+    );
+    for doc in [
+        "usr/share/doc/pacer/README.md",
+        "usr/share/doc/pacer/configuration.md",
+        "usr/share/doc/pacer/operations.md",
+        "usr/share/doc/pacer/examples/production.toml",
+    ] {
+        assert_eq!(mode(doc), 0o644, "{doc}");
+    }
     std::fs::write(
         root.join("etc/pacer/pacer.toml"),
         "# edited by the operator\n",
@@ -254,6 +385,14 @@ fn install_sh_stages_a_complete_install() {
     let unit =
         std::fs::read_to_string(root.join("local/etc/systemd/system/pacer.service")).unwrap();
     assert!(unit.contains("ExecStart=/usr/local/bin/pacerd "), "{unit}");
+    let config = std::fs::read_to_string(root.join("local/etc/pacer/pacer.toml")).unwrap();
+    assert!(
+        config.contains("/usr/local/share/doc/pacer/configuration.md")
+            && root
+                .join("local/usr/local/share/doc/pacer/configuration.md")
+                .is_file(),
+        "{config}"
+    );
 }
 
 #[test]
@@ -367,8 +506,11 @@ fn allowed_by_unit(unit: &str) -> BTreeSet<String> {
 
 #[test]
 fn the_units_system_call_filter_allows_what_runs_need() {
-    if !running_as_root() || Command::new("strace").arg("-V").output().is_err() {
-        eprintln!("skipped: needs root and strace (CI installs it)");
+    if !require_root("to start the daemon as the unit's user")
+        || !require_tool("strace")
+        || !require_tool("setpriv")
+        || !require_tool("systemd-analyze")
+    {
         return;
     }
     let unit = std::fs::read_to_string(packaging("systemd/pacer.service")).unwrap();

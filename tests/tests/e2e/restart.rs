@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use pacer_tests::{Sandbox, text, wait_for, wait_until};
+use pacer_tests::{Sandbox, require_root, text, wait_for, wait_until};
 
 const EVERY_SECOND: &str = r#"
 [[jobs]]
@@ -240,8 +240,7 @@ fn workers_of(parent: u32, uid: u32) -> Vec<u32> {
 
 #[test]
 fn a_run_switched_to_another_user_dies_with_the_daemon() {
-    if !pacer_tests::running_as_root() {
-        eprintln!("skipped: switching users needs root (CI runs as root)");
+    if !require_root("to switch users") {
         return;
     }
     let sandbox = Sandbox::new();

@@ -676,29 +676,3 @@ async fn a_database_of_the_first_schema_keeps_its_runs_ids_and_outputs() {
         }
     );
 }
-
-#[tokio::test]
-async fn a_past_window_reads_its_ids_from_the_schedule_index() {
-    let (_dir, path) = database();
-    let store = SqliteStore::open(&path).unwrap();
-    for at in (0..100).map(|i| i * 1_000) {
-        store.start_run(new_run("a", at)).await.unwrap();
-    }
-    let history = SqliteHistory::open(&path).unwrap();
-    let window = HistoryQuery {
-        since: Some(10_000),
-        until: Some(20_000),
-        before: Some(18),
-        limit: 3,
-        ..HistoryQuery::default()
-    };
-    let (sql, _) = SqliteHistory::history_sql(&window);
-    assert!(sql.contains("INDEXED BY runs_by_schedule"), "{sql}");
-    let ids: Vec<RunId> = history
-        .runs(&window)
-        .unwrap()
-        .into_iter()
-        .map(|r| r.id)
-        .collect();
-    assert_eq!(ids, [17, 16, 15], "ids 11 to 20 are due in the window");
-}
