@@ -18,6 +18,48 @@ plugin = "exec"
 params = { command = "true" }
 "#;
 
+/// What systemd sets in a service's environment (systemd.exec(5), "Environment variables in
+/// spawned processes"), with made-up later members of its families (`*_FUTURE`).
+const SYSTEMD_VARIABLES: [&str; 37] = [
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "WATCHDOG_FUTURE",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "LISTEN_FUTURE",
+    "INVOCATION_ID",
+    "JOURNAL_STREAM",
+    "SYSTEMD_EXEC_PID",
+    "RUNTIME_DIRECTORY",
+    "STATE_DIRECTORY",
+    "CACHE_DIRECTORY",
+    "LOGS_DIRECTORY",
+    "CONFIGURATION_DIRECTORY",
+    "CREDENTIALS_DIRECTORY",
+    "MAINPID",
+    "MANAGERPID",
+    "LOG_NAMESPACE",
+    "SERVICE_RESULT",
+    "EXIT_CODE",
+    "EXIT_STATUS",
+    "MONITOR_SERVICE_RESULT",
+    "MONITOR_EXIT_CODE",
+    "MONITOR_EXIT_STATUS",
+    "MONITOR_INVOCATION_ID",
+    "MONITOR_UNIT",
+    "PIDFILE",
+    "TRIGGER_UNIT",
+    "TRIGGER_PATH",
+    "TRIGGER_TIMER_REALTIME_USEC",
+    "TRIGGER_TIMER_MONOTONIC_USEC",
+    "MEMORY_PRESSURE_WATCH",
+    "MEMORY_PRESSURE_WRITE",
+    "FDSTORE",
+    "REMOTE_ADDR",
+];
+
 /// A job firing every second.
 fn job(name: &str, plugin: &str, settings: &str, params: &str) -> String {
     format!(
@@ -267,26 +309,28 @@ fn a_run_starts_in_a_clean_process() {
         "",
         r#"{ command = "ls /proc/self/fd | sort -n | tr '\n' ' '" }"#,
     );
+    let names: Vec<String> = SYSTEMD_VARIABLES
+        .iter()
+        .chain(&["PACER_JOB", "PACER_TRIGGER", "KEPT"])
+        .map(|name| format!("{name:?}"))
+        .collect();
     jobs += &job(
         "env",
         "testkit",
         "",
-        r#"{ action = "env", names = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "LISTEN_FUTURE", "WATCHDOG_FUTURE", "INVOCATION_ID", "JOURNAL_STREAM", "PACER_JOB", "PACER_TRIGGER", "KEPT"] }"#,
+        &format!(r#"{{ action = "env", names = [{}] }}"#, names.join(", ")),
     );
     sandbox.write_config("", &jobs);
-    let _daemon = sandbox.start_with_env(&[
-        ("NOTIFY_SOCKET", "/nonexistent/notify"),
-        ("WATCHDOG_USEC", "1000000"),
-        ("WATCHDOG_PID", "1"),
-        ("LISTEN_FDS", "1"),
-        ("LISTEN_PID", "1"),
-        ("LISTEN_FDNAMES", "x"),
-        ("LISTEN_FUTURE", "x"),
-        ("WATCHDOG_FUTURE", "x"),
-        ("INVOCATION_ID", "abc"),
-        ("JOURNAL_STREAM", "8:1234"),
-        ("KEPT", "yes"),
-    ]);
+    // Values the daemon itself ignores: no notify socket, and pids that are not its own.
+    let mut env: Vec<(&str, &str)> = SYSTEMD_VARIABLES
+        .iter()
+        .map(|name| match *name {
+            "NOTIFY_SOCKET" => (*name, "/nonexistent/notify"),
+            _ => (*name, "1"),
+        })
+        .collect();
+    env.push(("KEPT", "yes"));
+    let _daemon = sandbox.start_with_env(&env);
     let output = |name: &str| {
         let run = first_ended(&sandbox, name);
         assert_eq!(run["status"], "succeeded", "{run}");
@@ -341,18 +385,7 @@ fn a_run_starts_in_a_clean_process() {
         "a plugin's children inherit only stdin, stdout and stderr"
     );
     let env = output("env");
-    for name in [
-        "NOTIFY_SOCKET",
-        "WATCHDOG_USEC",
-        "WATCHDOG_PID",
-        "LISTEN_FDS",
-        "LISTEN_PID",
-        "LISTEN_FDNAMES",
-        "LISTEN_FUTURE",
-        "WATCHDOG_FUTURE",
-        "INVOCATION_ID",
-        "JOURNAL_STREAM",
-    ] {
+    for name in SYSTEMD_VARIABLES {
         assert!(env.contains(&format!("{name}=<unset>")), "{name}: {env}");
     }
     assert!(env.contains("PACER_JOB=env\n"), "{env}");
