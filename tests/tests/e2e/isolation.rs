@@ -1,7 +1,7 @@
 //! Any plugin fault costs one run record, never the daemon or another job's fires, and no
 //! process of a run outlives it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use pacer_tests::{
@@ -564,5 +564,177 @@ fn a_daemon_with_only_the_capabilities_to_switch_users() {
             .iter()
             .all(|p| p["state"] == "ok"),
         "root-owned plugins pass the permission rules: {plugins}"
+    );
+}
+
+/// [`AS_THE_UNIT`] with the drop-in of "Jobs as root" (docs/operations.md): root's power over
+/// files granted too, and a bounding set of these six alone, as systemd sets it. Unlike the
+/// unit, nothing sets "no new privileges" here, so the test also shows that the worker does.
+const AS_THE_UNIT_WITH_ROOT_JOBS: [&str; 7] = [
+    "setpriv",
+    "--reuid=nobody",
+    "--regid=nogroup",
+    "--clear-groups",
+    "--inh-caps=+setuid,+setgid,+kill,+dac_override,+chown,+fowner",
+    "--ambient-caps=+setuid,+setgid,+kill,+dac_override,+chown,+fowner",
+    "--bounding-set=-all,+setuid,+setgid,+kill,+dac_override,+chown,+fowner",
+];
+
+/// The capability lines of `/proc/self/status` as the testkit's `ids` prints them.
+fn capabilities(ids: &str) -> BTreeMap<&str, &str> {
+    ids.lines()
+        .filter_map(|line| line.split_once(' '))
+        .filter(|(key, _)| key.starts_with("cap") || *key == "nonewprivs")
+        .collect()
+}
+
+/// A run keeps none of the capabilities pacerd holds to manage runs (`CAP_SETUID`, `CAP_SETGID`,
+/// `CAP_KILL`), whatever its user: a switch to root would otherwise raise them all to effective,
+/// and every program it started would get them back from the bounding set. A run as root keeps
+/// only what the drop-in grants for it, root's power over files, which it can use.
+#[test]
+fn no_run_keeps_the_capabilities_of_the_daemon() {
+    if !running_as_root() {
+        eprintln!("skipped: starting the daemon as another user needs root (CI runs as root)");
+        return;
+    }
+    let sandbox = Sandbox::new();
+    sandbox.state_for_nobody();
+    // Readable by `daemon` alone: a run as root reads it only with CAP_DAC_OVERRIDE.
+    let private = sandbox.write("private", "only daemon reads this\n");
+    std::os::unix::fs::chown(&private, Some(1), Some(1)).unwrap();
+    std::fs::set_permissions(
+        &private,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let status_lines = r#"{ command = "grep -E '^(Cap|NoNewPrivs)' /proc/self/status" }"#;
+    let mut jobs = String::new();
+    for (name, user) in [
+        ("root", "user = \"root\""),
+        ("daemon", "user = \"daemon\""),
+        ("itself", ""),
+    ] {
+        jobs += &job(
+            &format!("ids-{name}"),
+            "testkit",
+            user,
+            r#"{ action = "ids" }"#,
+        );
+        jobs += &job(&format!("shell-{name}"), "exec", user, status_lines);
+    }
+    jobs += &job(
+        "root-files",
+        "exec",
+        "user = \"root\"",
+        r#"{ command = "cat private && cp private copy && chown daemon:daemon copy && chmod 0640 copy && stat -c '%U:%G %a' copy" }"#,
+    );
+    sandbox.write(
+        "pacer.toml",
+        &format!(
+            "[daemon]\nplugin_dirs = [\"plugins\"]\ndatabase = \"state/pacer.db\"\nsocket = \"state/pacer.sock\"\n{jobs}"
+        ),
+    );
+    let _daemon = sandbox.start_wrapped(&AS_THE_UNIT_WITH_ROOT_JOBS);
+    // What the run printed, without exec's line naming the command.
+    let output = |name: &str| {
+        let run = first_ended(&sandbox, name);
+        assert_eq!(run["status"], "succeeded", "{run}");
+        output_of(&sandbox, &run)
+            .lines()
+            .filter(|line| !line.starts_with("[info] running "))
+            .map(|line| format!("{line}\n"))
+            .collect::<String>()
+    };
+    // CAP_CHOWN (0), CAP_DAC_OVERRIDE (1), CAP_FOWNER (3); the bounding set adds CAP_KILL (5),
+    // CAP_SETGID (6), CAP_SETUID (7).
+    let (granted, none, bounding) = ("000000000000000b", "0000000000000000", "00000000000000eb");
+    let root = output("ids-root");
+    assert!(root.contains("uid 0\n"), "{root}");
+    assert_eq!(
+        capabilities(&root),
+        BTreeMap::from([
+            ("capeff", granted),
+            ("capprm", granted),
+            ("capinh", none),
+            ("capamb", none),
+            ("capbnd", bounding),
+            ("nonewprivs", "1"),
+        ]),
+        "{root}"
+    );
+    assert_eq!(
+        output("shell-root"),
+        format!(
+            "CapInh:\t{none}\nCapPrm:\t{granted}\nCapEff:\t{granted}\nCapBnd:\t{bounding}\nCapAmb:\t{none}\nNoNewPrivs:\t1\n"
+        ),
+        "what a run as root starts gains nothing from the bounding set"
+    );
+    for name in ["daemon", "itself"] {
+        let ids = output(&format!("ids-{name}"));
+        for set in ["capeff", "capprm", "capinh", "capamb"] {
+            assert_eq!(capabilities(&ids)[set], none, "{name}: {ids}");
+        }
+        let shell = output(&format!("shell-{name}"));
+        for set in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+            assert!(
+                shell.contains(&format!("{set}:\t{none}\n")),
+                "{name}: {shell}"
+            );
+        }
+    }
+    assert_eq!(
+        output("root-files"),
+        "only daemon reads this\ndaemon:daemon 640\n",
+        "a run as root reads, chowns and chmods other users' files"
+    );
+}
+
+/// Without that drop-in, a run as root would be root in name only: the daemon refuses such a
+/// job, and `pacer check`, run by root, says so as well, since it judges `user` by the daemon's
+/// privileges rather than its own.
+#[test]
+fn a_daemon_that_cannot_give_root_refuses_root_jobs_and_check_agrees() {
+    if !running_as_root() {
+        eprintln!("skipped: starting the daemon as another user needs root (CI runs as root)");
+        return;
+    }
+    let sandbox = Sandbox::new();
+    sandbox.state_for_nobody();
+    let daemon_table = "[daemon]\nplugin_dirs = [\"plugins\"]\ndatabase = \"state/pacer.db\"\nsocket = \"state/pacer.sock\"\n";
+    let as_daemon = job(
+        "as-daemon",
+        "exec",
+        "user = \"daemon\"",
+        r#"{ command = "true" }"#,
+    );
+    let as_root = job(
+        "as-root",
+        "exec",
+        "user = \"root\"",
+        r#"{ command = "true" }"#,
+    );
+    sandbox.write("pacer.toml", &format!("{daemon_table}{as_daemon}"));
+    let _daemon = sandbox.start_wrapped(&AS_THE_UNIT);
+    assert_eq!(sandbox.pacer(["check"]).code, 0);
+    sandbox.write("pacer.toml", &format!("{daemon_table}{as_daemon}{as_root}"));
+    let refusal = "user = \"root\" runs the job as root, which needs pacerd to run as root or to \
+                   hold CAP_DAC_OVERRIDE, CAP_CHOWN and CAP_FOWNER";
+    let check = sandbox.pacer(["check", "--json"]);
+    assert_eq!(check.code, 1, "{check}");
+    assert!(
+        check.json()[0]["error"]
+            .as_str()
+            .is_some_and(|error| error.contains(refusal)),
+        "{check}"
+    );
+    let reload = sandbox.pacer(["reload"]);
+    assert_eq!(reload.code, 1, "{reload}");
+    assert!(reload.stderr.contains(refusal), "{reload}");
+    let jobs = sandbox.pacer_json(&["jobs"]);
+    assert_eq!(
+        jobs.as_array().unwrap().len(),
+        1,
+        "the old config stays: {jobs}"
     );
 }
