@@ -66,7 +66,7 @@ async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
         .await?;
     if !orphans.is_empty() {
         let killed = recovery::kill_leftovers(&orphans);
-        tracing::warn!(
+        tracing::error!(
             runs = orphans.len(),
             processes_killed = killed,
             "runs left by a previous pacerd are recorded as abandoned"

@@ -12,7 +12,7 @@ use crate::dispatch::{Admitted, Request, RunUpdate, SlotId};
 use crate::model::{Status, Trigger};
 use crate::store::{Finish, NewRun, RunId, Store};
 use crate::time::{Clock, rfc3339_ms, to_ms};
-use crate::worker::outcome::classify;
+use crate::worker::outcome::{classify, severity};
 use crate::worker::protocol::{Assignment, Setup, Task};
 use crate::worker::{Launcher, Limits};
 
@@ -109,6 +109,7 @@ pub async fn execute(env: Arc<RunEnv>, admitted: Admitted, plugin_path: PathBuf)
         Err(e) => {
             let now = to_ms(env.clock.now());
             let error = format!("cannot start the run's process: {e}");
+            tracing::error!(job = %job.name, "{error}");
             let recorded = env.store.start_run(new_run(now, None)).await;
             let id = match recorded {
                 Ok(id) => {
@@ -189,6 +190,7 @@ pub async fn execute(env: Arc<RunEnv>, admitted: Admitted, plugin_path: PathBuf)
     };
     let ended = worker.supervise(limits, cancel).await;
     let (status, error) = classify(&ended, job.memory_limit);
+    let level = severity(&ended, status);
     let (output, dropped) = ended.output.into_parts();
     let finished_at = finish(&env, id, status, error.clone(), output, dropped).await;
     request.tell(RunUpdate::Finished {
@@ -196,12 +198,25 @@ pub async fn execute(env: Arc<RunEnv>, admitted: Admitted, plugin_path: PathBuf)
         status,
         error: error.clone(),
     });
-    tracing::info!(job = %job.name, run_id = id, status = %status, error = error.as_deref().unwrap_or(""), "run finished");
+    log_finished(level, &job.name, id, status, error.as_deref().unwrap_or(""));
     let span = RunSpan {
         started_at,
         finished_at,
     };
     report_finished(&env, slot, Some(id), status, error, Some(span), request);
+}
+
+/// The end of a run, at the level [`severity`] chose (tracing needs the level at compile time).
+fn log_finished(level: tracing::Level, job: &str, id: RunId, status: Status, error: &str) {
+    match level {
+        tracing::Level::ERROR => {
+            tracing::error!(job = %job, run_id = id, status = %status, error, "run finished");
+        }
+        tracing::Level::WARN => {
+            tracing::warn!(job = %job, run_id = id, status = %status, error, "run finished");
+        }
+        _ => tracing::info!(job = %job, run_id = id, status = %status, error, "run finished"),
+    }
 }
 
 /// Stops a worker that must not run (no record could be written).

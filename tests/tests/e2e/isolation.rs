@@ -128,6 +128,26 @@ fn assert_faults(sandbox: &Sandbox, expected: &[(&str, &str, &str)]) {
     }
 }
 
+/// Each faulty job's end is in the daemon's log at warning, where `journalctl -p warning` finds
+/// it; a succeeded run is not.
+fn assert_logged_as_warnings(log: &str, faulty: &[&str], fine: &str) {
+    let finished = |job: &str| {
+        let needle = format!("run finished job={job} ");
+        log.lines()
+            .filter(|line| line.contains(&needle))
+            .map(|line| line.split_whitespace().nth(1).unwrap_or("").to_owned())
+            .collect::<BTreeSet<String>>()
+    };
+    for job in faulty {
+        assert_eq!(
+            finished(job),
+            BTreeSet::from(["WARN".to_owned()]),
+            "{job}: {log}"
+        );
+    }
+    assert_eq!(finished(fine), BTreeSet::from(["INFO".to_owned()]), "{log}");
+}
+
 /// The grandchild a hanging run started is killed with it.
 fn assert_grandchild_killed(sandbox: &Sandbox, name: &str) {
     let run = first_ended(sandbox, name);
@@ -218,6 +238,11 @@ fn rust_plugin_faults_cost_one_record_each() {
         started.elapsed() > Duration::from_secs(4)
     });
     assert_eq!(sandbox.pacer(["status"]).code, 0, "the daemon is unharmed");
+    assert_logged_as_warnings(
+        &daemon.log(),
+        &["panics", "aborts", "segfaults", "exits", "hangs", "leaks"],
+        "heartbeat",
+    );
     drop(daemon);
     assert_heartbeat_kept_firing(&sandbox);
 }
