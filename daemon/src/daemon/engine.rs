@@ -726,10 +726,11 @@ impl Engine {
         super::notify::reloading();
         let outcome = self.apply_new_config(now);
         crate::sys::return_free_memory();
-        super::notify::ready(match &outcome {
-            Ok(_) => "reloaded",
-            Err(_) => "reload failed; the previous config stays in force",
-        });
+        let last_reload = match &outcome {
+            Ok(_) => super::notify::Reload::Applied,
+            Err(_) => super::notify::Reload::Refused,
+        };
+        super::notify::ready(self.config.jobs.len(), Some(last_reload));
         outcome
     }
 

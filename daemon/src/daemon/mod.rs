@@ -156,7 +156,7 @@ async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
         socket = %config.daemon.socket.display(),
         "pacerd is ready"
     );
-    notify::ready(&format!("{} jobs", config.jobs.len()));
+    notify::ready(config.jobs.len(), None);
     let watchdog = notify::watchdog_interval();
     let mut next_alive = tokio::time::Instant::now();
 
