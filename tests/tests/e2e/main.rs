@@ -7,6 +7,7 @@
 
 mod abi;
 mod admission;
+mod booted;
 mod c_plugins;
 mod cli;
 mod config_errors;

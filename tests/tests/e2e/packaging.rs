@@ -2,12 +2,13 @@
 //! man pages.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use pacer_tests::{AS_THE_UNIT, CommandOutput, Sandbox, artifacts, running_as_root};
 
-fn packaging(path: &str) -> std::path::PathBuf {
+fn packaging(path: &str) -> PathBuf {
     artifacts().workspace.join("packaging").join(path)
 }
 
@@ -20,38 +21,49 @@ fn run(mut command: Command) -> CommandOutput {
     out
 }
 
+/// The `.deb` of the binaries and plugins under test, built once per test process (into
+/// `target/debian/`) for every test that needs it.
+pub(crate) fn deb() -> &'static Path {
+    static DEB: OnceLock<PathBuf> = OnceLock::new();
+    DEB.get_or_init(|| {
+        let target = artifacts().libraries.parent().unwrap();
+        let deb = target.join("debian/pacer-e2e.deb");
+        let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        build
+            .current_dir(&artifacts().workspace)
+            .env("CARGO_TARGET_DIR", target)
+            .args([
+                "deb",
+                "-p",
+                "pacer",
+                "--no-build",
+                "--fast",
+                // A debug build's symbols take minutes to compress on a loaded machine.
+                "--strip",
+                "--output",
+            ])
+            .arg(&deb);
+        // The tests pack the binaries the suite already built; a release package is built the
+        // same way after `cargo build --release --workspace`.
+        if !artifacts().libraries.ends_with("release") {
+            build.args(["--profile", "dev"]);
+        }
+        let built = CommandOutput::run(build);
+        assert_eq!(
+            built.code, 0,
+            "cargo deb failed (install it with `cargo install cargo-deb --version 3.8.0 --locked`, as .ci/run does):\n{built}"
+        );
+        deb
+    })
+}
+
 #[test]
 fn the_deb_holds_a_complete_service() {
     let dir = tempfile::tempdir().unwrap();
-    let deb = dir.path().join("pacer.deb");
-    let target = artifacts().libraries.parent().unwrap();
-    let mut build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    build
-        .current_dir(&artifacts().workspace)
-        .env("CARGO_TARGET_DIR", target)
-        .args([
-            "deb",
-            "-p",
-            "pacer",
-            "--no-build",
-            "--fast",
-            "--no-strip",
-            "--output",
-        ])
-        .arg(&deb);
-    // The test packs the binaries the suite already built; a release package is built the same
-    // way after `cargo build --release --workspace`.
-    if !artifacts().libraries.ends_with("release") {
-        build.args(["--profile", "dev"]);
-    }
-    let built = CommandOutput::run(build);
-    assert_eq!(
-        built.code, 0,
-        "cargo deb failed (install it with `cargo install cargo-deb --version 3.8.0 --locked`, as .ci/run does):\n{built}"
-    );
+    let package = deb();
 
     let mut list = Command::new("dpkg-deb");
-    list.arg("--contents").arg(&deb);
+    list.arg("--contents").arg(package);
     let listing = run(list).stdout;
     let mode_of = |path: &str| -> String {
         listing
@@ -93,7 +105,7 @@ fn the_deb_holds_a_complete_service() {
 
     let control = dir.path().join("control");
     let mut extract = Command::new("dpkg-deb");
-    extract.arg("--control").arg(&deb).arg(&control);
+    extract.arg("--control").arg(package).arg(&control);
     run(extract);
     assert_eq!(
         std::fs::read_to_string(control.join("conffiles")).unwrap(),
