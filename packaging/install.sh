@@ -58,7 +58,7 @@ for plugin in exec files http mail report; do
 done
 
 install -d -m0755 "$root/etc/systemd/system"
-sed "s#/usr/bin/pacerd#$prefix/bin/pacerd#" packaging/systemd/pacer.service \
+sed "s#/usr/bin/pacer#$prefix/bin/pacer#g" packaging/systemd/pacer.service \
     > "$root/etc/systemd/system/pacer.service"
 chmod 0644 "$root/etc/systemd/system/pacer.service"
 install -Dm0644 packaging/sysusers.d/pacer.conf "$root/etc/sysusers.d/pacer.conf"

@@ -33,6 +33,7 @@ pub fn every_second(jobs: usize) -> anyhow::Result<(tempfile::TempDir, Config)> 
         &path,
         Environment {
             can_switch_users: false,
+            can_run_as_root: false,
         },
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;

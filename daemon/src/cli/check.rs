@@ -12,6 +12,8 @@ use serde::Serialize;
 use super::table::{Table, jitter, when};
 use super::{Context, print_json, runtime};
 use crate::config::{Config, Environment, Job, load};
+use crate::control::client::ask;
+use crate::control::{Request, Response};
 use crate::plugins::{Registry, ScanOptions};
 use crate::time::to_ms;
 use crate::worker::protocol::{Assignment, Setup, Task};
@@ -53,7 +55,7 @@ fn serialize_instants<S: serde::Serializer>(values: &[i64], s: S) -> Result<S::O
 
 pub fn run(context: &Context, args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let from = args.from.unwrap_or_else(jiff::Timestamp::now);
-    let verdicts = match load(&context.config, Environment::current()) {
+    let verdicts = match load(&context.config, daemon_environment(context)) {
         Ok(config) => check_jobs(&config, from, args.next)?,
         Err(errors) => errors
             .0
@@ -88,6 +90,21 @@ pub fn run(context: &Context, args: &CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// What `user` is judged against: the privileges of the pacerd that answers on the config's
+/// socket, which is where the jobs will run (root checking a config for the packaged service
+/// must hear what that service will say), else this process's own.
+fn daemon_environment(context: &Context) -> Environment {
+    let daemon = context
+        .settings()
+        .ok()
+        .and_then(|settings| ask(&settings.socket, &Request::Status).ok());
+    match daemon {
+        Some(Response::Status(status)) => Environment::of_process(status.pid),
+        _ => None,
+    }
+    .unwrap_or_else(Environment::current)
 }
 
 fn check_jobs(

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::error::{ConfigError, ConfigErrors, Lines};
 use super::validate::{Source, validate_daemon_only, validate_files};
 use super::{Config, DaemonSettings, Jobs, defaults, document, raw};
+use crate::privilege::Privileges;
 
 /// Where the config file is: `--config`, else `PACER_CONFIG`, else `/etc/pacer/pacer.toml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,18 +22,32 @@ impl ConfigPath {
     }
 }
 
-/// Facts about the host that decide whether a config is valid here.
+/// Facts about the daemon that decide whether a config is valid for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Environment {
     /// `user = ...` needs a daemon that can switch users (root, or `CAP_SETUID`+`CAP_SETGID`).
     pub can_switch_users: bool,
+    /// `user = "root"` needs a daemon that can give a run root's power over files.
+    pub can_run_as_root: bool,
 }
 
 impl Environment {
     /// The environment of this process.
     pub fn current() -> Environment {
+        Environment::from(Privileges::of_this_process())
+    }
+
+    /// The environment of process `pid` (a running pacerd), or `None` if it cannot be read.
+    pub fn of_process(pid: u32) -> Option<Environment> {
+        Privileges::of_process(pid).ok().map(Environment::from)
+    }
+}
+
+impl From<Privileges> for Environment {
+    fn from(privileges: Privileges) -> Environment {
         Environment {
-            can_switch_users: crate::privilege::can_switch_users(),
+            can_switch_users: privileges.can_switch_users(),
+            can_run_as_root: privileges.can_run_as_root(),
         }
     }
 }
@@ -222,6 +237,7 @@ pub fn load_text(text: &str) -> (tempfile::TempDir, Config) {
         &path,
         Environment {
             can_switch_users: true,
+            can_run_as_root: true,
         },
     )
     .unwrap_or_else(|errors| panic!("{errors}"));

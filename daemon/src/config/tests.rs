@@ -7,9 +7,16 @@ use super::*;
 
 const ROOT: Environment = Environment {
     can_switch_users: true,
+    can_run_as_root: true,
 };
 const USER: Environment = Environment {
     can_switch_users: false,
+    can_run_as_root: false,
+};
+/// pacerd as the packaged unit runs it: a user of its own with `CAP_SETUID` and `CAP_SETGID`.
+const UNIT: Environment = Environment {
+    can_switch_users: true,
+    can_run_as_root: false,
 };
 
 struct Dir(tempfile::TempDir);
@@ -456,6 +463,31 @@ fn run_as_user_needs_root() {
              so, or remove `user`"
         ),
         "{errors}"
+    );
+    let errors = load(&path, UNIT).unwrap_err().to_string();
+    assert!(
+        errors.ends_with(
+            ":4:8: user = \"root\" runs the job as root, which needs pacerd to run as root or to \
+             hold CAP_DAC_OVERRIDE, CAP_CHOWN and CAP_FOWNER: without them a run as root could \
+             not read, change or chown other users' files. Set `user` to the user that owns the \
+             job's files (such as \"www-data\"), or grant pacerd those capabilities with a \
+             drop-in (systemctl edit pacer; see \"Jobs as root\" in \
+             /usr/share/doc/pacer/operations.md)"
+        ),
+        "{errors}"
+    );
+    let granted = Environment {
+        can_run_as_root: true,
+        ..UNIT
+    };
+    assert!(load(&path, granted).is_ok());
+    let path = dir.write(
+        "nobody.toml",
+        "[[jobs]]\nname = \"a\"\nplugin = \"exec\"\nuser = \"nobody\"\n",
+    );
+    assert!(
+        load(&path, UNIT).is_ok(),
+        "any other user needs only the capabilities to switch"
     );
     let path = dir.write(
         "other.toml",

@@ -705,6 +705,14 @@ fn run_as_user(name: &str, env: Environment) -> Result<String, String> {
         ));
     }
     match nix::unistd::User::from_name(name) {
+        Ok(Some(user)) if user.uid.is_root() && !env.can_run_as_root => Err(format!(
+            "user = \"{name}\" runs the job as root, which needs pacerd to run as root or to \
+             hold CAP_DAC_OVERRIDE, CAP_CHOWN and CAP_FOWNER: without them a run as root could \
+             not read, change or chown other users' files. Set `user` to the user that owns the \
+             job's files (such as \"www-data\"), or grant pacerd those capabilities with a \
+             drop-in (systemctl edit pacer; see \"Jobs as root\" in \
+             /usr/share/doc/pacer/operations.md)"
+        )),
         Ok(Some(_)) => Ok(name.to_owned()),
         Ok(None) => Err(format!(
             "no user `{name}` on this system; create it or fix the name"

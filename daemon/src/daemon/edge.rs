@@ -128,7 +128,17 @@ impl Edge {
                 Effect::WatchPlugins(dirs) => self.watcher.watch(&dirs),
                 Effect::CheckBoot(jobs) => self.check_boot(jobs),
                 Effect::MarkBooted(job) => reboot::mark(self.runtime_dir(), &job),
-                Effect::Status(status) => notify::ready(&status),
+                Effect::Ready {
+                    jobs,
+                    reload_applied,
+                } => notify::ready(
+                    jobs,
+                    Some(if reload_applied {
+                        notify::Reload::Applied
+                    } else {
+                        notify::Reload::Refused
+                    }),
+                ),
             }
         }
         if !writes.is_empty() {

@@ -225,7 +225,7 @@ pub async fn serve(
         socket = %config.daemon.socket.display(),
         "pacerd is ready"
     );
-    notify::ready(&engine_jobs_line(&engine));
+    notify::ready(config.jobs.len(), None);
     let watchdog = notify::watchdog_interval();
     let mut next_alive = tokio::time::Instant::now();
 
@@ -330,9 +330,3 @@ fn stop_all(engine: &mut Engine, edge: &mut Edge, clock: &Arc<dyn Clock>, reason
     edge.apply(engine.handle(Input::StopAll(reason.to_owned()), now));
 }
 
-fn engine_jobs_line(engine: &Engine) -> String {
-    match engine.config().jobs.len() {
-        1 => "1 job".to_owned(),
-        n => format!("{n} jobs"),
-    }
-}

@@ -11,9 +11,36 @@ fn send(states: &[NotifyState<'_>]) {
     }
 }
 
-/// Schedules are loaded and the control socket listens.
-pub fn ready(status: &str) {
-    send(&[NotifyState::Ready, NotifyState::Status(status)]);
+/// How the last reload went, for the status line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    /// The new config is in force.
+    Applied,
+    /// The new config was invalid; the previous one stays in force.
+    Refused,
+}
+
+/// Schedules are loaded and the control socket listens: `jobs` are in force, and `last_reload`
+/// says how the latest reload went (none yet after a start).
+pub fn ready(jobs: usize, last_reload: Option<Reload>) {
+    let status = status_line(jobs, last_reload);
+    send(&[NotifyState::Ready, NotifyState::Status(&status)]);
+}
+
+/// What `systemctl status` shows beside the unit: it stays until the next reload, so it says
+/// what is in force rather than what just happened.
+fn status_line(jobs: usize, last_reload: Option<Reload>) -> String {
+    let count = match jobs {
+        1 => "1 job".to_owned(),
+        n => format!("{n} jobs"),
+    };
+    match last_reload {
+        None => count,
+        Some(Reload::Applied) => format!("{count}; last reload applied"),
+        Some(Reload::Refused) => format!(
+            "{count}; last reload failed, the previous config stays in force (pacer check shows why)"
+        ),
+    }
 }
 
 /// A reload begins; `ready` follows when it is done.
@@ -37,4 +64,23 @@ pub fn alive() {
 /// How often to say so: half of `WatchdogSec`, when systemd asked for it.
 pub fn watchdog_interval() -> Option<Duration> {
     sd_notify::watchdog_enabled().map(|timeout| timeout / 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_line_counts_jobs_and_says_how_the_last_reload_went() {
+        assert_eq!(status_line(0, None), "0 jobs");
+        assert_eq!(status_line(1, None), "1 job");
+        assert_eq!(
+            status_line(1, Some(Reload::Applied)),
+            "1 job; last reload applied"
+        );
+        assert_eq!(
+            status_line(12, Some(Reload::Refused)),
+            "12 jobs; last reload failed, the previous config stays in force (pacer check shows why)"
+        );
+    }
 }

@@ -10,7 +10,7 @@ use crate::engine::{Input, Start};
 use crate::model::{RunSpan, Status, Trigger};
 use crate::store::{Finish, RunId, StartRun, Store};
 use crate::time::{Clock, rfc3339_ms, to_ms};
-use crate::worker::outcome::classify;
+use crate::worker::outcome::{classify, severity};
 use crate::worker::protocol::{Assignment, Setup, Task};
 use crate::worker::{Launcher, Limits};
 
@@ -131,6 +131,7 @@ pub async fn execute(env: Arc<RunEnv>, start: Start, cancel: oneshot::Receiver<S
     };
     let ended = worker.supervise(limits, cancel).await;
     let (status, error) = classify(&ended, job.memory_limit);
+    let level = severity(&ended, status);
     let message = ended
         .reports
         .message
@@ -138,12 +139,25 @@ pub async fn execute(env: Arc<RunEnv>, start: Start, cancel: oneshot::Receiver<S
         .filter(|m| status == Status::Succeeded && !m.is_empty());
     let (output, dropped) = ended.output.into_parts();
     let finished_at = finish(&env, id, status, error.clone(), message, output, dropped).await;
-    log_end(&start, status, error.as_deref());
+    log_finished(level, &job.name, id, status, error.as_deref().unwrap_or(""));
     let span = RunSpan {
         started_at,
         finished_at,
     };
     report_finished(&env, &start, status, error, Some(span));
+}
+
+/// The end of a run, at the level [`severity`] chose (tracing needs the level at compile time).
+fn log_finished(level: tracing::Level, job: &str, id: RunId, status: Status, error: &str) {
+    match level {
+        tracing::Level::ERROR => {
+            tracing::error!(job = %job, run_id = id, status = %status, error, "run finished");
+        }
+        tracing::Level::WARN => {
+            tracing::warn!(job = %job, run_id = id, status = %status, error, "run finished");
+        }
+        _ => tracing::info!(job = %job, run_id = id, status = %status, error, "run finished"),
+    }
 }
 
 /// Stops a worker that must not run (no record could be written).
@@ -180,16 +194,6 @@ async fn finish(
         tracing::error!(run_id = id, "cannot record the end of the run: {e}");
     }
     finished_at
-}
-
-/// Failures are warnings, so `journalctl -p warning` shows them.
-fn log_end(start: &Start, status: Status, error: Option<&str>) {
-    let (job, id, error) = (&start.job.name, start.run_id, error.unwrap_or(""));
-    if status.is_failure() {
-        tracing::warn!(job = %job, run_id = id, status = %status, error, "run finished");
-    } else {
-        tracing::info!(job = %job, run_id = id, status = %status, error, "run finished");
-    }
 }
 
 fn report_started(env: &RunEnv, start: &Start, started_at: i64) {

@@ -137,8 +137,13 @@ pub enum Effect {
     CheckBoot(Vec<Arc<Job>>),
     /// Remember that this `@reboot` job fired in this boot.
     MarkBooted(String),
-    /// Tell the service manager where the daemon stands (its status line).
-    Status(String),
+    /// Tell the service manager the daemon is ready again after a reload, and how it went.
+    Ready {
+        /// The jobs in force.
+        jobs: usize,
+        /// Whether the new config is in force (else the previous one stays).
+        reload_applied: bool,
+    },
 }
 
 /// What the edge needs to start a run.
@@ -266,8 +271,6 @@ pub struct Engine {
     reloading: Vec<ReplyTo>,
     /// A config is being read.
     loading: bool,
-    /// The outcome of the last reload, for the status line.
-    last_reload: Option<String>,
     history_error: Option<String>,
     stopping: bool,
     out: Vec<Effect>,
@@ -330,7 +333,6 @@ impl Engine {
             reload: None,
             reloading: Vec::new(),
             loading: false,
-            last_reload: None,
             history_error: None,
             stopping: false,
             out: Vec::new(),

@@ -46,15 +46,10 @@ impl Engine {
                 Err(message)
             }
         };
-        let status = match &outcome {
-            Ok(_) => format!("{}; reloaded", self.jobs_line()),
-            Err(_) => format!(
-                "{}; the last reload failed, the previous config stays in force",
-                self.jobs_line()
-            ),
-        };
-        self.last_reload = Some(status.clone());
-        self.out.push(Effect::Status(status));
+        self.out.push(Effect::Ready {
+            jobs: self.config.jobs.len(),
+            reload_applied: outcome.is_ok(),
+        });
         for to in std::mem::take(&mut self.reloading) {
             let response = match &outcome {
                 Ok(message) => Response::Done {
@@ -65,14 +60,6 @@ impl Engine {
                 },
             };
             self.reply(to, response, true);
-        }
-    }
-
-    /// "N jobs", for the service's status line.
-    pub(super) fn jobs_line(&self) -> String {
-        match self.config.jobs.len() {
-            1 => "1 job".to_owned(),
-            n => format!("{n} jobs"),
         }
     }
 

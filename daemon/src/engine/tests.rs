@@ -66,6 +66,7 @@ impl Rig {
             &Self::config_path(dir),
             Environment {
                 can_switch_users: false,
+                can_run_as_root: false,
             },
         )
         .unwrap_or_else(|e| panic!("{e}"));
@@ -138,6 +139,7 @@ impl Rig {
                             &Self::config_path(&self.dir),
                             Environment {
                                 can_switch_users: false,
+                                can_run_as_root: false,
                             },
                         )
                         .map(Box::new)
@@ -147,7 +149,7 @@ impl Rig {
                     Effect::Rescan(registry, _) => inputs.push(Input::Rescanned(registry)),
                     Effect::CheckBoot(jobs) => inputs.push(Input::Boot(jobs)),
                     Effect::MarkBooted(job) => self.booted.push(job),
-                    Effect::Observe(_) | Effect::WatchPlugins(_) | Effect::Status(_) => {}
+                    Effect::Observe(_) | Effect::WatchPlugins(_) | Effect::Ready { .. } => {}
                 }
             }
             if !writes.is_empty() {

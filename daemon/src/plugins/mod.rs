@@ -99,7 +99,7 @@ impl ScanOptions {
     /// Strict when this process can run jobs as other users (root, or the capabilities).
     pub fn for_current_user() -> ScanOptions {
         ScanOptions {
-            strict_permissions: crate::privilege::can_switch_users(),
+            strict_permissions: crate::privilege::Privileges::of_this_process().can_switch_users(),
         }
     }
 }

@@ -237,6 +237,7 @@ fn apply_setup(setup: &Setup, daemon: nix::unistd::Pid) -> Result<(), String> {
         nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, limit, limit)
             .map_err(|e| format!("cannot set memory_limit: {e}"))?;
     }
+    let daemon_was_root = nix::unistd::geteuid().is_root();
     if let Some(name) = &setup.user {
         switch_user(name)?;
         // The kernel clears the parent-death signal when credentials change: set it again, and
@@ -247,12 +248,9 @@ fn apply_setup(setup: &Setup, daemon: nix::unistd::Pid) -> Result<(), String> {
             return Err("pacerd ended while the run was starting".to_owned());
         }
     }
-    // A non-root daemon switches users with capabilities, which a non-root process keeps across
-    // setuid: drop them all, so plugin code and what it starts cannot switch users itself.
-    if !nix::unistd::geteuid().is_root() {
-        crate::privilege::drop_all_capabilities()?;
-    }
-    Ok(())
+    // The daemon's capabilities are its own: a non-root process keeps them across setuid, and a
+    // switch to root raises them to effective. The run keeps only what its user is entitled to.
+    crate::privilege::confine_run(daemon_was_root)
 }
 
 /// Group, supplementary groups, then user (the order matters: after `setuid` the process could

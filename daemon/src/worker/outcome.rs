@@ -38,6 +38,19 @@ pub fn classify(ended: &Ended, memory_limit: Option<u64>) -> (Status, Option<Str
     }
 }
 
+/// How loudly the daemon's log reports a run that ended as `ended` with `status`: a run that
+/// could not start (the worker refused the task: no such user, a plugin that does not load) at
+/// error, one that failed, timed out or crashed at warning, the rest at info. So
+/// `journalctl -p warning` lists every run that needs a look, and `-p err` those that never ran.
+pub fn severity(ended: &Ended, status: Status) -> tracing::Level {
+    match status {
+        Status::Failed if ended.reports.refused.is_some() => tracing::Level::ERROR,
+        Status::Abandoned => tracing::Level::ERROR,
+        Status::Failed | Status::TimedOut | Status::Crashed => tracing::Level::WARN,
+        _ => tracing::Level::INFO,
+    }
+}
+
 fn crash_reason(ended: &Ended, memory_limit: Option<u64>) -> String {
     let mut reason = match (ended.exit.signal(), ended.exit.code()) {
         (Some(signal), _) => format!(
@@ -68,4 +81,57 @@ fn crash_reason(ended: &Ended, memory_limit: Option<u64>) -> String {
 /// `SIGSEGV` for 11, and so on.
 pub fn signal_name(signal: i32) -> &'static str {
     nix::sys::signal::Signal::try_from(signal).map_or("unknown signal", |s| s.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::ExitStatus;
+
+    use super::*;
+    use crate::worker::output::Tail;
+    use crate::worker::supervisor::Reports;
+
+    fn ended(reports: Reports, stop: Option<Stop>, wait_status: i32) -> Ended {
+        Ended {
+            exit: ExitStatus::from_raw(wait_status),
+            reports,
+            stop,
+            output: Tail::new(0),
+        }
+    }
+
+    fn level_of(ended: &Ended) -> tracing::Level {
+        let (status, _) = classify(ended, None);
+        severity(ended, status)
+    }
+
+    #[test]
+    fn failures_are_warnings_and_runs_that_never_started_errors() {
+        let returned = |code| Reports {
+            returned: Some(code),
+            ..Reports::default()
+        };
+        assert_eq!(level_of(&ended(returned(0), None, 0)), tracing::Level::INFO);
+        assert_eq!(level_of(&ended(returned(1), None, 0)), tracing::Level::WARN);
+        let timed_out = Some(Stop::TimedOut(std::time::Duration::from_secs(1)));
+        assert_eq!(
+            level_of(&ended(Reports::default(), timed_out, 9)),
+            tracing::Level::WARN
+        );
+        // Killed by SIGSEGV before run returned.
+        assert_eq!(
+            level_of(&ended(Reports::default(), None, 11)),
+            tracing::Level::WARN
+        );
+        let refused = Reports {
+            refused: Some("no user `ghost` on this system".to_owned()),
+            ..Reports::default()
+        };
+        assert_eq!(level_of(&ended(refused, None, 0)), tracing::Level::ERROR);
+        let cancelled = Some(Stop::Cancelled("pacer cancel".to_owned()));
+        assert_eq!(
+            level_of(&ended(Reports::default(), cancelled, 15)),
+            tracing::Level::INFO
+        );
+    }
 }

@@ -23,14 +23,45 @@ use super::output::Tail;
 use super::protocol::{Assignment, LineFramer, Report};
 use crate::sys::exit_watch;
 
-/// systemd's variables describe the daemon's own service; a run must not see them (a worker
-/// that wrote to `NOTIFY_SOCKET` would speak for the daemon, and `JOURNAL_STREAM` would claim
-/// its stderr goes to the journal when it goes to the run's output).
-const SERVICE_VARIABLES: [&str; 3] = ["NOTIFY_SOCKET", "INVOCATION_ID", "JOURNAL_STREAM"];
+/// The variables systemd sets for a service (systemd.exec(5), "Environment variables in spawned
+/// processes") describe the daemon's own service; a run must not see them. A worker that wrote
+/// to `NOTIFY_SOCKET` would speak for the daemon, `JOURNAL_STREAM` would claim its stderr goes to
+/// the journal when it goes to the run's output, and the `*_DIRECTORY` ones name the service's
+/// private directories, which are not the job's. Kept: `PATH`, `LANG`, the login variables
+/// (`USER`, `HOME`, ...; a run under another `user` gets that user's), and `TERM`.
+const SERVICE_VARIABLES: [&str; 20] = [
+    "NOTIFY_SOCKET",
+    "INVOCATION_ID",
+    "JOURNAL_STREAM",
+    "SYSTEMD_EXEC_PID",
+    "RUNTIME_DIRECTORY",
+    "STATE_DIRECTORY",
+    "CACHE_DIRECTORY",
+    "LOGS_DIRECTORY",
+    "CONFIGURATION_DIRECTORY",
+    "CREDENTIALS_DIRECTORY",
+    "MAINPID",
+    "MANAGERPID",
+    "LOG_NAMESPACE",
+    "SERVICE_RESULT",
+    "EXIT_CODE",
+    "EXIT_STATUS",
+    "PIDFILE",
+    "FDSTORE",
+    "REMOTE_ADDR",
+    "REMOTE_PORT",
+];
 
-/// Prefixes of systemd's families of variables (`WATCHDOG_USEC`, `LISTEN_FDS`, ...), all kept
-/// from runs, those systemd may add later included.
-const SERVICE_PREFIXES: [&str; 2] = ["WATCHDOG_", "LISTEN_"];
+/// Prefixes of systemd's families of variables (`WATCHDOG_USEC`, `LISTEN_FDS`,
+/// `MONITOR_UNIT`, `TRIGGER_UNIT`, `MEMORY_PRESSURE_WATCH`, ...), all kept from runs, those
+/// systemd may add to a family later included.
+const SERVICE_PREFIXES: [&str; 5] = [
+    "WATCHDOG_",
+    "LISTEN_",
+    "MONITOR_",
+    "TRIGGER_",
+    "MEMORY_PRESSURE_",
+];
 
 /// Whether `name` is one of the service's own variables.
 fn is_service_variable(name: &OsStr) -> bool {

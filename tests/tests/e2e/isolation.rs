@@ -1,7 +1,7 @@
 //! Any plugin fault costs one run record, never the daemon or another job's fires, and no
 //! process of a run outlives it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use pacer_tests::{
@@ -18,6 +18,48 @@ schedule = "* * * * * *"
 plugin = "exec"
 params = { command = "true" }
 "#;
+
+/// What systemd sets in a service's environment (systemd.exec(5), "Environment variables in
+/// spawned processes"), with made-up later members of its families (`*_FUTURE`).
+const SYSTEMD_VARIABLES: [&str; 37] = [
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "WATCHDOG_FUTURE",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "LISTEN_FUTURE",
+    "INVOCATION_ID",
+    "JOURNAL_STREAM",
+    "SYSTEMD_EXEC_PID",
+    "RUNTIME_DIRECTORY",
+    "STATE_DIRECTORY",
+    "CACHE_DIRECTORY",
+    "LOGS_DIRECTORY",
+    "CONFIGURATION_DIRECTORY",
+    "CREDENTIALS_DIRECTORY",
+    "MAINPID",
+    "MANAGERPID",
+    "LOG_NAMESPACE",
+    "SERVICE_RESULT",
+    "EXIT_CODE",
+    "EXIT_STATUS",
+    "MONITOR_SERVICE_RESULT",
+    "MONITOR_EXIT_CODE",
+    "MONITOR_EXIT_STATUS",
+    "MONITOR_INVOCATION_ID",
+    "MONITOR_UNIT",
+    "PIDFILE",
+    "TRIGGER_UNIT",
+    "TRIGGER_PATH",
+    "TRIGGER_TIMER_REALTIME_USEC",
+    "TRIGGER_TIMER_MONOTONIC_USEC",
+    "MEMORY_PRESSURE_WATCH",
+    "MEMORY_PRESSURE_WRITE",
+    "FDSTORE",
+    "REMOTE_ADDR",
+];
 
 /// A job firing every second.
 fn job(name: &str, plugin: &str, settings: &str, params: &str) -> String {
@@ -85,6 +127,26 @@ fn assert_faults(sandbox: &Sandbox, expected: &[(&str, &str, &str)]) {
             || processes_of_run(id).is_empty(),
         );
     }
+}
+
+/// Each faulty job's end is in the daemon's log at warning, where `journalctl -p warning` finds
+/// it; a succeeded run is not.
+fn assert_logged_as_warnings(log: &str, faulty: &[&str], fine: &str) {
+    let finished = |job: &str| {
+        let needle = format!("run finished job={job} ");
+        log.lines()
+            .filter(|line| line.contains(&needle))
+            .map(|line| line.split_whitespace().nth(1).unwrap_or("").to_owned())
+            .collect::<BTreeSet<String>>()
+    };
+    for job in faulty {
+        assert_eq!(
+            finished(job),
+            BTreeSet::from(["WARN".to_owned()]),
+            "{job}: {log}"
+        );
+    }
+    assert_eq!(finished(fine), BTreeSet::from(["INFO".to_owned()]), "{log}");
 }
 
 /// The grandchild a hanging run started is killed with it.
@@ -177,6 +239,11 @@ fn rust_plugin_faults_cost_one_record_each() {
         started.elapsed() > Duration::from_secs(4)
     });
     assert_eq!(sandbox.pacer(["status"]).code, 0, "the daemon is unharmed");
+    assert_logged_as_warnings(
+        &daemon.log(),
+        &["panics", "aborts", "segfaults", "exits", "hangs", "leaks"],
+        "heartbeat",
+    );
     drop(daemon);
     assert_heartbeat_kept_firing(&sandbox);
 }
@@ -271,26 +338,28 @@ fn a_run_starts_in_a_clean_process() {
         "",
         r#"{ command = "ls /proc/self/fd | sort -n | tr '\n' ' '" }"#,
     );
+    let names: Vec<String> = SYSTEMD_VARIABLES
+        .iter()
+        .chain(&["PACER_JOB", "PACER_TRIGGER", "KEPT"])
+        .map(|name| format!("{name:?}"))
+        .collect();
     jobs += &job(
         "env",
         "testkit",
         "",
-        r#"{ action = "env", names = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "LISTEN_FUTURE", "WATCHDOG_FUTURE", "INVOCATION_ID", "JOURNAL_STREAM", "PACER_JOB", "PACER_TRIGGER", "KEPT"] }"#,
+        &format!(r#"{{ action = "env", names = [{}] }}"#, names.join(", ")),
     );
     sandbox.write_config("", &jobs);
-    let _daemon = sandbox.start_with_env(&[
-        ("NOTIFY_SOCKET", "/nonexistent/notify"),
-        ("WATCHDOG_USEC", "1000000"),
-        ("WATCHDOG_PID", "1"),
-        ("LISTEN_FDS", "1"),
-        ("LISTEN_PID", "1"),
-        ("LISTEN_FDNAMES", "x"),
-        ("LISTEN_FUTURE", "x"),
-        ("WATCHDOG_FUTURE", "x"),
-        ("INVOCATION_ID", "abc"),
-        ("JOURNAL_STREAM", "8:1234"),
-        ("KEPT", "yes"),
-    ]);
+    // Values the daemon itself ignores: no notify socket, and pids that are not its own.
+    let mut env: Vec<(&str, &str)> = SYSTEMD_VARIABLES
+        .iter()
+        .map(|name| match *name {
+            "NOTIFY_SOCKET" => (*name, "/nonexistent/notify"),
+            _ => (*name, "1"),
+        })
+        .collect();
+    env.push(("KEPT", "yes"));
+    let _daemon = sandbox.start_with_env(&env);
     let output = |name: &str| {
         let run = first_ended(&sandbox, name);
         assert_eq!(run["status"], "succeeded", "{run}");
@@ -345,18 +414,7 @@ fn a_run_starts_in_a_clean_process() {
         "a plugin's children inherit only stdin, stdout and stderr"
     );
     let env = output("env");
-    for name in [
-        "NOTIFY_SOCKET",
-        "WATCHDOG_USEC",
-        "WATCHDOG_PID",
-        "LISTEN_FDS",
-        "LISTEN_PID",
-        "LISTEN_FDNAMES",
-        "LISTEN_FUTURE",
-        "WATCHDOG_FUTURE",
-        "INVOCATION_ID",
-        "JOURNAL_STREAM",
-    ] {
+    for name in SYSTEMD_VARIABLES {
         assert!(env.contains(&format!("{name}=<unset>")), "{name}: {env}");
     }
     assert!(env.contains("PACER_JOB=env\n"), "{env}");
@@ -533,5 +591,175 @@ fn a_daemon_with_only_the_capabilities_to_switch_users() {
             .iter()
             .all(|p| p["state"] == "ok"),
         "root-owned plugins pass the permission rules: {plugins}"
+    );
+}
+
+/// [`AS_THE_UNIT`] with the drop-in of "Jobs as root" (docs/operations.md): root's power over
+/// files granted too, and a bounding set of these six alone, as systemd sets it. Unlike the
+/// unit, nothing sets "no new privileges" here, so the test also shows that the worker does.
+const AS_THE_UNIT_WITH_ROOT_JOBS: [&str; 7] = [
+    "setpriv",
+    "--reuid=nobody",
+    "--regid=nogroup",
+    "--clear-groups",
+    "--inh-caps=+setuid,+setgid,+kill,+dac_override,+chown,+fowner",
+    "--ambient-caps=+setuid,+setgid,+kill,+dac_override,+chown,+fowner",
+    "--bounding-set=-all,+setuid,+setgid,+kill,+dac_override,+chown,+fowner",
+];
+
+/// The capability lines of `/proc/self/status` as the testkit's `ids` prints them.
+fn capabilities(ids: &str) -> BTreeMap<&str, &str> {
+    ids.lines()
+        .filter_map(|line| line.split_once(' '))
+        .filter(|(key, _)| key.starts_with("cap") || *key == "nonewprivs")
+        .collect()
+}
+
+/// A run keeps none of the capabilities pacerd holds to manage runs (`CAP_SETUID`, `CAP_SETGID`,
+/// `CAP_KILL`), whatever its user: a switch to root would otherwise raise them all to effective,
+/// and every program it started would get them back from the bounding set. A run as root keeps
+/// only what the drop-in grants for it, root's power over files, which it can use.
+#[test]
+fn no_run_keeps_the_capabilities_of_the_daemon() {
+    if !require_root("starting the daemon as another user") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    sandbox.state_for_nobody();
+    // Readable by `daemon` alone: a run as root reads it only with CAP_DAC_OVERRIDE.
+    let private = sandbox.write("private", "only daemon reads this\n");
+    std::os::unix::fs::chown(&private, Some(1), Some(1)).unwrap();
+    std::fs::set_permissions(
+        &private,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let status_lines = r#"{ command = "grep -E '^(Cap|NoNewPrivs)' /proc/self/status" }"#;
+    let mut jobs = String::new();
+    for (name, user) in [
+        ("root", "user = \"root\""),
+        ("daemon", "user = \"daemon\""),
+        ("itself", ""),
+    ] {
+        jobs += &job(
+            &format!("ids-{name}"),
+            "testkit",
+            user,
+            r#"{ action = "ids" }"#,
+        );
+        jobs += &job(&format!("shell-{name}"), "exec", user, status_lines);
+    }
+    jobs += &job(
+        "root-files",
+        "exec",
+        "user = \"root\"",
+        r#"{ command = "cat private && cp private copy && chown daemon:daemon copy && chmod 0640 copy && stat -c '%U:%G %a' copy" }"#,
+    );
+    sandbox.write(
+        "pacer.toml",
+        &format!(
+            "[daemon]\nplugin_dirs = [\"plugins\"]\ndatabase = \"state/pacer.db\"\nsocket = \"state/pacer.sock\"\n{jobs}"
+        ),
+    );
+    let _daemon = sandbox.start_wrapped(&AS_THE_UNIT_WITH_ROOT_JOBS);
+    // What the run printed, without exec's line naming the command.
+    let output = |name: &str| {
+        let run = first_ended(&sandbox, name);
+        assert_eq!(run["status"], "succeeded", "{run}");
+        output_of(&sandbox, &run)
+            .lines()
+            .filter(|line| !line.starts_with("[info] running "))
+            .map(|line| format!("{line}\n"))
+            .collect::<String>()
+    };
+    // CAP_CHOWN (0), CAP_DAC_OVERRIDE (1), CAP_FOWNER (3); the bounding set adds CAP_KILL (5),
+    // CAP_SETGID (6), CAP_SETUID (7).
+    let (granted, none, bounding) = ("000000000000000b", "0000000000000000", "00000000000000eb");
+    let root = output("ids-root");
+    assert!(root.contains("uid 0\n"), "{root}");
+    assert_eq!(
+        capabilities(&root),
+        BTreeMap::from([
+            ("capeff", granted),
+            ("capprm", granted),
+            ("capinh", none),
+            ("capamb", none),
+            ("capbnd", bounding),
+            ("nonewprivs", "1"),
+        ]),
+        "{root}"
+    );
+    assert_eq!(
+        output("shell-root"),
+        format!(
+            "CapInh:\t{none}\nCapPrm:\t{granted}\nCapEff:\t{granted}\nCapBnd:\t{bounding}\nCapAmb:\t{none}\nNoNewPrivs:\t1\n"
+        ),
+        "what a run as root starts gains nothing from the bounding set"
+    );
+    for name in ["daemon", "itself"] {
+        let ids = output(&format!("ids-{name}"));
+        for set in ["capeff", "capprm", "capinh", "capamb"] {
+            assert_eq!(capabilities(&ids)[set], none, "{name}: {ids}");
+        }
+        let shell = output(&format!("shell-{name}"));
+        for set in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+            assert!(
+                shell.contains(&format!("{set}:\t{none}\n")),
+                "{name}: {shell}"
+            );
+        }
+    }
+    assert_eq!(
+        output("root-files"),
+        "only daemon reads this\ndaemon:daemon 640\n",
+        "a run as root reads, chowns and chmods other users' files"
+    );
+}
+
+/// Without that drop-in, a run as root would be root in name only: the daemon refuses such a
+/// job, and `pacer check`, run by root, says so as well, since it judges `user` by the daemon's
+/// privileges rather than its own.
+#[test]
+fn a_daemon_that_cannot_give_root_refuses_root_jobs_and_check_agrees() {
+    if !require_root("starting the daemon as another user") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    sandbox.state_for_nobody();
+    let daemon_table = "[daemon]\nplugin_dirs = [\"plugins\"]\ndatabase = \"state/pacer.db\"\nsocket = \"state/pacer.sock\"\n";
+    let as_daemon = job(
+        "as-daemon",
+        "exec",
+        "user = \"daemon\"",
+        r#"{ command = "true" }"#,
+    );
+    let as_root = job(
+        "as-root",
+        "exec",
+        "user = \"root\"",
+        r#"{ command = "true" }"#,
+    );
+    sandbox.write("pacer.toml", &format!("{daemon_table}{as_daemon}"));
+    let _daemon = sandbox.start_wrapped(&AS_THE_UNIT);
+    assert_eq!(sandbox.pacer(["check"]).code, 0);
+    sandbox.write("pacer.toml", &format!("{daemon_table}{as_daemon}{as_root}"));
+    let refusal = "user = \"root\" runs the job as root, which needs pacerd to run as root or to \
+                   hold CAP_DAC_OVERRIDE, CAP_CHOWN and CAP_FOWNER";
+    let check = sandbox.pacer(["check", "--json"]);
+    assert_eq!(check.code, 1, "{check}");
+    assert!(
+        check.json()[0]["error"]
+            .as_str()
+            .is_some_and(|error| error.contains(refusal)),
+        "{check}"
+    );
+    let reload = sandbox.pacer(["reload"]);
+    assert_eq!(reload.code, 1, "{reload}");
+    assert!(reload.stderr.contains(refusal), "{reload}");
+    let jobs = sandbox.pacer_json(&["jobs"]);
+    assert_eq!(
+        jobs.as_array().unwrap().len(),
+        1,
+        "the old config stays: {jobs}"
     );
 }

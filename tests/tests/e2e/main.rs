@@ -8,6 +8,7 @@
 mod abi;
 mod admission;
 mod api;
+mod booted;
 mod c_plugins;
 mod cli;
 mod config_errors;

@@ -130,6 +130,29 @@ fn systemd_hears_ready_reloading_watchdog_and_stopping() {
         .parse()
         .unwrap();
     assert!(usec > 0);
+    let last_ready = |messages: &[String]| {
+        messages
+            .iter()
+            .rev()
+            .find(|m| m.starts_with("READY=1\n"))
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        last_ready(&after_reload),
+        "READY=1\nSTATUS=1 job; last reload applied\n"
+    );
+    // A refused config leaves the old one, and the status line says so until the next reload.
+    sandbox.write_config("", "[[jobs]]\nname = \"broken\"\n");
+    let refused = sandbox.pacer(["reload"]);
+    assert_eq!(refused.code, 1, "{refused}");
+    let after_refusal = notify.wait_for("READY=1 after the refused reload", |m| {
+        m.iter().filter(|m| m.starts_with("READY=1\n")).count() >= 3
+    });
+    assert_eq!(
+        last_ready(&after_refusal),
+        "READY=1\nSTATUS=1 job; last reload failed, the previous config stays in force (pacer check shows why)\n"
+    );
     daemon.signal("TERM");
     assert_eq!(daemon.wait(), Some(0));
     let all = notify.wait_for("STOPPING=1", |m| {

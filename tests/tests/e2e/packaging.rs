@@ -246,13 +246,17 @@ fn the_unit_verifies_without_a_word() {
     }
     let unit = std::fs::read_to_string(packaging("systemd/pacer.service")).unwrap();
     assert!(unit.contains("ExecStart=/usr/bin/pacerd "));
-    // verify checks that ExecStart's binary exists, so this copy names the one just built; the
-    // man page it names exists only once the package is installed.
+    // verify checks that the Exec lines' binaries exist, so this copy names the ones just built;
+    // the man page it names exists only once the package is installed.
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("pacer.service");
     std::fs::write(
         &copy,
-        unit.replace("/usr/bin/pacerd", artifacts().pacerd.to_str().unwrap()),
+        unit.replace("/usr/bin/pacerd", artifacts().pacerd.to_str().unwrap())
+            .replace(
+                "/usr/bin/pacer ",
+                &format!("{} ", artifacts().pacer.display()),
+            ),
     )
     .unwrap();
     let mut verify = Command::new("systemd-analyze");
@@ -291,7 +295,8 @@ fn the_unit_is_hardened_to_an_exposure_of_2_or_less() {
     let unit = std::fs::read_to_string(packaging("systemd/pacer.service")).unwrap();
     for needed in [
         "Type=notify",
-        "ExecReload=/bin/kill -HUP $MAINPID",
+        // A reload that waits for the outcome and fails on an invalid config.
+        "ExecReload=/usr/bin/pacer --config /etc/pacer/pacer.toml reload\n",
         "WatchdogSec=",
         "OOMPolicy=continue",
         "KillMode=mixed",
@@ -385,6 +390,10 @@ fn install_sh_stages_a_complete_install() {
     let unit =
         std::fs::read_to_string(root.join("local/etc/systemd/system/pacer.service")).unwrap();
     assert!(unit.contains("ExecStart=/usr/local/bin/pacerd "), "{unit}");
+    assert!(
+        unit.contains("ExecReload=/usr/local/bin/pacer --config /etc/pacer/pacer.toml reload\n"),
+        "{unit}"
+    );
     let config = std::fs::read_to_string(root.join("local/etc/pacer/pacer.toml")).unwrap();
     assert!(
         config.contains("/usr/local/share/doc/pacer/configuration.md")

@@ -109,9 +109,15 @@ params = { command = "true" }
     });
 
     let restarted_at = jiff::Timestamp::now();
-    let _daemon = sandbox.start();
+    let daemon = sandbox.start();
     let abandoned = sandbox.pacer_json(&["show", &id.to_string()]);
     assert_eq!(abandoned["status"], "abandoned");
+    let log = daemon.log();
+    assert!(
+        log.lines()
+            .any(|line| line.contains(" ERROR ") && line.contains("recorded as abandoned")),
+        "an abandoned run is logged as an error: {log}"
+    );
     assert_eq!(
         abandoned["error"],
         "pacerd stopped while this run was going (found at the next start; it ended at \

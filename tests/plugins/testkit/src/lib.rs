@@ -204,8 +204,8 @@ impl Plugin for Testkit {
 
 export_plugin!(Testkit);
 
-/// The `Pid`, `Uid`, `Gid` and `Groups` lines of `/proc/self/status`, and the process group
-/// from `/proc/self/stat`.
+/// The `Pid`, `Uid`, `Gid`, `Groups`, capability and `NoNewPrivs` lines of `/proc/self/status`,
+/// and the process group from `/proc/self/stat`.
 fn ids() -> Result<(), Error> {
     let status = std::fs::read_to_string("/proc/self/status")?;
     let field = |name: &str| {
@@ -234,6 +234,18 @@ fn ids() -> Result<(), Error> {
     println!(
         "capamb {}",
         field("CapAmb:").first().copied().unwrap_or("?")
+    );
+    println!(
+        "capinh {}",
+        field("CapInh:").first().copied().unwrap_or("?")
+    );
+    println!(
+        "capbnd {}",
+        field("CapBnd:").first().copied().unwrap_or("?")
+    );
+    println!(
+        "nonewprivs {}",
+        field("NoNewPrivs:").first().copied().unwrap_or("?")
     );
     Ok(())
 }
