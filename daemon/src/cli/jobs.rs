@@ -70,7 +70,11 @@ pub fn run(context: &Context) -> anyhow::Result<ExitCode> {
 fn from_files(context: &Context) -> anyhow::Result<Vec<JobInfo>> {
     let config = load(&context.config, Environment::current()).map_err(|e| anyhow!("{e}"))?;
     let (states, last_status) = match SqliteHistory::open(&config.daemon.database) {
-        Ok(history) => (history.job_states()?, history.last_statuses()?),
+        Ok(history) => {
+            let found = (history.job_states()?, history.last_statuses()?);
+            super::warn_damaged(&history, &config.daemon.database);
+            found
+        }
         Err(StoreError::Missing(_)) => (HashMap::new(), HashMap::new()),
         Err(e) => return Err(e.into()),
     };

@@ -11,6 +11,7 @@ mod c_plugins;
 mod cli;
 mod config_errors;
 mod core;
+mod damaged_history;
 mod examples;
 mod isolation;
 mod libraries;

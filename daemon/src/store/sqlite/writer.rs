@@ -4,15 +4,16 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use super::super::{
-    Finish, JobState, NewRun, OrphanedRun, RunId, Skipped, Store, StoreError, StoreFuture,
-    mask_secrets,
+    DamagedRow, Finish, JobState, NewRun, OrphanedRun, RunId, Skipped, Store, StoreError,
+    StoreFuture, mask_secrets,
 };
+use super::rows::{self, column};
 use super::{WriterLock, open_for_writing};
 use crate::model::Status;
 
@@ -24,6 +25,8 @@ const MAX_BATCH: usize = 512;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     commands: mpsc::Sender<Command>,
+    /// The database file, named in every error handed out.
+    path: Arc<Path>,
 }
 
 #[derive(Debug)]
@@ -57,8 +60,11 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("pacer-store".into())
             .spawn(move || write_loop(conn, lock, &receiver))
-            .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
-        Ok(SqliteStore { commands })
+            .map_err(StoreError::Thread)?;
+        Ok(SqliteStore {
+            commands,
+            path: path.into(),
+        })
     }
 
     fn send<T: Send + 'static>(
@@ -67,11 +73,15 @@ impl SqliteStore {
     ) -> StoreFuture<T> {
         let (reply, response) = oneshot::channel();
         let sent = self.commands.send(make(reply)).is_ok();
+        let path = Arc::clone(&self.path);
         Box::pin(async move {
             if !sent {
                 return Err(StoreError::Closed);
             }
-            response.await.unwrap_or(Err(StoreError::Closed))
+            response
+                .await
+                .unwrap_or(Err(StoreError::Closed))
+                .map_err(|e| e.in_file(&path))
         })
     }
 }
@@ -161,7 +171,7 @@ fn write_loop(mut conn: Connection, lock: WriterLock, commands: &mpsc::Receiver<
             }
             commit_batch(&mut conn, batch);
             for command in rest {
-                fail(command, "the history is closed");
+                fail(command, || StoreError::Closed);
             }
             break;
         }
@@ -177,16 +187,19 @@ fn write_loop(mut conn: Connection, lock: WriterLock, commands: &mpsc::Receiver<
 }
 
 /// A reply waiting for the batch's commit: results are only sent once they are durable.
-type Reply = Box<dyn FnOnce(Option<&StoreError>)>;
+type Reply = Box<dyn FnOnce(Option<&Arc<rusqlite::Error>>)>;
 
 fn commit_batch(conn: &mut Connection, batch: Vec<Command>) {
     let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
             tracing::error!(error = %e, "cannot begin a history transaction");
-            let message = e.to_string();
+            let cause = Arc::new(e);
             for command in batch {
-                fail(command, &message);
+                fail(command, || StoreError::Sqlite {
+                    path: None,
+                    cause: Arc::clone(&cause),
+                });
             }
             return;
         }
@@ -195,7 +208,7 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Command>) {
         .into_iter()
         .map(|command| apply(&tx, command))
         .collect();
-    let committed = tx.commit().map_err(StoreError::from);
+    let committed = tx.commit().map_err(Arc::new);
     if let Err(e) = &committed {
         tracing::error!(error = %e, "cannot commit the history");
     }
@@ -221,14 +234,18 @@ fn apply(conn: &Connection, command: Command) -> Reply {
             .map(drop)
             .map_err(StoreError::from),
         ),
-        Command::JobStates(reply) => deferred(reply, read_job_states(conn)),
+        Command::JobStates(reply) => deferred(
+            reply,
+            rows::job_states(conn).map(|(states, damaged)| warned(states, &damaged)),
+        ),
         Command::AbandonOrphans(now, reason, reply) => {
             deferred(reply, abandon_orphans(conn, now, &reason))
         }
-        Command::LastStatuses(reply) => deferred(reply, super::reader::last_statuses(conn)),
-        Command::LastSuccesses(jobs, reply) => {
-            deferred(reply, super::reader::last_successes(conn, &jobs))
-        }
+        Command::LastStatuses(reply) => deferred(
+            reply,
+            rows::last_statuses(conn).map(|(statuses, damaged)| warned(statuses, &damaged)),
+        ),
+        Command::LastSuccesses(jobs, reply) => deferred(reply, rows::last_successes(conn, &jobs)),
         Command::Prune(before, limit, reply) => deferred(reply, prune(conn, before, limit)),
         Command::Checkpoint(reply) | Command::Close(reply) => deferred(reply, Ok(())),
     }
@@ -238,9 +255,12 @@ fn deferred<T: Send + 'static>(
     reply: oneshot::Sender<Result<T, StoreError>>,
     result: Result<T, StoreError>,
 ) -> Reply {
-    Box::new(move |commit_error: Option<&StoreError>| {
+    Box::new(move |commit_error: Option<&Arc<rusqlite::Error>>| {
         let result = match commit_error {
-            Some(e) => Err(StoreError::Corrupt(format!("commit failed: {e}"))),
+            Some(cause) => Err(StoreError::Sqlite {
+                path: None,
+                cause: Arc::clone(cause),
+            }),
             None => result,
         };
         // The caller may have stopped waiting (the daemon is stopping); nothing to do then.
@@ -248,30 +268,38 @@ fn deferred<T: Send + 'static>(
     })
 }
 
-/// Answers a command that never reached the database. A send fails only when the caller
-/// stopped waiting, which needs no answer.
-fn fail(command: Command, message: &str) {
-    fn answer<T>(reply: oneshot::Sender<Result<T, StoreError>>, message: &str) {
-        let _ = reply.send(Err(StoreError::Corrupt(message.to_owned())));
+/// The daemon goes on without the rows that do not decode; the log says which they are.
+fn warned<T>(value: T, damaged: &[DamagedRow]) -> T {
+    for row in damaged {
+        tracing::warn!("skipped a damaged row of the run history: {row}");
+    }
+    value
+}
+
+/// Answers a command that never reached the database with `error()`. A send fails only when
+/// the caller stopped waiting, which needs no answer.
+fn fail(command: Command, error: impl Fn() -> StoreError) {
+    fn answer<T>(reply: oneshot::Sender<Result<T, StoreError>>, error: StoreError) {
+        let _ = reply.send(Err(error));
     }
     match command {
-        Command::Start(_, reply) | Command::Skip(_, reply) => answer(reply, message),
+        Command::Start(_, reply) | Command::Skip(_, reply) => answer(reply, error()),
         Command::Finish(_, reply)
         | Command::AdvanceLastFire(_, _, reply)
         | Command::SetPaused(_, _, reply)
         | Command::Checkpoint(reply)
-        | Command::Close(reply) => answer(reply, message),
-        Command::Prune(_, _, reply) => answer(reply, message),
-        Command::JobStates(reply) => answer(reply, message),
-        Command::AbandonOrphans(_, _, reply) => answer(reply, message),
-        Command::LastStatuses(reply) => answer(reply, message),
-        Command::LastSuccesses(_, reply) => answer(reply, message),
+        | Command::Close(reply) => answer(reply, error()),
+        Command::Prune(_, _, reply) => answer(reply, error()),
+        Command::JobStates(reply) => answer(reply, error()),
+        Command::AbandonOrphans(_, _, reply) => answer(reply, error()),
+        Command::LastStatuses(reply) => answer(reply, error()),
+        Command::LastSuccesses(_, reply) => answer(reply, error()),
     }
 }
 
 fn insert_started(conn: &Connection, run: &NewRun) -> Result<RunId, StoreError> {
-    let params_json = serde_json::to_string(&mask_secrets(&run.params))
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let params_json =
+        serde_json::to_string(&mask_secrets(&run.params)).map_err(StoreError::Params)?;
     let (pid, pid_start) = run.process.map_or((None, None), |(pid, start)| {
         (Some(pid), i64::try_from(start).ok())
     });
@@ -332,10 +360,7 @@ fn update_finished(conn: &Connection, finish: &Finish) -> Result<(), StoreError>
             finish.error,
         ])?;
     if changed == 0 {
-        return Err(StoreError::Corrupt(format!(
-            "run {} is not running, so it cannot finish",
-            finish.id
-        )));
+        return Err(StoreError::NotRunning(finish.id));
     }
     if !finish.output.is_empty() || finish.output_dropped > 0 {
         conn.prepare_cached(
@@ -372,20 +397,6 @@ fn advance(conn: &Connection, job: &str, at: i64) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub(super) fn read_job_states(conn: &Connection) -> Result<HashMap<String, JobState>, StoreError> {
-    let mut statement = conn.prepare_cached("SELECT job, last_fire, paused FROM job_state")?;
-    let rows = statement.query_map([], |row| {
-        Ok((
-            row.get::<_, String>(0)?,
-            JobState {
-                last_fire: row.get(1)?,
-                paused: row.get(2)?,
-            },
-        ))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
 fn abandon_orphans(
     conn: &Connection,
     now: i64,
@@ -395,16 +406,32 @@ fn abandon_orphans(
         let mut statement = conn.prepare_cached(
             "SELECT id, job, pid, pid_start FROM runs WHERE status = ?1 ORDER BY id",
         )?;
-        let rows = statement.query_map([Status::Running.as_str()], |row| {
-            let pid: Option<i32> = row.get(2)?;
-            let start: Option<i64> = row.get(3)?;
-            Ok(OrphanedRun {
-                id: row.get(0)?,
-                job: row.get(1)?,
-                process: pid.zip(start.and_then(|s| u64::try_from(s).ok())),
-            })
-        })?;
-        rows.collect::<Result<Vec<_>, _>>()?
+        let mut rows = statement.query([Status::Running.as_str()])?;
+        let mut orphans = Vec::new();
+        while let Some(row) = rows.next()? {
+            let orphan = (|| {
+                let pid: Option<i32> = column(row, "pid")?;
+                let start: Option<i64> = column(row, "pid_start")?;
+                Ok::<_, rows::Problem>(OrphanedRun {
+                    id: column(row, "id")?,
+                    job: column(row, "job")?,
+                    process: pid.zip(start.and_then(|s| u64::try_from(s).ok())),
+                })
+            })();
+            // A damaged row is still marked abandoned below; only its process is not looked for.
+            match orphan {
+                Ok(orphan) => orphans.push(orphan),
+                Err(problem) => warned(
+                    (),
+                    &[DamagedRow {
+                        id: rows::run_id(row),
+                        table: "runs",
+                        problem,
+                    }],
+                ),
+            }
+        }
+        orphans
     };
     conn.prepare_cached(
         "UPDATE runs SET status = 'abandoned', finished_at = ?1, error = ?2
