@@ -58,6 +58,8 @@ async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
         .context("the config is invalid; pacerd did not start")?;
     let config = Arc::new(config);
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.daemon.database)?);
+    crate::store::sqlite::explain_bus_errors(&config.daemon.database)
+        .context("cannot handle SIGBUS")?;
     let orphans = store
         .abandon_orphans(
             to_ms(clock.now()),

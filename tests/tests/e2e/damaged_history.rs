@@ -4,8 +4,9 @@
 //! history over the old one.
 
 use std::path::Path;
+use std::process::Command;
 
-use pacer_tests::{CommandOutput, Daemon, Sandbox, is_alive, wait_until};
+use pacer_tests::{CommandOutput, Daemon, Sandbox, is_alive, root_or_skip, wait_until};
 
 const JOBS: &str = r#"
 [[jobs]]
@@ -314,4 +315,81 @@ fn the_history_files_are_0640_whatever_the_umask() {
         assert_eq!(mode & 0o777, 0o640, "{file}: {mode:o}");
     }
     assert_eq!(daemon.stop(), Some(0));
+}
+
+#[test]
+fn a_shared_memory_file_made_immutable_stops_the_daemon_with_its_reason() {
+    if !root_or_skip("making a file immutable (chattr +i)") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    sandbox.write_config(
+        "",
+        "[[jobs]]\nname = \"tick\"\nschedule = \"* * * * * *\"\nplugin = \"exec\"\nparams = { command = \"true\" }\n",
+    );
+    let mut daemon = sandbox.start();
+    let shm = sandbox.path().join("pacer.db-shm");
+    wait_until("a run", || sandbox.history(&[]).into_iter().next());
+    let immutable = Immutable::make(&shm);
+    // The next write to the mapped file faults; runs every second make one soon.
+    let code = daemon.wait();
+    let log = daemon.log();
+    let mut next = sandbox.spawn_daemon();
+    let refused = next.wait();
+    drop(immutable);
+    assert_eq!(
+        code,
+        Some(74),
+        "an exit with a reason, not a death by SIGBUS:\n{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "stopped by SIGBUS, a failed access to a memory-mapped file: most likely the run \
+             history's shared-memory file {}",
+            shm.display()
+        )),
+        "{log}"
+    );
+    assert_eq!(refused, Some(1), "{}", next.log());
+    assert!(
+        next.log().contains(&format!(
+            "cannot write {}: Operation not permitted",
+            shm.display()
+        )),
+        "the next start names the file: {}",
+        next.log()
+    );
+    let before = sandbox.history(&[])[0]["id"].as_i64().unwrap();
+    let mut daemon = sandbox.start();
+    wait_until("runs again after chattr -i", || {
+        sandbox
+            .history(&["--status", "succeeded"])
+            .into_iter()
+            .find(|run| run["id"].as_i64() > Some(before))
+    });
+    assert_eq!(daemon.stop(), Some(0));
+}
+
+/// A file made immutable (`chattr +i`) until this is dropped, even by a failing test, so that
+/// its temporary directory can be removed.
+struct Immutable<'a>(&'a Path);
+
+impl Immutable<'_> {
+    fn make(path: &Path) -> Immutable<'_> {
+        chattr("+i", path);
+        Immutable(path)
+    }
+}
+
+impl Drop for Immutable<'_> {
+    fn drop(&mut self) {
+        chattr("-i", self.0);
+    }
+}
+
+fn chattr(flag: &str, path: &Path) {
+    let mut command = Command::new("chattr");
+    command.arg(flag).arg(path);
+    let out = CommandOutput::run(command);
+    assert_eq!(out.code, 0, "{out}");
 }

@@ -22,6 +22,26 @@ use files::{Found, WriterLock};
 /// How long a connection waits for another's lock before reporting busy.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Makes a fault on the history's shared-memory file end the daemon with a message that names
+/// the file, rather than a silent SIGBUS.
+///
+/// In WAL mode SQLite maps `<database>-shm` into memory, and every connection of every process
+/// must share that map for the CLI to read while the daemon writes; `locking_mode=EXCLUSIVE`
+/// would keep it on the heap instead, but then no other process could read the history. When
+/// the file can no longer be written (made immutable, its file system failing), the kernel
+/// reports the next write to the map as SIGBUS, which no SQLite setting turns into an error
+/// value. What can be checked before is checked at open ([`files::check_writable`]).
+pub fn explain_bus_errors(path: &Path) -> std::io::Result<()> {
+    let shm = files::sibling(path, "-shm");
+    crate::sys::exit_on_bus_error(&format!(
+        "pacerd: stopped by SIGBUS, a failed access to a memory-mapped file: most likely the run \
+         history's shared-memory file {shm}, which can no longer be written (is it immutable, \
+         see `lsattr {shm}`, or is its file system failing or full?). Runs in flight are \
+         recorded as abandoned at the next start, which says what is wrong with the file.",
+        shm = shm.display()
+    ))
+}
+
 /// Opens (creating if needed) the database for writing and brings its schema up to date.
 fn open_for_writing(path: &Path) -> Result<(Connection, WriterLock), StoreError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
