@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use nix::sys::signal::Signal;
 
-use super::protocol::{Assignment, MAX_LINE, Report, Setup, Task};
+use super::protocol::{Assignment, Report, Setup, Task, fit_line};
 use crate::sys::{self, HostState, LoadedPlugin};
 
 /// Exit code when the worker was started by hand rather than by the daemon.
@@ -154,11 +154,10 @@ fn perform(
     match &assignment.task {
         Task::Inspect => {}
         Task::Validate { params, .. } => {
-            let results = params
-                .iter()
-                .map(|params| validate_one(&plugin, reporter, cancelled, params))
-                .collect();
-            reporter.send(&Report::Validated { results });
+            for params in params {
+                let error = validate_one(&plugin, reporter, cancelled, params).map(fit_line);
+                reporter.send(&Report::Verdict { error });
+            }
         }
         Task::Run {
             params,
@@ -222,11 +221,11 @@ fn host_state(
 
 fn log_sender(reporter: &Reporter) -> Box<dyn Fn(i32, String) + Send + Sync> {
     let reporter = reporter.clone();
-    Box::new(move |level, mut line| {
-        if line.len() > MAX_LINE - 256 {
-            line.truncate(line.floor_char_boundary(MAX_LINE - 256));
-        }
-        reporter.send(&Report::Log { level, line });
+    Box::new(move |level, line| {
+        reporter.send(&Report::Log {
+            level,
+            line: fit_line(line),
+        });
     })
 }
 

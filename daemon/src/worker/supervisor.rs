@@ -153,8 +153,8 @@ pub enum Stop {
 pub struct Reports {
     /// `Descriptor`: ABI version, name, version.
     pub descriptor: Option<(u32, Option<String>, Option<String>)>,
-    /// `Validated`.
-    pub validated: Option<Vec<Option<String>>>,
+    /// Each `Verdict`, in order.
+    pub validated: Vec<Option<String>>,
     /// `Returned`: `run`'s code.
     pub returned: Option<i32>,
     /// `Refused`: why the task could not be done.
@@ -312,7 +312,7 @@ fn absorb(line: &[u8], reports: &mut Reports, output: &mut Tail) {
             name,
             version,
         } => reports.descriptor = Some((abi_version, name, version)),
-        Report::Validated { results } => reports.validated = Some(results),
+        Report::Verdict { error } => reports.validated.push(error),
         Report::Returned { code } => reports.returned = Some(code),
         Report::Refused { reason } => reports.refused = Some(reason),
     }

@@ -23,3 +23,4 @@ mod plugin_http;
 mod plugin_mail;
 mod plugin_report;
 mod restart;
+mod validation;
