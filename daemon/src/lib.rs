@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+mod descriptors;
 pub mod dir_watch;
 pub mod dispatch;
 pub mod logging;

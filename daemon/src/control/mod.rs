@@ -14,8 +14,9 @@ use crate::model::Status;
 use crate::plugins::PluginInfo;
 use crate::time::json;
 
-/// The longest request line the daemon reads.
-pub const MAX_REQUEST: usize = 1 << 20;
+/// The longest request line the daemon reads (`pacer run --params` included): far below what
+/// would let a few clients make the daemon hold much memory.
+pub const MAX_REQUEST: usize = 64 * 1024;
 
 /// What the CLI asks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -53,6 +53,10 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
 }
 
 async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
+    match crate::descriptors::raise_limit() {
+        Ok(raised) => tracing::debug!(from = raised.from, to = raised.to, "descriptor limit"),
+        Err(e) => tracing::warn!("cannot raise the limit on open descriptors: {e}"),
+    }
     let config = config::load(&options.config, Environment::current())
         .map_err(|errors| anyhow!("{errors}"))
         .context("the config is invalid; pacerd did not start")?;
@@ -141,7 +145,12 @@ async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
     engine.fire_at_boot(reboot::take_due(runtime_dir, &config.jobs));
     crate::sys::return_free_memory();
     let (control_tx, mut control_rx) = mpsc::channel(64);
-    let server = tokio::spawn(control::server::serve(listener, control_tx, access));
+    let server = tokio::spawn(control::server::serve(
+        listener,
+        control_tx,
+        access,
+        control::server::ClientLimits::reserving_for_runs(config.daemon.max_concurrency),
+    ));
     let (config_changes, mut config_events) = mpsc::unbounded_channel();
     let config_watcher = config_watch::ConfigWatcher::new(&options.config, config_changes);
     let pruner = tokio::spawn(retention::prune_forever(

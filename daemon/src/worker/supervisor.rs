@@ -41,6 +41,9 @@ fn is_service_variable(name: &OsStr) -> bool {
             .any(|prefix| name.starts_with(prefix.as_bytes()))
 }
 
+/// The worker's argument that carries the descriptor limit it is to go back to.
+pub(super) const DESCRIPTOR_LIMIT_ARG: &str = "--descriptor-limit=";
+
 /// Starts workers from the running executable.
 #[derive(Debug, Clone)]
 pub struct Launcher {
@@ -49,6 +52,9 @@ pub struct Launcher {
     /// The daemon's environment without systemd's variables, taken once: handing std a
     /// whole environment spares it re-reading and filtering the daemon's on every spawn.
     env: Arc<[(OsString, OsString)]>,
+    /// The descriptor limit the daemon started with, which its workers go back to (the daemon
+    /// raised its own).
+    descriptor_limit: Option<u64>,
 }
 
 impl Launcher {
@@ -64,6 +70,7 @@ impl Launcher {
             exe: PathBuf::from(format!("/proc/{}/exe", std::process::id())),
             arg0,
             env,
+            descriptor_limit: crate::descriptors::limit_for_runs(),
         }
     }
 
@@ -79,6 +86,10 @@ impl Launcher {
         command
             .arg0(self.arg0)
             .arg("worker")
+            .args(
+                self.descriptor_limit
+                    .map(|limit| format!("{DESCRIPTOR_LIMIT_ARG}{limit}")),
+            )
             .current_dir(workdir)
             .process_group(0)
             .stdin(Stdio::from(OwnedFd::from(theirs)))

@@ -23,4 +23,5 @@ mod plugin_http;
 mod plugin_mail;
 mod plugin_report;
 mod restart;
+mod socket_abuse;
 mod validation;
