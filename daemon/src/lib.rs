@@ -11,6 +11,8 @@ pub mod daemon;
 mod descriptors;
 pub mod dir_watch;
 pub mod dispatch;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod logging;
 pub mod model;
 pub mod plugins;

@@ -217,9 +217,7 @@ async fn handle(
     let (reply, mut answers) = mpsc::unbounded_channel();
     let request = match read_request(&mut read, &limits).await {
         Ok(None) => return,
-        Ok(Some(line)) => {
-            serde_json::from_slice::<Request>(&line).map_err(|e| format!("unreadable request: {e}"))
-        }
+        Ok(Some(line)) => decode(&line),
         Err(message) => Err(message),
     };
     // `reply` moves into the engine's hands or is dropped here, so `answers` ends once the
@@ -247,7 +245,7 @@ async fn read_request(
     limits: &ClientLimits,
 ) -> Result<Option<Vec<u8>>, String> {
     let deadline = Instant::now() + limits.request_deadline;
-    let mut line = Vec::new();
+    let mut line = RequestLine::default();
     let mut chunk = vec![0_u8; 4096];
     loop {
         let by = deadline.min(Instant::now() + limits.idle);
@@ -264,20 +262,61 @@ async fn read_request(
                 return Err(format!("no byte of the request came for {:?}", limits.idle));
             }
         };
-        let received = &chunk[..n];
-        let end = received.iter().position(|&b| b == b'\n');
-        line.extend_from_slice(&received[..end.unwrap_or(n)]);
-        if line.len() > MAX_REQUEST {
+        // End of stream ends the request too, for clients that shut down their side.
+        if n == 0 {
+            return Ok(line.finish());
+        }
+        if let Some(done) = line.push(&chunk[..n])? {
+            return Ok(Some(done));
+        }
+    }
+}
+
+/// The one request line of a connection, collected from what the client sends: everything
+/// before the first newline, at most [`MAX_REQUEST`] bytes of it.
+#[derive(Debug, Default)]
+pub struct RequestLine {
+    line: Vec<u8>,
+}
+
+impl RequestLine {
+    /// Takes the next bytes received: the whole line once they end it, an error once it is
+    /// too long, `None` while it goes on. Bytes after the newline are ignored (one request per
+    /// connection).
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        let end = bytes.iter().position(|&b| b == b'\n');
+        self.line
+            .extend_from_slice(&bytes[..end.unwrap_or(bytes.len())]);
+        if self.line.len() > MAX_REQUEST {
+            self.line = Vec::new();
             return Err(format!(
                 "the request is longer than {} KiB, the most pacerd reads",
                 MAX_REQUEST / 1024
             ));
         }
-        // End of stream ends the request too, for clients that shut down their side.
-        if end.is_some() || n == 0 {
-            return Ok((!line.is_empty()).then_some(line));
-        }
+        Ok(end.map(|_| std::mem::take(&mut self.line)))
     }
+
+    /// The line when the client ends its side before a newline, `None` if it sent nothing.
+    pub fn finish(self) -> Option<Vec<u8>> {
+        (!self.line.is_empty()).then_some(self.line)
+    }
+}
+
+/// A request line as the engine takes it; an error says what is wrong and where: serde's line
+/// and column, or, for what serde finds only once the whole object is read (a missing field of
+/// a verb, which the `verb` tag makes it read ahead), the span of the whole request.
+pub fn decode(line: &[u8]) -> Result<Request, String> {
+    serde_json::from_slice::<Request>(line).map_err(|e| {
+        if e.line() == 0 {
+            format!(
+                "unreadable request: {e} in the request at line 1 column 1 to column {}",
+                String::from_utf8_lossy(line).chars().count()
+            )
+        } else {
+            format!("unreadable request: {e}")
+        }
+    })
 }
 
 async fn pass_on(
