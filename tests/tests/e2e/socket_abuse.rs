@@ -77,7 +77,9 @@ fn assert_every_fire_ran(sandbox: &Sandbox, since: jiff::Timestamp) {
                 && run["error"]
                     .as_str()
                     .is_some_and(|e| e.contains("still running"));
-            assert!(run["status"] == "succeeded" || overlapped, "{run}");
+            // The newest may still be going when the history is read.
+            let going = run["status"] == "running";
+            assert!(run["status"] == "succeeded" || overlapped || going, "{run}");
             second_of(run)
         })
         .filter(|second| (since.as_second()..=until).contains(second))
