@@ -9,8 +9,11 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+mod descriptors;
 pub mod dir_watch;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod logging;
 pub mod model;
 pub mod plugins;

@@ -1,15 +1,15 @@
 //! Every `unsafe` operation of this crate: calling into a plugin library through the C ABI,
 //! and the few system calls that std and nix do not wrap. Only worker processes load plugins;
-//! the daemon itself calls nothing here but [`pidfd_open`], [`register_readable`] and
-//! [`return_free_memory`].
+//! the daemon itself calls nothing here but [`pidfd_open`], [`register_readable`],
+//! [`return_free_memory`] and [`exit_on_bus_error`].
 #![allow(unsafe_code)]
 
 use std::ffi::{CStr, c_char};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use pacer_plugin_api::abi::{self, CallFn, EntryFn, Host, HostApi, PluginV1};
 
@@ -246,6 +246,43 @@ pub fn restore_default_actions(signals: &[nix::sys::signal::Signal]) {
         // SAFETY: the default action installs no code of ours to run in a signal context.
         let _ = unsafe { signal(which, SigHandler::SigDfl) };
     }
+}
+
+/// Exit status after a fault on a memory-mapped file: `EX_IOERR` of sysexits.h.
+pub const BUS_ERROR_EXIT: i32 = 74;
+
+/// What the SIGBUS handler writes; set once, before the handler is installed, never freed.
+static BUS_ERROR_REPORT: OnceLock<Box<[u8]>> = OnceLock::new();
+
+/// Makes SIGBUS end the process with `report` on stderr and status [`BUS_ERROR_EXIT`], instead
+/// of a silent death by signal.
+///
+/// SIGBUS is how the kernel reports a failed access to a memory-mapped file, such as SQLite's
+/// shared-memory file after it was made immutable or its file system failed. The faulting
+/// access cannot be resumed or turned into an error value, so the handler only says what
+/// happened and exits; the next start finds the cause as an error at open.
+pub fn exit_on_bus_error(report: &str) -> io::Result<()> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let _ = BUS_ERROR_REPORT.set(format!("{report}\n").into_bytes().into_boxed_slice());
+    let action = SigAction::new(
+        SigHandler::Handler(report_bus_error),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    // SAFETY: the handler calls only async-signal-safe functions (write, _exit) on memory that
+    // is set before it is installed and never changed or freed afterwards.
+    unsafe { sigaction(Signal::SIGBUS, &action) }?;
+    Ok(())
+}
+
+extern "C" fn report_bus_error(_: libc::c_int) {
+    if let Some(report) = BUS_ERROR_REPORT.get() {
+        // SAFETY: write(2) is async-signal-safe, and the report lives for the whole process.
+        unsafe { libc::write(2, report.as_ptr().cast(), report.len()) };
+    }
+    // SAFETY: _exit(2) is async-signal-safe and ends the process without running anything of
+    // ours (the faulting thread may hold any lock).
+    unsafe { libc::_exit(BUS_ERROR_EXIT) };
 }
 
 /// Sets an environment variable of the worker process.

@@ -591,6 +591,20 @@ pub fn running_as_root() -> bool {
     })
 }
 
+/// Whether a test that needs root may go on: as root, yes; otherwise it prints that it skips
+/// `what`, except under `CI=true`, where a skipped test would hide a regression, so it fails.
+pub fn root_or_skip(what: &str) -> bool {
+    if running_as_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{what} needs root, and CI runs as root"
+    );
+    eprintln!("skipped: {what} needs root (CI runs as root)");
+    false
+}
+
 /// Polls `condition` until it holds; fails the test after [`DEADLINE`] naming `what`.
 pub fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
     let start = Instant::now();

@@ -104,7 +104,7 @@ fn fill(path: &std::path::Path, rows: usize, now: i64) -> anyhow::Result<f64> {
                         fire,
                         reason: "run 1 of `job` is still running (overlap = \"skip\")".to_owned(),
                     }]);
-                    tokio::spawn(async move { skipped.await.map(drop) })
+                    tokio::spawn(async move { anyhow::Ok(skipped.await.map(drop)?) })
                 }
                 kind => {
                     let queued = store.write(vec![Write::Queued { fire, reason: None }]);
@@ -115,7 +115,7 @@ fn fill(path: &std::path::Path, rows: usize, now: i64) -> anyhow::Result<f64> {
                             .pop()
                             .and_then(Result::ok)
                             .flatten()
-                            .ok_or_else(|| pacer::store::StoreError::Corrupt("no id".into()))?;
+                            .ok_or_else(|| anyhow::anyhow!("a queued record without an id"))?;
                         store
                             .start_run(StartRun {
                                 id,
@@ -139,7 +139,8 @@ fn fill(path: &std::path::Path, rows: usize, now: i64) -> anyhow::Result<f64> {
                                 output: b"done\n".to_vec(),
                                 output_dropped: 0,
                             })
-                            .await
+                            .await?;
+                        anyhow::Ok(())
                     })
                 }
             };

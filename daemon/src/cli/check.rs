@@ -17,10 +17,14 @@ use crate::control::{Request, Response};
 use crate::plugins::{Registry, ScanOptions};
 use crate::time::to_ms;
 use crate::worker::protocol::{Assignment, Setup, Task};
-use crate::worker::{Launcher, perform};
+use crate::worker::{Ended, Launcher, Stop, perform};
 
-/// How long one plugin may take to validate all its jobs' params.
+/// How long one plugin may take to validate its jobs' params: this, plus
+/// [`VALIDATE_TIMEOUT_PER_JOB`] for each job.
 const VALIDATE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What each job adds to [`VALIDATE_TIMEOUT`], so a hundred thousand jobs get their time too.
+const VALIDATE_TIMEOUT_PER_JOB: Duration = Duration::from_millis(1);
 
 /// What `pacer check` prints.
 #[derive(Debug, Args)]
@@ -145,18 +149,12 @@ fn check_jobs(
             },
         };
         let workdir = &jobs[0].workdir;
-        let outcome = runtime.block_on(perform(&launcher, workdir, &assignment, VALIDATE_TIMEOUT));
+        let timeout = VALIDATE_TIMEOUT
+            + VALIDATE_TIMEOUT_PER_JOB
+                .saturating_mul(u32::try_from(jobs.len()).unwrap_or(u32::MAX));
+        let outcome = runtime.block_on(perform(&launcher, workdir, &assignment, timeout));
         let results = match outcome {
-            Ok(ended) => match (ended.reports.validated, ended.reports.refused) {
-                (Some(results), _) => results,
-                (None, Some(reason)) => vec![Some(reason); jobs.len()],
-                (None, None) => {
-                    vec![
-                        Some(format!("plugin `{plugin}` crashed while validating params"));
-                        jobs.len()
-                    ]
-                }
-            },
+            Ok(ended) => verdicts(plugin, &jobs, ended),
             Err(e) => vec![Some(format!("cannot start a process to validate: {e}")); jobs.len()],
         };
         for (job, result) in jobs.iter().zip(results) {
@@ -196,6 +194,36 @@ fn ended_note() -> String {
         "no further fire before supported time ends at {}",
         crate::time::rfc3339_ms(to_ms(jiff::Timestamp::MAX))
     )
+}
+
+/// One verdict per job of `jobs` from what the worker reported. A worker that ended early
+/// reported on the jobs before the one it ended on: that one is named as the cause, and the
+/// jobs after it were never looked at.
+fn verdicts(plugin: &str, jobs: &[&Arc<Job>], ended: Ended) -> Vec<Option<String>> {
+    let mut results = ended.reports.validated;
+    results.truncate(jobs.len());
+    if results.len() == jobs.len() {
+        return results;
+    }
+    if let Some(reason) = ended.reports.refused {
+        results.resize(jobs.len(), Some(reason));
+        return results;
+    }
+    let how = match ended.stop {
+        Some(Stop::TimedOut(after)) => format!("did not finish within {after:?}"),
+        _ => format!("crashed ({})", ended.exit),
+    };
+    let culprit = jobs[results.len()].name.clone();
+    results.push(Some(format!(
+        "plugin `{plugin}` {how} while validating these params"
+    )));
+    results.resize(
+        jobs.len(),
+        Some(format!(
+            "not validated: plugin `{plugin}` {how} on the params of `{culprit}` before"
+        )),
+    );
+    results
 }
 
 /// The next `count` fires strictly after `from`, jitter included.

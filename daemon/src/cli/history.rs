@@ -1,5 +1,6 @@
 //! `pacer history`: runs, newest first, read straight from the database.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -60,8 +61,9 @@ pub fn run(context: &Context, args: &HistoryArgs) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     let runs = history.runs(&query)?;
+    super::warn_damaged(&history, &settings.database);
     if args.follow {
-        return follow(context, &history, &query, runs);
+        return follow(context, &history, &settings.database, &query, runs);
     }
     print_runs(context, args, &runs)
 }
@@ -150,6 +152,7 @@ fn next_page(args: &HistoryArgs, oldest: i64) -> String {
 fn follow(
     context: &Context,
     history: &SqliteHistory,
+    database: &Path,
     query: &HistoryQuery,
     mut found: Vec<RunRecord>,
 ) -> anyhow::Result<ExitCode> {
@@ -179,6 +182,9 @@ fn follow(
             after: Some(seen),
             ..unfiltered.clone()
         })?;
+        if let Some(damaged) = super::warn_damaged(history, database) {
+            seen = seen.max(damaged);
+        }
         fresh.reverse();
         for run in fresh {
             seen = seen.max(run.id);

@@ -76,7 +76,11 @@ fn from_files(context: &Context) -> anyhow::Result<Vec<JobInfo>> {
         config.daemon.database.display()
     );
     let (states, last_status) = match SqliteHistory::open(&config.daemon.database) {
-        Ok(history) => (history.job_states()?, history.last_statuses()?),
+        Ok(history) => {
+            let found = (history.job_states()?, history.last_statuses()?);
+            super::warn_damaged(&history, &config.daemon.database);
+            found
+        }
         Err(StoreError::Missing(_)) => (HashMap::new(), HashMap::new()),
         Err(e) => return Err(e.into()),
     };

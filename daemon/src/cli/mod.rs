@@ -17,7 +17,7 @@ mod status;
 mod table;
 mod why;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::anyhow;
@@ -25,6 +25,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{ConfigPath, DaemonSettings, load_daemon_settings};
 use crate::control::Request as ControlRequest;
+use crate::store::History;
 
 /// Query Pacer's run history and control the pacerd daemon.
 #[derive(Debug, Parser)]
@@ -171,6 +172,20 @@ fn params_arg(text: &str) -> Result<serde_json::Value, String> {
     } else {
         Err("must be a JSON object such as '{\"key\": \"value\"}'".to_owned())
     }
+}
+
+/// Warns on stderr about each row of `database` that `history` left out because it does not
+/// decode: the listing goes on without it, and the operator learns which row to look at.
+/// Returns the greatest run id among them, so that `--follow` moves past them.
+fn warn_damaged(history: &dyn History, database: &Path) -> Option<i64> {
+    let damaged = history.take_damaged();
+    for row in &damaged {
+        eprintln!(
+            "pacer: warning: left out a damaged row of {}: {row} (docs/failures.md)",
+            database.display()
+        );
+    }
+    damaged.iter().filter_map(|row| row.id).max()
 }
 
 /// Prints `value` as pretty JSON on stdout.

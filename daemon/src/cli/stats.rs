@@ -25,7 +25,11 @@ pub fn run(context: &Context, args: &StatsArgs) -> anyhow::Result<ExitCode> {
     let since = args.since.map(to_ms);
     let settings = context.settings()?;
     let stats = match SqliteHistory::open(&settings.database) {
-        Ok(history) => history.stats(args.job.as_deref(), since)?,
+        Ok(history) => {
+            let stats = history.stats(args.job.as_deref(), since)?;
+            super::warn_damaged(&history, &settings.database);
+            stats
+        }
         // Before pacerd's first start there are no runs to count, which is no error.
         Err(StoreError::Missing(_)) => Vec::new(),
         Err(e) => return Err(e.into()),

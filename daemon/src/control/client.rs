@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use nix::sys::socket::{MsgFlags, send};
 
-use super::{Request, Response};
+use super::{MAX_REQUEST, Request, Response};
 
 /// How long the CLI waits for an answer (except for `pacer run --wait`).
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,6 +26,16 @@ pub enum ClientError {
         path: String,
         /// The refusal (in the message, not a separate source, so it is said once).
         cause: std::io::Error,
+    },
+    /// The request is longer than the daemon reads.
+    #[error(
+        "the request is {size} bytes, more than the {} KiB pacerd reads: pass large data by \
+         reference (a file's path in --params) instead",
+        MAX_REQUEST / 1024
+    )]
+    TooLarge {
+        /// Its length, newline included.
+        size: usize,
     },
     /// The exchange broke off.
     #[error("pacerd did not answer properly on {path}: {reason}")]
@@ -59,22 +69,29 @@ pub fn converse(
     mut each: impl FnMut(Response) -> bool,
 ) -> Result<(), ClientError> {
     let path = socket.display().to_string();
-    let stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
-        std::io::ErrorKind::PermissionDenied => ClientError::Denied {
-            path: path.clone(),
-            cause: e,
-        },
-        _ => ClientError::NotRunning(path.clone()),
-    })?;
     let protocol = |reason: String| ClientError::Protocol {
         path: path.clone(),
         reason,
     };
+    let mut line = serde_json::to_vec(request).map_err(|e| protocol(e.to_string()))?;
+    line.push(b'\n');
+    if line.len() > MAX_REQUEST {
+        return Err(ClientError::TooLarge { size: line.len() });
+    }
+    let stream = connect(socket).map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => ClientError::Denied {
+            path: path.clone(),
+            cause: e,
+        },
+        std::io::ErrorKind::WouldBlock => protocol(format!(
+            "it did not take the connection within {CONNECT_TIMEOUT:?}: it holds back new \
+             connections while file descriptors are short (see its log)"
+        )),
+        _ => ClientError::NotRunning(path.clone()),
+    })?;
     stream
         .set_read_timeout(timeout)
         .map_err(|e| protocol(e.to_string()))?;
-    let mut line = serde_json::to_vec(request).map_err(|e| protocol(e.to_string()))?;
-    line.push(b'\n');
     send_all(&stream, &line).map_err(|e| protocol(e.to_string()))?;
     for answer in BufReader::new(stream).lines() {
         let answer = answer.map_err(|e| protocol(e.to_string()))?;
@@ -85,6 +102,35 @@ pub fn converse(
         }
     }
     Ok(())
+}
+
+/// How long connecting waits while the daemon does not accept: a Unix socket's connect
+/// otherwise blocks for as long as the daemon's backlog is full.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects to `socket`, giving up after [`CONNECT_TIMEOUT`] (`WouldBlock`). For a Unix
+/// socket the kernel bounds the wait for room in the backlog by the send timeout.
+fn connect(socket: &Path) -> std::io::Result<UnixStream> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, setsockopt, sockopt};
+    let fd = nix::sys::socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let timeout = nix::sys::time::TimeVal::new(
+        i64::try_from(CONNECT_TIMEOUT.as_secs()).unwrap_or(i64::MAX),
+        0,
+    );
+    setsockopt(&fd, sockopt::SendTimeout, &timeout)?;
+    nix::sys::socket::connect(fd.as_raw_fd(), &UnixAddr::new(socket)?)?;
+    // Writes get no timeout of their own: the daemon reads a request as soon as it accepts.
+    setsockopt(
+        &fd,
+        sockopt::SendTimeout,
+        &nix::sys::time::TimeVal::new(0, 0),
+    )?;
+    Ok(UnixStream::from(fd))
 }
 
 /// Writes `bytes` without raising SIGPIPE: `pacer` takes SIGPIPE's default action (so that

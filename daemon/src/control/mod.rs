@@ -14,29 +14,14 @@ use crate::plugins::PluginInfo;
 use crate::store::RunId;
 use crate::time::json;
 
-/// The longest request line the daemon reads.
-pub const MAX_REQUEST: usize = 1 << 20;
+/// The longest request line the daemon reads (`pacer run --params` included): far below what
+/// would let a few clients make the daemon hold much memory.
+pub const MAX_REQUEST: usize = 64 * 1024;
 
 /// The version of the socket's protocol this daemon speaks. A request may say which version it
 /// was written for (`"api": 1`); one that names another is refused rather than misread.
 /// Versions only grow: a change that old clients could misread gets a new version.
 pub const API_VERSION: u64 = 1;
-
-/// Reads one request line, checking the version it was written for.
-pub fn decode_request(line: &str) -> Result<Request, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(line).map_err(|e| format!("unreadable request: {e}"))?;
-    match value.get("api") {
-        None => {}
-        Some(version) if version.as_u64() == Some(API_VERSION) => {}
-        Some(version) => {
-            return Err(format!(
-                "this pacerd speaks api {API_VERSION}, not {version} (docs/api.md)"
-            ));
-        }
-    }
-    serde_json::from_value(value).map_err(|e| format!("unreadable request: {e}"))
-}
 
 /// What a `pacer run` (or an application enqueuing work) learns about its fire, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

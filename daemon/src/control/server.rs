@@ -4,10 +4,14 @@
 use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::OwnedReadHalf;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::Instant;
 
 use super::{MAX_REQUEST, Request, Response};
 
@@ -105,31 +109,116 @@ pub fn bind(path: &Path) -> io::Result<(UnixListener, Access)> {
     Ok((listener, access))
 }
 
+/// What one client may take of the daemon. A client is `pacer` or an application on the
+/// control socket: it connects, sends one request line, and reads the answers.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientLimits {
+    /// Connections served at once; more are refused at once with a one-line error.
+    pub max_clients: usize,
+    /// The longest silence while the request line arrives.
+    pub idle: Duration,
+    /// The longest a request line may take to arrive, however it trickles in.
+    pub request_deadline: Duration,
+    /// The longest one answer may take to be taken by the client.
+    pub write_deadline: Duration,
+    /// Descriptors that must stay free before another connection is accepted, so that
+    /// starting a run never fails for want of one.
+    pub descriptor_reserve: u64,
+}
+
+impl ClientLimits {
+    /// The daemon's limits, keeping descriptors for `max_concurrency` runs in flight.
+    pub fn reserving_for_runs(max_concurrency: u32) -> ClientLimits {
+        ClientLimits {
+            max_clients: MAX_CLIENTS,
+            idle: Duration::from_secs(3),
+            request_deadline: Duration::from_secs(10),
+            write_deadline: Duration::from_secs(10),
+            descriptor_reserve: crate::descriptors::reserve_for_runs(max_concurrency),
+        }
+    }
+}
+
+/// Clients served at once: far more than operators and scripts need, few enough that their
+/// buffers stay small (each at most [`MAX_REQUEST`] while its request arrives).
+const MAX_CLIENTS: usize = 64;
+
+/// While descriptors are short, how often the accept loop looks again (runs ending free them
+/// without telling it).
+const SHORT_OF_DESCRIPTORS_RETRY: Duration = Duration::from_millis(200);
+
 /// Accepts connections until the listener fails; each request goes to `engine`.
-pub async fn serve(listener: UnixListener, engine: mpsc::Sender<Incoming>, access: Access) {
+pub async fn serve(
+    listener: UnixListener,
+    engine: mpsc::Sender<Incoming>,
+    access: Access,
+    limits: ClientLimits,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_clients));
+    let mut short = false;
     loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(handle(stream, engine.clone(), access));
+        // Checked before accepting: once accepted, a connection holds its descriptor.
+        if !room_for_a_client(limits.descriptor_reserve) {
+            if !short {
+                tracing::warn!(
+                    reserve = limits.descriptor_reserve,
+                    "the control socket stops accepting until descriptors are free: they are kept for runs"
+                );
+                short = true;
             }
+            tokio::time::sleep(SHORT_OF_DESCRIPTORS_RETRY).await;
+            continue;
+        }
+        short = false;
+        match listener.accept().await {
+            Ok((stream, _)) => match Arc::clone(&slots).try_acquire_owned() {
+                Ok(slot) => {
+                    tokio::spawn(handle(stream, engine.clone(), access, limits, slot));
+                }
+                Err(_) => refuse(&stream, limits.max_clients),
+            },
             Err(e) => {
                 tracing::warn!("control socket accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(SHORT_OF_DESCRIPTORS_RETRY).await;
             }
         }
     }
 }
 
-async fn handle(stream: UnixStream, engine: mpsc::Sender<Incoming>, access: Access) {
+/// Whether a connection may take a descriptor without eating into the runs' reserve.
+fn room_for_a_client(reserve: u64) -> bool {
+    crate::descriptors::free().is_some_and(|free| free > reserve)
+}
+
+/// Answers a connection beyond [`ClientLimits::max_clients`] with one line and closes it.
+/// The line fits in the socket's empty send buffer, so the write never waits.
+fn refuse(stream: &UnixStream, max_clients: usize) {
+    let refusal = Response::Error {
+        message: format!(
+            "pacerd is busy: it serves {max_clients} connections at once and all are taken; \
+             try again in a few seconds"
+        ),
+    };
+    if let Ok(mut line) = serde_json::to_vec(&refusal) {
+        line.push(b'\n');
+        let _ = stream.try_write(&line);
+    }
+}
+
+async fn handle(
+    stream: UnixStream,
+    engine: mpsc::Sender<Incoming>,
+    access: Access,
+    limits: ClientLimits,
+    _slot: OwnedSemaphorePermit,
+) {
     let peer = Peer::of(&stream);
-    let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    let mut reader = BufReader::new(read.take(MAX_REQUEST as u64));
+    let (mut read, mut write) = stream.into_split();
     let (reply, mut answers) = mpsc::unbounded_channel();
-    let request = match reader.read_line(&mut line).await {
-        Ok(0) => return,
-        Ok(_) => super::decode_request(&line),
-        Err(e) => Err(format!("cannot read the request: {e}")),
+    let request = match read_request(&mut read, &limits).await {
+        Ok(None) => return,
+        Ok(Some(line)) => decode(&line),
+        Err(message) => Err(message),
     };
     // `reply` moves into the engine's hands or is dropped here, so `answers` ends once the
     // engine has said everything.
@@ -139,10 +228,108 @@ async fn handle(stream: UnixStream, engine: mpsc::Sender<Incoming>, access: Acce
             continue;
         };
         bytes.push(b'\n');
-        if write.write_all(&bytes).await.is_err() {
-            return;
+        // A client that stops reading would hold its connection, and the answers queued for
+        // it, for ever.
+        match tokio::time::timeout(limits.write_deadline, write.write_all(&bytes)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => return,
         }
     }
+}
+
+/// Reads the one request line: `None` when the client closed without sending anything. A
+/// line longer than [`MAX_REQUEST`], a pause longer than `idle` or a request slower than
+/// `request_deadline` is refused with the reason.
+async fn read_request(
+    read: &mut OwnedReadHalf,
+    limits: &ClientLimits,
+) -> Result<Option<Vec<u8>>, String> {
+    let deadline = Instant::now() + limits.request_deadline;
+    let mut line = RequestLine::default();
+    let mut chunk = vec![0_u8; 4096];
+    loop {
+        let by = deadline.min(Instant::now() + limits.idle);
+        let n = match tokio::time::timeout_at(by, read.read(&mut chunk)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return Err(format!("cannot read the request: {e}")),
+            Err(_) if by == deadline => {
+                return Err(format!(
+                    "the request did not arrive within {:?}",
+                    limits.request_deadline
+                ));
+            }
+            Err(_) => {
+                return Err(format!("no byte of the request came for {:?}", limits.idle));
+            }
+        };
+        // End of stream ends the request too, for clients that shut down their side.
+        if n == 0 {
+            return Ok(line.finish());
+        }
+        if let Some(done) = line.push(&chunk[..n])? {
+            return Ok(Some(done));
+        }
+    }
+}
+
+/// The one request line of a connection, collected from what the client sends: everything
+/// before the first newline, at most [`MAX_REQUEST`] bytes of it.
+#[derive(Debug, Default)]
+pub struct RequestLine {
+    line: Vec<u8>,
+}
+
+impl RequestLine {
+    /// Takes the next bytes received: the whole line once they end it, an error once it is
+    /// too long, `None` while it goes on. Bytes after the newline are ignored (one request per
+    /// connection).
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        let end = bytes.iter().position(|&b| b == b'\n');
+        self.line
+            .extend_from_slice(&bytes[..end.unwrap_or(bytes.len())]);
+        if self.line.len() > MAX_REQUEST {
+            self.line = Vec::new();
+            return Err(format!(
+                "the request is longer than {} KiB, the most pacerd reads",
+                MAX_REQUEST / 1024
+            ));
+        }
+        Ok(end.map(|_| std::mem::take(&mut self.line)))
+    }
+
+    /// The line when the client ends its side before a newline, `None` if it sent nothing.
+    pub fn finish(self) -> Option<Vec<u8>> {
+        (!self.line.is_empty()).then_some(self.line)
+    }
+}
+
+/// A request line as the engine takes it; an error says what is wrong and where: serde's line
+/// and column, or, for what serde finds only once the whole object is read (a missing field of
+/// a verb, which the `verb` tag makes it read ahead), the span of the whole request. A request
+/// written for another `api` version is refused rather than misread.
+pub fn decode(line: &[u8]) -> Result<Request, String> {
+    let unreadable = |e: serde_json::Error| {
+        if e.line() == 0 {
+            format!(
+                "unreadable request: {e} in the request at line 1 column 1 to column {}",
+                String::from_utf8_lossy(line).chars().count()
+            )
+        } else {
+            format!("unreadable request: {e}")
+        }
+    };
+    let value: serde_json::Value = serde_json::from_slice(line).map_err(unreadable)?;
+    match value.get("api") {
+        None => {}
+        Some(version) if version.as_u64() == Some(super::API_VERSION) => {}
+        Some(version) => {
+            return Err(format!(
+                "this pacerd speaks api {}, not {version} (docs/api.md)",
+                super::API_VERSION
+            ));
+        }
+    }
+    serde_json::from_value::<Request>(value).map_err(unreadable)
 }
 
 async fn pass_on(

@@ -99,12 +99,18 @@ pub async fn serve(
     mut stop: mpsc::UnboundedReceiver<Stop>,
     mut reload: mpsc::UnboundedReceiver<()>,
 ) -> anyhow::Result<()> {
+    match crate::descriptors::raise_limit() {
+        Ok(raised) => tracing::debug!(from = raised.from, to = raised.to, "descriptor limit"),
+        Err(e) => tracing::warn!("cannot raise the limit on open descriptors: {e}"),
+    }
     let config = config::load(config_path, Environment::current())
         .map_err(|errors| anyhow!("{errors}"))
         .context("the config is invalid; pacerd did not start")?;
     let config = Arc::new(config);
     let sqlite = SqliteStore::open(&config.daemon.database)?;
     let store: Arc<dyn Store> = Arc::new(sqlite.clone());
+    crate::store::sqlite::explain_bus_errors(&config.daemon.database)
+        .context("cannot handle SIGBUS")?;
     let last_alive = sqlite
         .previous_alive()
         .unwrap_or_else(|| to_ms(clock.now()));
@@ -210,7 +216,12 @@ pub async fn serve(
     edge.flush().await;
     crate::sys::return_free_memory();
     let (control_tx, mut control_rx) = mpsc::channel(64);
-    let server = tokio::spawn(control::server::serve(listener, control_tx, access));
+    let server = tokio::spawn(control::server::serve(
+        listener,
+        control_tx,
+        access,
+        control::server::ClientLimits::reserving_for_runs(config.daemon.max_concurrency),
+    ));
     let (config_changes, mut config_events) = mpsc::unbounded_channel();
     let config_watcher = config_watch::ConfigWatcher::new(config_path, config_changes);
     let pruner = tokio::spawn(retention::prune_forever(
@@ -329,4 +340,3 @@ fn stop_all(engine: &mut Engine, edge: &mut Edge, clock: &Arc<dyn Clock>, reason
     let now = to_ms(clock.now());
     edge.apply(engine.handle(Input::StopAll(reason.to_owned()), now));
 }
-

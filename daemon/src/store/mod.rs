@@ -5,6 +5,7 @@
 //! plugin started is never lost; SQLite runs in WAL mode with `synchronous=NORMAL`, which keeps
 //! every committed transaction across a crash of the daemon (a power cut may lose the last few).
 
+mod error;
 mod records;
 mod secrets;
 pub mod sqlite;
@@ -13,6 +14,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 
+pub use error::{DamagedRow, StoreError};
 pub use records::{
     Finish, HistoryQuery, JobState, JobStats, NewFire, OrphanedRun, QueuedFire, RunDetail, RunId,
     RunRecord, StartRun, Write,
@@ -76,61 +78,7 @@ pub trait History {
     fn last_statuses(&self) -> Result<HashMap<String, Status>, StoreError>;
     /// Each job's last scheduled fire and paused flag.
     fn job_states(&self) -> Result<HashMap<String, JobState>, StoreError>;
-}
-
-/// A store failure, with the file involved and what to do about it.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database file could not be opened or created.
-    #[error("cannot open the database {path}: {cause}{hint}")]
-    Open {
-        /// The database file.
-        path: std::path::PathBuf,
-        /// SQLite's reason (in the message, not a separate source, so it is said once).
-        cause: rusqlite::Error,
-        /// What to check.
-        hint: &'static str,
-    },
-    /// Another daemon holds the database.
-    #[error(
-        "another pacerd is using the database {path} (it holds {path}.lock{holder}); stop it, or give this one another `database`"
-    )]
-    Locked {
-        /// The database file.
-        path: std::path::PathBuf,
-        /// ", pid N" when the holder wrote its pid.
-        holder: String,
-    },
-    /// The database cannot be looked at (its directory is not searchable for this user).
-    #[error("cannot read the run history at {path}: {cause}{hint}")]
-    Unreadable {
-        /// The database file.
-        path: std::path::PathBuf,
-        /// Why.
-        cause: std::io::Error,
-        /// What to do.
-        hint: &'static str,
-    },
-    /// There is no database yet (read-only opens do not create one).
-    #[error(
-        "no run history at {0} yet: pacerd creates it on its first start (check `database` in [daemon])"
-    )]
-    Missing(std::path::PathBuf),
-    /// The schema could not be brought up to date.
-    #[error("cannot migrate the database {path}: {cause}")]
-    Migrate {
-        /// The database file.
-        path: std::path::PathBuf,
-        /// The migration's reason.
-        cause: rusqlite_migration::Error,
-    },
-    /// A query or write failed.
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    /// A stored value does not parse (the database was edited or written by a newer version).
-    #[error("unexpected value in the database: {0}")]
-    Corrupt(String),
-    /// The writer thread is gone (the daemon is stopping).
-    #[error("the history writer has stopped")]
-    Closed,
+    /// The rows the calls so far left out because they did not decode (each once): a damaged
+    /// row is skipped, with a warning, rather than hiding the rest of the history.
+    fn take_damaged(&self) -> Vec<DamagedRow>;
 }

@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 
 use nix::sys::signal::Signal;
 
-use super::protocol::{Assignment, MAX_LINE, Report, Setup, Task};
+use super::protocol::{Assignment, Report, Setup, Task, fit_line};
+use super::supervisor::DESCRIPTOR_LIMIT_ARG;
 use crate::sys::{self, HostState, LoadedPlugin};
 
 /// Exit code when the worker was started by hand rather than by the daemon.
@@ -45,6 +46,7 @@ pub fn main() -> ! {
 fn serve() -> Result<(), String> {
     // A plugin's faults end the process with their own signal, which the run's record names.
     sys::restore_default_actions(&[Signal::SIGSEGV, Signal::SIGBUS]);
+    restore_descriptor_limit()?;
     // Dies with the daemon; if the daemon is already gone the channel read below sees EOF.
     let daemon = nix::unistd::getppid();
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
@@ -70,6 +72,21 @@ fn serve() -> Result<(), String> {
         reporter.send(&Report::Refused { reason });
     }
     Ok(())
+}
+
+/// Goes back to the descriptor limit the daemon was started with, which the daemon passes
+/// after raising its own (see [`crate::descriptors`]).
+fn restore_descriptor_limit() -> Result<(), String> {
+    let Some(limit) = std::env::args_os().nth(2).and_then(|arg| {
+        arg.to_str()?
+            .strip_prefix(DESCRIPTOR_LIMIT_ARG)?
+            .parse::<u64>()
+            .ok()
+    }) else {
+        return Ok(());
+    };
+    crate::descriptors::restore_limit(limit)
+        .map_err(|e| format!("cannot set the limit on open descriptors to {limit}: {e}"))
 }
 
 /// The channel arrives as stdin. The plugin gets `/dev/null` there instead, so nothing it does
@@ -154,11 +171,10 @@ fn perform(
     match &assignment.task {
         Task::Inspect => {}
         Task::Validate { params, .. } => {
-            let results = params
-                .iter()
-                .map(|params| validate_one(&plugin, reporter, cancelled, params))
-                .collect();
-            reporter.send(&Report::Validated { results });
+            for params in params {
+                let error = validate_one(&plugin, reporter, cancelled, params).map(fit_line);
+                reporter.send(&Report::Verdict { error });
+            }
         }
         Task::Run {
             params,
@@ -222,11 +238,11 @@ fn host_state(
 
 fn log_sender(reporter: &Reporter) -> Box<dyn Fn(i32, String) + Send + Sync> {
     let reporter = reporter.clone();
-    Box::new(move |level, mut line| {
-        if line.len() > MAX_LINE - 256 {
-            line.truncate(line.floor_char_boundary(MAX_LINE - 256));
-        }
-        reporter.send(&Report::Log { level, line });
+    Box::new(move |level, line| {
+        reporter.send(&Report::Log {
+            level,
+            line: fit_line(line),
+        });
     })
 }
 

@@ -80,10 +80,12 @@ pub enum Report {
         /// The declared version.
         version: Option<String>,
     },
-    /// `validate`'s verdict for each params object: `None` for valid, else why not.
-    Validated {
-        /// In the order of the assignment's params.
-        results: Vec<Option<String>>,
+    /// `validate`'s verdict on one params object of a `Validate` task, one report each in the
+    /// assignment's order, so that no line outgrows [`MAX_LINE`] however many jobs a plugin
+    /// validates (one line for all of them was dropped past about 20,000 jobs).
+    Verdict {
+        /// `None` for valid, else why not (cut to fit a line, see [`fit_line`]).
+        error: Option<String>,
     },
     /// `run` returned this code (0 is success).
     Returned {
@@ -96,6 +98,15 @@ pub enum Report {
         /// Why, in words for the operator.
         reason: String,
     },
+}
+
+/// `text` cut (at a character boundary) so that a report carrying it fits in [`MAX_LINE`].
+pub fn fit_line(mut text: String) -> String {
+    const ROOM: usize = MAX_LINE - 256;
+    if text.len() > ROOM {
+        text.truncate(text.floor_char_boundary(ROOM));
+    }
+    text
 }
 
 /// The text of a `PACER_LOG_*` level, as output lines show it.
@@ -161,6 +172,19 @@ mod tests {
         assert!(framer.push(&vec![b'x'; MAX_LINE + 1]).is_empty());
         assert!(framer.push(b"still the long line").is_empty());
         assert_eq!(framer.push(b"\nnext\n"), vec![b"next".to_vec()]);
+    }
+
+    #[test]
+    fn a_long_verdict_still_fits_a_line() {
+        let report = Report::Verdict {
+            error: Some(fit_line("é".repeat(MAX_LINE))),
+        };
+        let line = serde_json::to_vec(&report).unwrap();
+        assert!(line.len() <= MAX_LINE, "{}", line.len());
+        let mut framer = LineFramer::default();
+        let mut bytes = line.clone();
+        bytes.push(b'\n');
+        assert_eq!(framer.push(&bytes), vec![line]);
     }
 
     #[test]

@@ -72,6 +72,9 @@ fn is_service_variable(name: &OsStr) -> bool {
             .any(|prefix| name.starts_with(prefix.as_bytes()))
 }
 
+/// The worker's argument that carries the descriptor limit it is to go back to.
+pub(super) const DESCRIPTOR_LIMIT_ARG: &str = "--descriptor-limit=";
+
 /// Starts workers from the running executable.
 #[derive(Debug, Clone)]
 pub struct Launcher {
@@ -80,6 +83,9 @@ pub struct Launcher {
     /// The daemon's environment without systemd's variables, taken once: handing std a
     /// whole environment spares it re-reading and filtering the daemon's on every spawn.
     env: Arc<[(OsString, OsString)]>,
+    /// The descriptor limit the daemon started with, which its workers go back to (the daemon
+    /// raised its own).
+    descriptor_limit: Option<u64>,
 }
 
 impl Launcher {
@@ -95,6 +101,7 @@ impl Launcher {
             exe: PathBuf::from(format!("/proc/{}/exe", std::process::id())),
             arg0,
             env,
+            descriptor_limit: crate::descriptors::limit_for_runs(),
         }
     }
 
@@ -110,6 +117,10 @@ impl Launcher {
         command
             .arg0(self.arg0)
             .arg("worker")
+            .args(
+                self.descriptor_limit
+                    .map(|limit| format!("{DESCRIPTOR_LIMIT_ARG}{limit}")),
+            )
             .current_dir(workdir)
             .process_group(0)
             .stdin(Stdio::from(OwnedFd::from(theirs)))
@@ -184,8 +195,8 @@ pub enum Stop {
 pub struct Reports {
     /// `Descriptor`: ABI version, name, version.
     pub descriptor: Option<(u32, Option<String>, Option<String>)>,
-    /// `Validated`.
-    pub validated: Option<Vec<Option<String>>>,
+    /// Each `Verdict`, in order.
+    pub validated: Vec<Option<String>>,
     /// `Returned`: `run`'s code.
     pub returned: Option<i32>,
     /// `Refused`: why the task could not be done.
@@ -343,7 +354,7 @@ fn absorb(line: &[u8], reports: &mut Reports, output: &mut Tail) {
             name,
             version,
         } => reports.descriptor = Some((abi_version, name, version)),
-        Report::Validated { results } => reports.validated = Some(results),
+        Report::Verdict { error } => reports.validated.push(error),
         Report::Returned { code } => reports.returned = Some(code),
         Report::Refused { reason } => reports.refused = Some(reason),
     }

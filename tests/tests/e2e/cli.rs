@@ -194,7 +194,8 @@ fn a_user_who_cannot_write_the_database_reads_the_history() {
         "",
         "[[jobs]]\nname = \"tick\"\nschedule = \"* * * * * *\"\nplugin = \"exec\"\nparams = { command = \"true\" }\n",
     );
-    // World-readable, writable only by root: what a member of pacerd's group sees.
+    // Readable by pacerd's group (root's here, as the daemon runs as root), writable only by
+    // root: what a member of that group sees.
     std::fs::set_permissions(
         sandbox.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
@@ -203,20 +204,25 @@ fn a_user_who_cannot_write_the_database_reads_the_history() {
     // A copy, since the build directory may be private to root (a checkout under /root).
     let pacer = sandbox.path().join("pacer");
     std::fs::copy(&artifacts().pacer, &pacer).unwrap();
-    let as_nobody = || {
+    let as_nobody_in = |groups: &str| {
         let mut command = std::process::Command::new("setpriv");
         command
             .current_dir(sandbox.path())
-            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+            .args(["--reuid=nobody", "--regid=nogroup", groups])
             .arg(&pacer)
             .args(["--config", "pacer.toml", "history", "--json"]);
         CommandOutput::run(command)
     };
+    let as_nobody = || as_nobody_in("--groups=0");
     let mut daemon = sandbox.start();
     sandbox.wait_for_run("a run", &["--status", "succeeded"]);
     let while_running = as_nobody();
     assert_eq!(while_running.code, 0, "{while_running}");
     assert!(!while_running.json().as_array().unwrap().is_empty());
+    // The history is 0640: a user outside the group reads nothing.
+    let outsider = as_nobody_in("--clear-groups");
+    assert_eq!(outsider.code, 1, "{outsider}");
+    assert!(outsider.stderr.contains("pacer.db"), "{outsider}");
     assert_eq!(daemon.stop(), Some(0));
     assert!(!sandbox.path().join("pacer.db-shm").exists());
     let after_stop = as_nobody();

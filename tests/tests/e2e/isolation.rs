@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 
 use pacer_tests::{
     AS_THE_UNIT, Sandbox, compile_c_plugin, is_alive, is_over, processes_of_run, require_root,
-    require_tool,
-    text, wait_for, wait_until,
+    require_tool, text, wait_for, wait_until,
 };
 use serde_json::Value;
 

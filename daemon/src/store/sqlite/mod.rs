@@ -1,17 +1,15 @@
 //! The SQLite backend: one writer thread that batches, and read-only connections for the CLI.
 
+mod files;
 mod reader;
+mod rows;
 mod schema;
 #[cfg(test)]
 mod tests;
 mod writer;
 
-use std::fs::{File, OpenOptions};
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
-
-use nix::fcntl::{Flock, FlockArg};
 
 use rusqlite::{Connection, OpenFlags};
 
@@ -19,93 +17,56 @@ pub use reader::SqliteHistory;
 pub use writer::SqliteStore;
 
 use super::StoreError;
+use files::{Found, WriterLock};
 
 /// How long a connection waits for another's lock before reporting busy.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Holds the database for one daemon: an exclusive `flock` on `<database>.lock`, kept for as
-/// long as the writer runs. SQLite would let two daemons write the same file, and the second
-/// would take the first one's runs for abandoned.
+/// Makes a fault on the history's shared-memory file end the daemon with a message that names
+/// the file, rather than a silent SIGBUS.
 ///
-/// The lock file's modification time is the daemon's last sign of life: a daemon touches it
-/// while it runs, so the next one can tell when its predecessor was last seen (a run it left
-/// `running` ends there, not at the next start).
-#[derive(Debug)]
-struct WriterLock {
-    #[allow(dead_code, reason = "held, not read: dropping it unlocks")]
-    lock: Flock<File>,
-    /// When the previous holder was last seen alive, Unix ms.
-    previous_alive: Option<i64>,
-    /// Another handle on the lock file, to touch it.
-    alive: File,
-}
-
-fn lock_database(path: &Path) -> Result<WriterLock, StoreError> {
-    let lock_path = PathBuf::from(format!("{}.lock", path.display()));
-    let open_error = |e: std::io::Error| StoreError::Open {
-        path: path.to_owned(),
-        cause: rusqlite::Error::InvalidPath(lock_path.clone()),
-        hint: if e.kind() == std::io::ErrorKind::PermissionDenied {
-            "; pacerd may not create files in its directory"
-        } else {
-            "; check `database` in [daemon]"
-        },
-    };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .map_err(open_error)?;
-    let previous_alive = file
-        .metadata()
-        .and_then(|meta| meta.modified())
-        .ok()
-        .and_then(|at| jiff::Timestamp::try_from(at).ok())
-        .map(crate::time::to_ms);
-    let alive = file.try_clone().map_err(open_error)?;
-    let mut lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(file, _)| {
-        let holder = std::io::read_to_string(&file)
-            .ok()
-            .map(|pid| pid.trim().to_owned())
-            .filter(|pid| !pid.is_empty())
-            .map_or_else(String::new, |pid| format!(", pid {pid}"));
-        StoreError::Locked {
-            path: path.to_owned(),
-            holder,
-        }
-    })?;
-    lock.set_len(0).map_err(open_error)?;
-    write!(lock, "{}", std::process::id()).map_err(open_error)?;
-    Ok(WriterLock {
-        lock,
-        previous_alive,
-        alive,
-    })
+/// In WAL mode SQLite maps `<database>-shm` into memory, and every connection of every process
+/// must share that map for the CLI to read while the daemon writes; `locking_mode=EXCLUSIVE`
+/// would keep it on the heap instead, but then no other process could read the history. When
+/// the file can no longer be written (made immutable, its file system failing), the kernel
+/// reports the next write to the map as SIGBUS, which no SQLite setting turns into an error
+/// value. What can be checked before is checked at open ([`files::check_writable`]).
+pub fn explain_bus_errors(path: &Path) -> std::io::Result<()> {
+    let shm = files::sibling(path, "-shm");
+    crate::sys::exit_on_bus_error(&format!(
+        "pacerd: stopped by SIGBUS, a failed access to a memory-mapped file: most likely the run \
+         history's shared-memory file {shm}, which can no longer be written (is it immutable, \
+         see `lsattr {shm}`, or is its file system failing or full?). Runs in flight are \
+         recorded as abandoned at the next start, which says what is wrong with the file.",
+        shm = shm.display()
+    ))
 }
 
 /// Opens (creating if needed) the database for writing and brings its schema up to date.
 fn open_for_writing(path: &Path) -> Result<(Connection, WriterLock), StoreError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| StoreError::Open {
-            path: path.to_owned(),
-            cause: rusqlite::Error::InvalidPath(parent.to_owned()),
-            hint: if e.kind() == std::io::ErrorKind::PermissionDenied {
-                "; pacerd may not create its directory: create it or fix `database` in [daemon]"
-            } else {
-                "; check `database` in [daemon]"
-            },
+        std::fs::create_dir_all(parent).map_err(|cause| StoreError::File {
+            path: parent.to_owned(),
+            action: "create the directory",
+            cause,
         })?;
     }
+    let lock = files::lock_database(path)?;
+    if files::inspect(path)? == Found::Nothing {
+        files::create_database(path)?;
+    }
+    files::check_writable(path)?;
     let open_error = |cause| StoreError::Open {
         path: path.to_owned(),
         cause,
-        hint: "; check that the directory exists and pacerd may write to it",
+        hint: "",
     };
-    let lock = lock_database(path)?;
     let mut conn = Connection::open(path).map_err(open_error)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(open_error)?;
+    // The database file is read and written with system calls, never through a memory map,
+    // so a failing disk is an error value (SQLite's default, said here so it stays so).
+    conn.pragma_update(None, "mmap_size", 0)
+        .map_err(open_error)?;
     // WAL lets the CLI read while the daemon writes; NORMAL keeps every commit across a daemon
     // crash (only a power cut can lose the last ones) at a fraction of FULL's fsyncs.
     conn.pragma_update(None, "journal_mode", "WAL")
@@ -134,6 +95,9 @@ fn open_for_writing(path: &Path) -> Result<(Connection, WriterLock), StoreError>
 /// `immutable` sees every run and needs no write access at all.
 fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
     match std::fs::metadata(path) {
+        Ok(meta) if meta.len() == 0 && meta.is_file() => {
+            return Err(StoreError::Empty(path.to_owned()));
+        }
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(StoreError::Missing(path.to_owned()));
@@ -158,35 +122,57 @@ fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
         conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
         Ok(conn)
     });
-    match first {
+    let opened = match first {
         Ok(conn) => Ok(conn),
         Err(_) if !wal_in_use(path) => {
             let uri = format!(
                 "file:{}?immutable=1",
                 percent_encode_path(&std::path::absolute(path).unwrap_or_else(|_| path.to_owned()))
             );
-            Connection::open_with_flags(&uri, flags | OpenFlags::SQLITE_OPEN_URI).map_err(|cause| {
-                StoreError::Open {
+            Connection::open_with_flags(&uri, flags | OpenFlags::SQLITE_OPEN_URI)
+                .and_then(|conn| {
+                    conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(()))?;
+                    Ok(conn)
+                })
+                .map_err(|cause| StoreError::Open {
                     path: path.to_owned(),
+                    hint: access_hint(&cause, "; check that you may read it"),
                     cause,
-                    hint: "; check that you may read it (pacer history needs read access)",
-                }
-            })
+                })
         }
         Err(cause) => Err(StoreError::Open {
             path: path.to_owned(),
+            hint: access_hint(
+                &cause,
+                "; reading a database that pacerd has open needs read access to it and to its \
+                 -wal and -shm files (be root or in pacerd's group)",
+            ),
             cause,
-            hint: "; reading a database that pacerd has open needs read access to it and to its \
-                   -wal and -shm files (be root or in pacerd's group)",
         }),
+    }?;
+    // As for the writer: reads through system calls, so a truncated file is an error value.
+    opened
+        .pragma_update(None, "mmap_size", 0)
+        .map_err(|cause| StoreError::Open {
+            path: path.to_owned(),
+            hint: "",
+            cause,
+        })?;
+    Ok(opened)
+}
+
+/// `hint` when SQLite's reason is about access, else nothing (the error's own advice follows).
+fn access_hint(cause: &rusqlite::Error, hint: &'static str) -> &'static str {
+    use rusqlite::ErrorCode;
+    match cause.sqlite_error_code() {
+        Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::ReadOnly) => hint,
+        _ => "",
     }
 }
 
 /// Whether a writer may still hold changes in the write-ahead log.
 fn wal_in_use(path: &Path) -> bool {
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    std::fs::metadata(wal).is_ok_and(|m| m.len() > 0)
+    std::fs::metadata(files::sibling(path, "-wal")).is_ok_and(|m| m.len() > 0)
 }
 
 /// A path as a SQLite URI path: `?`, `#`, `%` and every non-ASCII byte percent-encoded.

@@ -1,33 +1,35 @@
 //! The CLI's queries: read-only, each served by an index (see the schema), paged by id.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, Row};
+use rusqlite::{Connection, Row};
 
 use super::super::{
-    History, HistoryQuery, JobState, JobStats, RunDetail, RunId, RunRecord, StoreError,
+    DamagedRow, History, HistoryQuery, JobState, JobStats, RunDetail, RunId, RunRecord, StoreError,
 };
 use super::open_read_only;
-use crate::model::{Status, Trigger};
+use super::rows::{self, Problem, RECORD_COLUMNS, column};
+use crate::model::Status;
 
 /// A read-only view of a SQLite history.
 #[derive(Debug)]
 pub struct SqliteHistory {
     conn: Connection,
+    path: PathBuf,
+    /// Rows left out so far, for [`History::take_damaged`].
+    damaged: RefCell<Vec<DamagedRow>>,
 }
-
-/// The columns of a [`RunRecord`], in the order [`record_from_row`] reads them.
-const RECORD_COLUMNS: &str = "runs.id, runs.job, runs.plugin, runs.status, runs.trigger, \
-     runs.attempt, runs.scheduled_at, runs.started_at, runs.finished_at, runs.queue_ms, runs.error, \
-     runs.message";
 
 impl SqliteHistory {
     /// Opens the database at `path` without ever writing to it.
     pub fn open(path: &Path) -> Result<SqliteHistory, StoreError> {
         Ok(SqliteHistory {
             conn: open_read_only(path)?,
+            path: path.to_owned(),
+            damaged: RefCell::default(),
         })
     }
 
@@ -67,46 +69,98 @@ impl SqliteHistory {
     pub(super) fn connection(&self) -> &Connection {
         &self.conn
     }
-}
 
-impl History for SqliteHistory {
-    fn runs(&self, query: &HistoryQuery) -> Result<Vec<RunRecord>, StoreError> {
-        let (sql, values) = Self::history_sql(query);
-        let mut statement = self.conn.prepare(&sql)?;
-        let rows = statement.query_and_then(rusqlite::params_from_iter(values), record_from_row)?;
-        rows.collect()
+    fn damaged(&self, rows: impl IntoIterator<Item = DamagedRow>) {
+        self.damaged.borrow_mut().extend(rows);
     }
 
-    fn run(&self, id: RunId) -> Result<Option<RunDetail>, StoreError> {
+    /// Decodes each row of `statement`'s result with `decode`, leaving out (and noting) the
+    /// rows that do not decode. When SQLite itself cannot read further (a damaged page), what
+    /// was read so far is returned with a note of where the listing stops.
+    fn each_row<T>(
+        &self,
+        statement: &mut rusqlite::Statement<'_>,
+        values: Vec<Value>,
+        mut decode: impl FnMut(&Row<'_>) -> Result<T, Problem>,
+        mut id_of: impl FnMut(&T) -> Option<RunId>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut rows = statement.query(rusqlite::params_from_iter(values))?;
+        let mut decoded = Vec::new();
+        loop {
+            let row = match rows.next() {
+                Ok(Some(row)) => row,
+                Ok(None) => break,
+                Err(cause) if !decoded.is_empty() => {
+                    let last = decoded.last().and_then(&mut id_of);
+                    let cause = StoreError::from(cause).in_file(&self.path);
+                    self.damaged([DamagedRow {
+                        id: last,
+                        table: "runs",
+                        problem: format!("the rows after it cannot be read: {cause}"),
+                    }]);
+                    break;
+                }
+                Err(cause) => return Err(cause.into()),
+            };
+            match decode(row) {
+                Ok(value) => decoded.push(value),
+                Err(problem) => self.damaged([DamagedRow {
+                    id: rows::run_id(row),
+                    table: "runs",
+                    problem,
+                }]),
+            }
+        }
+        Ok(decoded)
+    }
+
+    fn runs_of(&self, query: &HistoryQuery) -> Result<Vec<RunRecord>, StoreError> {
+        let (sql, values) = Self::history_sql(query);
+        let mut statement = self.conn.prepare(&sql)?;
+        self.each_row(&mut statement, values, rows::record, |r| Some(r.id))
+    }
+
+    fn run_of(&self, id: RunId) -> Result<Option<RunDetail>, StoreError> {
         let sql = format!(
-            "SELECT {RECORD_COLUMNS}, runs.params, run_output.output, run_output.dropped
+            "SELECT {RECORD_COLUMNS}, runs.params AS params, run_output.output AS output,
+                    run_output.dropped AS dropped
              FROM runs LEFT JOIN run_output ON run_output.run_id = runs.id
              WHERE runs.id = ?1"
         );
         let mut statement = self.conn.prepare(&sql)?;
-        let mut rows = statement.query_and_then([id], |row| {
-            let record = record_from_row(row)?;
-            let params: Option<String> = row.get("params")?;
-            let output: Option<Vec<u8>> = row.get("output")?;
-            let dropped: Option<i64> = row.get("dropped")?;
-            let params = match params {
-                Some(text) => serde_json::from_str(&text)
-                    .map_err(|e| StoreError::Corrupt(format!("params of run {id}: {e}")))?,
-                None => serde_json::Value::Object(serde_json::Map::new()),
-            };
-            Ok(RunDetail {
-                record,
-                output: String::from_utf8_lossy(&output.unwrap_or_default()).into_owned(),
-                output_dropped: dropped.and_then(|d| u64::try_from(d).ok()).unwrap_or(0),
-                params,
-            })
-        })?;
-        rows.next().transpose()
+        let mut rows = statement.query([id])?;
+        let Some(row) = rows.next()? else {
+            return Ok(None);
+        };
+        let damaged = |problem| StoreError::DamagedRun {
+            path: None,
+            id,
+            problem,
+        };
+        let record = rows::record(row).map_err(damaged)?;
+        let params: Option<String> = column(row, "params").map_err(damaged)?;
+        let output: Option<Vec<u8>> = column(row, "output").map_err(damaged)?;
+        let dropped: Option<i64> = column(row, "dropped").map_err(damaged)?;
+        let params = match params {
+            Some(text) => serde_json::from_str(&text)
+                .map_err(|e| damaged(format!("column `params` is not JSON ({e})")))?,
+            None => serde_json::Value::Object(serde_json::Map::new()),
+        };
+        Ok(Some(RunDetail {
+            record,
+            output: String::from_utf8_lossy(&output.unwrap_or_default()).into_owned(),
+            output_dropped: dropped.and_then(|d| u64::try_from(d).ok()).unwrap_or(0),
+            params,
+        }))
     }
 
-    fn stats(&self, job: Option<&str>, since_ms: Option<i64>) -> Result<Vec<JobStats>, StoreError> {
+    fn stats_of(
+        &self,
+        job: Option<&str>,
+        since_ms: Option<i64>,
+    ) -> Result<Vec<JobStats>, StoreError> {
         let mut sql = String::from(
-            "SELECT job, status, started_at, finished_at, queue_ms, scheduled_at FROM runs
+            "SELECT id, job, status, started_at, finished_at, queue_ms, scheduled_at FROM runs
              WHERE started_at IS NOT NULL AND finished_at IS NOT NULL",
         );
         let mut values = Vec::new();
@@ -119,20 +173,14 @@ impl History for SqliteHistory {
             values.push(Value::Integer(since));
         }
         let mut statement = self.conn.prepare(&sql)?;
-        let mut rows = statement.query(rusqlite::params_from_iter(values))?;
+        let samples = self.each_row(&mut statement, values, sample, |s| Some(s.id))?;
         let mut per_job: HashMap<String, Samples> = HashMap::new();
-        while let Some(row) = rows.next()? {
-            let job: String = row.get(0)?;
-            let status = parse_status(&row.get::<_, String>(1)?)?;
-            let started: i64 = row.get(2)?;
-            let finished: i64 = row.get(3)?;
-            let queue: Option<i64> = row.get(4)?;
-            let scheduled: i64 = row.get(5)?;
-            per_job.entry(job).or_default().add(
-                status,
-                finished - started,
-                queue,
-                started - scheduled,
+        for s in samples {
+            per_job.entry(s.job).or_default().add(
+                s.status,
+                s.finished.saturating_sub(s.started),
+                s.queue,
+                s.started.saturating_sub(s.scheduled),
             );
         }
         let mut stats: Vec<JobStats> = per_job
@@ -142,83 +190,63 @@ impl History for SqliteHistory {
         stats.sort_by(|a, b| a.job.cmp(&b.job));
         Ok(stats)
     }
+}
+
+impl History for SqliteHistory {
+    fn runs(&self, query: &HistoryQuery) -> Result<Vec<RunRecord>, StoreError> {
+        self.runs_of(query).map_err(|e| e.in_file(&self.path))
+    }
+
+    fn run(&self, id: RunId) -> Result<Option<RunDetail>, StoreError> {
+        self.run_of(id).map_err(|e| e.in_file(&self.path))
+    }
+
+    fn stats(&self, job: Option<&str>, since_ms: Option<i64>) -> Result<Vec<JobStats>, StoreError> {
+        self.stats_of(job, since_ms)
+            .map_err(|e| e.in_file(&self.path))
+    }
 
     fn last_statuses(&self) -> Result<HashMap<String, Status>, StoreError> {
-        last_statuses(&self.conn)
+        let (statuses, damaged) =
+            rows::last_statuses(&self.conn).map_err(|e| e.in_file(&self.path))?;
+        self.damaged(damaged);
+        Ok(statuses)
     }
 
     fn job_states(&self) -> Result<HashMap<String, JobState>, StoreError> {
-        super::writer::read_job_states(&self.conn)
+        let (states, damaged) = rows::job_states(&self.conn).map_err(|e| e.in_file(&self.path))?;
+        self.damaged(damaged);
+        Ok(states)
+    }
+
+    fn take_damaged(&self) -> Vec<DamagedRow> {
+        std::mem::take(&mut self.damaged.borrow_mut())
     }
 }
 
-/// For each job, the status of the row with its greatest id: one index seek per job on
-/// `(job, id)`.
-pub(super) fn last_statuses(conn: &Connection) -> Result<HashMap<String, Status>, StoreError> {
-    let mut statement = conn.prepare_cached(
-        "SELECT job, (SELECT status FROM runs AS newest
-                      WHERE newest.job = jobs.job ORDER BY id DESC LIMIT 1)
-         FROM (SELECT DISTINCT job FROM runs) AS jobs",
-    )?;
-    let rows = statement.query_and_then([], |row| {
-        Ok::<_, StoreError>((
-            row.get::<_, String>(0)?,
-            parse_status(&row.get::<_, String>(1)?)?,
-        ))
-    })?;
-    rows.collect()
+/// One finished run, as `pacer stats` counts it.
+#[derive(Debug)]
+struct Sample {
+    id: RunId,
+    job: String,
+    status: Status,
+    started: i64,
+    finished: i64,
+    queue: Option<i64>,
+    scheduled: i64,
 }
 
-/// For each of `jobs`, the `finished_at` of its succeeded run with the greatest id: a walk back
-/// along `(job, id)` that stops at the first success (pinned to that index: walking
-/// `(status, id)` instead would pass every other job's successes).
-pub(super) fn last_successes(
-    conn: &Connection,
-    jobs: &[String],
-) -> Result<HashMap<String, i64>, StoreError> {
-    let mut statement = conn.prepare_cached(
-        "SELECT finished_at FROM runs INDEXED BY runs_by_job
-         WHERE job = ?1 AND status = 'succeeded' AND finished_at IS NOT NULL
-         ORDER BY id DESC LIMIT 1",
-    )?;
-    let mut found = HashMap::new();
-    for job in jobs {
-        if let Some(at) = statement
-            .query_row([job], |row| row.get::<_, i64>(0))
-            .optional()?
-        {
-            found.insert(job.clone(), at);
-        }
-    }
-    Ok(found)
-}
-
-fn record_from_row(row: &Row<'_>) -> Result<RunRecord, StoreError> {
-    let started_at: Option<i64> = row.get("started_at")?;
-    let finished_at: Option<i64> = row.get("finished_at")?;
-    let trigger: String = row.get("trigger")?;
-    Ok(RunRecord {
-        id: row.get("id")?,
-        job: row.get("job")?,
-        plugin: row.get("plugin")?,
-        status: parse_status(&row.get::<_, String>("status")?)?,
-        trigger: trigger
-            .parse::<Trigger>()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        attempt: row.get("attempt")?,
-        scheduled_at: row.get("scheduled_at")?,
-        started_at,
-        finished_at,
-        duration_ms: started_at.zip(finished_at).map(|(s, f)| f - s),
-        queue_ms: row.get("queue_ms")?,
-        error: row.get("error")?,
-        message: row.get("message")?,
+fn sample(row: &Row<'_>) -> Result<Sample, Problem> {
+    let status: String = column(row, "status")?;
+    Ok(Sample {
+        id: column(row, "id")?,
+        job: column(row, "job")?,
+        status: rows::parse_status(&status)?,
+        started: column(row, "started_at")?,
+        finished: column(row, "finished_at")?,
+        queue: column(row, "queue_ms")?,
+        scheduled: column(row, "scheduled_at")?,
     })
-}
-
-fn parse_status(text: &str) -> Result<Status, StoreError> {
-    text.parse()
-        .map_err(|e: crate::model::UnknownName| StoreError::Corrupt(e.to_string()))
 }
 
 /// One job's figures while they are being collected.
@@ -242,7 +270,7 @@ impl Samples {
         self.durations.push(duration);
         self.lateness.push(lateness);
         if let Some(queue) = queue {
-            self.queue_total += queue;
+            self.queue_total = self.queue_total.saturating_add(queue);
             self.queue_count += 1;
         }
     }

@@ -120,7 +120,7 @@ async fn a_run_is_recorded_at_start_and_completed_at_end() {
     assert_eq!(done.output_dropped, 7);
 
     let again = store.finish_run(finish(id, Status::Succeeded, 2_000)).await;
-    assert!(matches!(again, Err(StoreError::Corrupt(_))), "{again:?}");
+    assert!(matches!(again, Err(StoreError::NotRunning(_))), "{again:?}");
 }
 
 #[tokio::test]
@@ -259,7 +259,10 @@ async fn a_queued_fire_keeps_its_own_params_until_it_starts_and_can_be_resolved(
         }])
         .await
         .unwrap();
-    assert!(matches!(again[0], Err(StoreError::Corrupt(_))), "{again:?}");
+    assert!(
+        matches!(again[0], Err(StoreError::NotQueued(_))),
+        "{again:?}"
+    );
 
     store
         .start_run(StartRun {
@@ -675,4 +678,348 @@ async fn a_database_of_the_first_schema_keeps_its_runs_ids_and_outputs() {
             timing: None,
         }
     );
+}
+
+/// Whether a test that needs root may run: as root yes; otherwise it is skipped, except under
+/// `CI=true`, where a skipped fault test would hide a regression.
+fn root_or_skip(what: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{what} needs root, and CI runs as root"
+    );
+    eprintln!("skipped: {what} needs root (CI runs as root)");
+    false
+}
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount -t tmpfs failed");
+        Tmpfs { dir }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    fn remount(&self, options: &str) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,{options}")])
+            .arg(self.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount -o remount,{options} failed");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn an_empty_database_file_is_refused_not_replaced() {
+    let (_dir, path) = database();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, "").unwrap();
+    let error = SqliteStore::open(&path).unwrap_err();
+    assert!(matches!(error, StoreError::Empty(_)), "{error}");
+    let message = error.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("restore it from a backup"), "{message}");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "left as found");
+    let error = SqliteHistory::open(&path).unwrap_err();
+    assert!(matches!(error, StoreError::Empty(_)), "{error}");
+}
+
+#[tokio::test]
+async fn a_new_database_appears_whole_and_a_half_built_one_is_replaced() {
+    let (_dir, path) = database();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    // What a start that died while building the database leaves.
+    let building = PathBuf::from(format!("{}.new", path.display()));
+    std::fs::write(&building, "half a database").unwrap();
+    let store = SqliteStore::open(&path).unwrap();
+    assert!(!building.exists(), "the database is renamed into place");
+    let id = started(&store, "a", 1).await;
+    store.close().await.unwrap();
+    let history = SqliteHistory::open(&path).unwrap();
+    assert_eq!(history.run(id).unwrap().unwrap().record.job, "a");
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_refused_with_the_way_out() {
+    let (_dir, path) = database();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, vec![0x5a_u8; 64 * 1024]).unwrap();
+    for error in [
+        SqliteStore::open(&path).unwrap_err(),
+        SqliteHistory::open(&path).unwrap_err(),
+    ] {
+        let message = error.to_string();
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains("file is not a database"), "{message}");
+        assert!(message.contains("restore it from a backup"), "{message}");
+    }
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        vec![0x5a_u8; 64 * 1024],
+        "the file is left as found"
+    );
+}
+
+/// Runs 1 to 6 of jobs `a` and `b`, all finished, then rows 2, 3 and 5 damaged as an edit
+/// outside pacer (or a flipped bit) would leave them.
+async fn history_with_damaged_rows() -> (tempfile::TempDir, PathBuf) {
+    let (dir, path) = database();
+    let store = SqliteStore::open(&path).unwrap();
+    for (i, job) in ["a", "b", "a", "b", "a", "b"].into_iter().enumerate() {
+        let at = i64::try_from(i).unwrap() * 1_000;
+        let id = started(&store, job, at).await;
+        store
+            .finish_run(finish(id, Status::Succeeded, at + 10))
+            .await
+            .unwrap();
+    }
+    store.close().await.unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "PRAGMA ignore_check_constraints = ON;
+         UPDATE runs SET job = CAST(x'ff61' AS TEXT) WHERE id = 2;
+         UPDATE runs SET attempt = 'first' WHERE id = 3;
+         UPDATE runs SET status = 'exploded' WHERE id = 5;
+         INSERT INTO job_state (job, last_fire) VALUES (CAST(x'fe' AS TEXT), 1);",
+    )
+    .unwrap();
+    drop(conn);
+    (dir, path)
+}
+
+#[tokio::test]
+async fn damaged_rows_are_skipped_with_a_warning_and_the_rest_is_served() {
+    let (_dir, path) = history_with_damaged_rows().await;
+    let history = SqliteHistory::open(&path).unwrap();
+    let ids: Vec<RunId> = all(&history).into_iter().map(|(id, _, _)| id).collect();
+    assert_eq!(ids, [6, 4, 1]);
+    let damaged = history.take_damaged();
+    let described: Vec<String> = damaged.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        described,
+        [
+            "runs row 5: column `status`: unknown status `exploded`: expected one of queued, running, \
+             succeeded, failed, timed_out, crashed, skipped, cancelled, abandoned",
+            "runs row 3: column `attempt` holds the text \"first\"",
+            "runs row 2: column `job` holds text that is not valid UTF-8",
+        ],
+        "{damaged:?}"
+    );
+    assert!(history.take_damaged().is_empty(), "each is reported once");
+
+    let stats = history.stats(None, None).unwrap();
+    let runs: Vec<(String, u64)> = stats.iter().map(|s| (s.job.clone(), s.runs)).collect();
+    // Stats need no `attempt`, so run 3 counts there.
+    assert_eq!(runs, [("a".to_owned(), 2), ("b".to_owned(), 2)]);
+    assert_eq!(history.take_damaged().len(), 2);
+
+    assert_eq!(
+        history.job_states().unwrap().len(),
+        2,
+        "the damaged job left out"
+    );
+    assert_eq!(history.take_damaged().len(), 1);
+
+    let error = history.run(5).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.starts_with(&format!("run 5 in {} is damaged: ", path.display())),
+        "{message}"
+    );
+    assert!(message.contains("exploded"), "{message}");
+    assert_eq!(history.run(4).unwrap().unwrap().record.job, "b");
+
+    // The daemon starts on it: the damaged rows are left out of what it reads back.
+    let store = SqliteStore::open(&path).unwrap();
+    let states = store.job_states().await.unwrap();
+    assert_eq!(states.len(), 2, "{states:?}");
+    let statuses = store.last_statuses().await.unwrap();
+    assert_eq!(statuses.get("a"), None, "a's newest run (5) is damaged");
+    assert_eq!(statuses["b"], Status::Succeeded);
+    let id = started(&store, "a", 9_000).await;
+    assert_eq!(id, 7, "writing goes on");
+}
+
+#[tokio::test]
+async fn a_damaged_running_row_is_still_abandoned() {
+    let (_dir, path) = database();
+    let store = SqliteStore::open(&path).unwrap();
+    let id = started(&store, "a", 1).await;
+    store.close().await.unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute("UPDATE runs SET pid = 'x' WHERE id = ?1", [id])
+        .unwrap();
+    drop(conn);
+    let store = SqliteStore::open(&path).unwrap();
+    let orphans = store.abandon_orphans(5, "gone".into()).await.unwrap();
+    assert!(orphans.is_empty(), "its process cannot be looked for");
+    let history = SqliteHistory::open(&path).unwrap();
+    assert_eq!(
+        history.run(id).unwrap().unwrap().record.status,
+        Status::Abandoned
+    );
+}
+
+/// Waits (with a deadline) until the store says why it cannot write; its words.
+async fn unwritable(store: &SqliteStore) -> String {
+    let mut health = store.health();
+    let deadline = std::time::Duration::from_secs(30);
+    tokio::time::timeout(deadline, async {
+        loop {
+            if let Some(unwritable) = health.borrow_and_update().clone() {
+                return unwritable.to_string();
+            }
+            health.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the store reports that it cannot write")
+}
+
+#[tokio::test]
+async fn a_lock_held_elsewhere_holds_writes_in_order_and_says_how_to_find_the_holder() {
+    let (_dir, path) = database();
+    let store = SqliteStore::open(&path).unwrap();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let spawn_queued = |fire: NewFire| {
+        let store = store.clone();
+        tokio::spawn(async move { queued(&store, fire).await })
+    };
+    let first = spawn_queued(new_fire("a", 1));
+    let message = unwritable(&store).await;
+    assert!(
+        message.contains(&format!(
+            "the run history {}: database is locked",
+            path.display()
+        )),
+        "{message}"
+    );
+    assert!(message.contains("fuser -v"), "{message}");
+    let second = spawn_queued(new_fire("a", 2));
+    assert!(
+        !first.is_finished(),
+        "nothing is written, nothing is dropped"
+    );
+    other.execute_batch("ROLLBACK").unwrap();
+    let (first, second) = (first.await.unwrap(), second.await.unwrap());
+    assert!(
+        first < second,
+        "written in the order sent, once the lock is gone"
+    );
+    assert!(store.health().borrow().is_none(), "and the store says so");
+}
+
+#[tokio::test]
+async fn a_full_file_system_holds_writes_until_space_is_freed() {
+    if !root_or_skip("a full file system (a small tmpfs)") {
+        return;
+    }
+    let tmpfs = Tmpfs::mount("1m");
+    let path = tmpfs.path().join("pacer.db");
+    let store = SqliteStore::open(&path).unwrap();
+    std::fs::write(tmpfs.path().join("filler"), vec![1_u8; 1024 * 1024]).unwrap_err();
+    let mut big = new_fire("a", 1);
+    big.params = json!({"blob": "x".repeat(512 * 1024)}).into();
+    let held = tokio::spawn({
+        let store = store.clone();
+        async move { queued(&store, big).await }
+    });
+    let message = unwritable(&store).await;
+    assert!(
+        message.contains(&format!(
+            "the run history {}: database or disk is full",
+            path.display()
+        )),
+        "{message}"
+    );
+    assert!(message.contains("free space"), "{message}");
+    std::fs::remove_file(tmpfs.path().join("filler")).unwrap();
+    held.await.unwrap();
+    started(&store, "a", 2).await;
+    store.close().await.unwrap();
+}
+
+#[test]
+fn a_read_only_file_system_is_named_as_the_cause() {
+    if !root_or_skip("a read-only file system (a tmpfs remounted)") {
+        return;
+    }
+    let tmpfs = Tmpfs::mount("4m");
+    let path = tmpfs.path().join("pacer.db");
+    drop(SqliteStore::open(&path).unwrap());
+    std::fs::remove_file(PathBuf::from(format!("{}.lock", path.display()))).unwrap();
+    tmpfs.remount("ro");
+    let message = SqliteStore::open(&path).unwrap_err().to_string();
+    assert!(
+        message.starts_with(&format!(
+            "cannot create the lock file {}.lock: Read-only file system",
+            path.display()
+        )),
+        "{message}"
+    );
+    assert!(message.contains("remount it read-write"), "{message}");
+    SqliteHistory::open(&path).unwrap();
+}
+
+#[tokio::test]
+async fn an_immutable_shared_memory_file_is_refused_at_open() {
+    if !root_or_skip("an immutable file (chattr +i)") {
+        return;
+    }
+    let (_dir, path) = database();
+    let store = SqliteStore::open(&path).unwrap();
+    started(&store, "a", 1).await;
+    let shm = PathBuf::from(format!("{}-shm", path.display()));
+    let other = rusqlite::Connection::open(&path).unwrap();
+    // Kept open, so the -shm file outlives the store's close.
+    other
+        .query_row("SELECT count(*) FROM runs", [], |_| Ok(()))
+        .unwrap();
+    store.close().await.unwrap();
+    let chattr = |flag: &str| {
+        let status = std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(&shm)
+            .status()
+            .unwrap();
+        assert!(status.success(), "chattr {flag} failed");
+    };
+    chattr("+i");
+    let result = SqliteStore::open(&path);
+    chattr("-i");
+    let message = result.map(drop).unwrap_err().to_string();
+    assert!(
+        message.starts_with(&format!(
+            "cannot write {}: Operation not permitted",
+            shm.display()
+        )),
+        "{message}"
+    );
+    assert!(message.contains("chattr -i"), "{message}");
 }

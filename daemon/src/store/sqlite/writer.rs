@@ -18,10 +18,12 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, pa
 use tokio::sync::{oneshot, watch};
 
 use super::super::{
-    Finish, JobState, NewFire, OrphanedRun, QueuedFire, RunId, StartRun, Store, StoreError,
-    StoreFuture, Write, mask_secrets,
+    DamagedRow, Finish, JobState, NewFire, OrphanedRun, QueuedFire, RunId, StartRun, Store,
+    StoreError, StoreFuture, Write, mask_secrets,
 };
-use super::{WriterLock, open_for_writing};
+use super::files::WriterLock;
+use super::open_for_writing;
+use super::rows::{self, column};
 use crate::model::{Status, Trigger};
 
 /// Most commands folded into one transaction; bounds the latency of the first in a burst.
@@ -46,6 +48,8 @@ pub struct Unwritable {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     commands: mpsc::Sender<Command>,
+    /// The database file, named in every error handed out.
+    path: Arc<Path>,
     health: Arc<Health>,
     alive: Arc<std::fs::File>,
     previous_alive: Option<i64>,
@@ -109,15 +113,11 @@ impl SqliteStore {
     /// Opens or creates the database at `path`, migrates it, and starts the writer thread.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let (conn, lock) = open_for_writing(path)?;
-        let alive = Arc::new(
-            lock.alive
-                .try_clone()
-                .map_err(|cause| StoreError::Unreadable {
-                    path: path.to_owned(),
-                    cause,
-                    hint: "; check `database` in [daemon]",
-                })?,
-        );
+        let alive = Arc::new(lock.alive.try_clone().map_err(|cause| StoreError::File {
+            path: path.to_owned(),
+            action: "open the lock file of",
+            cause,
+        })?);
         let previous_alive = lock.previous_alive;
         let (commands, receiver) = mpsc::channel();
         let health = Arc::new(Health {
@@ -127,10 +127,14 @@ impl SqliteStore {
         let shared = Arc::clone(&health);
         std::thread::Builder::new()
             .name("pacer-store".into())
-            .spawn(move || write_loop(conn, lock, &receiver, &shared))
-            .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
+            .spawn({
+                let path = path.to_owned();
+                move || write_loop(conn, lock, &receiver, &shared, &path)
+            })
+            .map_err(StoreError::Thread)?;
         Ok(SqliteStore {
             commands,
+            path: path.into(),
             health,
             alive,
             previous_alive,
@@ -159,11 +163,15 @@ impl SqliteStore {
     fn send<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Command) -> StoreFuture<T> {
         let (reply, response) = oneshot::channel();
         let sent = self.commands.send(make(reply)).is_ok();
+        let path = Arc::clone(&self.path);
         Box::pin(async move {
             if !sent {
                 return Err(StoreError::Closed);
             }
-            response.await.unwrap_or(Err(StoreError::Closed))
+            response
+                .await
+                .unwrap_or(Err(StoreError::Closed))
+                .map_err(|e| e.in_file(&path))
         })
     }
 }
@@ -172,11 +180,16 @@ impl Store for SqliteStore {
     fn write(&self, writes: Vec<Write>) -> StoreFuture<Vec<Result<Option<RunId>, StoreError>>> {
         let (reply, response) = oneshot::channel();
         let sent = self.commands.send(Command::Write(writes, reply)).is_ok();
+        let path = Arc::clone(&self.path);
         Box::pin(async move {
             if !sent {
                 return Err(StoreError::Closed);
             }
-            response.await.map_err(|_| StoreError::Closed)
+            let results = response.await.map_err(|_| StoreError::Closed)?;
+            Ok(results
+                .into_iter()
+                .map(|result| result.map_err(|e| e.in_file(&path)))
+                .collect())
         })
     }
 
@@ -231,6 +244,7 @@ fn write_loop(
     lock: WriterLock,
     commands: &mpsc::Receiver<Command>,
     health: &Health,
+    path: &Path,
 ) {
     let mut closing = None;
     while let Ok(first) = commands.recv() {
@@ -248,7 +262,7 @@ fn write_loop(
             // A checkpoint cannot run inside a transaction: commit what came before it first.
             let rest = batch.split_off(at + 1);
             if let Some(Command::Checkpoint(reply)) = batch.pop() {
-                commit_batch(&mut conn, batch, health);
+                commit_batch(&mut conn, batch, health, path);
                 let result = conn
                     .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
                     .map_err(StoreError::from);
@@ -264,13 +278,13 @@ fn write_loop(
             if let Some(Command::Close(reply)) = batch.pop() {
                 closing = Some(reply);
             }
-            commit_batch(&mut conn, batch, health);
+            commit_batch(&mut conn, batch, health, path);
             for command in rest {
-                command.fail(&StoreError::Closed);
+                command.fail(|| StoreError::Closed);
             }
             break;
         }
-        commit_batch(&mut conn, batch, health);
+        commit_batch(&mut conn, batch, health, path);
     }
     // Closing the last connection checkpoints the write-ahead log and removes it; only then may
     // another daemon take the database.
@@ -283,7 +297,7 @@ fn write_loop(
 
 /// Commits `batch`, trying again while the failure may pass; answers every command once its
 /// outcome is durable (or final).
-fn commit_batch(conn: &mut Connection, batch: Vec<Command>, health: &Health) {
+fn commit_batch(conn: &mut Connection, batch: Vec<Command>, health: &Health, path: &Path) {
     let mut delay = FIRST_RETRY_DELAY;
     loop {
         match try_commit(conn, &batch) {
@@ -294,18 +308,24 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Command>, health: &Health) {
                 }
                 return;
             }
-            Err(e) if is_transient(&e) && !health.closing.load(Ordering::SeqCst) => {
-                health.failing(&e);
+            Err(cause) if is_transient(&cause) && !health.closing.load(Ordering::SeqCst) => {
+                health.failing(&StoreError::Sqlite {
+                    path: Some(path.to_owned()),
+                    cause: Arc::clone(&cause),
+                });
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(MAX_RETRY_DELAY);
             }
-            Err(e) => {
+            Err(cause) => {
                 tracing::error!(
                     commands = batch.len(),
-                    "cannot write the history, and these writes are given up: {e}"
+                    "cannot write the history, and these writes are given up: {cause}"
                 );
                 for command in batch {
-                    command.fail(&e);
+                    command.fail(|| StoreError::Sqlite {
+                        path: None,
+                        cause: Arc::clone(&cause),
+                    });
                 }
                 return;
             }
@@ -313,14 +333,20 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Command>, health: &Health) {
     }
 }
 
-/// One attempt at the whole batch: every command's answer, or the error that rolled it back.
-fn try_commit(conn: &mut Connection, batch: &[Command]) -> Result<Vec<Answer>, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+/// One attempt at the whole batch: every command's answer, or SQLite's reason that rolled it
+/// back (shared by every command of the batch).
+fn try_commit(
+    conn: &mut Connection,
+    batch: &[Command],
+) -> Result<Vec<Answer>, Arc<rusqlite::Error>> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(Arc::new)?;
     let mut answers = Vec::with_capacity(batch.len());
     for command in batch {
         answers.push(apply(&tx, command)?);
     }
-    tx.commit()?;
+    tx.commit().map_err(Arc::new)?;
     Ok(answers)
 }
 
@@ -354,12 +380,12 @@ impl Health {
 }
 
 /// Whether a failure may pass by itself: space freed, a lock released, a device back.
-fn is_transient(error: &StoreError) -> bool {
-    let StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) = error else {
+fn is_transient(error: &rusqlite::Error) -> bool {
+    let Some(code) = error.sqlite_error_code() else {
         return false;
     };
     matches!(
-        failure.code,
+        code,
         ErrorCode::DatabaseBusy
             | ErrorCode::DatabaseLocked
             | ErrorCode::DiskFull
@@ -373,10 +399,12 @@ fn is_transient(error: &StoreError) -> bool {
 
 /// Runs one command inside the open transaction. A failure that may pass aborts the batch
 /// (`Err`); any other failure is that command's answer.
-fn apply(conn: &Connection, command: &Command) -> Result<Answer, StoreError> {
-    fn keep<T>(result: Result<T, StoreError>) -> Result<Result<T, StoreError>, StoreError> {
+fn apply(conn: &Connection, command: &Command) -> Result<Answer, Arc<rusqlite::Error>> {
+    fn keep<T>(
+        result: Result<T, StoreError>,
+    ) -> Result<Result<T, StoreError>, Arc<rusqlite::Error>> {
         match result {
-            Err(e) if is_transient(&e) => Err(e),
+            Err(StoreError::Sqlite { cause, .. }) if is_transient(&cause) => Err(cause),
             other => Ok(other),
         }
     }
@@ -390,14 +418,18 @@ fn apply(conn: &Connection, command: &Command) -> Result<Answer, StoreError> {
         }
         Command::Start(start, _) => Answer::Unit(keep(update_started(conn, start))?),
         Command::Finish(finish, _) => Answer::Unit(keep(update_finished(conn, finish))?),
-        Command::JobStates(_) => Answer::JobStates(keep(read_job_states(conn))?),
+        Command::JobStates(_) => Answer::JobStates(keep(
+            rows::job_states(conn).map(|(states, damaged)| warned(states, &damaged)),
+        )?),
         Command::QueuedFires(_) => Answer::QueuedFires(keep(queued_fires(conn))?),
         Command::AbandonOrphans(last_alive, reason, _) => {
             Answer::Orphans(keep(abandon_orphans(conn, *last_alive, reason))?)
         }
-        Command::LastStatuses(_) => Answer::Statuses(keep(super::reader::last_statuses(conn))?),
+        Command::LastStatuses(_) => Answer::Statuses(keep(
+            rows::last_statuses(conn).map(|(statuses, damaged)| warned(statuses, &damaged)),
+        )?),
         Command::LastSuccesses(jobs, _) => {
-            Answer::Successes(keep(super::reader::last_successes(conn, jobs))?)
+            Answer::Successes(keep(rows::last_successes(conn, jobs))?)
         }
         Command::FiredSince(jobs, since, _) => Answer::Jobs(keep(fired_since(conn, jobs, *since))?),
         Command::Prune(before, limit, _) => Answer::Count(keep(prune(conn, *before, *limit))?),
@@ -431,23 +463,19 @@ impl Command {
             }
             (Command::FiredSince(_, _, reply), Answer::Jobs(result)) => drop(reply.send(result)),
             (Command::Prune(_, _, reply), Answer::Count(result)) => drop(reply.send(result)),
-            (command, _) => command.fail(&StoreError::Corrupt(
-                "the history writer mixed up its answers".to_owned(),
-            )),
+            (_, _) => unreachable!("each command's answer comes from that command"),
         }
     }
 
-    /// Answers a command that never reached the database.
-    fn fail(self, error: &StoreError) {
-        fn err<T>(reply: Reply<T>, error: &StoreError) {
-            let _ = reply.send(Err(StoreError::Corrupt(error.to_string())));
+    /// Answers a command that never reached the database with `error()`.
+    fn fail(self, error: impl Fn() -> StoreError) {
+        fn err<T>(reply: Reply<T>, error: &impl Fn() -> StoreError) {
+            let _ = reply.send(Err(error()));
         }
+        let error = &error;
         match self {
             Command::Write(writes, reply) => {
-                let failed = writes
-                    .iter()
-                    .map(|_| Err(StoreError::Corrupt(error.to_string())))
-                    .collect();
+                let failed = writes.iter().map(|_| Err(error())).collect();
                 let _ = reply.send(failed);
             }
             Command::Start(_, reply)
@@ -501,13 +529,10 @@ fn insert_fire(
 ) -> Result<RunId, StoreError> {
     // A skipped fire never reaches its plugin: its params would only be noise.
     let (shown, kept) = if status == Status::Queued {
-        let shown = serde_json::to_string(&mask_secrets(&fire.params))
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let shown =
+            serde_json::to_string(&mask_secrets(&fire.params)).map_err(StoreError::Params)?;
         let kept = if fire.own_params {
-            Some(
-                serde_json::to_string(&*fire.params)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            )
+            Some(serde_json::to_string(&*fire.params).map_err(StoreError::Params)?)
         } else {
             None
         };
@@ -547,9 +572,7 @@ fn resolve(conn: &Connection, id: RunId, status: Status, reason: &str) -> Result
         )?
         .execute(params![id, status.as_str(), reason])?;
     if changed == 0 {
-        return Err(StoreError::Corrupt(format!(
-            "run {id} is no longer queued, so it cannot become {status}"
-        )));
+        return Err(StoreError::NotQueued(id));
     }
     Ok(())
 }
@@ -572,10 +595,7 @@ fn update_started(conn: &Connection, start: &StartRun) -> Result<(), StoreError>
             pid_start
         ])?;
     if changed == 0 {
-        return Err(StoreError::Corrupt(format!(
-            "run {} is not queued, so it cannot start",
-            start.id
-        )));
+        return Err(StoreError::NotQueued(start.id));
     }
     Ok(())
 }
@@ -595,10 +615,7 @@ fn update_finished(conn: &Connection, finish: &Finish) -> Result<(), StoreError>
             finish.message,
         ])?;
     if changed == 0 {
-        return Err(StoreError::Corrupt(format!(
-            "run {} is not running, so it cannot finish",
-            finish.id
-        )));
+        return Err(StoreError::NotRunning(finish.id));
     }
     if !finish.output.is_empty() || finish.output_dropped > 0 {
         conn.prepare_cached(
@@ -638,22 +655,6 @@ fn advance(conn: &Connection, job: &str, at: i64, timing: Option<&str>) -> Resul
     Ok(())
 }
 
-pub(super) fn read_job_states(conn: &Connection) -> Result<HashMap<String, JobState>, StoreError> {
-    let mut statement =
-        conn.prepare_cached("SELECT job, last_fire, paused, timing FROM job_state")?;
-    let rows = statement.query_map([], |row| {
-        Ok((
-            row.get::<_, String>("job")?,
-            JobState {
-                last_fire: row.get("last_fire")?,
-                paused: row.get("paused")?,
-                timing: row.get("timing")?,
-            },
-        ))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
 fn queued_fires(conn: &Connection) -> Result<Vec<QueuedFire>, StoreError> {
     let mut statement = conn.prepare_cached(
         "SELECT id, job, trigger, attempt, scheduled_at, queued_at, pending_params FROM runs
@@ -661,29 +662,40 @@ fn queued_fires(conn: &Connection) -> Result<Vec<QueuedFire>, StoreError> {
     )?;
     let mut rows = statement.query([])?;
     let mut fires = Vec::new();
+    let mut damaged = Vec::new();
     while let Some(row) = rows.next()? {
-        let id: RunId = row.get("id")?;
-        let trigger: String = row.get("trigger")?;
-        let params: Option<String> = row.get("pending_params")?;
-        let scheduled_at: i64 = row.get("scheduled_at")?;
-        fires.push(QueuedFire {
-            id,
-            job: row.get("job")?,
-            trigger: trigger
-                .parse::<Trigger>()
-                .map_err(|e| StoreError::Corrupt(format!("run {id}: {e}")))?,
-            attempt: row.get("attempt")?,
-            scheduled_at,
-            accepted_at: row
-                .get::<_, Option<i64>>("queued_at")?
-                .unwrap_or(scheduled_at),
-            params: params
-                .map(|text| serde_json::from_str(&text))
-                .transpose()
-                .map_err(|e| StoreError::Corrupt(format!("the params of queued run {id}: {e}")))?,
-        });
+        let decoded = (|| {
+            let trigger: String = column(row, "trigger")?;
+            let params: Option<String> = column(row, "pending_params")?;
+            let scheduled_at: i64 = column(row, "scheduled_at")?;
+            let accepted_at: Option<i64> = column(row, "queued_at")?;
+            Ok::<_, rows::Problem>(QueuedFire {
+                id: column(row, "id")?,
+                job: column(row, "job")?,
+                trigger: trigger
+                    .parse::<Trigger>()
+                    .map_err(|e| format!("column `trigger`: {e}"))?,
+                attempt: column(row, "attempt")?,
+                scheduled_at,
+                accepted_at: accepted_at.unwrap_or(scheduled_at),
+                params: params
+                    .map(|text| serde_json::from_str(&text))
+                    .transpose()
+                    .map_err(|e| format!("column `pending_params` is not JSON ({e})"))?,
+            })
+        })();
+        // A queued fire that does not decode cannot run; it stays queued, and the log says so
+        // at every start until the row is mended or removed.
+        match decoded {
+            Ok(fire) => fires.push(fire),
+            Err(problem) => damaged.push(DamagedRow {
+                id: rows::run_id(row),
+                table: "runs",
+                problem,
+            }),
+        }
     }
-    Ok(fires)
+    Ok(warned(fires, &damaged))
 }
 
 fn fired_since(conn: &Connection, jobs: &[String], since: i64) -> Result<Vec<String>, StoreError> {
@@ -713,16 +725,30 @@ fn abandon_orphans(
         let mut statement = conn.prepare_cached(
             "SELECT id, job, pid, pid_start FROM runs WHERE status = 'running' ORDER BY id",
         )?;
-        let rows = statement.query_map([], |row| {
-            let pid: Option<i32> = row.get("pid")?;
-            let start: Option<i64> = row.get("pid_start")?;
-            Ok(OrphanedRun {
-                id: row.get("id")?,
-                job: row.get("job")?,
-                process: pid.zip(start.and_then(|s| u64::try_from(s).ok())),
-            })
-        })?;
-        rows.collect::<Result<Vec<_>, _>>()?
+        let mut rows = statement.query([])?;
+        let mut orphans = Vec::new();
+        let mut damaged = Vec::new();
+        while let Some(row) = rows.next()? {
+            let orphan = (|| {
+                let pid: Option<i32> = column(row, "pid")?;
+                let start: Option<i64> = column(row, "pid_start")?;
+                Ok::<_, rows::Problem>(OrphanedRun {
+                    id: column(row, "id")?,
+                    job: column(row, "job")?,
+                    process: pid.zip(start.and_then(|s| u64::try_from(s).ok())),
+                })
+            })();
+            // A damaged row is still marked abandoned below; only its process is not looked for.
+            match orphan {
+                Ok(orphan) => orphans.push(orphan),
+                Err(problem) => damaged.push(DamagedRow {
+                    id: rows::run_id(row),
+                    table: "runs",
+                    problem,
+                }),
+            }
+        }
+        warned(orphans, &damaged)
     };
     conn.prepare_cached(
         "UPDATE runs SET status = 'abandoned', error = ?2, pid = NULL, pid_start = NULL,
@@ -731,4 +757,12 @@ fn abandon_orphans(
     )?
     .execute(params![last_alive, reason])?;
     Ok(orphans)
+}
+
+/// The daemon goes on without the rows that do not decode; the log says which they are.
+fn warned<T>(value: T, damaged: &[DamagedRow]) -> T {
+    for row in damaged {
+        tracing::warn!("skipped a damaged row of the run history: {row}");
+    }
+    value
 }
