@@ -109,18 +109,8 @@ async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
             .collect();
         metrics.schedules(&config.jobs, &paused, clock.now());
     }
-    let metrics_server = match config.daemon.metrics_listen {
-        Some(address) => {
-            let listener = tokio::net::TcpListener::bind(address)
-                .await
-                .with_context(|| {
-                    format!("cannot serve metrics on metrics_listen = \"{address}\"")
-                })?;
-            tracing::info!(%address, "serving Prometheus metrics at /metrics");
-            Some(tokio::spawn(metrics::serve(listener, Arc::clone(&metrics))))
-        }
-        None => None,
-    };
+    let http = crate::web::Listeners::bind(&config.daemon).await?;
+    let scrapes: Arc<dyn crate::web::MetricsSource> = Arc::clone(&metrics) as _;
     let (plugin_changes, mut plugin_events) = mpsc::unbounded_channel();
     let (rescans, mut rescanned) = mpsc::unbounded_channel();
     let mut engine = Engine::new(
@@ -139,6 +129,7 @@ async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
     engine.fire_at_boot(reboot::take_due(runtime_dir, &config.jobs));
     crate::sys::return_free_memory();
     let (control_tx, mut control_rx) = mpsc::channel(64);
+    let http_server = tokio::spawn(http.serve(Arc::clone(&config), control_tx.clone(), scrapes));
     let server = tokio::spawn(control::server::serve(listener, control_tx, access));
     let (config_changes, mut config_events) = mpsc::unbounded_channel();
     let config_watcher = config_watch::ConfigWatcher::new(&options.config, config_changes);
@@ -212,9 +203,7 @@ async fn serve(options: &Options, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
     notify::stopping();
     server.abort();
     pruner.abort();
-    if let Some(metrics_server) = &metrics_server {
-        metrics_server.abort();
-    }
+    http_server.abort();
     engine.stop_admitting();
     let grace = tokio::time::sleep(engine.config().daemon.shutdown_grace);
     tokio::pin!(grace);

@@ -22,3 +22,4 @@ mod plugin_http;
 mod plugin_mail;
 mod plugin_report;
 mod restart;
+mod web;

@@ -1,5 +1,6 @@
 //! The SQLite backend: one writer thread that batches, and read-only connections for the CLI.
 
+mod browse;
 mod reader;
 mod schema;
 #[cfg(test)]
@@ -15,7 +16,9 @@ use nix::fcntl::{Flock, FlockArg};
 
 use rusqlite::{Connection, OpenFlags};
 
+pub use browse::{CappedRun, Span, summarize};
 pub use reader::SqliteHistory;
+pub(crate) use reader::percentile;
 pub use writer::SqliteStore;
 
 use super::StoreError;

@@ -15,11 +15,11 @@ use crate::model::{Status, Trigger};
 /// A read-only view of a SQLite history.
 #[derive(Debug)]
 pub struct SqliteHistory {
-    conn: Connection,
+    pub(super) conn: Connection,
 }
 
 /// The columns of a [`RunRecord`], in the order [`record_from_row`] reads them.
-const RECORD_COLUMNS: &str = "runs.id, runs.job, runs.plugin, runs.status, runs.trigger, \
+pub(super) const RECORD_COLUMNS: &str = "runs.id, runs.job, runs.plugin, runs.status, runs.trigger, \
      runs.attempt, runs.scheduled_at, runs.started_at, runs.finished_at, runs.queue_ms, runs.error";
 
 impl SqliteHistory {
@@ -44,6 +44,17 @@ impl SqliteHistory {
         }
         if let Some(status) = query.status {
             filter("status = ?", Value::Text(status.as_str().to_owned()));
+        }
+        if let Some(trigger) = query.trigger {
+            // The rare triggers restate the condition of the partial index `runs_by_trigger`,
+            // which SQLite uses only when a query names it; `schedule` is most rows, so walking
+            // the newest ids finds them at once.
+            let clause = if trigger == Trigger::Schedule {
+                "trigger = ?"
+            } else {
+                "trigger = ? AND trigger <> 'schedule'"
+            };
+            filter(clause, Value::Text(trigger.as_str().to_owned()));
         }
         if let Some(since) = query.since {
             filter("scheduled_at >= ?", Value::Integer(since));
@@ -192,7 +203,7 @@ pub(super) fn last_successes(
     Ok(found)
 }
 
-fn record_from_row(row: &Row<'_>) -> Result<RunRecord, StoreError> {
+pub(super) fn record_from_row(row: &Row<'_>) -> Result<RunRecord, StoreError> {
     let started_at: Option<i64> = row.get(7)?;
     let finished_at: Option<i64> = row.get(8)?;
     let trigger: String = row.get(4)?;
@@ -214,14 +225,14 @@ fn record_from_row(row: &Row<'_>) -> Result<RunRecord, StoreError> {
     })
 }
 
-fn parse_status(text: &str) -> Result<Status, StoreError> {
+pub(super) fn parse_status(text: &str) -> Result<Status, StoreError> {
     text.parse()
         .map_err(|e: crate::model::UnknownName| StoreError::Corrupt(e.to_string()))
 }
 
 /// One job's figures while they are being collected.
 #[derive(Debug, Default)]
-struct Samples {
+pub(super) struct Samples {
     succeeded: u64,
     failed: u64,
     durations: Vec<i64>,
@@ -231,7 +242,7 @@ struct Samples {
 }
 
 impl Samples {
-    fn add(&mut self, status: Status, duration: i64, queue: Option<i64>, lateness: i64) {
+    pub(super) fn add(&mut self, status: Status, duration: i64, queue: Option<i64>, lateness: i64) {
         match status {
             Status::Succeeded => self.succeeded += 1,
             s if s.is_failure() => self.failed += 1,
@@ -245,7 +256,7 @@ impl Samples {
         }
     }
 
-    fn summarize(mut self, job: String) -> JobStats {
+    pub(super) fn summarize(mut self, job: String) -> JobStats {
         self.durations.sort_unstable();
         self.lateness.sort_unstable();
         let runs = self.durations.len() as u64;
@@ -272,7 +283,7 @@ impl Samples {
 }
 
 /// The nearest-rank percentile of sorted `values`.
-fn percentile(sorted: &[i64], pct: usize) -> Option<i64> {
+pub(crate) fn percentile(sorted: &[i64], pct: usize) -> Option<i64> {
     if sorted.is_empty() {
         return None;
     }

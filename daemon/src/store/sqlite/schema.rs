@@ -5,7 +5,7 @@ use rusqlite_migration::{M, Migrations};
 
 /// Every migration, oldest first. SQLite's `user_version` records how many have run.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1)])
+    Migrations::new(vec![M::up(V1), M::up(WEB_VIEW)])
 }
 
 const V1: &str = r"
@@ -49,4 +49,14 @@ CREATE TABLE job_state (
     last_fire INTEGER,
     paused    INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
+";
+
+/// The web view's windows and filters. Its own migration, appended after the others.
+const WEB_VIEW: &str = r"
+-- A job's runs in a time window: the web view's timeline rows, charts and per-job figures,
+-- which `runs_by_job` (ordered by id) can only answer by walking all of the job's newer runs.
+CREATE INDEX runs_by_job_schedule ON runs (job, scheduled_at);
+-- The web view's trigger filter, newest first. Only the rare triggers are indexed: `schedule`
+-- is most rows, and walking the newest ids finds them at once.
+CREATE INDEX runs_by_trigger ON runs (trigger, id) WHERE trigger <> 'schedule';
 ";
