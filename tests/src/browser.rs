@@ -158,12 +158,12 @@ impl Browser {
     pub fn viewport(&self, width: u32, height: u32, mobile: bool) {
         self.cdp(
             "Emulation.setDeviceMetricsOverride",
-            json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile}),
+            &json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile}),
         );
     }
 
     /// A DevTools command, through the driver.
-    pub fn cdp(&self, command: &str, params: Value) -> Value {
+    pub fn cdp(&self, command: &str, params: &Value) -> Value {
         self.session(
             "POST",
             "/goog/cdp/execute",
@@ -185,7 +185,7 @@ impl Browser {
     }
 
     /// Runs `script` in the page (as a function body; `arguments` holds `args`).
-    pub fn script(&self, script: &str, args: Value) -> Value {
+    pub fn script(&self, script: &str, args: &Value) -> Value {
         self.session(
             "POST",
             "/execute/sync",
@@ -267,7 +267,7 @@ impl Browser {
         let full = self
             .script(
                 "return Math.ceil(document.documentElement.scrollHeight);",
-                json!([]),
+                &json!([]),
             )
             .as_u64()
             .unwrap_or(u64::from(height));

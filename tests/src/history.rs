@@ -149,7 +149,7 @@ impl Dice {
 
     /// True one time in `n`.
     fn one_in(&mut self, n: u64) -> bool {
-        self.next() % n == 0
+        self.next().is_multiple_of(n)
     }
 }
 
@@ -228,16 +228,29 @@ pub fn seed(path: &Path, now_ms: i64) -> Seeded {
                 continue;
             }
             let mut outcome = outcome(job, &mut dice);
-            if job == "nightly-backup" || job == "db-vacuum" {
-                outcome.waited = (backup_free - due).max(0);
-                backup_free = due + outcome.waited + outcome.took;
-            }
-            if job.starts_with("digest-") {
+            // A pool's slot is handed on the instant the run before ends.
+            let slot_free = if job == "nightly-backup" || job == "db-vacuum" {
+                Some(&mut backup_free)
+            } else if job.starts_with("digest-") {
                 let slot = usize::from(mail_slots[0] > mail_slots[1]);
-                outcome.waited = (mail_slots[slot] - due).max(0);
-                mail_slots[slot] = due + outcome.waited + outcome.took;
-            }
-            let started = due + outcome.waited + dice.between(2, 40);
+                Some(&mut mail_slots[slot])
+            } else {
+                None
+            };
+            let latency = dice.between(2, 40);
+            let started = match slot_free {
+                Some(free) => {
+                    outcome.waited = (*free - due).max(0);
+                    let started = if outcome.waited > 0 {
+                        *free
+                    } else {
+                        due + latency
+                    };
+                    *free = started + outcome.took;
+                    started
+                }
+                None => due + latency,
+            };
             if started + outcome.took >= now_ms {
                 continue;
             }
@@ -296,7 +309,7 @@ pub fn seed(path: &Path, now_ms: i64) -> Seeded {
                     serde_json::json!({"command": "true"}),
                 )
                 .await;
-                backup_free = retry_due + retry.took;
+                backup_free = retry_due + 5 + retry.took;
                 seeded.ids.entry(job.to_owned()).or_default().push(retry_id);
                 seeded.total += 1;
             }

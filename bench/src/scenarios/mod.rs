@@ -9,6 +9,7 @@ mod idle;
 mod limits;
 mod peer;
 mod throughput;
+mod web;
 
 use crate::report::{Report, median};
 
@@ -16,7 +17,7 @@ use crate::report::{Report, median};
 type Scenario = fn(bool, &mut Report) -> anyhow::Result<()>;
 
 /// Every scenario, in the order they run.
-const SCENARIOS: [(&str, Scenario); 9] = [
+const SCENARIOS: [(&str, Scenario); 10] = [
     ("limits", limits::run),
     ("dispatch", dispatch::run),
     ("peer", peer::run),
@@ -24,6 +25,7 @@ const SCENARIOS: [(&str, Scenario); 9] = [
     ("throughput", throughput::run),
     ("idle", idle::run),
     ("history", history::run),
+    ("web", web::run),
     ("burst", burst::run),
     ("faults", faults::run),
 ];

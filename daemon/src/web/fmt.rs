@@ -78,10 +78,29 @@ pub(crate) fn duration(ms: i64) -> String {
         format!("{:.2} s", ms as f64 / 1_000.0)
     } else if ms < 60_000 {
         format!("{:.1} s", ms as f64 / 1_000.0)
-    } else if ms < 3_600_000 {
+    } else if ms < 600_000 {
         format!("{} min {:02} s", ms / 60_000, (ms % 60_000) / 1_000)
+    } else if ms < 3_600_000 {
+        format!("{} min", ms / 60_000)
     } else {
         format!("{} h {:02} min", ms / 3_600_000, (ms % 3_600_000) / 60_000)
+    }
+}
+
+/// A round duration for an axis: `500 ms`, `30 s`, `15 min`, `2 h`.
+pub(crate) fn axis_duration(ms: i64) -> String {
+    if ms == 0 {
+        "0".to_owned()
+    } else if ms % 3_600_000 == 0 {
+        format!("{} h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 {
+        format!("{} min", ms / 60_000)
+    } else if ms % 1_000 == 0 {
+        format!("{} s", ms / 1_000)
+    } else if ms < 1_000 {
+        format!("{ms} ms")
+    } else {
+        format!("{:.1} s", ms as f64 / 1_000.0)
     }
 }
 
@@ -143,6 +162,9 @@ mod tests {
         assert_eq!(duration(1_234), "1.23 s");
         assert_eq!(duration(12_345), "12.3 s");
         assert_eq!(duration(185_000), "3 min 05 s");
+        assert_eq!(duration(2_580_000), "43 min");
+        assert_eq!(axis_duration(900_000), "15 min");
+        assert_eq!(axis_duration(2_500), "2.5 s");
         assert_eq!(duration(7_380_000), "2 h 03 min");
         assert_eq!(relative(10_000, 250_000), "4 min ago");
         assert_eq!(relative(7_300_000, 0), "in 2 h");

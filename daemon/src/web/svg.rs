@@ -164,18 +164,21 @@ pub(crate) fn durations(
     sorted.sort_unstable();
     // The 99th percentile sets the scale, so one outlier does not flatten the rest; longer
     // runs are drawn on the top edge.
-    let top = crate::store::sqlite::percentile(&sorted, 99)
-        .unwrap_or(1_000)
-        .max(10);
-    let top = nice_ceiling(top as f64 * 1.1);
+    let highest = crate::store::sqlite::percentile(&sorted, 99).unwrap_or(1_000);
+    let step = STEPS_MS
+        .into_iter()
+        .find(|step| highest * 10 / 9 <= step * 4)
+        .unwrap_or(STEPS_MS[STEPS_MS.len() - 1]);
+    let lines = ((highest * 10 / 9 + step - 1) / step).clamp(1, 4);
+    let top = (step * lines) as f64;
     let y = |ms: i64| TOP + plot_h * (1.0 - (ms as f64 / top).min(1.0));
     let mut out = format!(
         "<svg class=\"chart\" viewBox=\"0 0 {CHART_W} {H}\" role=\"img\" \
          aria-label=\"run durations over time\">"
     );
-    for i in 0..=4 {
-        let value = top * f64::from(i) / 4.0;
-        let yy = y(value as i64);
+    for i in 0..=lines {
+        let value = step * i;
+        let yy = y(value);
         w!(
             out,
             "<line class=\"grid\" x1=\"{LEFT}\" x2=\"{}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\"/>\
@@ -183,7 +186,7 @@ pub(crate) fn durations(
             CHART_W - RIGHT,
             LEFT - 6.0,
             yy + 4.0,
-            fmt::duration(value as i64)
+            fmt::axis_duration(value)
         );
     }
     axis(&mut out, &scale, H - BOTTOM, zone);
@@ -325,15 +328,12 @@ fn axis(out: &mut String, scale: &TimeScale, y: f64, zone: &TimeZone) {
     }
 }
 
-/// The smallest 1, 2 or 5 times a power of ten at or above `value`.
-fn nice_ceiling(value: f64) -> f64 {
-    let power = 10f64.powf(value.max(1.0).log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
-        .into_iter()
-        .map(|m| m * power)
-        .find(|v| *v >= value)
-        .unwrap_or(10.0 * power)
-}
+/// Steps of a duration axis: round figures from 10 ms to a day.
+const STEPS_MS: [i64; 24] = [
+    10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 15_000, 30_000, 60_000, 120_000,
+    300_000, 600_000, 900_000, 1_800_000, 3_600_000, 7_200_000, 10_800_000, 21_600_000, 43_200_000,
+    86_400_000,
+];
 
 #[cfg(test)]
 mod tests {
@@ -353,12 +353,5 @@ mod tests {
         let week = time_ticks(from, from + 7 * 86_400_000, 8, &zone);
         assert_eq!(week[0].1, "Jan 06");
         assert_eq!(week.len(), 7);
-    }
-
-    #[test]
-    fn scales_round_up() {
-        assert!((nice_ceiling(1_100.0) - 2_000.0).abs() < 1e-9);
-        assert!((nice_ceiling(420.0) - 500.0).abs() < 1e-9);
-        assert!((nice_ceiling(10.0) - 10.0).abs() < 1e-9);
     }
 }

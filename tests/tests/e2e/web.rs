@@ -225,12 +225,49 @@ fn errors(browser: &Browser) -> Vec<Value> {
         .collect()
 }
 
+/// The texts of the elements matching `selector`, read at once (the page's live parts are
+/// replaced as they refresh, so element references do not last).
+fn texts(browser: &Browser, selector: &str) -> Vec<String> {
+    let found = browser.script(
+        "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.textContent);",
+        &json!([selector]),
+    );
+    found
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|t| t.as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The ids the runs table on the page lists, in order.
 fn listed_ids(browser: &Browser) -> Vec<i64> {
-    browser
-        .find_all("table.runs a.id")
+    texts(browser, "table.runs a.id")
         .iter()
-        .map(|link| browser.text(link).trim_start_matches('#').parse().unwrap())
+        .map(|id| id.trim_start_matches('#').parse().unwrap())
+        .collect()
+}
+
+/// The run ids linked from the elements matching `selector`.
+fn linked_runs(browser: &Browser, selector: &str) -> BTreeSet<i64> {
+    let found = browser.script(
+        "return Array.from(document.querySelectorAll(arguments[0])).map(a => a.getAttribute('href'));",
+        &json!([selector]),
+    );
+    found
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|href| {
+            href.as_str()
+                .unwrap()
+                .trim_start_matches("/runs/")
+                .parse()
+                .unwrap()
+        })
         .collect()
 }
 
@@ -290,11 +327,7 @@ fn the_web_view_works_in_a_real_browser() {
     wait_for("the filtered page", || {
         browser.url().contains("status=failed")
     });
-    let badges: Vec<String> = browser
-        .find_all("table.runs .badge")
-        .iter()
-        .map(|b| browser.text(b))
-        .collect();
+    let badges = texts(&browser, "table.runs .badge");
     let failed = history.iter().filter(|r| r["status"] == "failed").count();
     assert_eq!(badges.len(), failed.min(50), "{badges:?}");
     assert!(badges.iter().all(|b| b == "failed"), "{badges:?}");
@@ -319,12 +352,7 @@ fn the_web_view_works_in_a_real_browser() {
         url_escape(&rfc3339(end_ms))
     ));
     browser.find("svg.gantt");
-    let drawn: BTreeSet<i64> = browser
-        .find_all("svg.gantt a[href^='/runs/']")
-        .iter()
-        .filter_map(|a| browser.attribute(a, "href"))
-        .map(|href| href.trim_start_matches("/runs/").parse().unwrap())
-        .collect();
+    let drawn = linked_runs(&browser, "svg.gantt a[href^='/runs/']");
     let expected: BTreeSet<i64> = history
         .iter()
         .filter(|r| r["job"] == "nightly-backup")
@@ -363,7 +391,7 @@ fn the_web_view_works_in_a_real_browser() {
     wait_for("the run's page", || {
         browser.url().ends_with(&format!("/runs/{oldest}"))
     });
-    assert_eq!(browser.text(&browser.find("h1")), format!("Run #{oldest}"));
+    assert_eq!(texts(&browser, "h1"), [format!("Run #{oldest}")]);
 
     // A chained run links to its upstream, and the upstream to it.
     let (up, down) = seeded.chain;
@@ -374,16 +402,13 @@ fn the_web_view_works_in_a_real_browser() {
 
     // A huge output is cut to its tail, and the page says so.
     browser.goto(&format!("{base}/runs/{}", seeded.huge_output));
-    let output = browser.text(&browser.find("pre.output"));
+    browser.find("pre.output");
+    let output = texts(&browser, "pre.output").concat();
     assert!(
         output.trim_end().ends_with(HUGE_OUTPUT_END),
         "the tail is shown"
     );
-    assert!(
-        browser
-            .text(&browser.find(".hint.cut"))
-            .contains("Output cut")
-    );
+    assert!(texts(&browser, ".hint.cut").concat().contains("Output cut"));
     let (_, _, page) = fetch("GET", &format!("{base}/runs/{}", seeded.huge_output));
     assert!(
         page.len() < 400_000,
@@ -393,14 +418,14 @@ fn the_web_view_works_in_a_real_browser() {
 
     // Live: a new run appears on the open page without a reload.
     browser.goto(&format!("{base}/runs"));
-    browser.script("window.notReloaded = true;", json!([]));
+    browser.script("window.notReloaded = true;", &json!([]));
     let newest = listed_ids(&browser)[0];
     assert_eq!(sandbox.pacer(["run", "healthcheck", "--wait"]).code, 0);
     wait_until("the new run on the open page", || {
         (listed_ids(&browser).first().copied() > Some(newest)).then_some(())
     });
     assert_eq!(
-        browser.script("return window.notReloaded === true;", json!([])),
+        browser.script("return window.notReloaded === true;", &json!([])),
         true
     );
 
@@ -412,7 +437,7 @@ fn the_web_view_works_in_a_real_browser() {
         browser.find("main");
         let overflow = browser.script(
             "return document.documentElement.scrollWidth - window.innerWidth;",
-            json!([]),
+            &json!([]),
         );
         assert!(
             overflow.as_i64().is_some_and(|o| o <= 0),

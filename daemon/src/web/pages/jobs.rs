@@ -242,10 +242,11 @@ fn table(body: &mut String, rows: &[Row], window: &str, now: i64, site: &Site) {
             w!(
                 body,
                 "</td><td class=\"num\" data-label=\"Success\"><span class=\"rate{class}\">{}</span>\
-                 <div class=\"sub\">{of}{} runs</div></td>\
+                 <div class=\"sub\">{of}{} run{}</div></td>\
                  <td class=\"num\" data-label=\"p95\">{}<div class=\"sub\">p50 {}</div></td>",
                 fmt::percent(stats.success_rate),
                 stats.runs,
+                if stats.runs == 1 { "" } else { "s" },
                 fmt::maybe_duration(stats.p95_ms),
                 fmt::maybe_duration(stats.p50_ms)
             );

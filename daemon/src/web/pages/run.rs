@@ -192,7 +192,7 @@ fn phases(run: &RunRecord, now: i64) -> String {
     let total = (waited + ran).max(1) as f64;
     let wait_w = 600.0 * waited as f64 / total;
     let mut out = String::from(
-        "<svg class=\"phases\" viewBox=\"0 0 600 34\" role=\"img\" \
+        "<svg class=\"phases\" viewBox=\"0 0 600 22\" role=\"img\" \
          aria-label=\"queue wait then run time\">",
     );
     if wait_w > 0.0 {
@@ -206,9 +206,8 @@ fn phases(run: &RunRecord, now: i64) -> String {
     w!(
         out,
         "<rect class=\"st-{}\" x=\"{wait_w:.1}\" y=\"4\" width=\"{:.1}\" height=\"14\">\
-         <title>ran {}</title></rect>\
-         <text class=\"axis\" x=\"0\" y=\"31\">queue wait {}</text>\
-         <text class=\"axis\" x=\"600\" y=\"31\" text-anchor=\"end\">ran {}</text></svg>",
+         <title>ran {}</title></rect></svg><div class=\"phase-labels\">\
+         <span>queue wait {}</span><span>ran {}</span></div>",
         run.status.as_str(),
         (600.0 - wait_w).max(1.0),
         fmt::duration(ran),
@@ -282,10 +281,15 @@ fn output(body: &mut String, found: &Found) {
             detail.record.id
         );
     }
-    if detail.output.is_empty() {
+    // A cut tail starts at its first whole line.
+    let text = match detail.output.find('\n') {
+        Some(newline) if hidden > 0 && newline < 4_096 => &detail.output[newline + 1..],
+        _ => detail.output.as_str(),
+    };
+    if text.is_empty() {
         body.push_str("<p class=\"muted\">No output.</p>");
     } else {
-        w!(body, "<pre class=\"output\">{}</pre>", esc(&detail.output));
+        w!(body, "<pre class=\"output\">{}</pre>", esc(text));
     }
     body.push_str("</section>");
 }

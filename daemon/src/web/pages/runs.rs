@@ -160,8 +160,8 @@ fn form(body: &mut String, query: &Query, jobs: &[String]) {
     w!(
         body,
         "</select></label>\
-         <label>Since<input name=\"since\" value=\"{}\" placeholder=\"2h, 7d or 2027-01-05 10:00\"></label>\
-         <label>Until<input name=\"until\" value=\"{}\" placeholder=\"1h or 2027-01-05 12:00\"></label>\
+         <label>Since<input name=\"since\" value=\"{}\" placeholder=\"2h, 7d or a date\"></label>\
+         <label>Until<input name=\"until\" value=\"{}\" placeholder=\"1h or a date\"></label>\
          <label class=\"narrow\">Limit<input name=\"limit\" inputmode=\"numeric\" value=\"{}\" \
          placeholder=\"{DEFAULT_LIMIT}\"></label>\
          <div class=\"actions\"><button type=\"submit\">Show runs</button>\

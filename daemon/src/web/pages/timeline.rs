@@ -417,6 +417,14 @@ fn gantt(
                 scale.x(cut) - LABEL_W,
                 row_h - ROW_PAD
             );
+            if scale.x(cut) - LABEL_W > 150.0 {
+                w!(
+                    body,
+                    "<text class=\"axis\" x=\"{:.1}\" y=\"{:.1}\">too many runs to draw: zoom in</text>",
+                    LABEL_W + 8.0,
+                    y + ROW_PAD / 2.0 + LANE_H - 4.0
+                );
+            }
         }
         for (run, lane) in row.runs.iter().zip(lane_of) {
             let top = y + ROW_PAD / 2.0 + *lane as f64 * LANE_H;
