@@ -9,6 +9,7 @@ use jiff::tz::TimeZone;
 use super::fmt::{self, esc};
 use super::page::w;
 use crate::store::RunRecord;
+use crate::store::sqlite::WindowRun;
 use crate::time::from_ms;
 
 /// Maps instants in `[from, to)` onto `x0..x0 + width`.
@@ -79,8 +80,8 @@ pub(crate) fn time_ticks(from: i64, to: i64, max: usize, zone: &TimeZone) -> Vec
     ticks
 }
 
-/// A run's hover text: what, when, how long, why.
-pub(crate) fn run_title(run: &RunRecord, zone: &TimeZone) -> String {
+/// A run's hover text: what, when, how long, and why it failed when `error` is known.
+pub(crate) fn run_title(run: &WindowRun, error: Option<&str>, zone: &TimeZone) -> String {
     let mut title = format!(
         "#{} {} · {} · {}",
         run.id,
@@ -92,13 +93,13 @@ pub(crate) fn run_title(run: &RunRecord, zone: &TimeZone) -> String {
         w!(title, " #{}", run.attempt);
     }
     w!(title, "\ndue {}", fmt::when(run.scheduled_at, zone));
-    if let Some(ms) = run.duration_ms {
+    if let Some(ms) = run.duration_ms() {
         w!(title, "\nran {}", fmt::duration(ms));
     }
     if let Some(wait) = run.queue_ms.filter(|wait| *wait > 0) {
         w!(title, "\nwaited {} for a slot", fmt::duration(wait));
     }
-    if let Some(error) = &run.error {
+    if let Some(error) = error {
         w!(title, "\n{}", fmt::first_line(error, 120));
     }
     title
@@ -129,7 +130,11 @@ pub(crate) fn strip(runs: &[RunRecord], slots: usize, zone: &TimeZone) -> String
             run.id,
             run.status.as_str(),
             (pad + i) * W,
-            esc(&run_title(run, zone))
+            esc(&run_title(
+                &WindowRun::from(run),
+                run.error.as_deref(),
+                zone
+            ))
         );
     }
     out.push_str("</svg>");
@@ -144,7 +149,7 @@ const RIGHT: f64 = 12.0;
 /// Durations over `[from, to)`: each run a dot (a link, coloured by status), and the p50 and
 /// p95 of each of `buckets` slices as lines.
 pub(crate) fn durations(
-    runs: &[RunRecord],
+    runs: &[WindowRun],
     from: i64,
     to: i64,
     buckets: usize,
@@ -160,7 +165,7 @@ pub(crate) fn durations(
         x0: LEFT,
         width: CHART_W - LEFT - RIGHT,
     };
-    let mut sorted: Vec<i64> = runs.iter().filter_map(|r| r.duration_ms).collect();
+    let mut sorted: Vec<i64> = runs.iter().filter_map(WindowRun::duration_ms).collect();
     sorted.sort_unstable();
     // The 99th percentile sets the scale, so one outlier does not flatten the rest; longer
     // runs are drawn on the top edge.
@@ -191,7 +196,7 @@ pub(crate) fn durations(
     }
     axis(&mut out, &scale, H - BOTTOM, zone);
     for run in runs {
-        let (Some(ms), Some(started)) = (run.duration_ms, run.started_at) else {
+        let (Some(ms), Some(started)) = (run.duration_ms(), run.started_at) else {
             continue;
         };
         w!(
@@ -202,7 +207,7 @@ pub(crate) fn durations(
             run.status.as_str(),
             scale.x(started),
             y(ms),
-            esc(&run_title(run, zone))
+            esc(&run_title(run, None, zone))
         );
     }
     let slice = ((to - from) / buckets.max(1) as i64).max(1);
@@ -216,7 +221,7 @@ pub(crate) fn durations(
                     r.started_at
                         .is_some_and(|s| s >= start && s < start + slice)
                 })
-                .filter_map(|r| r.duration_ms)
+                .filter_map(WindowRun::duration_ms)
                 .collect();
             inside.sort_unstable();
             if let Some(value) = crate::store::sqlite::percentile(&inside, pct) {
@@ -238,7 +243,7 @@ pub(crate) fn durations(
 /// Outcomes over `[from, to)`: per slice, a bar of runs split by status, tallest slice full
 /// height.
 pub(crate) fn outcomes(
-    runs: &[RunRecord],
+    runs: &[WindowRun],
     from: i64,
     to: i64,
     buckets: usize,

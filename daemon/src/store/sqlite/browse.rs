@@ -7,7 +7,55 @@ use rusqlite::OptionalExtension;
 
 use super::super::{JobStats, RunDetail, RunId, RunRecord, StoreError};
 use super::SqliteHistory;
-use super::reader::{RECORD_COLUMNS, Samples, record_from_row};
+use super::reader::{RECORD_COLUMNS, Samples, parse_status, record_from_row};
+use crate::model::{Status, Trigger};
+
+/// A run as a time window shows it: no plugin, error, params or output, so reading thousands
+/// of them reads only the columns drawn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowRun {
+    /// The run's id.
+    pub id: RunId,
+    /// The job.
+    pub job: String,
+    /// What became of it.
+    pub status: Status,
+    /// Why it ran.
+    pub trigger: Trigger,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The due instant, Unix ms.
+    pub scheduled_at: i64,
+    /// When its process was spawned.
+    pub started_at: Option<i64>,
+    /// When its process was reaped.
+    pub finished_at: Option<i64>,
+    /// Time spent waiting for admission.
+    pub queue_ms: Option<i64>,
+}
+
+impl WindowRun {
+    /// `finished_at - started_at`.
+    pub fn duration_ms(&self) -> Option<i64> {
+        self.started_at.zip(self.finished_at).map(|(s, f)| f - s)
+    }
+}
+
+impl From<&RunRecord> for WindowRun {
+    fn from(run: &RunRecord) -> WindowRun {
+        WindowRun {
+            id: run.id,
+            job: run.job.clone(),
+            status: run.status,
+            trigger: run.trigger,
+            attempt: run.attempt,
+            scheduled_at: run.scheduled_at,
+            started_at: run.started_at,
+            finished_at: run.finished_at,
+            queue_ms: run.queue_ms,
+        }
+    }
+}
 
 /// When a run held a slot, for the load over a window.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,15 +87,32 @@ impl SqliteHistory {
         from: i64,
         to: i64,
         limit: u32,
-    ) -> Result<Vec<RunRecord>, StoreError> {
-        let mut statement = self.conn.prepare_cached(&format!(
-            "SELECT {RECORD_COLUMNS} FROM runs INDEXED BY runs_by_job_schedule
+    ) -> Result<Vec<WindowRun>, StoreError> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT id, job, status, trigger, attempt, scheduled_at, started_at, finished_at,
+                    queue_ms
+             FROM runs INDEXED BY runs_by_job_schedule
              WHERE job = ?1 AND scheduled_at >= ?2 AND scheduled_at < ?3
-             ORDER BY scheduled_at DESC LIMIT ?4"
-        ))?;
+             ORDER BY scheduled_at DESC LIMIT ?4",
+        )?;
         let rows = statement.query_and_then(
             rusqlite::params![job, from, to, i64::from(limit)],
-            record_from_row,
+            |row| -> Result<WindowRun, StoreError> {
+                Ok(WindowRun {
+                    id: row.get("id")?,
+                    job: row.get("job")?,
+                    status: parse_status(&row.get::<_, String>("status")?)?,
+                    trigger: row
+                        .get::<_, String>("trigger")?
+                        .parse::<Trigger>()
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    attempt: row.get("attempt")?,
+                    scheduled_at: row.get("scheduled_at")?,
+                    started_at: row.get("started_at")?,
+                    finished_at: row.get("finished_at")?,
+                    queue_ms: row.get("queue_ms")?,
+                })
+            },
         )?;
         rows.collect()
     }
@@ -168,7 +233,7 @@ impl SqliteHistory {
 }
 
 /// `pacer stats`' figures for one job over `runs` (those that started and ended count).
-pub fn summarize(job: &str, runs: &[RunRecord]) -> JobStats {
+pub fn summarize(job: &str, runs: &[WindowRun]) -> JobStats {
     let mut samples = Samples::default();
     for run in runs {
         if let (Some(started), Some(finished)) = (run.started_at, run.finished_at) {

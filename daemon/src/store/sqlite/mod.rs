@@ -16,7 +16,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 use rusqlite::{Connection, OpenFlags};
 
-pub use browse::{CappedRun, Span, summarize};
+pub use browse::{CappedRun, Span, WindowRun, summarize};
 pub use reader::SqliteHistory;
 pub(crate) use reader::percentile;
 pub use writer::SqliteStore;

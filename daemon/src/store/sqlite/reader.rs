@@ -70,6 +70,33 @@ impl SqliteHistory {
         }
         sql.push_str(" ORDER BY id DESC LIMIT ?");
         values.push(Value::Integer(i64::from(query.limit)));
+        // A window that ends in the past, with no other filter: walking ids down from the
+        // newest would pass every run after the window first. When the window holds fewer
+        // runs than that (by its length against the time since it ended), the ids in it are
+        // picked from `runs_by_schedule` alone, and only the page's rows are read.
+        if let (Some(since), Some(until), None, None, None) = (
+            query.since,
+            query.until,
+            &query.job,
+            query.status,
+            query.trigger,
+        ) {
+            let now = crate::time::to_ms(jiff::Timestamp::now());
+            if until - since < now - until {
+                sql = format!(
+                    "SELECT {RECORD_COLUMNS} FROM runs WHERE id IN (\
+                     SELECT id FROM runs INDEXED BY runs_by_schedule \
+                     WHERE scheduled_at >= ? AND scheduled_at < ?{} \
+                     ORDER BY id DESC LIMIT ?) ORDER BY id DESC",
+                    match (query.before, query.after) {
+                        (Some(_), Some(_)) => " AND id < ? AND id > ?",
+                        (Some(_), None) => " AND id < ?",
+                        (None, Some(_)) => " AND id > ?",
+                        (None, None) => "",
+                    }
+                );
+            }
+        }
         (sql, values)
     }
 

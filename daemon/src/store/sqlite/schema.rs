@@ -53,7 +53,7 @@ CREATE TABLE job_state (
 
 /// The web view's windows and filters. Its own migration, appended after the others.
 const WEB_VIEW: &str = r"
--- A job's runs in a time window: the web view's timeline rows, charts and per-job figures,
+-- A job's runs in a time window (the web view's per-job figures, charts and timeline rows),
 -- which `runs_by_job` (ordered by id) can only answer by walking all of the job's newer runs.
 CREATE INDEX runs_by_job_schedule ON runs (job, scheduled_at);
 -- The web view's trigger filter, newest first. Only the rare triggers are indexed: `schedule`

@@ -7,7 +7,7 @@ use super::runs::{older_link, runs_table};
 use super::{daemon_status, jobs_in_force, now_ms, ok};
 use crate::control::{Request, Response, WhyInfo};
 use crate::model::Status;
-use crate::store::sqlite::summarize;
+use crate::store::sqlite::{WindowRun, summarize};
 use crate::store::{History, HistoryQuery, JobStats, RunRecord};
 use crate::units::format_duration;
 use crate::web::fmt::{self, esc, url};
@@ -31,7 +31,7 @@ const DAY: i64 = 86_400_000;
 #[derive(Debug)]
 struct Found {
     settings: Vec<(&'static str, String)>,
-    in_window: Vec<RunRecord>,
+    in_window: Vec<WindowRun>,
     stats: JobStats,
     recent: Vec<RunRecord>,
     listed: Vec<RunRecord>,

@@ -10,8 +10,7 @@ use jiff::tz::TimeZone;
 
 use super::{daemon_status, jobs_in_force, now_ms, ok};
 use crate::config::Config;
-use crate::store::RunRecord;
-use crate::store::sqlite::Span;
+use crate::store::sqlite::{Span, WindowRun};
 use crate::time::{from_ms, rfc3339_ms};
 use crate::web::fmt::{self, esc, url};
 use crate::web::page::{Nav, Page, PageError, legend, w};
@@ -31,7 +30,10 @@ const ROW_RUNS: u32 = 1_500;
 /// Runs due this long before the window are still drawn if they ran into it.
 const LOOKBACK: i64 = DAY;
 /// Runs read for the load; a busier window draws the load of its newest part.
-const LOAD_RUNS: u32 = 60_000;
+const LOAD_RUNS: u32 = 50_000;
+/// Runs due this long before the window count in its load if they ran into it (and every
+/// run still going does).
+const LOAD_LOOKBACK: i64 = 2 * HOUR;
 
 const LABEL_W: f64 = 190.0;
 const PLOT_W: f64 = 890.0;
@@ -49,7 +51,7 @@ const LOAD_H: f64 = 62.0;
 #[derive(Debug)]
 struct Row {
     job: String,
-    runs: Vec<RunRecord>,
+    runs: Vec<WindowRun>,
     /// Runs were cut at this instant (older ones not drawn), when the row was too busy.
     cut_at: Option<i64>,
 }
@@ -110,7 +112,7 @@ pub(crate) async fn page(site: &Arc<Site>, query: Option<&str>) -> Result<Reply,
                 runs.retain(|run| end_of(run, now) >= from);
                 rows.push(Row { job, runs, cut_at });
             }
-            let spans = history.spans(from, to, LOOKBACK, LOAD_RUNS)?;
+            let spans = history.spans(from, to, LOAD_LOOKBACK, LOAD_RUNS)?;
             let load_cut_at = (spans.len() >= LOAD_RUNS as usize)
                 .then(|| spans.iter().map(|s| s.started_at).min())
                 .flatten();
@@ -220,7 +222,7 @@ pub(crate) async fn page(site: &Arc<Site>, query: Option<&str>) -> Result<Reply,
 }
 
 /// When a run stopped holding its place on the timeline.
-fn end_of(run: &RunRecord, now: i64) -> i64 {
+fn end_of(run: &WindowRun, now: i64) -> i64 {
     match (run.started_at, run.finished_at) {
         (_, Some(finished)) => finished,
         (Some(_), None) => now,
@@ -317,7 +319,7 @@ fn zoom_in(span: i64) -> i64 {
 }
 
 /// Assigns each run a lane so runs that overlap are side by side; returns the lanes used.
-fn lanes(runs: &[RunRecord], now: i64) -> (Vec<usize>, usize) {
+fn lanes(runs: &[WindowRun], now: i64) -> (Vec<usize>, usize) {
     let mut order: Vec<usize> = (0..runs.len()).collect();
     order.sort_by_key(|&i| begin_of(&runs[i]));
     let mut lane_ends: Vec<i64> = Vec::new();
@@ -340,7 +342,7 @@ fn lanes(runs: &[RunRecord], now: i64) -> (Vec<usize>, usize) {
 }
 
 /// When a run began to take room on the timeline: its wait for a slot, else its start.
-fn begin_of(run: &RunRecord) -> i64 {
+fn begin_of(run: &WindowRun) -> i64 {
     match run.started_at {
         Some(started) => started - run.queue_ms.unwrap_or(0).max(0),
         None => run.scheduled_at,
@@ -443,8 +445,8 @@ fn gantt(
 }
 
 /// One run: its wait, its run time, a diamond if it never started, a mark if it failed.
-fn bar(body: &mut String, run: &RunRecord, scale: &TimeScale, top: f64, now: i64, zone: &TimeZone) {
-    let title = esc(&run_title(run, zone)).into_owned();
+fn bar(body: &mut String, run: &WindowRun, scale: &TimeScale, top: f64, now: i64, zone: &TimeZone) {
+    let title = esc(&run_title(run, None, zone)).into_owned();
     let status = run.status.as_str();
     let h = LANE_H - 3.0;
     w!(body, "<a href=\"/runs/{}\">", run.id);
