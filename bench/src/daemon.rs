@@ -42,6 +42,15 @@ impl Daemon {
     /// Writes `pacer.toml` (`[daemon]` extras, then jobs), installs the exec and testkit plugins,
     /// starts `pacerd` and waits until it answers.
     pub fn start(daemon_extra: &str, jobs: &str) -> anyhow::Result<Daemon> {
+        Daemon::start_on(|_| Ok(()), daemon_extra, jobs)
+    }
+
+    /// As [`Daemon::start`], after `prepare` wrote the database (its path is given).
+    pub fn start_on(
+        prepare: impl FnOnce(&std::path::Path) -> anyhow::Result<()>,
+        daemon_extra: &str,
+        jobs: &str,
+    ) -> anyhow::Result<Daemon> {
         let build = build_dir()?;
         let dir = tempfile::Builder::new().prefix("pacer-bench-").tempdir()?;
         let plugins = dir.path().join("plugins");
@@ -55,6 +64,7 @@ impl Daemon {
                 "[daemon]\nplugin_dirs = [\"plugins\"]\ndatabase = \"pacer.db\"\nsocket = \"pacer.sock\"\n{daemon_extra}\n{jobs}"
             ),
         )?;
+        prepare(&dir.path().join("pacer.db"))?;
         let log = std::fs::File::create(dir.path().join("pacerd.log"))?;
         let child = Command::new(build.join("pacerd"))
             .current_dir(dir.path())

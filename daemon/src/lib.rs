@@ -24,4 +24,5 @@ pub mod store;
 mod sys;
 pub mod time;
 pub mod units;
+mod web;
 pub mod worker;

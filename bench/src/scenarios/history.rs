@@ -11,7 +11,7 @@ use pacer::store::{Finish, History, HistoryQuery, NewFire, StartRun, Store, Writ
 
 use crate::report::{Report, median};
 
-const JOBS: usize = 1_000;
+pub(super) const JOBS: usize = 1_000;
 const DAYS: i64 = 30;
 
 pub fn run(quick: bool, report: &mut Report) -> anyhow::Result<()> {
@@ -67,7 +67,7 @@ pub fn run(quick: bool, report: &mut Report) -> anyhow::Result<()> {
 }
 
 /// Writes `rows` runs spread over the last 30 days; returns rows per second.
-fn fill(path: &std::path::Path, rows: usize, now: i64) -> anyhow::Result<f64> {
+pub(super) fn fill(path: &std::path::Path, rows: usize, now: i64) -> anyhow::Result<f64> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

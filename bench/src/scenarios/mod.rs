@@ -10,6 +10,7 @@ mod limits;
 mod peer;
 mod queue;
 mod throughput;
+mod web;
 
 use crate::report::{Report, median};
 
@@ -17,7 +18,7 @@ use crate::report::{Report, median};
 type Scenario = fn(bool, &mut Report) -> anyhow::Result<()>;
 
 /// Every scenario, in the order they run.
-const SCENARIOS: [(&str, Scenario); 10] = [
+const SCENARIOS: [(&str, Scenario); 11] = [
     ("limits", limits::run),
     ("dispatch", dispatch::run),
     ("peer", peer::run),
@@ -25,6 +26,7 @@ const SCENARIOS: [(&str, Scenario); 10] = [
     ("throughput", throughput::run),
     ("idle", idle::run),
     ("history", history::run),
+    ("web", web::run),
     ("burst", burst::run),
     ("queue", queue::run),
     ("faults", faults::run),

@@ -45,6 +45,7 @@ pub fn run(context: &Context, args: &HistoryArgs) -> anyhow::Result<ExitCode> {
     let query = HistoryQuery {
         job: args.job.clone(),
         status: args.status,
+        trigger: None,
         since: args.since.map(to_ms),
         until: args.until.map(to_ms),
         before: args.before,

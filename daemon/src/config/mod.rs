@@ -112,6 +112,10 @@ pub struct DaemonSettings {
     pub shutdown_grace: Duration,
     /// Where Prometheus metrics are served, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the read-only web view is served, if anywhere.
+    pub web_listen: Option<SocketAddr>,
+    /// Whether the web view shows captured output (which can hold secrets).
+    pub web_show_output: bool,
 }
 
 /// Linux PSI thresholds ("some avg10", percent).

@@ -51,6 +51,8 @@ pub struct Daemon {
     pub history_retention: Option<Spanned<String>>,
     pub shutdown_grace: Option<Spanned<String>>,
     pub metrics_listen: Option<Spanned<String>>,
+    pub web_listen: Option<Spanned<String>>,
+    pub web_show_output: Option<Spanned<bool>>,
 }
 
 /// `[pools.NAME]`.

@@ -76,6 +76,8 @@ pressure_dir = "pressure"
 history_retention = "7d"
 shutdown_grace = "5s"
 metrics_listen = "127.0.0.1:9464"
+web_listen = "[::1]:9181"
+web_show_output = true
 
 [pools.mail]
 max_concurrency = 2
@@ -138,6 +140,8 @@ plugin = "http"
     assert_eq!(d.history_retention, Duration::from_secs(7 * 86_400));
     assert_eq!(d.shutdown_grace, Duration::from_secs(5));
     assert_eq!(d.metrics_listen.unwrap().to_string(), "127.0.0.1:9464");
+    assert_eq!(d.web_listen.unwrap().to_string(), "[::1]:9181");
+    assert!(d.web_show_output);
     assert_eq!(
         config.pools["mail"],
         Pool {
@@ -173,7 +177,7 @@ plugin = "http"
         })
     );
     assert_eq!(*job.source, *path);
-    assert_eq!(job.line, 23);
+    assert_eq!(job.line, 25);
     assert_eq!(&*job.workdir, dir.path());
 
     let manual = config.job("page-ops").unwrap();
@@ -212,6 +216,8 @@ fn defaults_apply_to_an_empty_file() {
     assert_eq!(d.history_retention, Duration::from_secs(30 * 86_400));
     assert_eq!(d.shutdown_grace, Duration::from_secs(30));
     assert!(d.metrics_listen.is_none());
+    assert!(d.web_listen.is_none());
+    assert!(!d.web_show_output);
     assert!(config.jobs.is_empty());
 }
 
@@ -613,4 +619,16 @@ fn the_example_configs_are_valid() {
         }
     }
     assert!(checked >= 2, "examples/*.toml were found");
+}
+
+#[test]
+fn web_listen_must_be_an_address_and_port() {
+    assert_eq!(
+        errors_of("[daemon]\nweb_listen = \"localhost\"\n"),
+        vec!["2:14: web_listen `localhost` is not an address and port such as 127.0.0.1:9181"]
+    );
+    assert_eq!(
+        errors_of("[daemon]\nweb_show_output = \"yes\"\n"),
+        vec!["2:19: invalid type: string \"yes\", expected a boolean"]
+    );
 }

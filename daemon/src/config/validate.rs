@@ -1,6 +1,7 @@
 //! Raw config → typed [`Config`] parts, collecting every error with its `file:line:column`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -222,18 +223,33 @@ fn daemon_settings(
         defaults::SHUTDOWN_GRACE,
         errors,
     );
-    let metrics_listen = raw.and_then(|d| d.metrics_listen.as_ref()).and_then(|v| {
-        errors.check(
-            source,
-            v.span(),
-            v.get_ref().parse().map_err(|_| {
-                format!(
-                    "metrics_listen `{}` is not an address and port such as 127.0.0.1:9464",
-                    v.get_ref()
+    let listen =
+        |value: Option<&Spanned<String>>, key: &str, example: &str, errors: &mut Errors| {
+            value.and_then(|v| {
+                errors.check(
+                    source,
+                    v.span(),
+                    v.get_ref().parse::<SocketAddr>().map_err(|_| {
+                        format!(
+                            "{key} `{}` is not an address and port such as {example}",
+                            v.get_ref()
+                        )
+                    }),
                 )
-            }),
-        )
-    });
+            })
+        };
+    let metrics_listen = listen(
+        raw.and_then(|d| d.metrics_listen.as_ref()),
+        "metrics_listen",
+        "127.0.0.1:9464",
+        errors,
+    );
+    let web_listen = listen(
+        raw.and_then(|d| d.web_listen.as_ref()),
+        "web_listen",
+        "127.0.0.1:9181",
+        errors,
+    );
     DaemonSettings {
         plugin_dirs,
         database: path(raw.and_then(|d| d.database.as_ref()), defaults::DATABASE),
@@ -247,6 +263,10 @@ fn daemon_settings(
         history_retention,
         shutdown_grace,
         metrics_listen,
+        web_listen,
+        web_show_output: raw
+            .and_then(|d| d.web_show_output.as_ref())
+            .is_some_and(|v| *v.get_ref()),
     }
 }
 

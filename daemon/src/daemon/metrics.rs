@@ -1,4 +1,4 @@
-//! Prometheus metrics at `/metrics` on `metrics_listen`: what ran and how, lateness, skips, load
+//! Prometheus metrics at `/metrics` on `metrics_listen` (served by [`crate::web`]): what ran and how, lateness, skips, load
 //! per pool, plugin refusals and the last success per job. Labels are bounded by the config
 //! (job, pool names), by the statuses, and by the skip kinds: never run ids.
 
@@ -12,8 +12,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 use crate::admission::{AdmissionStatus, SkipKind};
 use crate::config::{Job, Jobs};
@@ -446,59 +444,11 @@ fn seconds(ms: i64) -> f64 {
     ms.max(0) as f64 / 1_000.0
 }
 
-/// Serves `GET /metrics` until the listener fails; anything else is a 404.
-pub async fn serve(listener: TcpListener, metrics: std::sync::Arc<Metrics>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(answer(stream, std::sync::Arc::clone(&metrics)));
-            }
-            Err(e) => {
-                tracing::warn!("metrics accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        }
+impl crate::web::MetricsSource for Metrics {
+    fn scrape(&self, accept: Option<&str>) -> (&'static str, String) {
+        let format = Format::negotiate(accept);
+        (format.content_type(), self.render(format))
     }
-}
-
-/// The longest request head read: a scrape's is a few hundred bytes.
-const MAX_HEAD: usize = 8 * 1024;
-
-async fn answer(mut stream: TcpStream, metrics: std::sync::Arc<Metrics>) {
-    let mut head = Vec::new();
-    let mut buf = [0_u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
-        match tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut buf)).await
-        {
-            Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
-            _ => return,
-        }
-    }
-    let head = String::from_utf8_lossy(&head);
-    let mut lines = head.split("\r\n");
-    let mut parts = lines.next().unwrap_or_default().split(' ');
-    let (method, path) = (parts.next(), parts.next());
-    let accept = lines.find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.eq_ignore_ascii_case("accept").then_some(value.trim())
-    });
-    let (status, content_type, body) = match (method, path) {
-        (Some("GET"), Some("/metrics")) => {
-            let format = Format::negotiate(accept);
-            ("200 OK", format.content_type(), metrics.render(format))
-        }
-        _ => (
-            "404 Not Found",
-            "text/plain; charset=utf-8",
-            "only GET /metrics is served here\n".to_owned(),
-        ),
-    };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.write_all(response.as_bytes()).await;
-    let _ = stream.shutdown().await;
 }
 
 #[cfg(test)]

@@ -164,18 +164,8 @@ pub async fn serve(
             .collect();
         metrics.schedules(&config.jobs, &paused, clock.now());
     }
-    let metrics_server = match config.daemon.metrics_listen {
-        Some(address) => {
-            let listener = tokio::net::TcpListener::bind(address)
-                .await
-                .with_context(|| {
-                    format!("cannot serve metrics on metrics_listen = \"{address}\"")
-                })?;
-            tracing::info!(%address, "serving Prometheus metrics at /metrics");
-            Some(tokio::spawn(metrics::serve(listener, Arc::clone(&metrics))))
-        }
-        None => None,
-    };
+    let http = crate::web::Listeners::bind(&config.daemon).await?;
+    let scrapes: Arc<dyn crate::web::MetricsSource> = Arc::clone(&metrics) as _;
     let (inputs_tx, mut inputs) = mpsc::unbounded_channel();
     let env = Arc::new(RunEnv {
         store: Arc::clone(&store),
@@ -216,6 +206,7 @@ pub async fn serve(
     edge.flush().await;
     crate::sys::return_free_memory();
     let (control_tx, mut control_rx) = mpsc::channel(64);
+    let http_server = tokio::spawn(http.serve(Arc::clone(&config), control_tx.clone(), scrapes));
     let server = tokio::spawn(control::server::serve(
         listener,
         control_tx,
@@ -283,9 +274,7 @@ pub async fn serve(
     notify::stopping();
     server.abort();
     pruner.abort();
-    if let Some(metrics_server) = &metrics_server {
-        metrics_server.abort();
-    }
+    http_server.abort();
     drain(&mut engine, &mut edge, &mut inputs, &mut stop, how, &clock).await;
     edge.flush().await;
     if let Err(e) = store.close().await {

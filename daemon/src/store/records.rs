@@ -225,6 +225,8 @@ pub struct HistoryQuery {
     pub job: Option<String>,
     /// Only this status.
     pub status: Option<Status>,
+    /// Only this trigger.
+    pub trigger: Option<Trigger>,
     /// Scheduled at or after, Unix ms.
     pub since: Option<i64>,
     /// Scheduled before, Unix ms.

@@ -30,3 +30,4 @@ mod restart;
 mod sdk;
 mod socket_abuse;
 mod validation;
+mod web;

@@ -22,7 +22,10 @@ fn free_port() -> u16 {
 fn get_metrics(port: u16, extra: &str) -> (String, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
-        .write_all(format!("GET /metrics HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n").as_bytes())
+        .write_all(
+            format!("GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}\r\n")
+                .as_bytes(),
+        )
         .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();

@@ -1,5 +1,6 @@
 //! The SQLite backend: one writer thread that batches, and read-only connections for the CLI.
 
+mod browse;
 mod files;
 mod reader;
 mod rows;
@@ -13,7 +14,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+pub use browse::{CappedRun, Span, WindowRun, summarize};
 pub use reader::SqliteHistory;
+pub(crate) use reader::percentile;
 pub use writer::SqliteStore;
 
 use super::StoreError;

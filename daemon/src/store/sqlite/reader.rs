@@ -13,11 +13,12 @@ use super::super::{
 use super::open_read_only;
 use super::rows::{self, Problem, RECORD_COLUMNS, column};
 use crate::model::Status;
+use crate::model::Trigger;
 
 /// A read-only view of a SQLite history.
 #[derive(Debug)]
 pub struct SqliteHistory {
-    conn: Connection,
+    pub(super) conn: Connection,
     path: PathBuf,
     /// Rows left out so far, for [`History::take_damaged`].
     damaged: RefCell<Vec<DamagedRow>>,
@@ -48,6 +49,17 @@ impl SqliteHistory {
         if let Some(status) = query.status {
             filter("status = ?", Value::Text(status.as_str().to_owned()));
         }
+        if let Some(trigger) = query.trigger {
+            // The rare triggers restate the condition of the partial index `runs_by_trigger`,
+            // which SQLite uses only when a query names it; `schedule` is most rows, so walking
+            // the newest ids finds them at once.
+            let clause = if trigger == Trigger::Schedule {
+                "trigger = ?"
+            } else {
+                "trigger = ? AND trigger <> 'schedule'"
+            };
+            filter(clause, Value::Text(trigger.as_str().to_owned()));
+        }
         if let Some(since) = query.since {
             filter("scheduled_at >= ?", Value::Integer(since));
         }
@@ -62,6 +74,33 @@ impl SqliteHistory {
         }
         sql.push_str(" ORDER BY id DESC LIMIT ?");
         values.push(Value::Integer(i64::from(query.limit)));
+        // A window that ends in the past, with no other filter: walking ids down from the
+        // newest would pass every run after the window first. When the window holds fewer
+        // runs than that (by its length against the time since it ended), the ids in it are
+        // picked from `runs_by_schedule` alone, and only the page's rows are read.
+        if let (Some(since), Some(until), None, None, None) = (
+            query.since,
+            query.until,
+            &query.job,
+            query.status,
+            query.trigger,
+        ) {
+            let now = crate::time::to_ms(jiff::Timestamp::now());
+            if until - since < now - until {
+                sql = format!(
+                    "SELECT {RECORD_COLUMNS} FROM runs WHERE id IN (\
+                     SELECT id FROM runs INDEXED BY runs_by_schedule \
+                     WHERE scheduled_at >= ? AND scheduled_at < ?{} \
+                     ORDER BY id DESC LIMIT ?) ORDER BY id DESC",
+                    match (query.before, query.after) {
+                        (Some(_), Some(_)) => " AND id < ? AND id > ?",
+                        (Some(_), None) => " AND id < ?",
+                        (None, Some(_)) => " AND id > ?",
+                        (None, None) => "",
+                    }
+                );
+            }
+        }
         (sql, values)
     }
 
@@ -251,7 +290,7 @@ fn sample(row: &Row<'_>) -> Result<Sample, Problem> {
 
 /// One job's figures while they are being collected.
 #[derive(Debug, Default)]
-struct Samples {
+pub(super) struct Samples {
     succeeded: u64,
     failed: u64,
     durations: Vec<i64>,
@@ -261,7 +300,7 @@ struct Samples {
 }
 
 impl Samples {
-    fn add(&mut self, status: Status, duration: i64, queue: Option<i64>, lateness: i64) {
+    pub(super) fn add(&mut self, status: Status, duration: i64, queue: Option<i64>, lateness: i64) {
         match status {
             Status::Succeeded => self.succeeded += 1,
             s if s.is_failure() => self.failed += 1,
@@ -275,7 +314,7 @@ impl Samples {
         }
     }
 
-    fn summarize(mut self, job: String) -> JobStats {
+    pub(super) fn summarize(mut self, job: String) -> JobStats {
         self.durations.sort_unstable();
         self.lateness.sort_unstable();
         let runs = self.durations.len() as u64;
@@ -302,7 +341,7 @@ impl Samples {
 }
 
 /// The nearest-rank percentile of sorted `values`.
-fn percentile(sorted: &[i64], pct: usize) -> Option<i64> {
+pub(crate) fn percentile(sorted: &[i64], pct: usize) -> Option<i64> {
     if sorted.is_empty() {
         return None;
     }

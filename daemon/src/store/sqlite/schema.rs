@@ -8,7 +8,11 @@ use rusqlite_migration::{M, Migrations};
 /// Migrations run with foreign keys off (as SQLite's procedure for rebuilding a table asks),
 /// and each checks the keys once it is done.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1), M::up(V2_QUEUED_FIRES).foreign_key_check()])
+    Migrations::new(vec![
+        M::up(V1),
+        M::up(V2_QUEUED_FIRES).foreign_key_check(),
+        M::up(WEB_VIEW),
+    ])
 }
 
 pub(super) const V1: &str = r"
@@ -104,4 +108,14 @@ CREATE INDEX runs_by_schedule ON runs (scheduled_at);
 
 -- The job's timing when its last fire was written, so a start can tell it changed meanwhile.
 ALTER TABLE job_state ADD COLUMN timing TEXT;
+";
+
+/// The web view's windows and filters. Its own migration, appended after the others.
+const WEB_VIEW: &str = r"
+-- A job's runs in a time window (the web view's per-job figures, charts and timeline rows),
+-- which `runs_by_job` (ordered by id) can only answer by walking all of the job's newer runs.
+CREATE INDEX runs_by_job_schedule ON runs (job, scheduled_at);
+-- The web view's trigger filter, newest first. Only the rare triggers are indexed: `schedule`
+-- is most rows, and walking the newest ids finds them at once.
+CREATE INDEX runs_by_trigger ON runs (trigger, id) WHERE trigger <> 'schedule';
 ";

@@ -1023,3 +1023,47 @@ async fn an_immutable_shared_memory_file_is_refused_at_open() {
     );
     assert!(message.contains("chattr -i"), "{message}");
 }
+
+#[tokio::test]
+async fn a_past_window_reads_its_ids_from_the_schedule_index() {
+    let (_dir, path) = database();
+    let store = SqliteStore::open(&path).unwrap();
+    for at in (0..100).map(|i| i * 1_000) {
+        started(&store, "a", at).await;
+    }
+    let history = SqliteHistory::open(&path).unwrap();
+    let window = HistoryQuery {
+        since: Some(10_000),
+        until: Some(20_000),
+        before: Some(18),
+        limit: 3,
+        ..HistoryQuery::default()
+    };
+    let (sql, _) = SqliteHistory::history_sql(&window);
+    assert!(sql.contains("INDEXED BY runs_by_schedule"), "{sql}");
+    let ids: Vec<RunId> = history
+        .runs(&window)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, [17, 16, 15], "ids 11 to 20 are due in the window");
+}
+
+#[tokio::test]
+async fn the_web_view_reads_a_window_and_the_runs_that_ran_into_it() {
+    let (_dir, path) = database();
+    let store = SqliteStore::open(&path).unwrap();
+    let id = started(&store, "a", 5_000).await;
+    store
+        .finish_run(finish(id, Status::Failed, 9_000))
+        .await
+        .unwrap();
+    let history = SqliteHistory::open(&path).unwrap();
+    let window = history.job_window("a", 0, 10_000, 10).unwrap();
+    assert_eq!(window.len(), 1);
+    assert_eq!(window[0].duration_ms(), Some(3_997));
+    assert_eq!(window[0].status, Status::Failed);
+    let spans = history.spans(6_000, 20_000, 2_000, 10).unwrap();
+    assert_eq!(spans.len(), 1, "due before the window, it ran into it");
+}

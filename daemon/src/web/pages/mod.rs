@@ -1,0 +1,89 @@
+//! The router and one module per page: `/` (jobs), `/jobs/NAME`, `/runs`, `/runs/ID`,
+//! `/timeline`, and the built-in assets under `/static/`.
+
+mod job;
+mod jobs;
+mod run;
+mod runs;
+mod timeline;
+
+use std::sync::Arc;
+
+use hyper::{StatusCode, Uri};
+
+use super::assets;
+use super::page::{Page, PageError, html};
+use super::server::Reply;
+use super::site::Site;
+use crate::control::{JobInfo, Request, Response, StatusInfo};
+
+/// The page for `uri`; every failure is a page too (400, 404, 503), never a dropped request.
+pub(crate) async fn route(site: &Arc<Site>, uri: &Uri) -> Reply {
+    let path = uri.path();
+    let query = uri.query();
+    let page = match path {
+        "/" => jobs::page(site, query).await,
+        "/runs" => runs::page(site, query).await,
+        "/timeline" => timeline::page(site, query).await,
+        "/favicon.ico" => return assets::favicon(),
+        _ => {
+            if let Some(name) = path.strip_prefix("/static/") {
+                return assets::serve(name)
+                    .unwrap_or_else(|| PageError::NotFound(format!("no file {path}")).reply());
+            } else if let Some(name) = path.strip_prefix("/jobs/") {
+                job::page(site, &decode(name), query).await
+            } else if let Some(id) = path.strip_prefix("/runs/") {
+                match id.parse::<i64>() {
+                    Ok(id) => run::page(site, id, query).await,
+                    Err(_) => Err(PageError::NotFound(format!(
+                        "no run `{}`: run ids are whole numbers, as /runs lists them",
+                        decode(id)
+                    ))),
+                }
+            } else {
+                Err(PageError::NotFound(format!(
+                    "no page {}: the pages are / (jobs), /runs, /timeline, /jobs/NAME and /runs/ID",
+                    decode(path)
+                )))
+            }
+        }
+    };
+    page.unwrap_or_else(|e| e.reply())
+}
+
+/// A path segment with its percent-escapes decoded.
+fn decode(segment: &str) -> String {
+    form_urlencoded::parse(format!("x={}", segment.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default()
+}
+
+/// A page that rendered, as a 200.
+fn ok(page: &Page) -> Result<Reply, PageError> {
+    Ok(html(StatusCode::OK, page.render()))
+}
+
+/// The daemon's load for the header; `None` when it does not answer.
+async fn daemon_status(site: &Site) -> Option<StatusInfo> {
+    match site.ask(Request::Status).await {
+        Ok(Response::Status(status)) => Some(status),
+        _ => None,
+    }
+}
+
+/// Every job of the config in force, as `pacer jobs` lists them.
+async fn jobs_in_force(site: &Site) -> Result<Vec<JobInfo>, PageError> {
+    match site.ask(Request::Jobs).await? {
+        Response::Jobs { jobs } => Ok(jobs),
+        Response::Error { message } => Err(PageError::Unavailable(message)),
+        other => Err(PageError::Internal(format!(
+            "unexpected answer from the engine: {other:?}"
+        ))),
+    }
+}
+
+/// The current instant, Unix ms.
+fn now_ms() -> i64 {
+    crate::time::to_ms(jiff::Timestamp::now())
+}

@@ -1,0 +1,738 @@
+//! `/timeline`: runs per job over a window (an hour to a week), Gantt-like: each run a bar from
+//! start to end after a hatched stretch for its wait for a slot, runs that overlap on lanes of
+//! their own, skipped fires as diamonds, failures marked. Under it, per pool, the runs in flight
+//! and waiting against the pool's cap: what the caps made of the load.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use jiff::tz::TimeZone;
+
+use super::{daemon_status, jobs_in_force, now_ms, ok};
+use crate::config::Config;
+use crate::store::sqlite::{Span, WindowRun};
+use crate::time::{from_ms, rfc3339_ms};
+use crate::web::fmt::{self, esc, url};
+use crate::web::page::{Nav, Page, PageError, legend, w};
+use crate::web::query::Query;
+use crate::web::server::Reply;
+use crate::web::site::Site;
+use crate::web::svg::{TimeScale, run_title, time_ticks};
+
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 24 * HOUR;
+/// The zoom levels offered; any span from an hour to a week is accepted.
+const SPANS: [&str; 7] = ["1h", "3h", "6h", "12h", "24h", "3d", "7d"];
+/// Job rows per page.
+const ROWS: usize = 25;
+/// Runs drawn per row; a busier row says so and asks to zoom in.
+const ROW_RUNS: u32 = 1_500;
+/// Runs due this long before the window are still drawn if they ran into it.
+const LOOKBACK: i64 = DAY;
+/// Runs read for the load; a busier window draws the load of its newest part.
+const LOAD_RUNS: u32 = 50_000;
+/// Runs due this long before the window count in its load if they ran into it (and every
+/// run still going does).
+const LOAD_LOOKBACK: i64 = 2 * HOUR;
+
+const LABEL_W: f64 = 190.0;
+const PLOT_W: f64 = 890.0;
+const WIDTH: f64 = LABEL_W + PLOT_W + 14.0;
+const AXIS_H: f64 = 26.0;
+const LANE_H: f64 = 16.0;
+const ROW_PAD: f64 = 6.0;
+/// Lanes per row: runs that overlap beyond this share the last lane.
+const MAX_LANES: usize = 4;
+/// Columns the load is measured in.
+const LOAD_COLUMNS: usize = 445;
+const LOAD_H: f64 = 62.0;
+
+/// One job's row.
+#[derive(Debug)]
+struct Row {
+    job: String,
+    runs: Vec<WindowRun>,
+    /// Runs were cut at this instant (older ones not drawn), when the row was too busy.
+    cut_at: Option<i64>,
+}
+
+/// One pool's load.
+#[derive(Debug)]
+struct Load {
+    pool: String,
+    cap: u32,
+    in_flight: Vec<u32>,
+    waiting: Vec<u32>,
+}
+
+/// What the history holds for the page.
+#[derive(Debug)]
+struct Found {
+    rows: Vec<Row>,
+    active: usize,
+    loads: Vec<Load>,
+    load_cut_at: Option<i64>,
+}
+
+pub(crate) async fn page(site: &Arc<Site>, query: Option<&str>) -> Result<Reply, PageError> {
+    let query = Query::parse(query, &["span", "end", "job", "page"])?;
+    let span = query.duration_ms("span", HOUR, 7 * DAY)?.unwrap_or(DAY);
+    let now = now_ms();
+    let end = query.instant("end", from_ms(now), &site.zone)?;
+    let to = end.unwrap_or(now);
+    let from = to - span;
+    let page_no = usize::try_from(query.number("page", 1..=100_000)?.unwrap_or(1)).unwrap_or(1);
+    let filter = query.text("job").map(str::to_owned);
+    let (jobs, daemon) = tokio::join!(jobs_in_force(site), daemon_status(site));
+    let mut names: Vec<String> = jobs?.into_iter().map(|job| job.name).collect();
+    if let Some(filter) = &filter {
+        if names.iter().any(|name| name == filter) {
+            names.retain(|name| name == filter);
+        } else {
+            let needle = filter.to_lowercase();
+            names.retain(|name| name.to_lowercase().contains(&needle));
+        }
+    }
+    names.sort();
+    let found = site
+        .read(move |history, config| {
+            let mut active = Vec::new();
+            for name in names {
+                if history.has_runs(&name, from - LOOKBACK, to)? {
+                    active.push(name);
+                }
+            }
+            let count = active.len();
+            let mut rows = Vec::new();
+            for job in active.into_iter().skip((page_no - 1) * ROWS).take(ROWS) {
+                let mut runs = history.job_window(&job, from - LOOKBACK, to, ROW_RUNS)?;
+                let cut_at = (runs.len() == ROW_RUNS as usize)
+                    .then(|| runs.last().map(|r| r.scheduled_at))
+                    .flatten();
+                runs.retain(|run| end_of(run, now) >= from);
+                rows.push(Row { job, runs, cut_at });
+            }
+            let spans = history.spans(from, to, LOAD_LOOKBACK, LOAD_RUNS)?;
+            let load_cut_at = (spans.len() >= LOAD_RUNS as usize)
+                .then(|| spans.iter().map(|s| s.started_at).min())
+                .flatten();
+            Ok(Found {
+                rows,
+                active: count,
+                loads: loads(&spans, config, from, to, now),
+                load_cut_at,
+            })
+        })
+        .await?;
+    if page_no > 1 && found.rows.is_empty() {
+        return Err(PageError::NotFound(format!(
+            "page {page_no} is past the last page of this window"
+        )));
+    }
+
+    let zone = &site.zone;
+    let mut body = String::new();
+    w!(
+        body,
+        "<div class=\"title-row\"><h1>Timeline</h1><div class=\"chips\">\
+         <span class=\"chip\">{} – {}</span></div></div>",
+        fmt::short_when(from, zone),
+        fmt::short_when(to, zone)
+    );
+    controls(&mut body, &query, span, end, now);
+    body.push_str("<section class=\"panel\" id=\"timeline\" data-live>");
+    if found.rows.is_empty() {
+        body.push_str("<p class=\"empty-note\">No runs in this window.</p>");
+    } else {
+        body.push_str("<div class=\"scroll\">");
+        gantt(
+            &mut body,
+            &found.rows,
+            from,
+            to,
+            now,
+            span,
+            filter.as_deref(),
+            zone,
+        );
+        body.push_str("</div>");
+    }
+    let pages = found.active.div_ceil(ROWS).max(1);
+    if pages > 1 {
+        body.push_str("<nav class=\"pager\">");
+        let link = |n: usize| {
+            let mut href = base_href(&query, &["span", "end", "job"]);
+            w!(href, "page={n}");
+            href
+        };
+        if page_no > 1 {
+            w!(
+                body,
+                "<a href=\"{}\">← Previous jobs</a>",
+                link(page_no - 1)
+            );
+        }
+        w!(
+            body,
+            "<span>jobs {}–{} of {} with runs in this window</span>",
+            (page_no - 1) * ROWS + 1,
+            ((page_no - 1) * ROWS + found.rows.len()),
+            found.active
+        );
+        if page_no < pages {
+            w!(body, "<a href=\"{}\">Next jobs →</a>", link(page_no + 1));
+        }
+        body.push_str("</nav>");
+    }
+    body.push_str(&legend());
+    body.push_str(
+        "<p class=\"hint\">Hatched: waiting for a slot. ◆ a skipped fire. ▲ a failure. \
+         Runs that overlap get lanes of their own. Click a run for its page; click a time to \
+         zoom in there.</p></section>",
+    );
+    body.push_str(
+        "<section class=\"panel\" id=\"load\" data-live><h2>Runs in flight per pool</h2>",
+    );
+    if found.loads.is_empty() {
+        body.push_str("<p class=\"empty-note\">No runs held a slot in this window.</p>");
+    } else {
+        body.push_str("<div class=\"scroll\">");
+        load_chart(
+            &mut body,
+            &found.loads,
+            from,
+            to,
+            now,
+            found.load_cut_at,
+            zone,
+        );
+        body.push_str(
+            "</div><p class=\"hint\">Filled: runs in flight; line: fires waiting \
+                       for a slot; dashed: the pool's cap.</p>",
+        );
+    }
+    body.push_str("</section>");
+    ok(&Page {
+        title: "Timeline".to_owned(),
+        nav: Nav::Timeline,
+        body,
+        live: end.is_none(),
+        daemon,
+    })
+}
+
+/// When a run stopped holding its place on the timeline.
+fn end_of(run: &WindowRun, now: i64) -> i64 {
+    match (run.started_at, run.finished_at) {
+        (_, Some(finished)) => finished,
+        (Some(_), None) => now,
+        // Skipped, or waiting with no start yet: a waiting record lasts until now.
+        (None, None) if run.status.as_str() == "queued" => now,
+        (None, None) => run.scheduled_at,
+    }
+}
+
+/// `/timeline?` with the query's `keys` kept, ready for one more parameter.
+fn base_href(query: &Query, keys: &[&str]) -> String {
+    let mut href = String::from("/timeline?");
+    for key in keys {
+        if let Some(value) = query.text(key) {
+            w!(href, "{key}={}&amp;", url(value));
+        }
+    }
+    href
+}
+
+fn controls(body: &mut String, query: &Query, span: i64, end: Option<i64>, now: i64) {
+    body.push_str("<div class=\"toolbar\"><span class=\"segmented\" aria-label=\"zoom\">");
+    for choice in SPANS {
+        let current = if fmt::span(span) == choice {
+            " class=\"on\""
+        } else {
+            ""
+        };
+        w!(
+            body,
+            "<a{current} href=\"{}span={choice}\">{choice}</a>",
+            base_href(query, &["end", "job"])
+        );
+    }
+    let to = end.unwrap_or(now);
+    let earlier = rfc3339_ms(to - span / 2);
+    w!(
+        body,
+        "</span><span class=\"segmented\" aria-label=\"move\">\
+         <a href=\"{0}end={1}\" id=\"earlier\">← Earlier</a>",
+        base_href(query, &["span", "job"]),
+        url(&earlier)
+    );
+    if end.is_some() {
+        let later = to + span / 2;
+        if later >= now {
+            w!(
+                body,
+                "<a href=\"{}\" id=\"later\">Later →</a>",
+                base_href(query, &["span", "job"])
+                    .trim_end_matches("&amp;")
+                    .trim_end_matches('?')
+            );
+        } else {
+            w!(
+                body,
+                "<a href=\"{}end={}\" id=\"later\">Later →</a>",
+                base_href(query, &["span", "job"]),
+                url(&rfc3339_ms(later))
+            );
+        }
+        w!(
+            body,
+            "<a href=\"{}\">Now</a>",
+            base_href(query, &["span", "job"])
+                .trim_end_matches("&amp;")
+                .trim_end_matches('?')
+        );
+    }
+    w!(
+        body,
+        "</span><form method=\"get\" action=\"/timeline\" class=\"inline\">\
+         <input type=\"hidden\" name=\"span\" value=\"{}\">{}\
+         <input type=\"search\" name=\"job\" value=\"{}\" placeholder=\"Job name\" \
+         aria-label=\"Only jobs named\"><button type=\"submit\">Show</button></form></div>",
+        fmt::span(span),
+        end.map(|end| format!(
+            "<input type=\"hidden\" name=\"end\" value=\"{}\">",
+            esc(&rfc3339_ms(end))
+        ))
+        .unwrap_or_default(),
+        esc(query.text("job").unwrap_or_default())
+    );
+}
+
+/// The zoom level below `span`, for clicks on the axis.
+fn zoom_in(span: i64) -> i64 {
+    match span {
+        s if s > 3 * DAY => DAY,
+        s if s > DAY => 12 * HOUR,
+        s if s > 6 * HOUR => 3 * HOUR,
+        _ => HOUR,
+    }
+}
+
+/// Assigns each run a lane so runs that overlap are side by side; returns the lanes used.
+fn lanes(runs: &[WindowRun], now: i64) -> (Vec<usize>, usize) {
+    let mut order: Vec<usize> = (0..runs.len()).collect();
+    order.sort_by_key(|&i| begin_of(&runs[i]));
+    let mut lane_ends: Vec<i64> = Vec::new();
+    let mut lane_of = vec![0; runs.len()];
+    for i in order {
+        let run = &runs[i];
+        let (begin, end) = (begin_of(run), end_of(run, now).max(begin_of(run)));
+        let lane = match lane_ends.iter().position(|&e| e <= begin) {
+            Some(lane) => lane,
+            None if lane_ends.len() < MAX_LANES => {
+                lane_ends.push(i64::MIN);
+                lane_ends.len() - 1
+            }
+            None => MAX_LANES - 1,
+        };
+        lane_ends[lane] = lane_ends[lane].max(end);
+        lane_of[i] = lane;
+    }
+    (lane_of, lane_ends.len().max(1))
+}
+
+/// When a run began to take room on the timeline: its wait for a slot, else its start.
+fn begin_of(run: &WindowRun) -> i64 {
+    match run.started_at {
+        Some(started) => started - run.queue_ms.unwrap_or(0).max(0),
+        None => run.scheduled_at,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gantt(
+    body: &mut String,
+    rows: &[Row],
+    from: i64,
+    to: i64,
+    now: i64,
+    span: i64,
+    filter: Option<&str>,
+    zone: &TimeZone,
+) {
+    let scale = TimeScale {
+        from,
+        to,
+        x0: LABEL_W,
+        width: PLOT_W,
+    };
+    let laid: Vec<(Vec<usize>, usize)> = rows.iter().map(|row| lanes(&row.runs, now)).collect();
+    let height: f64 = AXIS_H
+        + laid
+            .iter()
+            .map(|(_, n)| *n as f64 * LANE_H + ROW_PAD)
+            .sum::<f64>()
+        + 4.0;
+    w!(
+        body,
+        "<svg class=\"gantt\" viewBox=\"0 0 {WIDTH} {height:.0}\" role=\"img\" \
+         aria-label=\"runs per job over time\"><defs><pattern id=\"hatch\" width=\"5\" \
+         height=\"5\" patternUnits=\"userSpaceOnUse\" patternTransform=\"rotate(45)\">\
+         <rect class=\"hatch-bg\" width=\"5\" height=\"5\"/><line class=\"hatch-line\" x1=\"0\" \
+         y1=\"0\" x2=\"0\" y2=\"5\"/></pattern></defs>"
+    );
+    let zoomed = zoom_in(span);
+    for (at, label) in time_ticks(from, to, 9, zone) {
+        let x = scale.x(at);
+        let end = rfc3339_ms((at + zoomed / 2).min(now));
+        let mut href = format!("/timeline?span={}&amp;end={}", fmt::span(zoomed), url(&end));
+        if let Some(filter) = filter {
+            w!(href, "&amp;job={}", url(filter));
+        }
+        w!(
+            body,
+            "<line class=\"grid\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{AXIS_H}\" y2=\"{height:.0}\"/>\
+             <a href=\"{href}\"><text class=\"axis tick-link\" x=\"{x:.1}\" y=\"16\" \
+             text-anchor=\"middle\">{}<title>zoom in here</title></text></a>",
+            esc(&label)
+        );
+    }
+    let mut y = AXIS_H;
+    for (row, (lane_of, lane_count)) in rows.iter().zip(&laid) {
+        let row_h = *lane_count as f64 * LANE_H + ROW_PAD;
+        w!(
+            body,
+            "<line class=\"row-line\" x1=\"0\" x2=\"{WIDTH}\" y1=\"{y:.1}\" y2=\"{y:.1}\"/>\
+             <a href=\"/jobs/{}\"><text class=\"row-label\" x=\"6\" y=\"{:.1}\">{}\
+             <title>{}</title></text></a>",
+            url(&row.job),
+            y + ROW_PAD / 2.0 + LANE_H - 4.0,
+            esc(&fmt::first_line(&row.job, 24)),
+            esc(&row.job)
+        );
+        if let Some(cut) = row.cut_at.filter(|cut| *cut > from) {
+            w!(
+                body,
+                "<rect class=\"dense\" x=\"{LABEL_W}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\">\
+                 <title>more than {ROW_RUNS} runs in this window: zoom in to see each</title></rect>",
+                y + ROW_PAD / 2.0,
+                scale.x(cut) - LABEL_W,
+                row_h - ROW_PAD
+            );
+            if scale.x(cut) - LABEL_W > 150.0 {
+                w!(
+                    body,
+                    "<text class=\"axis\" x=\"{:.1}\" y=\"{:.1}\">too many runs to draw: zoom in</text>",
+                    LABEL_W + 8.0,
+                    y + ROW_PAD / 2.0 + LANE_H - 4.0
+                );
+            }
+        }
+        for (run, lane) in row.runs.iter().zip(lane_of) {
+            let top = y + ROW_PAD / 2.0 + *lane as f64 * LANE_H;
+            bar(body, run, &scale, top, now, zone);
+        }
+        y += row_h;
+    }
+    if (from..to).contains(&now) {
+        let x = scale.x(now);
+        w!(
+            body,
+            "<line class=\"now\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{AXIS_H}\" y2=\"{height:.0}\"/>"
+        );
+    }
+    body.push_str("</svg>");
+}
+
+/// One run: its wait, its run time, a diamond if it never started, a mark if it failed.
+fn bar(body: &mut String, run: &WindowRun, scale: &TimeScale, top: f64, now: i64, zone: &TimeZone) {
+    let title = esc(&run_title(run, None, zone)).into_owned();
+    let status = run.status.as_str();
+    let h = LANE_H - 3.0;
+    w!(body, "<a href=\"/runs/{}\">", run.id);
+    match run.started_at {
+        None if status == "queued" => {
+            let x = scale.x(run.scheduled_at);
+            w!(
+                body,
+                "<rect class=\"wait\" x=\"{x:.1}\" y=\"{top:.1}\" width=\"{:.1}\" height=\"{h:.1}\">\
+                 <title>{title}</title></rect>",
+                (scale.x(now) - x).max(2.0)
+            );
+        }
+        None => {
+            let x = scale.x(run.scheduled_at);
+            let mid = top + h / 2.0;
+            w!(
+                body,
+                "<path class=\"marker st-{status}\" d=\"M{x:.1} {:.1}l4.5 4.5-4.5 4.5-4.5-4.5z\">\
+                 <title>{title}</title></path>",
+                mid - 4.5
+            );
+        }
+        Some(started) => {
+            let waited = run.queue_ms.unwrap_or(0);
+            if waited > 0 {
+                let x = scale.x(started - waited);
+                let width = scale.x(started) - x;
+                if width >= 0.5 {
+                    w!(
+                        body,
+                        "<rect class=\"wait\" x=\"{x:.1}\" y=\"{top:.1}\" width=\"{width:.1}\" \
+                         height=\"{h:.1}\"><title>{title}</title></rect>"
+                    );
+                }
+            }
+            let x = scale.x(started);
+            let width = (scale.x(run.finished_at.unwrap_or(now)) - x).max(2.0);
+            w!(
+                body,
+                "<rect class=\"run st-{status}\" x=\"{x:.1}\" y=\"{top:.1}\" width=\"{width:.1}\" \
+                 height=\"{h:.1}\" rx=\"2\"><title>{title}</title></rect>"
+            );
+            if run.status.is_failure() {
+                let tip = x + width;
+                w!(
+                    body,
+                    "<path class=\"fail-mark\" d=\"M{:.1} {:.1}l4 -5h-8z\"><title>{title}</title></path>",
+                    tip,
+                    top + 1.0
+                );
+            }
+        }
+    }
+    body.push_str("</a>");
+}
+
+/// Per pool (in the config's order, then pools of removed jobs), the runs in flight and
+/// waiting in each column of the window: the highest count the column saw.
+fn loads(spans: &[Span], config: &Config, from: i64, to: i64, now: i64) -> Vec<Load> {
+    let pool_of = |job: &str| {
+        config
+            .job(job)
+            .map_or(crate::config::defaults::POOL, |j| j.pool.as_str())
+            .to_owned()
+    };
+    let mut events: HashMap<String, Vec<(i64, i32, bool)>> = HashMap::new();
+    for span in spans {
+        let list = events.entry(pool_of(&span.job)).or_default();
+        let end = span.finished_at.unwrap_or(now);
+        list.push((span.started_at, 1, true));
+        list.push((end, -1, true));
+        if span.queue_ms > 0 {
+            list.push((span.started_at - span.queue_ms, 1, false));
+            list.push((span.started_at, -1, false));
+        }
+    }
+    let mut pools: Vec<String> = events.keys().cloned().collect();
+    pools.sort_by_key(|pool| {
+        (
+            config
+                .pools
+                .keys()
+                .position(|p| p == pool)
+                .unwrap_or(usize::MAX),
+            pool.clone(),
+        )
+    });
+    pools
+        .into_iter()
+        .map(|pool| {
+            let mut list = events.remove(&pool).unwrap_or_default();
+            // Ends before starts at the same instant: a slot handed on is not two runs.
+            list.sort_by_key(|(at, delta, _)| (*at, *delta));
+            let cap = config
+                .pools
+                .get(&pool)
+                .and_then(|p| p.max_concurrency)
+                .unwrap_or(config.daemon.max_concurrency);
+            Load {
+                in_flight: sweep(&list, true, from, to),
+                waiting: sweep(&list, false, from, to),
+                pool,
+                cap,
+            }
+        })
+        .collect()
+}
+
+/// The highest level per column of the events of one kind (`running`, else waiting), sorted
+/// by instant: the level carried into a column counts in it, and so does each level reached
+/// inside it.
+fn sweep(events: &[(i64, i32, bool)], running: bool, from: i64, to: i64) -> Vec<u32> {
+    let width = ((to - from) as f64 / LOAD_COLUMNS as f64).max(1.0);
+    let last = LOAD_COLUMNS - 1;
+    let column = |at: i64| (((at - from) as f64 / width) as usize).min(last);
+    let count = |level: i64| u32::try_from(level.max(0)).unwrap_or(u32::MAX);
+    let mut peaks = vec![0u32; LOAD_COLUMNS];
+    let mut level: i64 = 0;
+    let mut current = 0;
+    for &(at, delta, _) in events.iter().filter(|e| e.2 == running) {
+        if at >= to {
+            break;
+        }
+        if at >= from {
+            let col = column(at);
+            while current < col {
+                current += 1;
+                peaks[current] = peaks[current].max(count(level));
+            }
+        }
+        level += i64::from(delta);
+        if at >= from {
+            peaks[current] = peaks[current].max(count(level));
+        } else {
+            peaks[0] = count(level);
+        }
+    }
+    while current < last {
+        current += 1;
+        peaks[current] = peaks[current].max(count(level));
+    }
+    peaks
+}
+
+fn load_chart(
+    body: &mut String,
+    loads: &[Load],
+    from: i64,
+    to: i64,
+    now: i64,
+    cut_at: Option<i64>,
+    zone: &TimeZone,
+) {
+    let scale = TimeScale {
+        from,
+        to,
+        x0: LABEL_W,
+        width: PLOT_W,
+    };
+    let height = AXIS_H + loads.len() as f64 * (LOAD_H + 10.0);
+    w!(
+        body,
+        "<svg class=\"gantt load\" viewBox=\"0 0 {WIDTH} {height:.0}\" role=\"img\" \
+         aria-label=\"runs in flight per pool\">"
+    );
+    for (at, label) in time_ticks(from, to, 9, zone) {
+        let x = scale.x(at);
+        w!(
+            body,
+            "<line class=\"grid\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{AXIS_H}\" y2=\"{height:.0}\"/>\
+             <text class=\"axis\" x=\"{x:.1}\" y=\"16\" text-anchor=\"middle\">{}</text>",
+            esc(&label)
+        );
+    }
+    let column_w = PLOT_W / LOAD_COLUMNS as f64;
+    let mut y = AXIS_H + 6.0;
+    for load in loads {
+        let peak = load
+            .in_flight
+            .iter()
+            .chain(&load.waiting)
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .max(load.cap);
+        let top = f64::from(peak) * 1.15;
+        let level_y = |n: u32| y + LOAD_H - LOAD_H * f64::from(n) / top;
+        w!(
+            body,
+            "<text class=\"row-label\" x=\"6\" y=\"{:.1}\">{}</text>\
+             <text class=\"axis\" x=\"6\" y=\"{:.1}\">cap {}</text>",
+            y + 16.0,
+            esc(&load.pool),
+            y + 32.0,
+            load.cap
+        );
+        let mut area = format!("M{LABEL_W:.1} {:.1}", y + LOAD_H);
+        for (i, n) in load.in_flight.iter().enumerate() {
+            let x = LABEL_W + i as f64 * column_w;
+            w!(area, "L{x:.1} {:.1}H{:.1}", level_y(*n), x + column_w);
+        }
+        w!(area, "V{:.1}Z", y + LOAD_H);
+        w!(body, "<path class=\"inflight\" d=\"{area}\"/>");
+        if load.waiting.iter().any(|n| *n > 0) {
+            let mut line = String::new();
+            for (i, n) in load.waiting.iter().enumerate() {
+                let x = LABEL_W + i as f64 * column_w;
+                let cmd = if i == 0 { 'M' } else { 'L' };
+                w!(line, "{cmd}{x:.1} {:.1}H{:.1}", level_y(*n), x + column_w);
+            }
+            w!(body, "<path class=\"waiting\" d=\"{line}\"/>");
+        }
+        let cap_y = level_y(load.cap);
+        w!(
+            body,
+            "<line class=\"cap\" x1=\"{LABEL_W}\" x2=\"{:.1}\" y1=\"{cap_y:.1}\" y2=\"{cap_y:.1}\">\
+             <title>cap {}</title></line><line class=\"row-line\" x1=\"0\" x2=\"{WIDTH}\" \
+             y1=\"{:.1}\" y2=\"{:.1}\"/>",
+            LABEL_W + PLOT_W,
+            load.cap,
+            y + LOAD_H + 4.0,
+            y + LOAD_H + 4.0
+        );
+        y += LOAD_H + 10.0;
+    }
+    if let Some(cut) = cut_at.filter(|cut| *cut > from) {
+        w!(
+            body,
+            "<rect class=\"dense\" x=\"{LABEL_W}\" y=\"{AXIS_H}\" width=\"{:.1}\" height=\"{:.1}\">\
+             <title>more than {LOAD_RUNS} runs in this window: the load before this is not \
+             drawn; zoom in</title></rect>",
+            scale.x(cut) - LABEL_W,
+            height - AXIS_H
+        );
+    }
+    if (from..to).contains(&now) {
+        let x = scale.x(now);
+        w!(
+            body,
+            "<line class=\"now\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{AXIS_H}\" y2=\"{height:.0}\"/>"
+        );
+    }
+    body.push_str("</svg>");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_load_counts_each_column_at_its_peak() {
+        // Two runs in flight from 10 to 30 and 20 to 40, a wait from 5 to 20.
+        let mut events = vec![
+            (10, 1, true),
+            (30, -1, true),
+            (20, 1, true),
+            (40, -1, true),
+            (5, 1, false),
+            (20, -1, false),
+        ];
+        events.sort_by_key(|(at, delta, _)| (*at, *delta));
+        let running = sweep(&events, true, 0, LOAD_COLUMNS as i64 * 1_000);
+        // Columns are a second wide here: all four instants fall in column 0.
+        assert_eq!(running[0], 2);
+        assert_eq!(running[1], 0);
+        let wide = sweep(&events, true, 0, LOAD_COLUMNS as i64);
+        assert_eq!(
+            &wide[..45],
+            {
+                let mut expected = vec![0; 45];
+                for (i, e) in expected.iter_mut().enumerate() {
+                    *e = match i {
+                        10..=19 => 1,
+                        20..=29 => 2,
+                        30..=39 => 1,
+                        40 => 0,
+                        _ => 0,
+                    };
+                }
+                // Column 30 sees the first run end and the second still going; column 40 both gone.
+                expected[30] = 2;
+                expected[40] = 1;
+                expected
+            }
+            .as_slice()
+        );
+    }
+}

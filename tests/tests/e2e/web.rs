@@ -1,0 +1,465 @@
+//! The web view: served by the real `pacerd` on `web_listen`, over a week of history written by
+//! the store's real writer. Plain HTTP for what a browser does not show (methods, headers,
+//! errors), and a real headless Chromium for the pages themselves: no console errors, filters
+//! and paging by clicking, the timeline's runs, live updates, a phone's width, a screenshot of
+//! each page.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use pacer_tests::browser::{self, Browser};
+use pacer_tests::history::{self, HUGE_OUTPUT_END, Seeded};
+use pacer_tests::{Daemon, Sandbox, artifacts, wait_for, wait_until};
+use serde_json::{Value, json};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A daemon with the web view on a free port (and `/metrics` on the same one) over a seeded
+/// week; returns it with its base URL, what was seeded, and the instant the week ends.
+fn seeded_daemon(show_output: bool) -> (Sandbox, Daemon, String, Seeded, i64) {
+    let sandbox = Sandbox::new();
+    let port = free_port();
+    sandbox.write_config(
+        &format!(
+            "web_listen = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{port}\"\n\
+             web_show_output = {show_output}\n"
+        ),
+        history::JOBS,
+    );
+    let now = jiff::Timestamp::now().as_millisecond();
+    let seeded = history::seed(&sandbox.path().join("pacer.db"), now);
+    let daemon = sandbox.start();
+    (
+        sandbox,
+        daemon,
+        format!("http://127.0.0.1:{port}"),
+        seeded,
+        now,
+    )
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+/// Status, headers (lowercase name, value) and body of a request.
+fn fetch(method: &str, url: &str) -> (u16, Vec<(String, String)>, String) {
+    let agent = agent();
+    let response = match method {
+        "GET" => agent.get(url).call(),
+        "HEAD" => agent.head(url).call(),
+        "POST" => agent.post(url).send("x=1"),
+        "PUT" => agent.put(url).send("x=1"),
+        "DELETE" => agent.delete(url).call(),
+        other => panic!("no method {other}"),
+    };
+    let mut response = response.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                value.to_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_string()
+        .unwrap_or_default();
+    (status, headers, body)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn the_web_view_is_read_only_and_refuses_bad_requests_clearly() {
+    let (_sandbox, _daemon, base, seeded, _) = seeded_daemon(false);
+
+    let (status, headers, body) = fetch("GET", &format!("{base}/"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        header(&headers, "content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let csp = header(&headers, "content-security-policy").unwrap_or_default();
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(header(&headers, "x-frame-options"), Some("DENY"));
+    assert_eq!(header(&headers, "x-content-type-options"), Some("nosniff"));
+    assert!(header(&headers, "referrer-policy").is_some());
+    for job in seeded.ids.keys() {
+        assert!(
+            body.contains(&format!("href=\"/jobs/{job}\"")),
+            "{job} listed"
+        );
+    }
+    assert!(
+        !body.contains(" style=") && !body.contains("<script>"),
+        "no inline styles or scripts"
+    );
+
+    let (status, _, body) = fetch("HEAD", &format!("{base}/runs"));
+    assert_eq!((status, body.as_str()), (200, ""));
+
+    for (method, path) in [("POST", "/"), ("PUT", "/runs"), ("DELETE", "/runs/1")] {
+        let (status, headers, body) = fetch(method, &format!("{base}{path}"));
+        assert_eq!(status, 405, "{method} {path}: {body}");
+        assert_eq!(header(&headers, "allow"), Some("GET, HEAD"));
+        assert!(body.contains("read-only"), "{body}");
+    }
+
+    for (path, reason) in [
+        (
+            "/runs?status=done",
+            "unknown status `done`: expected one of",
+        ),
+        ("/runs?trigger=cron", "unknown trigger `cron`"),
+        (
+            "/runs?limit=0",
+            "parameter `limit` must be a whole number from 1 to 1000, not `0`",
+        ),
+        (
+            "/runs?before=abc",
+            "parameter `before` must be a whole number",
+        ),
+        (
+            "/runs?since=yesterday",
+            "parameter `since`: `yesterday` is neither",
+        ),
+        ("/runs?since=1h&until=2h", "`since` must be before `until`"),
+        (
+            "/runs?jbo=x",
+            "unknown parameter `jbo`: this page takes job, status",
+        ),
+        (
+            "/runs?job=a&job=b",
+            "parameter `job` is given more than once",
+        ),
+        (
+            "/?window=forever",
+            "parameter `window`: `forever` is not a duration",
+        ),
+        (
+            "/timeline?span=2w",
+            "parameter `span`: 2w is out of range: from 1h to 7d",
+        ),
+        ("/timeline?span=10m", "out of range"),
+        (
+            "/timeline?page=0",
+            "parameter `page` must be a whole number",
+        ),
+        ("/runs/1?x=1", "this page takes no parameters"),
+        ("/jobs/healthcheck?window=1y2", "not a duration"),
+    ] {
+        let (status, _, body) = fetch("GET", &format!("{base}{path}"));
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(
+            body.contains(&reason.replace('&', "&amp;").replace('\'', "&#39;")),
+            "{path}: the reason `{reason}` in:\n{body}"
+        );
+    }
+    for path in [
+        "/runs/999999",
+        "/runs/abc",
+        "/jobs/no-such-job",
+        "/nowhere",
+        "/static/missing.css",
+    ] {
+        let (status, _, body) = fetch("GET", &format!("{base}{path}"));
+        assert_eq!(status, 404, "{path}: {body}");
+    }
+
+    let id = seeded.ids["nightly-backup"][0];
+    let (status, _, body) = fetch("GET", &format!("{base}/runs/{id}"));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("nightly-backup"), "{body}");
+    assert!(
+        body.contains("web_show_output = true") && !body.contains("backup: done"),
+        "output is hidden without web_show_output:\n{body}"
+    );
+
+    let (status, headers, metrics) = fetch("GET", &format!("{base}/metrics"));
+    assert_eq!(status, 200);
+    assert!(
+        header(&headers, "content-type")
+            .is_some_and(|t| t.starts_with("text/plain; version=0.0.4")),
+        "{headers:?}"
+    );
+    assert!(metrics.contains("pacer_build_info"), "{metrics}");
+    let (status, headers, _) = fetch("GET", &format!("{base}/static/app.css"));
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&headers, "content-type"),
+        Some("text/css; charset=utf-8")
+    );
+}
+
+/// Console entries that are errors.
+fn errors(browser: &Browser) -> Vec<Value> {
+    browser
+        .console()
+        .into_iter()
+        .filter(|entry| entry["level"] == "SEVERE" || entry["level"] == "WARNING")
+        .collect()
+}
+
+/// The texts of the elements matching `selector`, read at once (the page's live parts are
+/// replaced as they refresh, so element references do not last).
+fn texts(browser: &Browser, selector: &str) -> Vec<String> {
+    let found = browser.script(
+        "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.textContent);",
+        &json!([selector]),
+    );
+    found
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|t| t.as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The ids the runs table on the page lists, in order.
+fn listed_ids(browser: &Browser) -> Vec<i64> {
+    texts(browser, "table.runs a.id")
+        .iter()
+        .map(|id| id.trim_start_matches('#').parse().unwrap())
+        .collect()
+}
+
+/// The run ids linked from the elements matching `selector`.
+fn linked_runs(browser: &Browser, selector: &str) -> BTreeSet<i64> {
+    let found = browser.script(
+        "return Array.from(document.querySelectorAll(arguments[0])).map(a => a.getAttribute('href'));",
+        &json!([selector]),
+    );
+    found
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|href| {
+            href.as_str()
+                .unwrap()
+                .trim_start_matches("/runs/")
+                .parse()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn the_web_view_works_in_a_real_browser() {
+    if let Some(reason) = browser::unavailable() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let (sandbox, _daemon, base, seeded, seeded_until) = seeded_daemon(true);
+    // The seeded week only: the daemon may fire its own runs while the test goes on.
+    let until = rfc3339(seeded_until);
+    let history: Vec<Value> = sandbox.history(&["--limit", "100000", "--until", &until]);
+    let (width, height) = (1280, 900);
+    let browser = Browser::start(width, height);
+    let shots = browser::screenshot_dir();
+    let upstream = seeded.chain.0;
+    let pages = [
+        ("jobs", "/".to_owned()),
+        ("job", "/jobs/nightly-backup".to_owned()),
+        ("runs", "/runs".to_owned()),
+        ("runs-failed", "/runs?status=failed".to_owned()),
+        ("run", format!("/runs/{upstream}")),
+        ("run-huge-output", format!("/runs/{}", seeded.huge_output)),
+        ("timeline", "/timeline".to_owned()),
+        ("timeline-week", "/timeline?span=7d".to_owned()),
+        ("bad-request", "/runs?status=done".to_owned()),
+    ];
+    for (name, path) in &pages {
+        browser.goto(&format!("{base}{path}"));
+        browser.find("main");
+        let logged = errors(&browser);
+        let expected_error = *name == "bad-request";
+        assert!(
+            logged.iter().all(|e| expected_error
+                && e["message"].as_str().is_some_and(|m| m.contains("400"))),
+            "{path} logged errors: {logged:?}"
+        );
+        let file = shots.join(format!("desktop-{name}.png"));
+        browser.screenshot(&file, width, height, false);
+        println!("screenshot: {}", file.display());
+    }
+    if std::env::var_os("PACER_DOCS_SCREENSHOTS").is_some() {
+        let docs = artifacts().workspace.join("docs/img");
+        std::fs::create_dir_all(&docs).unwrap();
+        for (name, path) in [("jobs", "/"), ("timeline", "/timeline")] {
+            browser.goto(&format!("{base}{path}"));
+            browser.find("main");
+            browser.screenshot(&docs.join(format!("web-{name}.png")), width, height, false);
+        }
+    }
+
+    // Filters by choosing and submitting, as a person would.
+    browser.goto(&format!("{base}/runs"));
+    browser.click(&browser.find("select[name=status] option[value=failed]"));
+    browser.click(&browser.find("form.filters button[type=submit]"));
+    wait_for("the filtered page", || {
+        browser.url().contains("status=failed")
+    });
+    let badges = texts(&browser, "table.runs .badge");
+    let failed = history.iter().filter(|r| r["status"] == "failed").count();
+    assert_eq!(badges.len(), failed.min(50), "{badges:?}");
+    assert!(badges.iter().all(|b| b == "failed"), "{badges:?}");
+
+    // Keyset paging: "Older" lists the next runs down.
+    browser.goto(&format!(
+        "{base}/runs?limit=20&until={}",
+        url_escape(&until)
+    ));
+    let first = listed_ids(&browser);
+    let all_ids: Vec<i64> = history.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    assert_eq!(first, all_ids[..20]);
+    browser.click(&browser.find("a.older"));
+    wait_for("the next page", || browser.url().contains("before="));
+    assert_eq!(listed_ids(&browser), all_ids[20..40]);
+
+    // The timeline draws exactly the runs of the window.
+    let end_ms = seeded_until - 86_400_000;
+    let from_ms = end_ms - 3 * 86_400_000;
+    browser.goto(&format!(
+        "{base}/timeline?job=nightly-backup&span=3d&end={}",
+        url_escape(&rfc3339(end_ms))
+    ));
+    browser.find("svg.gantt");
+    let drawn = linked_runs(&browser, "svg.gantt a[href^='/runs/']");
+    let expected: BTreeSet<i64> = history
+        .iter()
+        .filter(|r| r["job"] == "nightly-backup")
+        .filter(|r| {
+            let due = ms(r["scheduled_at"].as_str().unwrap());
+            let end = r["finished_at"].as_str().map_or(due, ms);
+            due < end_ms && end >= from_ms
+        })
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    assert!(expected.len() >= 3, "{expected:?}");
+    assert_eq!(drawn, expected);
+    assert!(
+        !browser.find_all("svg.load path.inflight").is_empty(),
+        "the load is drawn under the runs"
+    );
+
+    // Any run of the last week in two clicks: the job, then the run on its chart.
+    let oldest = seeded.ids["nightly-backup"]
+        .iter()
+        .copied()
+        .find(|id| {
+            history.iter().any(|r| {
+                r["id"] == *id
+                    && ms(r["scheduled_at"].as_str().unwrap())
+                        > jiff::Timestamp::now().as_millisecond() - 7 * 86_400_000 + 3_600_000
+            })
+        })
+        .unwrap();
+    browser.goto(&format!("{base}/"));
+    browser.click(&browser.find("a.job[href='/jobs/nightly-backup']"));
+    wait_for("the job's page", || {
+        browser.url().ends_with("/jobs/nightly-backup")
+    });
+    browser.click(&browser.find(&format!("svg.chart a[href='/runs/{oldest}']")));
+    wait_for("the run's page", || {
+        browser.url().ends_with(&format!("/runs/{oldest}"))
+    });
+    assert_eq!(texts(&browser, "h1"), [format!("Run #{oldest}")]);
+
+    // A chained run links to its upstream, and the upstream to it.
+    let (up, down) = seeded.chain;
+    browser.goto(&format!("{base}/runs/{down}"));
+    browser.find(&format!("ol.chain a[href='/runs/{up}']"));
+    browser.goto(&format!("{base}/runs/{up}"));
+    browser.find(&format!("ol.chain a[href='/runs/{down}']"));
+
+    // A huge output is cut to its tail, and the page says so.
+    browser.goto(&format!("{base}/runs/{}", seeded.huge_output));
+    browser.find("pre.output");
+    let output = texts(&browser, "pre.output").concat();
+    assert!(
+        output.trim_end().ends_with(HUGE_OUTPUT_END),
+        "the tail is shown"
+    );
+    assert!(texts(&browser, ".hint.cut").concat().contains("Output cut"));
+    let (_, _, page) = fetch("GET", &format!("{base}/runs/{}", seeded.huge_output));
+    assert!(
+        page.len() < 400_000,
+        "the page carries a bounded tail: {} bytes",
+        page.len()
+    );
+
+    // Live: a new run appears on the open page without a reload.
+    browser.goto(&format!("{base}/runs"));
+    browser.script("window.notReloaded = true;", &json!([]));
+    let newest = listed_ids(&browser)[0];
+    assert_eq!(sandbox.pacer(["run", "healthcheck", "--wait"]).code, 0);
+    wait_until("the new run on the open page", || {
+        (listed_ids(&browser).first().copied() > Some(newest)).then_some(())
+    });
+    assert_eq!(
+        browser.script("return window.notReloaded === true;", &json!([])),
+        true
+    );
+
+    // A phone: nothing wider than the screen.
+    let (phone_w, phone_h) = (390, 844);
+    browser.viewport(phone_w, phone_h, true);
+    for (name, path) in &pages {
+        browser.goto(&format!("{base}{path}"));
+        browser.find("main");
+        let overflow = browser.script(
+            "return document.documentElement.scrollWidth - window.innerWidth;",
+            &json!([]),
+        );
+        assert!(
+            overflow.as_i64().is_some_and(|o| o <= 0),
+            "{path} is wider than a phone by {overflow} px"
+        );
+        let file = shots.join(format!("phone-{name}.png"));
+        browser.screenshot(&file, phone_w, phone_h, true);
+        println!("screenshot: {}", file.display());
+    }
+}
+
+/// `text` as a query value.
+fn url_escape(text: &str) -> String {
+    text.replace(':', "%3A").replace('+', "%2B")
+}
+
+/// Unix milliseconds of an RFC 3339 instant.
+fn ms(text: &str) -> i64 {
+    text.parse::<jiff::Timestamp>().unwrap().as_millisecond()
+}
+
+/// An instant as the contract prints it.
+fn rfc3339(ms: i64) -> String {
+    format!("{:.3}", jiff::Timestamp::from_millisecond(ms).unwrap())
+}
