@@ -629,6 +629,6 @@ fn web_listen_must_be_an_address_and_port() {
     );
     assert_eq!(
         errors_of("[daemon]\nweb_show_output = \"yes\"\n"),
-        vec!["2:19: invalid type: string \"yes\", expected a boolean"]
+        vec!["2:19: web_show_output: invalid type: string \"yes\", expected a boolean"]
     );
 }
