@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::error::{ConfigError, ConfigErrors, Lines};
-use super::validate::{Source, validate_daemon_only, validate_files};
-use super::{Config, DaemonSettings, Jobs, defaults, raw};
+use super::validate::{Source, validate_cluster_only, validate_daemon_only, validate_files};
+use super::{ClusterSettings, Config, DaemonSettings, Jobs, defaults, raw};
 
 /// Where the config file is: `--config`, else `PACER_CONFIG`, else `/etc/pacer/pacer.toml`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,11 +81,12 @@ pub fn load(path: &Path, env: Environment) -> Result<Config, ConfigErrors> {
         })
         .zip(parsed)
         .collect();
-    let (daemon, pools, jobs) = validate_files(&main_source, main, drop_in_sources, env)?;
+    let (daemon, cluster, pools, jobs) = validate_files(&main_source, main, drop_in_sources, env)?;
     Ok(Config {
         path: path.to_owned(),
         drop_ins: files,
         daemon,
+        cluster,
         pools,
         jobs: Jobs::new(jobs),
     })
@@ -104,6 +105,21 @@ pub fn load_daemon_settings(path: &Path) -> Result<DaemonSettings, ConfigErrors>
         dir: &dir,
     };
     validate_daemon_only(&source, parsed.daemon)
+}
+
+/// Reads only `[cluster]`, as the CLI does to find the shared database (`None` without it).
+pub fn load_cluster_settings(path: &Path) -> Result<Option<ClusterSettings>, ConfigErrors> {
+    let text = read(path)?;
+    let dir = base_dir(path)?;
+    let parsed = parse::<raw::ClusterOnly>(path, &text)?;
+    let lines = Lines::new(&text);
+    let (file, dir): (Arc<Path>, Arc<Path>) = (path.into(), dir.into());
+    let source = Source {
+        file: &file,
+        lines: &lines,
+        dir: &dir,
+    };
+    validate_cluster_only(&source, parsed.cluster)
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {

@@ -13,10 +13,17 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 pub struct File {
     pub daemon: Option<Spanned<Daemon>>,
+    pub cluster: Option<Spanned<Cluster>>,
     #[serde(default)]
     pub pools: BTreeMap<Spanned<String>, Spanned<Pool>>,
     #[serde(default)]
     pub jobs: Vec<Spanned<Job>>,
+}
+
+/// The part of a config file that says where the cluster's database is, for the CLI.
+#[derive(Debug, Deserialize)]
+pub struct ClusterOnly {
+    pub cluster: Option<Spanned<Cluster>>,
 }
 
 /// A drop-in file from `jobs.d`: jobs only.
@@ -58,6 +65,20 @@ pub struct Daemon {
     pub metrics_listen: Option<Spanned<String>>,
 }
 
+/// `[cluster]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    pub database_url: Option<Spanned<String>>,
+    pub database_url_file: Option<Spanned<String>>,
+    pub node_id: Option<Spanned<String>>,
+    pub lease_ttl: Option<Spanned<String>>,
+    pub heartbeat: Option<Spanned<String>>,
+    pub max_clock_skew: Option<Spanned<String>>,
+    pub node_max_concurrency: Option<Spanned<i64>>,
+    pub pools: Option<Vec<Spanned<String>>>,
+}
+
 /// `[pools.NAME]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +109,7 @@ pub struct Job {
     pub user: Option<Spanned<String>>,
     pub on_failure: Option<Vec<Spanned<String>>>,
     pub on_success: Option<Vec<Spanned<String>>>,
+    pub recover: Option<Spanned<String>>,
     pub params: Option<Spanned<toml::Table>>,
 }
 
@@ -117,6 +139,23 @@ pub enum CatchUp {
     Once,
     /// Run the newest `max_catch_up`, one after another; record the older ones.
     All,
+}
+
+/// What becomes of a run whose node died while it ran (with `[cluster]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Recover {
+    /// It stays `abandoned`.
+    #[default]
+    Abandon,
+    /// It stays `abandoned`, and one retry of it is queued for another node.
+    Retry,
+}
+
+impl Recover {
+    /// The config file's names.
+    pub const CHOICES: [(&'static str, Recover); 2] =
+        [("abandon", Recover::Abandon), ("retry", Recover::Retry)];
 }
 
 impl Overlap {
