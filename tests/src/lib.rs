@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod postgres;
+pub mod proxy;
+
 /// How long any condition may take before a test fails; generous for a loaded 2-core machine.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 

@@ -5,6 +5,7 @@
 //! plugin started is never lost; SQLite runs in WAL mode with `synchronous=NORMAL`, which keeps
 //! every committed transaction across a crash of the daemon (a power cut may lose the last few).
 
+pub mod postgres;
 mod records;
 mod secrets;
 pub mod sqlite;
