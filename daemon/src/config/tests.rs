@@ -495,9 +495,18 @@ fn the_cluster_table_is_read_with_its_defaults() {
     assert_eq!(cluster.database.root_cert, Some(dir.path().join("ca.pem")));
     assert_eq!(cluster.database.to_string(), "pacer@db.example:5433/pacer");
     assert_eq!(config.jobs[0].recover, Recover::Retry);
-    assert!(load(&dir.write("plain.toml", "[daemon]\n"), ROOT).unwrap().cluster.is_none());
+    assert!(
+        load(&dir.write("plain.toml", "[daemon]\n"), ROOT)
+            .unwrap()
+            .cluster
+            .is_none()
+    );
     assert_eq!(
-        load_cluster_settings(&path).unwrap().unwrap().database.ssl_mode,
+        load_cluster_settings(&path)
+            .unwrap()
+            .unwrap()
+            .database
+            .ssl_mode,
         SslMode::VerifyFull
     );
 }
@@ -522,19 +531,24 @@ fn a_url_file_holding_a_password_must_not_be_world_readable() {
             && errors.contains("chmod 600"),
         "{errors}"
     );
-    assert!(!errors.contains("s3cret"), "the password is never shown: {errors}");
+    assert!(
+        !errors.contains("s3cret"),
+        "the password is never shown: {errors}"
+    );
     std::fs::set_permissions(&url, std::fs::Permissions::from_mode(0o640)).unwrap();
     let cluster = load(&path, ROOT).unwrap().cluster.unwrap();
     assert!(cluster.database.has_password());
-    assert_eq!(cluster.database.source, UrlSource::File(dir.path().join("database-url")));
+    assert_eq!(
+        cluster.database.source,
+        UrlSource::File(dir.path().join("database-url"))
+    );
     assert!(!format!("{:?}", cluster.database).contains("s3cret"));
 }
 
 #[test]
 fn cluster_errors_point_at_the_key() {
-    let errors = errors_of(
-        "[cluster]\ndatabase_url = \"postgresql://h/db\"\ndatabase_url_file = \"f\"\n",
-    );
+    let errors =
+        errors_of("[cluster]\ndatabase_url = \"postgresql://h/db\"\ndatabase_url_file = \"f\"\n");
     assert_eq!(
         errors,
         vec!["3:21: give database_url or database_url_file, not both"]
@@ -558,7 +572,10 @@ fn cluster_errors_point_at_the_key() {
         "[cluster]\ndatabase_url = \"postgresql://h/db?sslmode=maybe\"\npools = [\"mail\"]\n",
     );
     assert_eq!(errors.len(), 2, "{errors:?}");
-    assert!(errors[0].contains("sslmode `maybe` is not one of"), "{errors:?}");
+    assert!(
+        errors[0].contains("sslmode `maybe` is not one of"),
+        "{errors:?}"
+    );
     assert!(errors[1].starts_with("3:10: unknown pool `mail` in [cluster] pools"));
     let errors = errors_of("[[jobs]]\nname = \"a\"\nplugin = \"exec\"\nrecover = \"rerun\"\n");
     assert_eq!(

@@ -14,6 +14,7 @@
 mod admit;
 mod claim;
 mod history;
+mod listen;
 mod node;
 mod reap;
 mod runs;

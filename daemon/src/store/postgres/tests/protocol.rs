@@ -376,3 +376,26 @@ fn a_node_whose_job_differs_neither_claims_nor_runs_it() {
         assert!(nodes[1].drift.is_empty());
     });
 }
+
+#[test]
+fn a_claim_wakes_the_listeners() {
+    let Some(pg) = Postgres::start() else { return };
+    run(async {
+        let db = database(&pg).await;
+        let (_dir, cfg) = config("", JOBS);
+        let a = join(&db, "a", &cfg).await;
+        let woken = db.listen();
+        let wait = || tokio::time::timeout(pacer_tests::DEADLINE, woken.notified());
+        wait().await.expect("woken once it listens");
+        a.claim(&[manual(job(&cfg, "every"), 1)])
+            .await
+            .expect("a claim");
+        wait().await.expect("woken by the claim");
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(300), woken.notified())
+                .await
+                .is_err(),
+            "one claim, one wake-up"
+        );
+    });
+}
