@@ -19,6 +19,8 @@ use serde_json::Value;
 
 pub mod browser;
 pub mod history;
+pub mod postgres;
+pub mod proxy;
 
 /// How long any condition may take before a test fails; generous for a loaded 2-core machine.
 pub const DEADLINE: Duration = Duration::from_secs(60);

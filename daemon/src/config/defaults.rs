@@ -43,3 +43,12 @@ pub const KILL_GRACE: Duration = Duration::from_secs(1);
 /// one record; also the largest `max_catch_up`, so `catch_up = "all"` always finds as many
 /// missed fires as it may run.
 pub const MAX_LISTED_MISSED: u32 = 10_000;
+/// With `[cluster]`: a node whose heartbeat has not moved for this long is dead.
+pub const LEASE_TTL: Duration = Duration::from_secs(30);
+/// The shortest `lease_ttl`: a node kills its runs (with [`KILL_GRACE`]) before its lease
+/// runs out, so the lease must leave room for that.
+pub const MIN_LEASE_TTL: Duration = Duration::from_secs(2);
+/// With `[cluster]`: how often a node beats.
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+/// With `[cluster]`: a node further off the database clock stops proposing fires.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(2);

@@ -32,6 +32,7 @@ pub fn main_file(
     for (key, value) in root {
         match key.get_ref().as_ref() {
             "daemon" => parsed.daemon = reader.section(value, "[daemon]"),
+            "cluster" => parsed.cluster = reader.section(value, "[cluster]"),
             "pools" => parsed.pools = reader.pools(value),
             "jobs" => parsed.jobs = reader.jobs(value),
             other => reader.unknown(key.span(), other, "at the top level", &MAIN_SECTIONS),
@@ -56,7 +57,7 @@ pub fn drop_in(
     for (key, value) in root {
         match key.get_ref().as_ref() {
             "jobs" => parsed.jobs = reader.jobs(value),
-            section @ ("daemon" | "pools") => reader.error(
+            section @ ("daemon" | "cluster" | "pools") => reader.error(
                 key.span(),
                 format!(
                     "a drop-in holds only [[jobs]]; `{section}` belongs in the main config file"
@@ -86,8 +87,25 @@ pub fn daemon_only(
         .and_then(|(_, value)| reader.section(value, "[daemon]"))
 }
 
+/// `[cluster]` alone, as the CLI reads it to find the shared database.
+pub fn cluster_only(
+    file: &Path,
+    lines: &Lines<'_>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Spanned<raw::Cluster>> {
+    let mut reader = Reader {
+        file,
+        lines,
+        errors,
+    };
+    let root = reader.parse()?;
+    root.into_iter()
+        .find(|(key, _)| key.get_ref() == "cluster")
+        .and_then(|(_, value)| reader.section(value, "[cluster]"))
+}
+
 /// The main file's sections, in the order the docs list them.
-const MAIN_SECTIONS: [&str; 3] = ["daemon", "pools", "jobs"];
+const MAIN_SECTIONS: [&str; 4] = ["daemon", "cluster", "pools", "jobs"];
 
 /// Errors of one file, with its lines for positions.
 struct Reader<'a, 'e> {

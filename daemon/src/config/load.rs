@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::error::{ConfigError, ConfigErrors, Lines};
-use super::validate::{Source, validate_daemon_only, validate_files};
-use super::{Config, DaemonSettings, Jobs, defaults, document, raw};
+use super::validate::{Source, validate_cluster_only, validate_daemon_only, validate_files};
+use super::{ClusterSettings, Config, DaemonSettings, Jobs, defaults, document, raw};
 use crate::privilege::Privileges;
 
 /// Where the config file is: `--config`, else `PACER_CONFIG`, else `/etc/pacer/pacer.toml`.
@@ -110,10 +110,11 @@ pub fn load(path: &Path, env: Environment) -> Result<Config, ConfigErrors> {
         })
         .collect();
     match validate_files(&main_source, main, drop_in_sources, env) {
-        Ok((daemon, pools, jobs)) if errors.is_empty() => Ok(Config {
+        Ok((daemon, cluster, pools, jobs)) if errors.is_empty() => Ok(Config {
             path: path.to_owned(),
             drop_ins: drop_ins.into_iter().map(|(file, _)| file).collect(),
             daemon,
+            cluster,
             pools,
             jobs: Jobs::new(jobs),
         }),
@@ -142,6 +143,25 @@ pub fn load_daemon_settings(path: &Path) -> Result<DaemonSettings, ConfigErrors>
         dir: &dir,
     };
     validate_daemon_only(&source, daemon)
+}
+
+/// Reads only `[cluster]`, as the CLI does to find the shared database (`None` without it).
+pub fn load_cluster_settings(path: &Path) -> Result<Option<ClusterSettings>, ConfigErrors> {
+    let text = read(path)?;
+    let dir = base_dir(path)?;
+    let lines = Lines::new(&text);
+    let mut errors = Vec::new();
+    let cluster = document::cluster_only(path, &lines, &mut errors);
+    if !errors.is_empty() {
+        return Err(in_file_order(errors, &[path]));
+    }
+    let (file, dir): (Arc<Path>, Arc<Path>) = (path.into(), dir.into());
+    let source = Source {
+        file: &file,
+        lines: &lines,
+        dir: &dir,
+    };
+    validate_cluster_only(&source, cluster)
 }
 
 /// `errors` sorted by file (in the order `files` lists them, others last) and position, so a

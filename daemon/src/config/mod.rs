@@ -1,6 +1,7 @@
 //! The config file: serde structs with spans ([`raw`]), defaults ([`defaults`]), and a validate
 //! step that turns them into the typed [`Config`] or errors naming `file:line:column`.
 
+mod cluster;
 pub mod defaults;
 mod document;
 mod error;
@@ -20,11 +21,12 @@ use jiff::tz::TimeZone;
 
 use crate::schedule::{Schedule, jitter_offset};
 
+pub use cluster::{ClusterSettings, DatabaseUrl, SslMode, UrlSource};
 pub use error::{ConfigError, ConfigErrors};
 #[cfg(test)]
 pub use load::load_text;
-pub use load::{ConfigPath, Environment, load, load_daemon_settings};
-pub use raw::{CatchUp, Overlap};
+pub use load::{ConfigPath, Environment, load, load_cluster_settings, load_daemon_settings};
+pub use raw::{CatchUp, Overlap, Recover};
 pub use validate::plugin_name;
 
 /// A validated configuration: what the daemon runs and what `pacer check` reports on.
@@ -36,6 +38,8 @@ pub struct Config {
     pub drop_ins: Vec<PathBuf>,
     /// `[daemon]`.
     pub daemon: DaemonSettings,
+    /// `[cluster]`: with it, the node shares its schedule with others on PostgreSQL.
+    pub cluster: Option<ClusterSettings>,
     /// Named pools; always holds [`defaults::POOL`].
     pub pools: BTreeMap<String, Pool>,
     /// Jobs in file order, main file first.
@@ -192,6 +196,8 @@ pub struct Job {
     pub on_failure: Vec<String>,
     /// Jobs started when a run succeeds.
     pub on_success: Vec<String>,
+    /// With `[cluster]`: what becomes of a run whose node died.
+    pub recover: Recover,
     /// The params table, as JSON, handed to the plugin; shared, as every fire hands it on.
     pub params: Arc<serde_json::Value>,
     /// The file that defines the job.
@@ -244,7 +250,7 @@ impl Job {
     /// same digest behave the same (where the job is written in its file does not count).
     pub fn digest(&self) -> String {
         format!(
-            "{}|{}|{}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{:?}|{}|{}",
+            "{}|{}|{}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{}",
             self.timing(),
             self.plugin,
             self.pool,
@@ -259,6 +265,7 @@ impl Job {
             self.user,
             self.on_failure,
             self.on_success,
+            self.recover,
             self.jitter,
             self.params,
             self.workdir.display(),

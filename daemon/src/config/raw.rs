@@ -13,6 +13,7 @@ use toml::Spanned;
 #[derive(Debug, Default)]
 pub struct File {
     pub daemon: Option<Spanned<Daemon>>,
+    pub cluster: Option<Spanned<Cluster>>,
     pub pools: BTreeMap<Spanned<String>, Spanned<Pool>>,
     pub jobs: Jobs,
 }
@@ -55,6 +56,19 @@ pub struct Daemon {
     pub web_show_output: Option<Spanned<bool>>,
 }
 
+/// `[cluster]`.
+#[derive(Debug, Deserialize)]
+pub struct Cluster {
+    pub database_url: Option<Spanned<String>>,
+    pub database_url_file: Option<Spanned<String>>,
+    pub node_id: Option<Spanned<String>>,
+    pub lease_ttl: Option<Spanned<String>>,
+    pub heartbeat: Option<Spanned<String>>,
+    pub max_clock_skew: Option<Spanned<String>>,
+    pub node_max_concurrency: Option<Spanned<i64>>,
+    pub pools: Option<Vec<Spanned<String>>>,
+}
+
 /// `[pools.NAME]`.
 #[derive(Debug, Default, Deserialize)]
 pub struct Pool {
@@ -83,6 +97,7 @@ pub struct Job {
     pub user: Option<Spanned<String>>,
     pub on_failure: Option<Vec<Spanned<String>>>,
     pub on_success: Option<Vec<Spanned<String>>>,
+    pub recover: Option<Spanned<String>>,
     pub params: Option<Spanned<toml::Table>>,
 }
 
@@ -112,6 +127,23 @@ pub enum CatchUp {
     Once,
     /// Run the newest `max_catch_up`, one after another; record the older ones.
     All,
+}
+
+/// What becomes of a run whose node died while it ran (with `[cluster]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Recover {
+    /// It stays `abandoned`.
+    #[default]
+    Abandon,
+    /// It stays `abandoned`, and one retry of it is queued for another node.
+    Retry,
+}
+
+impl Recover {
+    /// The config file's names.
+    pub const CHOICES: [(&'static str, Recover); 2] =
+        [("abandon", Recover::Abandon), ("retry", Recover::Retry)];
 }
 
 impl Overlap {

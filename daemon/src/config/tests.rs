@@ -632,3 +632,136 @@ fn web_listen_must_be_an_address_and_port() {
         vec!["2:19: web_show_output: invalid type: string \"yes\", expected a boolean"]
     );
 }
+
+#[test]
+fn the_cluster_table_is_read_with_its_defaults() {
+    let dir = Dir::new();
+    let path = dir.write(
+        "pacer.toml",
+        "[cluster]\ndatabase_url = \"postgresql://pacer@db.example:5433/pacer?sslmode=verify-full&sslrootcert=ca.pem&target_session_attrs=read-write\"\nnode_max_concurrency = 4\npools = [\"default\"]\n\n[[jobs]]\nname = \"a\"\nplugin = \"exec\"\nrecover = \"retry\"\n",
+    );
+    let config = load(&path, ROOT).unwrap();
+    let cluster = config.cluster.expect("the [cluster] table");
+    assert_eq!(cluster.lease_ttl, Duration::from_secs(30));
+    assert_eq!(cluster.heartbeat, Duration::from_secs(2));
+    assert_eq!(cluster.max_clock_skew, Duration::from_secs(2));
+    assert_eq!(cluster.node_max_concurrency, Some(4));
+    assert_eq!(cluster.pools, Some(vec!["default".to_owned()]));
+    assert_eq!(
+        cluster.node_id,
+        nix::unistd::gethostname().unwrap().to_string_lossy(),
+        "node_id defaults to the host name"
+    );
+    assert_eq!(cluster.database.ssl_mode, SslMode::VerifyFull);
+    assert_eq!(cluster.database.root_cert, Some(dir.path().join("ca.pem")));
+    assert_eq!(cluster.database.to_string(), "pacer@db.example:5433/pacer");
+    assert_eq!(config.jobs[0].recover, Recover::Retry);
+    assert!(
+        load(&dir.write("plain.toml", "[daemon]\n"), ROOT)
+            .unwrap()
+            .cluster
+            .is_none()
+    );
+    assert_eq!(
+        load_cluster_settings(&path)
+            .unwrap()
+            .unwrap()
+            .database
+            .ssl_mode,
+        SslMode::VerifyFull
+    );
+}
+
+#[test]
+fn a_url_file_holding_a_password_must_not_be_world_readable() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Dir::new();
+    let url = dir.write(
+        "database-url",
+        "  postgresql://pacer:s3cret@127.0.0.1/pacer\n",
+    );
+    std::fs::set_permissions(&url, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let path = dir.write(
+        "pacer.toml",
+        "[cluster]\ndatabase_url_file = \"database-url\"\n",
+    );
+    let errors = load(&path, ROOT).unwrap_err().to_string();
+    assert!(
+        errors.contains("pacer.toml:2:21: database_url_file:")
+            && errors.contains("holds a password and every user may read it (mode 0644)")
+            && errors.contains("chmod 600"),
+        "{errors}"
+    );
+    assert!(
+        !errors.contains("s3cret"),
+        "the password is never shown: {errors}"
+    );
+    std::fs::set_permissions(&url, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let cluster = load(&path, ROOT).unwrap().cluster.unwrap();
+    assert!(cluster.database.has_password());
+    assert_eq!(
+        cluster.database.source,
+        UrlSource::File(dir.path().join("database-url"))
+    );
+    assert!(!format!("{:?}", cluster.database).contains("s3cret"));
+}
+
+#[test]
+fn cluster_errors_point_at_the_key() {
+    let errors =
+        errors_of("[cluster]\ndatabase_url = \"postgresql://h/db\"\ndatabase_url_file = \"f\"\n");
+    assert_eq!(
+        errors,
+        vec!["3:21: give database_url or database_url_file, not both"]
+    );
+    let errors = errors_of("[cluster]\nnode_id = \"web 1\"\n");
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors[0].starts_with("1:1: [cluster] needs database_url"));
+    assert!(errors[1].starts_with("2:11: node_id `web 1` may only hold"));
+    let errors = errors_of(
+        "[cluster]\ndatabase_url = \"postgresql://h/db\"\nlease_ttl = \"5s\"\nheartbeat = \"2s\"\n",
+    );
+    assert_eq!(
+        errors,
+        vec![
+            "4:13: heartbeat (2s) must be at most a third of lease_ttl (5s), so that \
+             a late beat or two does not declare the node dead: lower heartbeat or raise \
+             lease_ttl"
+        ]
+    );
+    let errors = errors_of(
+        "[cluster]\ndatabase_url = \"postgresql://h/db?sslmode=maybe\"\npools = [\"mail\"]\n",
+    );
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].contains("sslmode `maybe` is not one of"),
+        "{errors:?}"
+    );
+    assert!(errors[1].starts_with("3:10: unknown pool `mail` in [cluster] pools"));
+    let errors = errors_of("[[jobs]]\nname = \"a\"\nplugin = \"exec\"\nrecover = \"rerun\"\n");
+    assert_eq!(
+        errors,
+        vec!["4:11: recover `rerun` is not one of `abandon`, `retry`"]
+    );
+}
+
+#[test]
+fn key_value_connection_strings_keep_their_quoting() {
+    let url = DatabaseUrl::parse(
+        r"host=db port=5433 user=pacer password='it\'s' sslmode=verify-ca sslrootcert='/etc/ca dir/ca.pem' dbname=pacer",
+        Path::new("/"),
+        UrlSource::Inline,
+    )
+    .unwrap();
+    assert_eq!(url.ssl_mode, SslMode::VerifyCa);
+    assert_eq!(url.root_cert, Some(PathBuf::from("/etc/ca dir/ca.pem")));
+    assert_eq!(url.postgres.get_password(), Some(&b"it's"[..]));
+    assert_eq!(url.to_string(), "pacer@db:5433/pacer");
+    let refused = DatabaseUrl::parse(
+        "postgresql://h/db?sslcert=client.pem",
+        Path::new("/"),
+        UrlSource::Inline,
+    )
+    .unwrap_err();
+    assert!(refused.contains("not a client certificate"), "{refused}");
+}

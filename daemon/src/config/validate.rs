@@ -10,10 +10,12 @@ use std::time::Duration;
 use jiff::tz::TimeZone;
 use toml::Spanned;
 
+use super::cluster::cluster_settings;
 use super::error::{ConfigError, ConfigErrors, Lines};
-use super::raw::{self, CatchUp, Overlap, Scalar};
+use super::raw::{self, CatchUp, Overlap, Recover, Scalar};
 use super::{
-    DaemonSettings, Environment, Job, Pool, PressureLimits, Zone, defaults, offset_for, resolve,
+    ClusterSettings, DaemonSettings, Environment, Job, Pool, PressureLimits, Zone, defaults,
+    offset_for, resolve,
 };
 use crate::schedule::ScheduleCache;
 use crate::units::{self, DURATION_HINT};
@@ -30,7 +32,7 @@ pub struct Source<'a> {
 }
 
 impl Source<'_> {
-    fn error(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+    pub(super) fn error(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.to_path_buf(),
             position: Some(self.lines.position(span.start)),
@@ -47,15 +49,20 @@ impl Source<'_> {
 
 /// Collects errors for one load.
 #[derive(Debug, Default)]
-struct Errors(Vec<ConfigError>);
+pub(super) struct Errors(Vec<ConfigError>);
 
 impl Errors {
-    fn push(&mut self, error: ConfigError) {
+    pub(super) fn push(&mut self, error: ConfigError) {
         self.0.push(error);
     }
 
+    /// How many were found so far.
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// Keeps the value of `result`, or records its error against `span` of `source`.
-    fn check<T>(
+    pub(super) fn check<T>(
         &mut self,
         source: &Source<'_>,
         span: Range<usize>,
@@ -75,7 +82,12 @@ impl Errors {
     }
 }
 
-type Validated = (DaemonSettings, BTreeMap<String, Pool>, Vec<Arc<Job>>);
+type Validated = (
+    DaemonSettings,
+    Option<ClusterSettings>,
+    BTreeMap<String, Pool>,
+    Vec<Arc<Job>>,
+);
 
 /// Validates the main file and its drop-ins together (job names are unique across all of them).
 pub fn validate_files(
@@ -87,6 +99,7 @@ pub fn validate_files(
     let mut errors = Errors::default();
     let daemon = daemon_settings(main, file.daemon, &mut errors);
     let pools = pools(main, file.pools, &mut errors);
+    let cluster = cluster_settings(main, file.cluster, Some(&pools), &mut errors);
     let mut jobs: Vec<(Source<'_>, Spanned<raw::Job>)> =
         file.jobs.read.into_iter().map(|job| (*main, job)).collect();
     let mut unreadable: Vec<(Source<'_>, Spanned<String>)> = file
@@ -106,7 +119,17 @@ pub fn validate_files(
         );
     }
     let validated = validate_jobs(jobs, unreadable, &daemon, &pools, env, &mut errors);
-    errors.finish((daemon, pools, validated))
+    errors.finish((daemon, cluster, pools, validated))
+}
+
+/// Validates `[cluster]` alone, for the CLI (pools are not checked: they are the daemon's).
+pub fn validate_cluster_only(
+    source: &Source<'_>,
+    cluster: Option<Spanned<raw::Cluster>>,
+) -> Result<Option<ClusterSettings>, ConfigErrors> {
+    let mut errors = Errors::default();
+    let settings = cluster_settings(source, cluster, None, &mut errors);
+    errors.finish(settings)
 }
 
 /// Validates `[daemon]` alone, for the CLI.
@@ -467,6 +490,13 @@ fn validate_job(
             choice(v.get_ref(), "overlap", &Overlap::CHOICES),
         )
     });
+    let recover = job.recover.as_ref().and_then(|v| {
+        errors.check(
+            source,
+            v.span(),
+            choice(v.get_ref(), "recover", &Recover::CHOICES),
+        )
+    });
     let catch_up = job.catch_up.as_ref().and_then(|v| {
         errors.check(
             source,
@@ -518,6 +548,7 @@ fn validate_job(
             .flatten()
             .map(Spanned::into_inner)
             .collect(),
+        recover: recover.unwrap_or_default(),
         params: Arc::new(params),
         source: Arc::clone(source.file),
         line: source.lines.position(entry_span.start).0,
@@ -607,7 +638,7 @@ fn zone(name: &str) -> Result<Zone, String> {
         })
 }
 
-fn bounded(value: i64, key: &str, min: i64) -> Result<u32, String> {
+pub(super) fn bounded(value: i64, key: &str, min: i64) -> Result<u32, String> {
     if value < min {
         return Err(format!("{key} must be at least {min}, not {value}"));
     }
@@ -643,7 +674,7 @@ fn size(value: &Scalar, key: &str, min: u64) -> Result<u64, String> {
     Ok(bytes)
 }
 
-fn duration(text: &str, key: &str, positive: bool) -> Result<Duration, String> {
+pub(super) fn duration(text: &str, key: &str, positive: bool) -> Result<Duration, String> {
     let value = units::parse_duration(text)
         .map_err(|_| format!("{key}: `{text}` is not {DURATION_HINT}"))?;
     if positive && value.is_zero() {
@@ -680,7 +711,7 @@ fn pressure(value: f64, key: &str) -> Result<f64, String> {
 /// column and a log line.
 const MAX_NAME_LEN: usize = 128;
 
-fn identifier(name: &str, what: &str) -> Result<(), String> {
+pub(super) fn identifier(name: &str, what: &str) -> Result<(), String> {
     if name.len() > MAX_NAME_LEN {
         let start: String = name.chars().take(20).collect();
         return Err(format!(

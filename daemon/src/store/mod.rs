@@ -6,6 +6,7 @@
 //! every committed transaction across a crash of the daemon (a power cut may lose the last few).
 
 mod error;
+pub mod postgres;
 mod records;
 mod secrets;
 pub mod sqlite;

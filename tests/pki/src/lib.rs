@@ -60,6 +60,18 @@ impl TestCa {
         path
     }
 
+    /// A fresh certificate for `names` and its key, both PEM, for a server that reads files
+    /// (PostgreSQL).
+    pub fn server_pem(&self, names: &[&str]) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let cert =
+            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+                .unwrap()
+                .signed_by(&key, &self.issuer)
+                .unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// A TLS server config with a fresh certificate for 127.0.0.1 and localhost.
     pub fn server_config(&self) -> Arc<ServerConfig> {
         let key = KeyPair::generate().unwrap();

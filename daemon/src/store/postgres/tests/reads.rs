@@ -1,0 +1,94 @@
+//! The CLI's reads: history with the node, one run with its output, stats, statuses, nodes.
+
+use pacer_tests::postgres::Postgres;
+
+use super::{config, database, finished, job, join, manual, room, run};
+use crate::model::Status;
+use crate::store::{HistoryQuery, StartRun};
+
+const JOBS: &str = r#"
+[[jobs]]
+name = "report"
+plugin = "exec"
+overlap = "allow"
+[jobs.params]
+password = "hunter2"
+"#;
+
+#[test]
+fn history_names_the_node_and_pages_by_id() {
+    let Some(pg) = Postgres::start() else { return };
+    run(async {
+        let db = database(&pg).await;
+        let (_dir, cfg) = config("", JOBS);
+        let a = join(&db, "a", &cfg).await;
+        let report = job(&cfg, "report");
+        a.claim(&[manual(report, 1), manual(report, 2), manual(report, 3)])
+            .await
+            .expect("a claim");
+        let taken = a.admit(&room(1)).await.expect("admission");
+        let id = taken[0].id;
+        a.start_run(&StartRun {
+            id,
+            started_at: 5,
+            queue_ms: taken[0].queue_ms,
+            process: Some((42, 7)),
+        })
+        .await
+        .expect("a start");
+        a.finish_run(&finished(id, Status::Succeeded))
+            .await
+            .expect("a finish");
+
+        let all = db
+            .runs(&HistoryQuery {
+                limit: 50,
+                ..HistoryQuery::default()
+            })
+            .await
+            .expect("history");
+        assert_eq!(all.len(), 3);
+        assert!(
+            all.windows(2).all(|w| w[0].record.id > w[1].record.id),
+            "newest first"
+        );
+        let done = all.iter().find(|run| run.record.id == id).expect("the run");
+        assert_eq!(done.node.as_deref(), Some("a"));
+        assert_eq!(done.record.duration_ms, Some(5));
+        assert!(
+            all.iter()
+                .filter(|run| run.record.id != id)
+                .all(|run| run.node.is_none())
+        );
+        let json = serde_json::to_value(done).expect("JSON");
+        assert_eq!(json["node"], "a");
+        assert_eq!(json["status"], "succeeded");
+
+        let page = db
+            .runs(&HistoryQuery {
+                job: Some("report".to_owned()),
+                status: Some(Status::Queued),
+                before: Some(all[0].record.id),
+                limit: 1,
+                ..HistoryQuery::default()
+            })
+            .await
+            .expect("a page");
+        assert_eq!(page.len(), 1);
+        assert!(page[0].record.id < all[0].record.id);
+
+        let detail = db.run(id).await.expect("show").expect("the run exists");
+        assert_eq!(detail.output, "out");
+        assert_eq!(detail.params["password"], "********");
+
+        let stats = db.stats(None, None).await.expect("stats");
+        assert_eq!(stats.len(), 1);
+        assert_eq!((stats[0].runs, stats[0].succeeded), (1, 1));
+        assert_eq!(stats[0].p50_ms, Some(5));
+        let statuses = db.last_statuses().await.expect("statuses");
+        assert_eq!(statuses["report"], Status::Queued);
+        let nodes = db.nodes().await.expect("nodes");
+        assert_eq!(nodes.len(), 1);
+        assert_eq!((nodes[0].state.as_str(), nodes[0].in_flight), ("alive", 0));
+    });
+}
