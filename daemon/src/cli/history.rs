@@ -104,7 +104,7 @@ const COLUMNS: [&str; 8] = [
     "SCHEDULED",
     "DURATION",
     "QUEUED",
-    "ERROR",
+    "MESSAGE",
 ];
 
 /// A run's row: its cells under [`COLUMNS`].
@@ -122,7 +122,8 @@ fn cells(run: &RunRecord) -> Vec<String> {
         when(Some(run.scheduled_at)),
         millis(run.duration_ms),
         millis(run.queue_ms),
-        short(run.error.as_deref(), 60),
+        // What went wrong, or what the plugin said last when it succeeded.
+        short(run.error.as_deref().or(run.message.as_deref()), 60),
     ]
 }
 

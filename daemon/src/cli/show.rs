@@ -32,6 +32,10 @@ pub fn run(context: &Context, id: i64) -> anyhow::Result<ExitCode> {
         ("duration", millis(run.duration_ms)),
         ("queued", millis(run.queue_ms)),
         ("error", run.error.clone().unwrap_or_else(|| "-".to_owned())),
+        (
+            "message",
+            run.message.clone().unwrap_or_else(|| "-".to_owned()),
+        ),
         ("params", detail.params.to_string()),
     ];
     for (label, value) in lines {

@@ -239,6 +239,7 @@ impl Engine {
                 continue;
             };
             let id = fire.run_id.expect("recorded");
+            tracing::debug!(job = %fire.job.name, run_id = id, "fire queued: {reason}");
             let waiter = fire.waiter;
             self.write(Write::Waiting {
                 id,
@@ -413,6 +414,12 @@ impl Engine {
                 continue;
             };
             fire.state = State::Running;
+            tracing::debug!(
+                job = %fire.job.name,
+                run_id = fire.run_id,
+                queue_ms = admitted.queue_ms,
+                "fire admitted"
+            );
             let start = Start {
                 key,
                 run_id: fire.run_id.expect("admission starts only recorded fires"),

@@ -306,3 +306,44 @@ fn tables_fit_any_name_and_end_without_spaces() {
         );
     }
 }
+
+#[test]
+fn a_succeeded_runs_message_is_shown_everywhere_a_run_is() {
+    let sandbox = Sandbox::new();
+    sandbox.write_config(
+        "",
+        r#"
+[[jobs]]
+name = "greet"
+plugin = "testkit"
+params = { action = "ok", message = "sent 3 mails" }
+"#,
+    );
+    let _daemon = sandbox.start();
+    let run = sandbox.pacer(["run", "greet", "--wait"]);
+    assert_eq!(run.code, 0, "{run}");
+    let record = sandbox.wait_for_run("the run", &["--job", "greet", "--status", "succeeded"]);
+    assert_eq!(record["message"], "sent 3 mails", "{record}");
+    assert_eq!(record["error"], serde_json::Value::Null);
+    let id = record["id"].to_string();
+    let shown = sandbox.pacer(["show", &id]);
+    assert!(
+        shown
+            .stdout
+            .lines()
+            .any(|line| line == "message    sent 3 mails"),
+        "{shown}"
+    );
+    let history = sandbox.pacer(["history"]);
+    let header = history.stdout.lines().next().unwrap();
+    assert!(header.ends_with("MESSAGE"), "{history}");
+    assert!(
+        history
+            .stdout
+            .lines()
+            .nth(1)
+            .unwrap()
+            .ends_with("sent 3 mails"),
+        "{history}"
+    );
+}
