@@ -27,7 +27,7 @@ use crate::config::{Config, Job, Pool, PressureLimits};
 use crate::model::Trigger;
 
 pub use local::LocalAdmission;
-pub use pressure::RECHECK_MS;
+pub use pressure::{PressureGate, RECHECK_MS};
 
 /// Names one fire from the moment the daemon accepts it to its run's end. Keys are never
 /// reused within one daemon's life; a run's database id is known only once its record is

@@ -190,6 +190,12 @@ pub struct StatusInfo {
     /// Why the history cannot be written now, if it cannot (fires wait until it can).
     #[serde(default)]
     pub history_error: Option<String>,
+    /// With `[cluster]`: this node's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// With `[cluster]`: the shared database (`user@host:port/database`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }
 
 impl JobInfo {

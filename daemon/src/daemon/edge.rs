@@ -10,6 +10,8 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
+use super::backend::Backend;
+use super::cluster;
 use super::metrics::Metrics;
 use super::notify;
 use super::reboot;
@@ -21,7 +23,7 @@ use crate::control::server::Incoming;
 use crate::engine::{Effect, Input, ReplyTo, Ticket};
 use crate::plugins::{PluginWatcher, Registry, ScanOptions};
 use crate::store::Write;
-use crate::store::sqlite::SqliteStore;
+use crate::store::postgres::Proposal;
 
 /// The lock file is touched (the daemon's sign of life) at most this often.
 const ALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -30,7 +32,7 @@ const ALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 #[derive(Debug)]
 pub struct Edge {
     env: Arc<RunEnv>,
-    store: SqliteStore,
+    backend: Backend,
     metrics: Arc<Metrics>,
     watcher: PluginWatcher,
     config_path: PathBuf,
@@ -50,7 +52,7 @@ impl Edge {
     /// An edge whose outcomes go to `inputs`.
     pub fn new(
         env: Arc<RunEnv>,
-        store: SqliteStore,
+        backend: Backend,
         metrics: Arc<Metrics>,
         watcher: PluginWatcher,
         config_path: PathBuf,
@@ -59,7 +61,7 @@ impl Edge {
     ) -> Edge {
         Edge {
             env,
-            store,
+            backend,
             metrics,
             watcher,
             config_path,
@@ -86,9 +88,11 @@ impl Edge {
 
     /// Notes the daemon's sign of life, at most once a second.
     pub fn mark_alive(&mut self) {
-        if self.alive_at.is_none_or(|at| at.elapsed() >= ALIVE_EVERY) {
+        if let Backend::Local(store) = &self.backend
+            && self.alive_at.is_none_or(|at| at.elapsed() >= ALIVE_EVERY)
+        {
             self.alive_at = Some(Instant::now());
-            self.store.mark_alive();
+            store.mark_alive();
         }
     }
 
@@ -96,11 +100,42 @@ impl Edge {
     pub fn apply(&mut self, effects: Vec<Effect>) {
         let mut writes: Vec<Write> = Vec::new();
         let mut tickets: Vec<Option<Ticket>> = Vec::new();
+        let mut claims: Vec<(Proposal, Ticket)> = Vec::new();
         for effect in effects {
             match effect {
                 Effect::Write(write, ticket) => {
                     writes.push(write);
                     tickets.push(ticket);
+                }
+                Effect::Claim(proposal, ticket) => claims.push((*proposal, ticket)),
+                Effect::Admit(room) => {
+                    if let Backend::Cluster(node) = &self.backend {
+                        cluster::admit(node, room, self.inputs.clone());
+                    }
+                }
+                Effect::Refuse { run_id, reason } => {
+                    if let Backend::Cluster(node) = &self.backend {
+                        cluster::refuse(node, run_id, reason);
+                    }
+                }
+                Effect::Cancel { id, to } => {
+                    if let (Backend::Cluster(node), Some(reply)) =
+                        (&self.backend, self.replies.remove(&to))
+                    {
+                        cluster::cancel(node, id, reply);
+                    }
+                }
+                Effect::Follow { id, to, wait } => {
+                    if let (Backend::Cluster(node), Some(reply)) =
+                        (&self.backend, self.replies.remove(&to))
+                    {
+                        cluster::follow(node, id, reply, wait);
+                    }
+                }
+                Effect::Watch { id } => {
+                    if let Backend::Cluster(node) = &self.backend {
+                        cluster::watch(node, id, self.inputs.clone());
+                    }
                 }
                 Effect::Start(start) => {
                     let (stop, stopped) = oneshot::channel();
@@ -144,12 +179,39 @@ impl Edge {
         if !writes.is_empty() {
             self.write(writes, tickets);
         }
+        if let (Backend::Cluster(node), false) = (&self.backend, claims.is_empty()) {
+            cluster::claim(node, claims, self.inputs.clone());
+        }
         // Runs that ended no longer need a way to be stopped.
         self.stops.retain(|_, stop| !stop.is_closed());
     }
 
     fn write(&mut self, writes: Vec<Write>, tickets: Vec<Option<Ticket>>) {
-        let written = crate::store::Store::write(&self.store, writes);
+        let store = match &self.backend {
+            Backend::Local(store) => store,
+            Backend::Cluster(node) => {
+                let node = Arc::clone(node);
+                let inputs = self.inputs.clone();
+                self.writes.spawn(async move {
+                    let mut outcomes = Vec::new();
+                    for (write, ticket) in writes.into_iter().zip(tickets) {
+                        let result = cluster::write(&node, write)
+                            .await
+                            .map(|()| None)
+                            .map_err(|e| e.to_string());
+                        if let Err(e) = &result {
+                            tracing::error!("cannot write to the cluster's database: {e}");
+                        }
+                        outcomes.extend(ticket.map(|ticket| (ticket, result)));
+                    }
+                    if !outcomes.is_empty() {
+                        let _ = inputs.send(Input::Written(outcomes));
+                    }
+                });
+                return;
+            }
+        };
+        let written = crate::store::Store::write(store, writes);
         let inputs = self.inputs.clone();
         self.writes.spawn(async move {
             let results = match written.await {
@@ -202,7 +264,15 @@ impl Edge {
         if unmarked.is_empty() {
             return;
         }
-        let store = self.store.clone();
+        let store = match &self.backend {
+            Backend::Local(store) => store.clone(),
+            // In a cluster a boot's fire is claimed under a key naming the boot, so the
+            // database records it once however often this node starts in the boot.
+            Backend::Cluster(_) => {
+                let _ = self.inputs.send(Input::Boot(unmarked));
+                return;
+            }
+        };
         let inputs = self.inputs.clone();
         tokio::spawn(async move {
             let fired = match reboot::boot_started_ms() {

@@ -4,6 +4,8 @@
 //! carry out what it decides, until it is told to stop.
 
 mod args;
+mod backend;
+mod cluster;
 mod config_watch;
 mod edge;
 mod metrics;
@@ -15,6 +17,7 @@ mod runner;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
@@ -24,14 +27,14 @@ use tokio::sync::mpsc;
 use crate::admission::{Limits, LocalAdmission};
 use crate::config::{self, Environment};
 use crate::control;
-use crate::engine::{Engine, Input, Resume};
+use crate::engine::{Engine, Input};
 use crate::plugins::{PluginWatcher, Registry, ScanOptions};
 use crate::store::Store;
-use crate::store::sqlite::SqliteStore;
 use crate::time::{Clock, SystemClock, to_ms};
 use crate::worker::Launcher;
 
 pub use args::Args;
+use backend::{Backend, Opened};
 use edge::Edge;
 use runner::RunEnv;
 
@@ -53,6 +56,9 @@ pub enum Stop {
     Gracefully,
     /// Stop running jobs now (a second signal while stopping).
     Now,
+    /// This node of a cluster was fenced: its runs are stopping already; it exits, to rejoin
+    /// when started again.
+    Fenced,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT; returns once every run has ended and been recorded.
@@ -107,30 +113,6 @@ pub async fn serve(
         .map_err(|errors| anyhow!("{errors}"))
         .context("the config is invalid; pacerd did not start")?;
     let config = Arc::new(config);
-    let sqlite = SqliteStore::open(&config.daemon.database)?;
-    let store: Arc<dyn Store> = Arc::new(sqlite.clone());
-    crate::store::sqlite::explain_bus_errors(&config.daemon.database)
-        .context("cannot handle SIGBUS")?;
-    let last_alive = sqlite
-        .previous_alive()
-        .unwrap_or_else(|| to_ms(clock.now()));
-    sqlite.mark_alive();
-    let orphans = store
-        .abandon_orphans(
-            last_alive,
-            "pacerd stopped while this run was going (found at the next start; it ended at \
-             pacerd's last sign of life)"
-                .to_owned(),
-        )
-        .await?;
-    if !orphans.is_empty() {
-        let killed = recovery::kill_leftovers(&orphans);
-        tracing::error!(
-            runs = orphans.len(),
-            processes_killed = killed,
-            "runs left by a previous pacerd are recorded as abandoned"
-        );
-    }
     let launcher = Launcher::current("pacerd");
     let registry = Registry::discover(
         &config.daemon.plugin_dirs,
@@ -138,24 +120,26 @@ pub async fn serve(
         ScanOptions::for_current_user(),
     )
     .await;
+    let Opened {
+        backend,
+        resume,
+        node,
+    } = Backend::open(&config, &registry, &clock).await?;
     let (listener, access) = control::server::bind(&config.daemon.socket).with_context(|| {
         format!(
             "cannot listen on the control socket {}",
             config.daemon.socket.display()
         )
     })?;
-    let resume = Resume {
-        states: store.job_states().await?,
-        last_status: store.last_statuses().await?,
-        queued: store.queued_fires().await?,
-    };
     let metrics = Arc::new(metrics::Metrics::new(
         config.pools.keys(),
         config.daemon.metrics_listen.is_some(),
     ));
     if metrics.exported() {
-        let names = config.jobs.iter().map(|job| job.name.clone()).collect();
-        metrics.seed_last_success(&store.last_successes(names).await?);
+        if let Backend::Local(store) = &backend {
+            let names = config.jobs.iter().map(|job| job.name.clone()).collect();
+            metrics.seed_last_success(&store.last_successes(names).await?);
+        }
         let paused = resume
             .states
             .iter()
@@ -168,7 +152,7 @@ pub async fn serve(
     let scrapes: Arc<dyn crate::web::MetricsSource> = Arc::clone(&metrics) as _;
     let (inputs_tx, mut inputs) = mpsc::unbounded_channel();
     let env = Arc::new(RunEnv {
-        store: Arc::clone(&store),
+        store: backend.records(),
         launcher,
         output_limit: config.daemon.output_limit,
         kill_grace: config::defaults::KILL_GRACE,
@@ -178,17 +162,31 @@ pub async fn serve(
     let (plugin_changes, mut plugin_events) = mpsc::unbounded_channel();
     let now = to_ms(clock.now());
     let admission = Box::new(LocalAdmission::new(&Limits::of(&config), now));
-    let mut engine = Engine::new(
+    let mut engine = Engine::with_cluster(
         Arc::clone(&config),
         registry,
         admission,
         resume,
         std::process::id(),
         now,
+        node,
     );
+    let in_flight = Arc::new(AtomicU32::new(0));
+    let membership = match &backend {
+        Backend::Cluster(node) => Some((
+            cluster::spawn_membership(
+                Arc::clone(node),
+                inputs_tx.clone(),
+                Arc::clone(&in_flight),
+                config::defaults::KILL_GRACE,
+            ),
+            cluster::spawn_listener(node, inputs_tx.clone()),
+        )),
+        Backend::Local(_) => None,
+    };
     let mut edge = Edge::new(
         env,
-        sqlite.clone(),
+        backend.clone(),
         Arc::clone(&metrics),
         PluginWatcher::new(plugin_changes),
         config_path.to_owned(),
@@ -215,12 +213,19 @@ pub async fn serve(
     ));
     let (config_changes, mut config_events) = mpsc::unbounded_channel();
     let config_watcher = config_watch::ConfigWatcher::new(config_path, config_changes);
-    let pruner = tokio::spawn(retention::prune_forever(
-        Arc::clone(&store),
-        config.daemon.history_retention,
-        Arc::clone(&clock),
-    ));
-    let mut health = sqlite.health();
+    // A cluster's history is pruned by its database's own means (docs/cluster.md); one
+    // daemon prunes its own.
+    let (pruner, mut health) = match &backend {
+        Backend::Local(store) => (
+            Some(tokio::spawn(retention::prune_forever(
+                Arc::new(store.clone()),
+                config.daemon.history_retention,
+                Arc::clone(&clock),
+            ))),
+            store.health(),
+        ),
+        Backend::Cluster(_) => (None, tokio::sync::watch::channel(None).1),
+    };
     tracing::info!(
         jobs = config.jobs.len(),
         config = %config_path.display(),
@@ -239,6 +244,7 @@ pub async fn serve(
             next_alive = tokio::time::Instant::now() + interval;
         }
         edge.mark_alive();
+        in_flight.store(engine.in_flight(), Ordering::Relaxed);
         let now = to_ms(clock.now());
         let sleep_ms = engine
             .next_wake(now)
@@ -257,15 +263,19 @@ pub async fn serve(
                 config_watcher.rewatch();
                 Input::ConfigChanged
             }
-            Ok(()) = health.changed() => {
+            Ok(()) = health.changed(), if pruner.is_some() => {
                 let unwritable = health.borrow_and_update().clone();
                 Input::History(unwritable.map(|u| u.to_string()))
             }
             Some(()) = reload.recv() => Input::ReloadSignal,
             how = stop.recv() => break how.unwrap_or(Stop::Gracefully),
         };
+        let fenced = matches!(input, Input::Fenced(_));
         let now = to_ms(clock.now());
         edge.apply(engine.handle(input, now));
+        if fenced {
+            break Stop::Fenced;
+        }
     };
 
     let now = to_ms(clock.now());
@@ -273,14 +283,43 @@ pub async fn serve(
     tracing::info!(in_flight = engine.in_flight(), "stopping");
     notify::stopping();
     server.abort();
-    pruner.abort();
+    if let Some(pruner) = &pruner {
+        pruner.abort();
+    }
     http_server.abort();
+    if let Backend::Cluster(node) = &backend
+        && how != Stop::Fenced
+        && let Err(e) = node.node.stopping().await
+    {
+        tracing::warn!("cannot tell the cluster this node is stopping: {e}");
+    }
     drain(&mut engine, &mut edge, &mut inputs, &mut stop, how, &clock).await;
     edge.flush().await;
-    if let Err(e) = store.close().await {
-        tracing::error!("cannot close the history cleanly: {e}");
+    match &backend {
+        Backend::Local(store) => {
+            if let Err(e) = store.close().await {
+                tracing::error!("cannot close the history cleanly: {e}");
+            }
+        }
+        Backend::Cluster(node) => {
+            if let Some((membership, listener)) = &membership {
+                membership.abort();
+                listener.abort();
+            }
+            if how != Stop::Fenced
+                && let Err(e) = node.node.stopped().await
+            {
+                tracing::warn!("cannot tell the cluster this node stopped: {e}");
+            }
+        }
     }
     let _ = std::fs::remove_file(&config.daemon.socket);
+    if how == Stop::Fenced {
+        anyhow::bail!(
+            "this node stopped its runs and itself: its peers count it dead; start it again \
+             to rejoin the cluster (systemd does, with Restart=on-failure)"
+        );
+    }
     tracing::info!("pacerd stopped");
     Ok(())
 }

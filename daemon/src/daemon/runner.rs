@@ -1,6 +1,7 @@
 //! One admitted run, start to finish: spawn its worker, turn its record `running`, hand over
 //! its params, supervise it, record how it ended, and tell the engine.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,17 +9,30 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::engine::{Input, Start};
 use crate::model::{RunSpan, Status, Trigger};
-use crate::store::{Finish, RunId, StartRun, Store};
+use crate::store::{Finish, RunId, StartRun};
 use crate::time::{Clock, rfc3339_ms, to_ms};
 use crate::worker::outcome::{classify, severity};
 use crate::worker::protocol::{Assignment, Setup, Task};
 use crate::worker::{Launcher, Limits};
 
+/// A run's own writes: its start (before its plugin gets its params) and its end. One daemon
+/// writes them to its SQLite history; a node of a cluster to the shared database, fenced by
+/// its incarnation.
+pub trait RunRecords: Send + Sync + std::fmt::Debug {
+    /// Turns the queued run `start.id` `running`; an error means it must not start.
+    fn start_run(&self, start: StartRun) -> RecordFuture;
+    /// Records the run's end.
+    fn finish_run(&self, finish: Finish) -> RecordFuture;
+}
+
+/// What a run's write resolves to: done, or why not.
+pub type RecordFuture = std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
 /// What every run needs from the daemon.
 #[derive(Debug)]
 pub struct RunEnv {
-    /// The history.
-    pub store: Arc<dyn Store>,
+    /// Where a run's start and end are recorded.
+    pub store: Arc<dyn RunRecords>,
     /// Starts workers.
     pub launcher: Launcher,
     /// Captured output kept per run.

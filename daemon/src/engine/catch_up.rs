@@ -143,6 +143,10 @@ impl Engine {
             self.pass_paused(&fire);
             return;
         }
+        if self.cluster.is_some() {
+            self.propose_skipped(fire, reason, SkipKind::Missed);
+            return;
+        }
         let key = self.next_key;
         self.next_key += 1;
         self.fires.insert(key, fire);

@@ -48,6 +48,10 @@ pub struct Fire {
     pub waiter: Option<Waiter>,
     /// Who cancelled it before it started, to be told once that is recorded.
     pub canceller: Option<ReplyTo>,
+    /// For a retry: the run that failed (it names the retry across a cluster).
+    pub retry_of: Option<RunId>,
+    /// For a chained fire: the run that caused it (it names the fire across a cluster).
+    pub upstream: Option<RunId>,
     /// Its record, once committed.
     pub run_id: Option<RunId>,
     /// Where it is.
@@ -85,6 +89,8 @@ pub enum Then {
     Backlog,
     /// It was declined while its record was being written: it ends so.
     End(Status, String, Option<SkipKind>),
+    /// It was proposed to the cluster, whose database records and admits it.
+    Cluster,
 }
 
 impl Fire {
@@ -102,6 +108,8 @@ impl Fire {
             at_boot: false,
             waiter: None,
             canceller: None,
+            retry_of: None,
+            upstream: None,
             run_id: None,
             state: State::New,
         }
@@ -143,6 +151,8 @@ impl Fire {
             at_boot: false,
             waiter: self.waiter,
             canceller: None,
+            retry_of: self.run_id,
+            upstream: None,
             run_id: None,
             state: State::New,
         }

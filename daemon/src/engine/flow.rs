@@ -30,6 +30,9 @@ impl Engine {
             }
             return None;
         }
+        if self.cluster.is_some() {
+            return self.propose(fire, &then);
+        }
         let key = self.next_key;
         self.next_key += 1;
         fire.state = State::New;
@@ -187,7 +190,7 @@ impl Engine {
                 "a missed fire of `{}` (catch_up = \"all\"): runs after the earlier ones",
                 fire.job.name
             )),
-            Then::Admission | Then::End(..) => None,
+            Then::Admission | Then::End(..) | Then::Cluster => None,
         }
     }
 
@@ -291,6 +294,7 @@ impl Engine {
                 self.tell_deferred(key);
                 false
             }
+            Then::Cluster => false,
             Then::End(status, reason, _) => {
                 fire.state = State::Ending(status, reason.clone());
                 self.write_then(Write::Resolve { id, status, reason }, After::Ended(key));
@@ -391,6 +395,10 @@ impl Engine {
             return;
         }
         self.next_catch_ups(now);
+        if self.cluster.is_some() {
+            self.cluster_admit(now);
+            return;
+        }
         let admitted = self.admission.admit(now);
         if admitted.is_empty() {
             return;
@@ -468,7 +476,11 @@ impl Engine {
         span: Option<RunSpan>,
         now: i64,
     ) {
-        self.admission.finished(key);
+        if self.cluster.is_some() {
+            self.cluster_finished();
+        } else {
+            self.admission.finished(key);
+        }
         let Some(fire) = self.fires.remove(&key) else {
             return;
         };
@@ -528,6 +540,7 @@ impl Engine {
                 target.plugin == "exec",
             ));
             fire.own_params = true;
+            fire.upstream = upstream.id;
             self.accept(fire, Then::Admission, now);
         }
     }
@@ -539,6 +552,10 @@ impl Engine {
             return;
         };
         if !matches!(fire.state, State::Timed(_) | State::Backlog) {
+            return;
+        }
+        if self.cluster.is_some() {
+            self.propose_backlog(key);
             return;
         }
         if fire.state == State::Backlog {

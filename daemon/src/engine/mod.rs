@@ -14,6 +14,7 @@
 
 mod catch_up;
 pub mod chain;
+mod cluster;
 mod fire;
 mod flow;
 mod reload;
@@ -31,8 +32,10 @@ use crate::control::{Request, Response};
 use crate::model::{RunSpan, Status, Trigger};
 use crate::plugins::Registry;
 use crate::scheduler::{Scheduler, TimerId};
+use crate::store::postgres::{AdmittedRun, Outcome, Proposal, Room};
 use crate::store::{JobState, QueuedFire, RunId, Write};
 
+pub use cluster::NodeIdentity;
 use fire::Fire;
 pub use fire::{ReplyTo, Waiter};
 
@@ -93,6 +96,37 @@ pub enum Input {
     Boot(Vec<Arc<Job>>),
     /// The history became unwritable (why), or writable again (`None`).
     History(Option<String>),
+    /// The cluster answered this node's claims: per ticket, and the waiting fires it declined
+    /// and the runs to stop as a consequence.
+    Claimed {
+        /// Per claim.
+        outcomes: Vec<(Ticket, Result<Outcome, String>)>,
+        /// Waiting fires declined (replaced, pushed out of a full queue).
+        withdrawn: Vec<(RunId, String, SkipKind)>,
+        /// Runs to stop (`overlap = "replace"`).
+        stops: Vec<(RunId, String)>,
+    },
+    /// The cluster admitted these runs to this node (or could not be asked).
+    Admitted(Result<Vec<AdmittedRun>, String>),
+    /// A peer changed the cluster's queue: there may be runs to take.
+    ClusterChanged,
+    /// A heartbeat was acknowledged.
+    Beat {
+        /// This node's runs whose cancel was asked for.
+        cancel: Vec<RunId>,
+        /// This node's clock minus the database's, ms.
+        offset_ms: i64,
+    },
+    /// The jobs paused in the cluster (any node may pause).
+    PausedJobs(HashSet<String>),
+    /// A run watched for a backlog is over (on whichever node ran it).
+    RunOver {
+        /// Its job.
+        job: String,
+    },
+    /// This node was declared dead by its peers, or could not beat for longer than its
+    /// lease allows: its runs stop now.
+    Fenced(String),
     /// The daemon stops: no fire is taken or started any more. Fires waiting stay `queued`
     /// for the next start.
     Shutdown,
@@ -137,6 +171,39 @@ pub enum Effect {
     CheckBoot(Vec<Arc<Job>>),
     /// Remember that this `@reboot` job fired in this boot.
     MarkBooted(String),
+    /// Propose a fire to the cluster; report the outcome as [`Input::Claimed`].
+    Claim(Box<Proposal>, Ticket),
+    /// Ask the cluster for runs this node may start; report [`Input::Admitted`].
+    Admit(Room),
+    /// A run the cluster admitted here cannot start here: record it failed, for this reason.
+    Refuse {
+        /// The run.
+        run_id: RunId,
+        /// Why.
+        reason: String,
+    },
+    /// Cancel run `id`, wherever in the cluster it waits or runs; answer `to`.
+    Cancel {
+        /// The run.
+        id: RunId,
+        /// Who asked.
+        to: ReplyTo,
+    },
+    /// Tell `to` what becomes of run `id` (it may run on another node), until it started, or
+    /// with `wait` until it ended.
+    Follow {
+        /// The run.
+        id: RunId,
+        /// Who follows it.
+        to: ReplyTo,
+        /// Until its end.
+        wait: bool,
+    },
+    /// Report [`Input::RunOver`] once run `id` is over.
+    Watch {
+        /// The run.
+        id: RunId,
+    },
     /// Tell the service manager the daemon is ready again after a reload, and how it went.
     Ready {
         /// The jobs in force.
@@ -273,6 +340,10 @@ pub struct Engine {
     loading: bool,
     history_error: Option<String>,
     stopping: bool,
+    /// This node's own state, when it is one of a cluster.
+    cluster: Option<cluster::Cluster>,
+    /// Fires proposed to the cluster to be recorded `skipped`, and why.
+    skip_reasons: HashMap<FireKey, (String, SkipKind)>,
     out: Vec<Effect>,
 }
 
@@ -299,6 +370,19 @@ impl Engine {
         resume: Resume,
         pid: u32,
         now: i64,
+    ) -> Engine {
+        Engine::with_cluster(config, registry, admission, resume, pid, now, None)
+    }
+
+    /// [`Engine::new`] for one node of a cluster (`node`), or for one daemon (`None`).
+    pub fn with_cluster(
+        config: Arc<Config>,
+        registry: Registry,
+        admission: Box<dyn Admission>,
+        resume: Resume,
+        pid: u32,
+        now: i64,
+        node: Option<NodeIdentity>,
     ) -> Engine {
         let Resume {
             states,
@@ -335,6 +419,13 @@ impl Engine {
             loading: false,
             history_error: None,
             stopping: false,
+            cluster: node.map(|node| {
+                cluster::Cluster::new(
+                    node,
+                    crate::admission::PressureGate::new(config.daemon.pressure.clone()),
+                )
+            }),
+            skip_reasons: HashMap::new(),
             out: Vec::new(),
             config,
         };
@@ -408,6 +499,21 @@ impl Engine {
                 self.observe(Observation::HistoryWritable(error.is_none()));
                 self.history_error = error;
             }
+            Input::Claimed {
+                outcomes,
+                withdrawn,
+                stops,
+            } => self.claimed(outcomes, withdrawn, stops),
+            Input::Admitted(answer) => self.admitted(answer, now),
+            Input::ClusterChanged => {
+                if let Some(cluster) = self.cluster.as_mut() {
+                    cluster.want();
+                }
+            }
+            Input::Beat { cancel, offset_ms } => self.beat(cancel, offset_ms),
+            Input::PausedJobs(paused) => self.paused = paused,
+            Input::RunOver { job } => self.run_over(&job),
+            Input::Fenced(why) => self.fenced(&why),
             Input::Shutdown => self.stopping = true,
             Input::StopAll(reason) => self.stop_all(&reason),
         }
@@ -431,15 +537,19 @@ impl Engine {
             .scheduler
             .next_wake()
             .filter(|_| self.history_error.is_none());
-        [timeline, self.admission.next_wake(now)]
-            .into_iter()
-            .flatten()
-            .min()
+        let admission = match &self.cluster {
+            Some(cluster) => cluster.next_wake(),
+            None => self.admission.next_wake(now),
+        };
+        [timeline, admission].into_iter().flatten().min()
     }
 
     /// Runs in flight.
     pub fn in_flight(&self) -> u32 {
-        self.admission.status().total.in_flight
+        match &self.cluster {
+            Some(cluster) => cluster.running(),
+            None => self.admission.status().total.in_flight,
+        }
     }
 
     /// The config in force.
@@ -448,6 +558,13 @@ impl Engine {
     }
 
     fn tick(&mut self, now: i64) {
+        if self.cluster.as_ref().is_some_and(cluster::Cluster::skewed) {
+            // A node whose clock is off would propose fires at the wrong instants; the others
+            // propose them.
+            let due = self.scheduler.take_due(now);
+            drop(due);
+            return;
+        }
         if self.stopping || self.history_error.is_some() {
             // Nothing moves past a history that cannot be written: the fires stay on the
             // timeline, and are taken (as missed, if long overdue) once it can.

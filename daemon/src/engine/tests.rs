@@ -150,6 +150,7 @@ impl Rig {
                     Effect::CheckBoot(jobs) => inputs.push(Input::Boot(jobs)),
                     Effect::MarkBooted(job) => self.booted.push(job),
                     Effect::Observe(_) | Effect::WatchPlugins(_) | Effect::Ready { .. } => {}
+                    other => panic!("a cluster's effect from one daemon: {other:?}"),
                 }
             }
             if !writes.is_empty() {

@@ -23,6 +23,10 @@ impl Engine {
                 Ok(()) => return,
                 Err(message) => Response::Error { message },
             },
+            Request::Cancel { id } if self.cluster.is_some() => {
+                self.cluster_cancel(id, to);
+                return;
+            }
             Request::Cancel { id } => match self.cancel(id, to) {
                 Ok(None) => return,
                 Ok(Some(message)) => Response::Done { message },
@@ -213,7 +217,12 @@ impl Engine {
     }
 
     fn status(&self, now: i64) -> StatusInfo {
-        let status = self.status_now();
+        let mut status = self.status_now();
+        if let Some(cluster) = &self.cluster {
+            // The queue is the cluster's (pacer nodes and the database tell it); in flight
+            // are this node's runs.
+            status.total.in_flight = cluster.running();
+        }
         StatusInfo {
             running: true,
             pid: self.pid,
@@ -235,6 +244,8 @@ impl Engine {
                 .collect(),
             waiting_on: status.waiting_on,
             history_error: self.history_error.clone(),
+            node: self.cluster.as_ref().map(|c| c.identity().node.clone()),
+            database: self.cluster.as_ref().map(|c| c.identity().database.clone()),
         }
     }
 

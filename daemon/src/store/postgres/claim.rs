@@ -95,6 +95,9 @@ pub struct Proposal {
     pub ready_at: Option<i64>,
     /// Only the proposing node may run it (`@reboot`).
     pub pinned: bool,
+    /// Record it `skipped` with this reason, whatever the policies say (a missed fire its
+    /// job's `catch_up` does not run): the record is still claimed once across the nodes.
+    pub skip: Option<(String, SkipKind)>,
 }
 
 impl Proposal {
@@ -110,6 +113,7 @@ impl Proposal {
             recover: job.recover,
             digest: job.digest(),
             ready_at: None,
+            skip: None,
         }
     }
 }
@@ -301,7 +305,13 @@ async fn claim(
             continue;
         }
         let digest = view.digest.clone().unwrap_or_default();
-        let decision = state.submit(proposal, plan.outcomes.len());
+        let decision = match &proposal.skip {
+            Some((reason, kind)) => Decision::Skip {
+                reason: reason.clone(),
+                kind: *kind,
+            },
+            None => state.submit(proposal, plan.outcomes.len()),
+        };
         plan.outcomes.push(Planned::Insert {
             key: key.clone(),
             digest,

@@ -251,4 +251,20 @@ impl PgDatabase {
         })
         .await
     }
+
+    /// The retry queued after run `id` failed (its fire key is `r:<id>`), if there is one.
+    pub async fn successor(&self, id: RunId) -> Result<Option<RunId>, ClusterError> {
+        within(async {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(
+                    "SELECT id FROM runs WHERE fire_key = 'r:' || $1::bigint::text",
+                    &[&id],
+                )
+                .await
+                .map_err(db)?;
+            row.map(|row| row.try_get("id").map_err(db)).transpose()
+        })
+        .await
+    }
 }

@@ -1,0 +1,263 @@
+//! Where the daemon keeps its records: its own SQLite history, or, with `[cluster]`, the
+//! PostgreSQL database it shares with other nodes. Opening it also recovers what a previous
+//! process left behind.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use super::recovery;
+use super::runner::{RecordFuture, RunRecords};
+use crate::admission::Limits;
+use crate::config::{ClusterSettings, Config};
+use crate::engine::{NodeIdentity, Resume};
+use crate::plugins::{PluginState, Registry};
+use crate::store::postgres::{ClusterError, FinishOutcome, JoinRequest, PgDatabase, PgNode};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Finish, StartRun, Store};
+use crate::time::{Clock, to_ms};
+
+/// The records' home.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// One daemon's SQLite history.
+    Local(SqliteStore),
+    /// A node of a cluster.
+    Cluster(Arc<ClusterNode>),
+}
+
+/// A joined node and its settings.
+#[derive(Debug)]
+pub struct ClusterNode {
+    /// The joined node: every write to its runs is fenced by its incarnation.
+    pub node: PgNode,
+    /// `[cluster]`.
+    pub settings: ClusterSettings,
+}
+
+impl ClusterNode {
+    /// The shared database.
+    pub fn db(&self) -> &PgDatabase {
+        self.node.database()
+    }
+}
+
+/// What opening the backend found.
+#[derive(Debug)]
+pub struct Opened {
+    /// The backend.
+    pub backend: Backend,
+    /// The history's state for the engine.
+    pub resume: Resume,
+    /// This node, in a cluster.
+    pub node: Option<NodeIdentity>,
+}
+
+impl Backend {
+    /// Opens the backend `config` names, recovering what a previous process left.
+    pub async fn open(
+        config: &Config,
+        registry: &Registry,
+        clock: &Arc<dyn Clock>,
+    ) -> anyhow::Result<Opened> {
+        match &config.cluster {
+            None => open_local(config, clock).await,
+            Some(settings) => open_cluster(config, settings, registry).await,
+        }
+    }
+
+    /// Where runs record their start and end.
+    pub fn records(&self) -> Arc<dyn RunRecords> {
+        match self {
+            Backend::Local(store) => Arc::new(store.clone()),
+            Backend::Cluster(node) => Arc::new(ClusterRecords(Arc::clone(node))),
+        }
+    }
+}
+
+async fn open_local(config: &Config, clock: &Arc<dyn Clock>) -> anyhow::Result<Opened> {
+    let sqlite = SqliteStore::open(&config.daemon.database)?;
+    crate::store::sqlite::explain_bus_errors(&config.daemon.database)
+        .context("cannot handle SIGBUS")?;
+    let last_alive = sqlite
+        .previous_alive()
+        .unwrap_or_else(|| to_ms(clock.now()));
+    sqlite.mark_alive();
+    let orphans = sqlite
+        .abandon_orphans(
+            last_alive,
+            "pacerd stopped while this run was going (found at the next start; it ended at \
+             pacerd's last sign of life)"
+                .to_owned(),
+        )
+        .await?;
+    if !orphans.is_empty() {
+        let killed = recovery::kill_leftovers(&orphans);
+        tracing::error!(
+            runs = orphans.len(),
+            processes_killed = killed,
+            "runs left by a previous pacerd are recorded as abandoned"
+        );
+    }
+    let resume = Resume {
+        states: sqlite.job_states().await?,
+        last_status: sqlite.last_statuses().await?,
+        queued: sqlite.queued_fires().await?,
+    };
+    Ok(Opened {
+        backend: Backend::Local(sqlite),
+        resume,
+        node: None,
+    })
+}
+
+async fn open_cluster(
+    config: &Config,
+    settings: &ClusterSettings,
+    registry: &Registry,
+) -> anyhow::Result<Opened> {
+    let db = PgDatabase::connect(&settings.database, 8)?;
+    db.migrate()
+        .await
+        .context("cannot bring the cluster's database up to date")?;
+    let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|id| id.trim().to_owned())
+        .unwrap_or_default();
+    let host = nix::unistd::gethostname()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let plugins = registry
+        .all()
+        .iter()
+        .filter(|info| info.state == PluginState::Ok)
+        .filter_map(|info| info.name.clone())
+        .collect();
+    let request = JoinRequest {
+        node: settings.node_id.clone(),
+        host,
+        pid: std::process::id(),
+        boot_id: boot_id.clone(),
+        plugins,
+        pools: settings.pools.clone(),
+        max_concurrency: settings.node_max_concurrency,
+        jobs: digests(config),
+        limits: Limits::of(config),
+        lease_ttl: settings.lease_ttl,
+        heartbeat: settings.heartbeat,
+    };
+    let joined = PgNode::join(&db, request)
+        .await
+        .with_context(|| format!("cannot join the cluster as node `{}`", settings.node_id))?;
+    if let Some(previous) = &joined.previous {
+        let killed = recovery::kill_leftovers(&previous.abandoned);
+        tracing::error!(
+            runs = previous.abandoned.len(),
+            processes_killed = killed,
+            "runs left by this node's previous process are recorded as abandoned"
+        );
+    }
+    let node = NodeIdentity {
+        node: settings.node_id.clone(),
+        incarnation: joined.node.incarnation(),
+        boot_id,
+        slots: settings
+            .node_max_concurrency
+            .unwrap_or(config.daemon.max_concurrency),
+        max_clock_skew_ms: i64::try_from(settings.max_clock_skew.as_millis()).unwrap_or(i64::MAX),
+        database: db.target().to_owned(),
+    };
+    let resume = Resume {
+        states: db.job_states().await?,
+        last_status: db.last_statuses().await?,
+        queued: Vec::new(),
+    };
+    tracing::info!(
+        node = %node.node,
+        incarnation = node.incarnation,
+        database = %node.database,
+        "joined the cluster"
+    );
+    Ok(Opened {
+        backend: Backend::Cluster(Arc::new(ClusterNode {
+            node: joined.node,
+            settings: settings.clone(),
+        })),
+        resume,
+        node: Some(node),
+    })
+}
+
+/// Each job's name and digest, as the cluster compares them.
+pub fn digests(config: &Config) -> Vec<(String, String)> {
+    config
+        .jobs
+        .iter()
+        .map(|job| (job.name.clone(), job.digest()))
+        .collect()
+}
+
+impl RunRecords for SqliteStore {
+    fn start_run(&self, start: StartRun) -> RecordFuture {
+        let started = Store::start_run(self, start);
+        Box::pin(async move { started.await.map_err(|e| e.to_string()) })
+    }
+
+    fn finish_run(&self, finish: Finish) -> RecordFuture {
+        let finished = Store::finish_run(self, finish);
+        Box::pin(async move { finished.await.map_err(|e| e.to_string()) })
+    }
+}
+
+/// A cluster node's run records: a write that fails for a reason that may pass (the database
+/// restarting, a blip shorter than the lease) is tried again until it lands or the node is
+/// declared dead, so no run of a live node stays `running` for want of a write.
+#[derive(Debug)]
+struct ClusterRecords(Arc<ClusterNode>);
+
+/// Pauses between attempts at a run's write in a cluster.
+const RETRY_DELAYS_MS: [u64; 6] = [100, 200, 500, 1_000, 2_000, 5_000];
+
+async fn retried<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, ClusterError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ClusterError>>,
+{
+    let mut delays = RETRY_DELAYS_MS.iter().chain(std::iter::repeat(&5_000));
+    loop {
+        match attempt().await {
+            Err(e) if e.is_transient() => {
+                tracing::warn!("cannot record {what} in the cluster's database, trying again: {e}");
+                let delay = delays.next().copied().unwrap_or(5_000);
+                tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+impl RunRecords for ClusterRecords {
+    fn start_run(&self, start: StartRun) -> RecordFuture {
+        let cluster = Arc::clone(&self.0);
+        Box::pin(async move {
+            retried("a run's start", || cluster.node.start_run(&start))
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn finish_run(&self, finish: Finish) -> RecordFuture {
+        let cluster = Arc::clone(&self.0);
+        Box::pin(async move {
+            match retried("a run's end", || cluster.node.finish_run(&finish)).await {
+                Ok(FinishOutcome::Written) => Ok(()),
+                Ok(FinishOutcome::Fenced) => Err(format!(
+                    "run {} ended as {}, but this node was declared dead meanwhile, so its end \
+                     is not written (its record says abandoned)",
+                    finish.id, finish.status
+                )),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+}
