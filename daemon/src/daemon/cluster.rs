@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::backend::ClusterNode;
+use super::metrics::Metrics;
 use crate::control::{Response, RunUpdate};
 use crate::engine::{Input, Ticket};
 use crate::model::Status;
@@ -22,13 +23,15 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 /// dead, besides the stop's own grace.
 const FENCE_MARGIN: Duration = Duration::from_secs(1);
 
-/// Beats, observes peers, and refreshes the paused jobs, until the node is fenced.
+/// Beats, observes peers, refreshes the paused jobs and the cluster's metrics, until the node
+/// is fenced.
 /// `in_flight` is kept current by the daemon's loop.
 pub fn spawn_membership(
     cluster: Arc<ClusterNode>,
     inputs: mpsc::UnboundedSender<Input>,
     in_flight: Arc<AtomicU32>,
     kill_grace: Duration,
+    metrics: Arc<Metrics>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let settings = &cluster.settings;
@@ -88,6 +91,12 @@ pub fn spawn_membership(
                     }
                 }
                 Err(e) => tracing::warn!("cannot look for dead nodes: {e}"),
+            }
+            if metrics.exported()
+                && let (Ok(nodes), Ok(load)) =
+                    (cluster.db().nodes().await, cluster.db().pool_load().await)
+            {
+                metrics.cluster(&nodes, &load);
             }
             if let Ok(states) = cluster.db().job_states().await {
                 let paused = states

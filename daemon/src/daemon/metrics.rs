@@ -17,6 +17,7 @@ use crate::admission::{AdmissionStatus, SkipKind};
 use crate::config::{Job, Jobs};
 use crate::engine::Observation;
 use crate::model::{RunSpan, Status};
+use crate::store::postgres::{NodeInfo, PoolLoad};
 use crate::time::{from_ms, to_ms};
 
 /// How many upcoming fires [`Metrics::schedules`] looks at for a job's longest gap, exactly.
@@ -42,6 +43,16 @@ struct JobLabel {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabel {
     pool: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabel {
+    node: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -75,6 +86,10 @@ pub struct Metrics {
     schedule_interval: Family<JobLabel, Gauge<f64, AtomicU64>>,
     plugins_refused: Gauge,
     history_writable: Gauge,
+    cluster_nodes: Family<StateLabel, Gauge>,
+    cluster_queued: Family<PoolLabel, Gauge>,
+    cluster_running: Family<PoolLabel, Gauge>,
+    config_drift: Family<NodeLabel, Gauge>,
     /// Whether anything scrapes these (`metrics_listen` is set): the per-job figures that cost
     /// work to compute are skipped otherwise.
     exported: bool,
@@ -161,6 +176,30 @@ impl Metrics {
              elsewhere) and no fire is taken",
             history_writable.clone(),
         );
+        let cluster_nodes = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "pacer_cluster_nodes",
+            "With [cluster]: the cluster's nodes, by state (alive, stopping, stopped, dead)",
+            cluster_nodes.clone(),
+        );
+        let cluster_queued = Family::<PoolLabel, Gauge>::default();
+        registry.register(
+            "pacer_cluster_queued",
+            "With [cluster]: fires waiting in the cluster's queue, by pool",
+            cluster_queued.clone(),
+        );
+        let cluster_running = Family::<PoolLabel, Gauge>::default();
+        registry.register(
+            "pacer_cluster_running",
+            "With [cluster]: runs going on any node, by pool",
+            cluster_running.clone(),
+        );
+        let config_drift = Family::<NodeLabel, Gauge>::default();
+        registry.register(
+            "pacer_cluster_config_drift",
+            "With [cluster]: jobs whose config on a node differs from the cluster's, by node",
+            config_drift.clone(),
+        );
         registry.register(
             "pacer_build",
             "The running pacerd's version",
@@ -179,6 +218,10 @@ impl Metrics {
             schedule_interval,
             plugins_refused,
             history_writable,
+            cluster_nodes,
+            cluster_queued,
+            cluster_running,
+            config_drift,
             exported,
         };
         for pool in pools {
@@ -299,6 +342,36 @@ impl Metrics {
         };
         self.last_success.remove(&label);
         self.schedule_interval.remove(&label);
+    }
+
+    /// The cluster as the shared database shows it: its nodes and each pool's load.
+    pub fn cluster(&self, nodes: &[NodeInfo], load: &[PoolLoad]) {
+        self.cluster_nodes.clear();
+        for state in ["alive", "stopping", "stopped", "dead"] {
+            let count = nodes.iter().filter(|node| node.state == state).count();
+            self.cluster_nodes
+                .get_or_create(&StateLabel {
+                    state: state.to_owned(),
+                })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        self.config_drift.clear();
+        for node in nodes {
+            self.config_drift
+                .get_or_create(&NodeLabel {
+                    node: node.node.clone(),
+                })
+                .set(i64::try_from(node.drift.len()).unwrap_or(i64::MAX));
+        }
+        self.cluster_queued.clear();
+        self.cluster_running.clear();
+        for pool in load {
+            let label = PoolLabel {
+                pool: pool.pool.clone(),
+            };
+            self.cluster_queued.get_or_create(&label).set(pool.queued);
+            self.cluster_running.get_or_create(&label).set(pool.running);
+        }
     }
 
     /// Whether `metrics_listen` serves these metrics.

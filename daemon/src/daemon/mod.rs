@@ -179,6 +179,7 @@ pub async fn serve(
                 inputs_tx.clone(),
                 Arc::clone(&in_flight),
                 config::defaults::KILL_GRACE,
+                Arc::clone(&metrics),
             ),
             cluster::spawn_listener(node, inputs_tx.clone()),
         )),

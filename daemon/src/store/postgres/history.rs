@@ -63,6 +63,17 @@ pub struct NodeInfo {
     pub drift: Vec<String>,
 }
 
+/// A pool's load across the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolLoad {
+    /// The pool.
+    pub pool: String,
+    /// Fires waiting in it.
+    pub queued: i64,
+    /// Runs going in it, on any node.
+    pub running: i64,
+}
+
 /// The columns of a [`ClusterRun`].
 const RUN_COLUMNS: &str = "runs.id, runs.job, runs.plugin, runs.status, runs.trigger, \
      runs.attempt, runs.scheduled_at, runs.started_at, runs.finished_at, runs.queue_ms, \
@@ -252,6 +263,33 @@ impl PgDatabase {
                             timing: row.try_get("timing").map_err(db)?,
                         },
                     ))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Per pool, the fires waiting and the runs going across the cluster.
+    pub async fn pool_load(&self) -> Result<Vec<PoolLoad>, ClusterError> {
+        within(async {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    "SELECT pool,
+                            count(*) FILTER (WHERE status = 'queued') AS queued,
+                            count(*) FILTER (WHERE status = 'running') AS running
+                     FROM runs WHERE status IN ('queued', 'running') GROUP BY pool",
+                    &[],
+                )
+                .await
+                .map_err(db)?;
+            rows.iter()
+                .map(|row| {
+                    Ok(PoolLoad {
+                        pool: row.try_get("pool").map_err(db)?,
+                        queued: row.try_get("queued").map_err(db)?,
+                        running: row.try_get("running").map_err(db)?,
+                    })
                 })
                 .collect()
         })

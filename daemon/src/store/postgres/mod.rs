@@ -30,7 +30,7 @@ use tokio_postgres::error::SqlState;
 
 pub use admit::{AdmittedRun, Room};
 pub use claim::{ClaimKey, Claimed, Outcome, Proposal, Stop};
-pub use history::{ClusterRun, ClusterRunDetail, NodeInfo};
+pub use history::{ClusterRun, ClusterRunDetail, NodeInfo, PoolLoad};
 pub use node::{Beat, JoinRequest, Joined, PgNode};
 pub use reap::Reaped;
 pub use runs::{Cancelled, FinishOutcome};
