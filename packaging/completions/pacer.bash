@@ -37,6 +37,9 @@ _pacer() {
             pacer,manual)
                 cmd="pacer__subcmd__manual"
                 ;;
+            pacer,nodes)
+                cmd="pacer__subcmd__nodes"
+                ;;
             pacer,pause)
                 cmd="pacer__subcmd__pause"
                 ;;
@@ -85,6 +88,9 @@ _pacer() {
             pacer__subcmd__help,manual)
                 cmd="pacer__subcmd__help__subcmd__manual"
                 ;;
+            pacer__subcmd__help,nodes)
+                cmd="pacer__subcmd__help__subcmd__nodes"
+                ;;
             pacer__subcmd__help,pause)
                 cmd="pacer__subcmd__help__subcmd__pause"
                 ;;
@@ -119,7 +125,7 @@ _pacer() {
 
     case "${cmd}" in
         pacer)
-            opts="-h -V --config --json --help --version history show jobs stats check plugins status run cancel pause resume reload why completions manual help"
+            opts="-h -V --config --json --help --version history show jobs stats check plugins status run cancel pause resume reload nodes why completions manual help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -199,7 +205,7 @@ _pacer() {
             return 0
             ;;
         pacer__subcmd__help)
-            opts="history show jobs stats check plugins status run cancel pause resume reload why completions manual help"
+            opts="history show jobs stats check plugins status run cancel pause resume reload nodes why completions manual help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -297,6 +303,20 @@ _pacer() {
             return 0
             ;;
         pacer__subcmd__help__subcmd__manual)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pacer__subcmd__help__subcmd__nodes)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -497,6 +517,24 @@ _pacer() {
             return 0
             ;;
         pacer__subcmd__manual)
+            opts="-h -V --config --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        pacer__subcmd__nodes)
             opts="-h -V --config --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -1,15 +1,14 @@
 //! `pacer history`: runs, newest first, read straight from the database.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Args;
 
+use super::source::Source;
 use super::table::{Table, line, millis, short, when};
 use super::{Context, print_json};
 use crate::model::Status;
-use crate::store::sqlite::SqliteHistory;
-use crate::store::{History, HistoryQuery, RunRecord, StoreError};
+use crate::store::{HistoryQuery, RunRecord};
 use crate::time::{rfc3339_ms, to_ms};
 
 /// How many runs `pacer history` lists without `--limit`.
@@ -52,27 +51,27 @@ pub fn run(context: &Context, args: &HistoryArgs) -> anyhow::Result<ExitCode> {
         after: None,
         limit: args.limit,
     };
-    let settings = context.settings()?;
-    let history = match SqliteHistory::open(&settings.database) {
-        Ok(history) => history,
+    let source = match Source::open(context)? {
+        Some(source) => source,
         // Before pacerd's first start there is no history yet, which is no error for a listing.
-        Err(StoreError::Missing(_)) if !args.follow => {
-            return print_runs(context, args, &[]);
-        }
-        Err(e) => return Err(e.into()),
+        None if !args.follow => return print_runs(context, args, &[], false),
+        None => anyhow::bail!(
+            "no run history yet: pacerd creates it on its first start (check `database` in \
+             [daemon])"
+        ),
     };
-    let runs = history.runs(&query)?;
-    super::warn_damaged(&history, &settings.database);
+    let runs = source.runs(&query)?;
     if args.follow {
-        return follow(context, &history, &settings.database, &query, runs);
+        return follow(context, &source, &query, runs);
     }
-    print_runs(context, args, &runs)
+    print_runs(context, args, &runs, source.is_cluster())
 }
 
 fn print_runs(
     context: &Context,
     args: &HistoryArgs,
     runs: &[RunRecord],
+    cluster: bool,
 ) -> anyhow::Result<ExitCode> {
     if context.json {
         print_json(&runs)?;
@@ -82,9 +81,9 @@ fn print_runs(
         println!("no runs match");
         return Ok(ExitCode::SUCCESS);
     }
-    let mut table = Table::new(COLUMNS.to_vec());
+    let mut table = Table::new(columns(cluster));
     for run in runs {
-        table.row(cells(run));
+        table.row(cells(run, cluster));
     }
     table.print();
     if let Some(last) = runs.last().filter(|last| {
@@ -95,36 +94,37 @@ fn print_runs(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The columns of a run's row, in the table and in `--follow`.
-const COLUMNS: [&str; 8] = [
-    "ID",
-    "JOB",
-    "STATUS",
-    "TRIGGER",
-    "SCHEDULED",
-    "DURATION",
-    "QUEUED",
-    "MESSAGE",
-];
+/// The columns of a run's row, in the table and in `--follow`; a cluster's runs name their
+/// node.
+fn columns(cluster: bool) -> Vec<&'static str> {
+    let mut columns = vec!["ID", "JOB", "STATUS"];
+    if cluster {
+        columns.push("NODE");
+    }
+    columns.extend(["TRIGGER", "SCHEDULED", "DURATION", "QUEUED", "MESSAGE"]);
+    columns
+}
 
-/// A run's row: its cells under [`COLUMNS`].
-fn cells(run: &RunRecord) -> Vec<String> {
+/// A run's row: its cells under [`columns`].
+fn cells(run: &RunRecord, cluster: bool) -> Vec<String> {
     let trigger = if run.attempt > 1 {
         format!("{} #{}", run.trigger, run.attempt)
     } else {
         run.trigger.to_string()
     };
-    vec![
-        run.id.to_string(),
-        run.job.clone(),
-        run.status.to_string(),
+    let mut cells = vec![run.id.to_string(), run.job.clone(), run.status.to_string()];
+    if cluster {
+        cells.push(run.node.clone().flatten().unwrap_or_else(|| "-".to_owned()));
+    }
+    cells.extend([
         trigger,
         when(Some(run.scheduled_at)),
         millis(run.duration_ms),
         millis(run.queue_ms),
         // What went wrong, or what the plugin said last when it succeeded.
         short(run.error.as_deref().or(run.message.as_deref()), 60),
-    ]
+    ]);
+    cells
 }
 
 /// The command that lists the next page: the same filters, before the page's oldest run.
@@ -153,14 +153,19 @@ fn next_page(args: &HistoryArgs, oldest: i64) -> String {
 /// printed once they end.
 fn follow(
     context: &Context,
-    history: &SqliteHistory,
-    database: &Path,
+    source: &Source,
     query: &HistoryQuery,
     mut found: Vec<RunRecord>,
 ) -> anyhow::Result<ExitCode> {
     found.reverse();
-    let known = history.last_statuses()?;
-    let mut printer = Printer::new(context.json, &found, known.keys().map(String::as_str));
+    let known = source.last_statuses()?;
+    let cluster = source.is_cluster();
+    let mut printer = Printer::new(
+        context.json,
+        cluster,
+        &found,
+        known.keys().map(String::as_str),
+    );
     let mut seen = found.iter().map(|run| run.id).max().unwrap_or(0);
     let mut running: Vec<i64> = Vec::new();
     for run in found {
@@ -180,13 +185,10 @@ fn follow(
     };
     loop {
         std::thread::sleep(std::time::Duration::from_millis(500));
-        let mut fresh = history.runs(&HistoryQuery {
+        let mut fresh = source.runs(&HistoryQuery {
             after: Some(seen),
             ..unfiltered.clone()
         })?;
-        if let Some(damaged) = super::warn_damaged(history, database) {
-            seen = seen.max(damaged);
-        }
         fresh.reverse();
         for run in fresh {
             seen = seen.max(run.id);
@@ -198,7 +200,7 @@ fn follow(
         }
         let mut still = Vec::new();
         for id in running {
-            match history.run(id)? {
+            match source.run(id)? {
                 Some(detail) if !detail.record.status.is_final() => still.push(id),
                 Some(detail) if query.status.is_none_or(|s| s == detail.record.status) => {
                     printer.print(&detail.record)?;
@@ -213,6 +215,7 @@ fn follow(
 /// Prints followed runs one line each: a table row, or a JSON object.
 struct Printer {
     json: bool,
+    cluster: bool,
     /// Column widths fixed before the first row, since rows come one at a time.
     widths: Vec<usize>,
     header: bool,
@@ -220,8 +223,13 @@ struct Printer {
 
 impl Printer {
     /// A printer whose columns fit `runs` and every job name in `names`.
-    fn new<'a>(json: bool, runs: &[RunRecord], names: impl Iterator<Item = &'a str>) -> Printer {
-        let rows: Vec<Vec<String>> = runs.iter().map(cells).collect();
+    fn new<'a>(
+        json: bool,
+        cluster: bool,
+        runs: &[RunRecord],
+        names: impl Iterator<Item = &'a str>,
+    ) -> Printer {
+        let rows: Vec<Vec<String>> = runs.iter().map(|run| cells(run, cluster)).collect();
         let widest = |column: usize| rows.iter().map(|row| row[column].chars().count()).max();
         let job = names
             .map(|name| name.chars().count())
@@ -238,12 +246,18 @@ impl Printer {
             .len();
         // The widest value each other column can hold: a status, a trigger with an attempt, a
         // local time with a zone abbreviation, and durations up to a day.
-        let mut widths = vec![id, job, 9, 12, 25, 8, 8, 0];
-        for (width, title) in widths.iter_mut().zip(COLUMNS) {
+        let mut widths = vec![id, job, 9];
+        if cluster {
+            // Node ids are short host names, mostly.
+            widths.push(16);
+        }
+        widths.extend([12, 25, 8, 8, 0]);
+        for (width, title) in widths.iter_mut().zip(columns(cluster)) {
             *width = (*width).max(title.len());
         }
         Printer {
             json,
+            cluster,
             widths,
             header: false,
         }
@@ -256,11 +270,14 @@ impl Printer {
             writeln!(out, "{}", serde_json::to_string(run)?)?;
         } else {
             if !self.header {
-                let header: Vec<String> = COLUMNS.iter().map(|c| (*c).to_owned()).collect();
+                let header: Vec<String> = columns(self.cluster)
+                    .iter()
+                    .map(|c| (*c).to_owned())
+                    .collect();
                 writeln!(out, "{}", line(&header, &self.widths))?;
                 self.header = true;
             }
-            let mut cells = cells(run);
+            let mut cells = cells(run, self.cluster);
             // A job added after the columns were laid out keeps them in line: its name is cut.
             cells[1] = short(Some(&cells[1]), self.widths[1]);
             writeln!(out, "{}", line(&cells, &self.widths))?;

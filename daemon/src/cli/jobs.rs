@@ -7,14 +7,13 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 
+use super::source::Source;
 use super::table::{Table, jitter, when};
 use super::{Context, print_json, runtime};
 use crate::config::{Environment, load};
 use crate::control::client::{ClientError, ask};
 use crate::control::{JobInfo, Request, Response};
 use crate::plugins::{Registry, ScanOptions};
-use crate::store::sqlite::SqliteHistory;
-use crate::store::{History, StoreError};
 use crate::time::to_ms;
 use crate::worker::Launcher;
 
@@ -69,20 +68,19 @@ pub fn run(context: &Context) -> anyhow::Result<ExitCode> {
 /// What the daemon would answer, worked out from the config file and the database.
 fn from_files(context: &Context) -> anyhow::Result<Vec<JobInfo>> {
     let config = load(&context.config, Environment::current()).map_err(|e| anyhow!("{e}"))?;
+    let source = Source::open(context)?;
     // On stderr, so that --json output stays one JSON document.
     eprintln!(
         "pacerd is not running: read the jobs from {} and their states from {}",
         context.config.display(),
-        config.daemon.database.display()
-    );
-    let (states, last_status) = match SqliteHistory::open(&config.daemon.database) {
-        Ok(history) => {
-            let found = (history.job_states()?, history.last_statuses()?);
-            super::warn_damaged(&history, &config.daemon.database);
-            found
+        match (&source, &config.cluster) {
+            (Some(Source::Cluster(..)), Some(cluster)) => cluster.database.to_string(),
+            _ => config.daemon.database.display().to_string(),
         }
-        Err(StoreError::Missing(_)) => (HashMap::new(), HashMap::new()),
-        Err(e) => return Err(e.into()),
+    );
+    let (states, last_status) = match &source {
+        Some(source) => (source.job_states()?, source.last_statuses()?),
+        None => (HashMap::new(), HashMap::new()),
     };
     let registry = runtime()?.block_on(Registry::discover(
         &config.daemon.plugin_dirs,

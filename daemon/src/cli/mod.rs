@@ -1,7 +1,7 @@
 //! `pacer`: query the history and control the daemon. One module per verb.
 //!
-//! `history`, `show` and `stats` read the database directly (read-only), so they work while the
-//! daemon is down. `jobs` and `plugins` ask the daemon and fall back to the config file and the
+//! `history`, `show`, `stats` and `nodes` read the database directly (read-only; with
+//! `[cluster]`, the database the nodes share), so they work while the daemon is down. `jobs` and `plugins` ask the daemon and fall back to the config file and the
 //! database. `status`, `run`, `cancel`, `pause`, `resume` and `reload` need the daemon. Every verb reads only `[daemon]` to find the socket and
 //! database, except where it needs the jobs, so an error among the jobs does not stop it.
 
@@ -10,8 +10,10 @@ mod control;
 mod generate;
 mod history;
 mod jobs;
+mod nodes;
 mod plugins;
 mod show;
+mod source;
 mod stats;
 mod status;
 mod table;
@@ -95,6 +97,9 @@ pub enum Command {
     },
     /// Re-read the config (like SIGHUP) and report the outcome.
     Reload,
+    /// With [cluster]: every node, its state, last heartbeat, clock offset, runs in flight
+    /// and config drift.
+    Nodes,
     /// A job's recent fires and what became of each, and its next fire.
     Why {
         /// The job.
@@ -146,6 +151,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Resume { job } => control::simple(&context, &ControlRequest::Resume { job }),
         Command::Reload => control::simple(&context, &ControlRequest::Reload),
         Command::Why { job } => why::run(&context, &job),
+        Command::Nodes => nodes::run(&context),
         Command::Completions { shell } => generate::completions(shell),
         Command::Manual { dir } => generate::manual(&dir),
     }

@@ -4,14 +4,15 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 
+use super::source::Source;
 use super::table::{millis, when};
 use super::{Context, print_json};
-use crate::store::History;
-use crate::store::sqlite::SqliteHistory;
 
 pub fn run(context: &Context, id: i64) -> anyhow::Result<ExitCode> {
-    let settings = context.settings()?;
-    let Some(detail) = SqliteHistory::open(&settings.database)?.run(id)? else {
+    let Some(source) = Source::open(context)? else {
+        bail!("no run with id {id}: there is no run history yet");
+    };
+    let Some(detail) = source.run(id)? else {
         bail!("no run with id {id} (pacer history lists them)");
     };
     if context.json {
@@ -24,6 +25,13 @@ pub fn run(context: &Context, id: i64) -> anyhow::Result<ExitCode> {
         ("job", run.job.clone()),
         ("plugin", run.plugin.clone()),
         ("status", run.status.to_string()),
+        (
+            "node",
+            run.node.clone().map_or_else(
+                || "-".to_owned(),
+                |node| node.unwrap_or_else(|| "-".to_owned()),
+            ),
+        ),
         ("trigger", run.trigger.to_string()),
         ("attempt", run.attempt.to_string()),
         ("scheduled", when(Some(run.scheduled_at))),
@@ -39,6 +47,9 @@ pub fn run(context: &Context, id: i64) -> anyhow::Result<ExitCode> {
         ("params", detail.params.to_string()),
     ];
     for (label, value) in lines {
+        if label == "node" && run.node.is_none() {
+            continue;
+        }
         println!("{label:<10} {value}");
     }
     println!("output:");

@@ -4,10 +4,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use super::source::Source;
 use super::table::{Table, millis};
 use super::{Context, print_json};
-use crate::store::sqlite::SqliteHistory;
-use crate::store::{History, StoreError};
 use crate::time::to_ms;
 
 /// What `pacer stats` covers.
@@ -23,16 +22,10 @@ pub struct StatsArgs {
 
 pub fn run(context: &Context, args: &StatsArgs) -> anyhow::Result<ExitCode> {
     let since = args.since.map(to_ms);
-    let settings = context.settings()?;
-    let stats = match SqliteHistory::open(&settings.database) {
-        Ok(history) => {
-            let stats = history.stats(args.job.as_deref(), since)?;
-            super::warn_damaged(&history, &settings.database);
-            stats
-        }
+    let stats = match Source::open(context)? {
+        Some(source) => source.stats(args.job.as_deref(), since)?,
         // Before pacerd's first start there are no runs to count, which is no error.
-        Err(StoreError::Missing(_)) => Vec::new(),
-        Err(e) => return Err(e.into()),
+        None => Vec::new(),
     };
     if context.json {
         print_json(&stats)?;

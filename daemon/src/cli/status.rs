@@ -44,6 +44,12 @@ pub fn run(context: &Context) -> anyhow::Result<ExitCode> {
         "runs in flight: {}, queued: {}",
         status.in_flight, status.queued
     );
+    if let (Some(node), Some(database)) = (&status.node, &status.database) {
+        println!("node {node} of the cluster on {database} (pacer nodes lists them all)");
+    }
+    if let Some(reason) = &status.history_error {
+        println!("the history cannot be written: {reason}");
+    }
     if let Some(reason) = &status.waiting_on {
         println!("new starts wait: {reason}");
     }

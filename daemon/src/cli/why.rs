@@ -7,14 +7,14 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail};
 use serde::Serialize;
 
+use super::source::Source;
 use super::table::{Table, millis, when};
 use super::{Context, print_json};
 use crate::config::{Environment, load};
 use crate::control::client::{ClientError, ask};
 use crate::control::{Request, Response, Waiting, WhyInfo};
 use crate::model::Status;
-use crate::store::sqlite::SqliteHistory;
-use crate::store::{History, HistoryQuery, RunRecord, StoreError};
+use crate::store::{HistoryQuery, RunRecord};
 use crate::time::{json, to_ms};
 
 /// How many fires `why` tells about.
@@ -54,14 +54,13 @@ pub fn run(context: &Context, job: &str) -> anyhow::Result<ExitCode> {
         Err(ClientError::NotRunning(_)) => from_config(context, job)?,
         Err(e) => return Err(e.into()),
     };
-    let runs = match SqliteHistory::open(&settings.database) {
-        Ok(history) => history.runs(&HistoryQuery {
+    let runs = match Source::open(context)? {
+        Some(source) => source.runs(&HistoryQuery {
             job: Some(job.to_owned()),
             limit: FIRES as u32,
             ..HistoryQuery::default()
         })?,
-        Err(StoreError::Missing(_)) => Vec::new(),
-        Err(e) => return Err(e.into()),
+        None => Vec::new(),
     };
     let now = to_ms(jiff::Timestamp::now());
     let mut fires: Vec<Fire> = runs

@@ -202,6 +202,10 @@ pub struct RunRecord {
     /// What the plugin said last (`set_message`), for a run that succeeded.
     #[serde(default)]
     pub message: Option<String>,
+    /// With `[cluster]`: the node that ran it (`Some(None)` while queued, or if it never
+    /// started). One daemon's history has no nodes, and its runs no `node` field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<Option<String>>,
 }
 
 /// `pacer show`: a run with its output and params.

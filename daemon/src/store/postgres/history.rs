@@ -13,7 +13,7 @@ use crate::model::Status;
 use crate::store::{HistoryQuery, JobState, JobStats, RunId, RunRecord};
 use crate::time::json;
 
-/// A run as `pacer history --json` shows it with `[cluster]`: the record and its node.
+/// A run read from the cluster: the record and its node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ClusterRun {
     /// The record.
@@ -78,6 +78,16 @@ pub struct PoolLoad {
 const RUN_COLUMNS: &str = "runs.id, runs.job, runs.plugin, runs.status, runs.trigger, \
      runs.attempt, runs.scheduled_at, runs.started_at, runs.finished_at, runs.queue_ms, \
      runs.error, runs.message, runs.node";
+
+impl From<ClusterRun> for RunRecord {
+    /// The record as the CLI shows it with `[cluster]`: with its `node`.
+    fn from(run: ClusterRun) -> RunRecord {
+        RunRecord {
+            node: Some(run.node),
+            ..run.record
+        }
+    }
+}
 
 impl PgDatabase {
     /// Runs matching `query`, newest first.
@@ -360,6 +370,7 @@ fn run_from_row(row: &Row) -> Result<ClusterRun, ClusterError> {
             queue_ms: row.try_get("queue_ms").map_err(db)?,
             error: row.try_get("error").map_err(db)?,
             message: row.try_get("message").map_err(db)?,
+            node: None,
         },
         node: row.try_get("node").map_err(db)?,
     })

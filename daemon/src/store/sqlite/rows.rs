@@ -76,6 +76,7 @@ pub(super) fn record(row: &Row<'_>) -> Result<RunRecord, Problem> {
         queue_ms: column(row, "queue_ms")?,
         error: column(row, "error")?,
         message: column(row, "message")?,
+        node: None,
     })
 }
 
