@@ -125,6 +125,19 @@ impl Browser {
     }
 
     fn call(&self, method: &str, url: &str, body: Option<&Value>) -> Value {
+        self.try_call(method, url, body)
+            .unwrap_or_else(|(status, text)| {
+                panic!("{method} {url} answered {status}: {text:.2000}")
+            })
+    }
+
+    /// A WebDriver call; a refusal comes back as its HTTP status and body.
+    fn try_call(
+        &self,
+        method: &str,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, (u16, String)> {
         let response = match (method, body) {
             ("GET", _) => self.agent.get(url).call(),
             ("DELETE", _) => self.agent.delete(url).call(),
@@ -141,13 +154,11 @@ impl Browser {
             .limit(256 << 20)
             .read_to_string()
             .unwrap();
+        if response.status() != 200 {
+            return Err((response.status().as_u16(), text));
+        }
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        assert!(
-            response.status() == 200,
-            "{method} {url} answered {}: {text:.2000}",
-            response.status()
-        );
-        value["value"].clone()
+        Ok(value["value"].clone())
     }
 
     fn session(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
@@ -220,9 +231,18 @@ impl Browser {
         )
     }
 
-    /// Clicks `element` (scrolling it into view first).
-    pub fn click(&self, element: &Element) {
-        self.session("POST", &format!("/element/{}/click", element.0), None);
+    /// Clicks the first element matching `selector` (scrolling it into view), finding it again if the page's live
+    /// refresh replaced it between the finding and the click (as a user would click again).
+    pub fn click_on(&self, selector: &str) {
+        crate::wait_until(&format!("a click on `{selector}`"), || {
+            let element = self.find(selector);
+            let url = format!("{}/element/{}/click", self.base, element.0);
+            match self.try_call("POST", &url, None) {
+                Ok(_) => Some(()),
+                Err((_, text)) if text.contains("stale element reference") => None,
+                Err((status, text)) => panic!("POST {url} answered {status}: {text:.2000}"),
+            }
+        });
     }
 
     /// Types `text` into `element`.

@@ -112,6 +112,9 @@ pub fn compile_c_plugin(source: &str, stem: &str, dir: &Path) -> PathBuf {
     out
 }
 
+/// The config file a sandbox's commands name unless told otherwise.
+const DEFAULT_CONFIG: &str = "pacer.toml";
+
 /// A temporary directory holding a config, a plugin directory and the database.
 #[derive(Debug)]
 pub struct Sandbox {
@@ -189,11 +192,21 @@ impl Sandbox {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        self.pacer_on(DEFAULT_CONFIG, args)
+    }
+
+    /// Runs `pacer --config CONFIG ARGS` in the sandbox (several daemons, each with its own
+    /// config file, can share one sandbox).
+    pub fn pacer_on<I, S>(&self, config: &str, args: I) -> CommandOutput
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let mut command = Command::new(&artifacts().pacer);
         command
             .current_dir(self.path())
             .arg("--config")
-            .arg("pacer.toml")
+            .arg(config)
             .args(args)
             .env_remove("PACER_CONFIG")
             .env("TZ", "UTC");
@@ -280,6 +293,18 @@ impl Sandbox {
         daemon
     }
 
+    /// Starts `pacerd --config CONFIG` and waits until it answers.
+    pub fn start_on(&self, config: &str) -> Daemon {
+        let daemon = self.spawn_on(config);
+        daemon.wait_ready(self);
+        daemon
+    }
+
+    /// Starts `pacerd --config CONFIG` without waiting.
+    pub fn spawn_on(&self, config: &str) -> Daemon {
+        self.spawn(config, &[], &[])
+    }
+
     /// Starts `pacerd` with extra environment variables and waits until it answers.
     pub fn start_with_env(&self, env: &[(&str, &str)]) -> Daemon {
         let daemon = self.spawn_daemon_with_env(env);
@@ -295,16 +320,16 @@ impl Sandbox {
     /// Starts `pacerd` through `wrapper` (a program and its arguments, such as `setpriv` with
     /// the options that start it as another user) and waits until it answers.
     pub fn start_wrapped(&self, wrapper: &[&str]) -> Daemon {
-        let daemon = self.spawn(wrapper, &[]);
+        let daemon = self.spawn(DEFAULT_CONFIG, wrapper, &[]);
         daemon.wait_ready(self);
         daemon
     }
 
     fn spawn_daemon_with_env(&self, env: &[(&str, &str)]) -> Daemon {
-        self.spawn(&[], env)
+        self.spawn(DEFAULT_CONFIG, &[], env)
     }
 
-    fn spawn(&self, wrapper: &[&str], env: &[(&str, &str)]) -> Daemon {
+    fn spawn(&self, config: &str, wrapper: &[&str], env: &[(&str, &str)]) -> Daemon {
         let log = self.path().join(format!("pacerd-{}.log", unique()));
         let file = std::fs::File::create(&log).unwrap();
         let mut command = match wrapper.split_first() {
@@ -317,7 +342,7 @@ impl Sandbox {
         };
         let child = command
             .current_dir(self.path())
-            .args(["--config", "pacer.toml"])
+            .args(["--config", config])
             .env_remove("PACER_CONFIG")
             .env("PACER_LOG", "debug")
             .envs(env.iter().copied())
@@ -329,6 +354,7 @@ impl Sandbox {
         Daemon {
             child: Some(child),
             log,
+            config: config.to_owned(),
         }
     }
 }
@@ -361,6 +387,7 @@ pub const AS_THE_UNIT: [&str; 6] = [
 pub struct Daemon {
     child: Option<Child>,
     log: PathBuf,
+    config: String,
 }
 
 impl Daemon {
@@ -377,7 +404,7 @@ impl Daemon {
     fn wait_ready(&self, sandbox: &Sandbox) {
         wait_for(
             &format!("pacerd to answer; its log:\n{}", self.log()),
-            || sandbox.pacer(["status"]).code == 0,
+            || sandbox.pacer_on(&self.config, ["status"]).code == 0,
         );
     }
 

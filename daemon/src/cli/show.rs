@@ -7,10 +7,14 @@ use anyhow::bail;
 use super::source::Source;
 use super::table::{millis, when};
 use super::{Context, print_json};
+use crate::store::StoreError;
 
 pub fn run(context: &Context, id: i64) -> anyhow::Result<ExitCode> {
     let Some(source) = Source::open(context)? else {
-        bail!("no run with id {id}: there is no run history yet");
+        bail!(
+            "no run with id {id}: {}",
+            StoreError::Missing(context.settings()?.database)
+        );
     };
     let Some(detail) = source.run(id)? else {
         bail!("no run with id {id} (pacer history lists them)");

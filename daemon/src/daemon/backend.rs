@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 
@@ -34,12 +35,50 @@ pub struct ClusterNode {
     pub node: PgNode,
     /// `[cluster]`.
     pub settings: ClusterSettings,
+    /// The order of this node's claims.
+    pub claims: ClaimOrder,
 }
 
 impl ClusterNode {
     /// The shared database.
     pub fn db(&self) -> &PgDatabase {
         self.node.database()
+    }
+}
+
+/// Claims go to the database one after the other, in the order the engine made them. A job's
+/// schedule moves forward by compare-and-set on its last fire, so a later fire claimed first
+/// (say, when the database comes back and retries race) would make the earlier one look
+/// claimed by another node, and it would be lost.
+#[derive(Debug)]
+pub struct ClaimOrder {
+    next: std::sync::atomic::AtomicU64,
+    turn: tokio::sync::watch::Sender<u64>,
+}
+
+impl ClaimOrder {
+    fn new() -> ClaimOrder {
+        ClaimOrder {
+            next: std::sync::atomic::AtomicU64::new(0),
+            turn: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    /// A place in the line, taken when the claim is made (before its task is spawned).
+    pub fn place(&self) -> u64 {
+        self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits until the claims before `place` are done.
+    pub async fn wait_turn(&self, place: u64) {
+        let mut turn = self.turn.subscribe();
+        // The sender lives as long as `self`, so waiting cannot fail.
+        let _ = turn.wait_for(|at| *at >= place).await;
+    }
+
+    /// The claim at `place` is done: the next may go.
+    pub fn done(&self, place: u64) {
+        self.turn.send_replace(place + 1);
     }
 }
 
@@ -118,9 +157,25 @@ async fn open_cluster(
     registry: &Registry,
 ) -> anyhow::Result<Opened> {
     let db = PgDatabase::connect(&settings.database, 8)?;
-    db.migrate()
-        .await
-        .context("cannot bring the cluster's database up to date")?;
+    // A node that starts while the database is away (both rebooting, a failover) waits for it
+    // rather than exiting: systemd would soon give up restarting a unit that fails at once.
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match db.migrate().await {
+            Ok(()) => break,
+            Err(e) if e.is_transient() => {
+                tracing::warn!("waiting for the cluster's database (next try in {delay:?}): {e}");
+                super::notify::waiting(&format!("waiting for the cluster's database: {e}"));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(DATABASE_WAIT_MAX);
+            }
+            Err(e) => {
+                return Err(
+                    anyhow::Error::new(e).context("cannot bring the cluster's database up to date")
+                );
+            }
+        }
+    }
     let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|id| id.trim().to_owned())
         .unwrap_or_default();
@@ -182,6 +237,7 @@ async fn open_cluster(
         backend: Backend::Cluster(Arc::new(ClusterNode {
             node: joined.node,
             settings: settings.clone(),
+            claims: ClaimOrder::new(),
         })),
         resume,
         node: Some(node),
@@ -215,6 +271,9 @@ impl RunRecords for SqliteStore {
 #[derive(Debug)]
 struct ClusterRecords(Arc<ClusterNode>);
 
+/// The longest pause between attempts to reach the cluster's database at start.
+const DATABASE_WAIT_MAX: Duration = Duration::from_secs(5);
+
 /// Pauses between attempts at a run's write in a cluster.
 const RETRY_DELAYS_MS: [u64; 6] = [100, 200, 500, 1_000, 2_000, 5_000];
 
@@ -229,7 +288,7 @@ where
             Err(e) if e.is_transient() => {
                 tracing::warn!("cannot record {what} in the cluster's database, trying again: {e}");
                 let delay = delays.next().copied().unwrap_or(5_000);
-                tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                tokio::time::sleep(Duration::from_millis(delay)).await;
             }
             other => return other,
         }

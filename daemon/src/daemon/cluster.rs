@@ -19,6 +19,9 @@ use crate::store::{RunId, StartRun, Write};
 /// How often a followed or watched run's record is read.
 const FOLLOW_EVERY: Duration = Duration::from_millis(250);
 
+/// The longest pause between attempts at a claim.
+const CLAIM_RETRY_MAX: Duration = Duration::from_secs(2);
+
 /// A margin under the lease: runs are stopped this long before peers may declare the node
 /// dead, besides the stop's own grace.
 const FENCE_MARGIN: Duration = Duration::from_secs(1);
@@ -126,28 +129,32 @@ pub fn spawn_listener(
     })
 }
 
-/// Claims the proposals of one engine step together.
+/// Claims the proposals of one engine step together, after this node's earlier claims.
 pub fn claim(
     cluster: &Arc<ClusterNode>,
     proposals: Vec<(Proposal, Ticket)>,
     inputs: mpsc::UnboundedSender<Input>,
 ) {
     let cluster = Arc::clone(cluster);
+    let place = cluster.claims.place();
     tokio::spawn(async move {
         let (proposals, tickets): (Vec<Proposal>, Vec<Ticket>) = proposals.into_iter().unzip();
-        // A claim that fails for a reason that may pass is tried again: until it is claimed,
-        // a retry or a chained fire exists nowhere else.
+        cluster.claims.wait_turn(place).await;
+        // A claim that fails for a reason that may pass is tried until it lands: until then,
+        // its fires exist nowhere else. A database out of reach for longer fences the node
+        // (see `spawn_membership`), which ends this too.
         let mut delay = Duration::from_millis(100);
         let claimed = loop {
             match cluster.node.claim(&proposals).await {
-                Err(e) if e.is_transient() && delay < Duration::from_secs(30) => {
-                    tracing::warn!("cannot claim fires, trying again: {e}");
+                Err(e) if e.is_transient() => {
+                    tracing::warn!("cannot claim fires, trying again in {delay:?}: {e}");
                     tokio::time::sleep(delay).await;
-                    delay *= 2;
+                    delay = (delay * 2).min(CLAIM_RETRY_MAX);
                 }
                 other => break other,
             }
         };
+        cluster.claims.done(place);
         let input = match claimed {
             Ok(claimed) => Input::Claimed {
                 outcomes: tickets

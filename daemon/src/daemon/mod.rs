@@ -120,11 +120,18 @@ pub async fn serve(
         ScanOptions::for_current_user(),
     )
     .await;
+    let opened = tokio::select! {
+        opened = Backend::open(&config, &registry, &clock) => opened?,
+        _ = stop.recv() => {
+            tracing::info!("stopped while starting: pacerd did not start");
+            return Ok(());
+        }
+    };
     let Opened {
         backend,
         resume,
         node,
-    } = Backend::open(&config, &registry, &clock).await?;
+    } = opened;
     let (listener, access) = control::server::bind(&config.daemon.socket).with_context(|| {
         format!(
             "cannot listen on the control socket {}",
@@ -214,19 +221,23 @@ pub async fn serve(
     ));
     let (config_changes, mut config_events) = mpsc::unbounded_channel();
     let config_watcher = config_watch::ConfigWatcher::new(config_path, config_changes);
-    // A cluster's history is pruned by its database's own means (docs/cluster.md); one
-    // daemon prunes its own.
-    let (pruner, mut health) = match &backend {
+    // A cluster's health is its heartbeat's (see `cluster::spawn_membership`).
+    let local = matches!(backend, Backend::Local(_));
+    let (pruned, mut health) = match &backend {
         Backend::Local(store) => (
-            Some(tokio::spawn(retention::prune_forever(
-                Arc::new(store.clone()),
-                config.daemon.history_retention,
-                Arc::clone(&clock),
-            ))),
+            retention::Pruned::Local(Arc::new(store.clone())),
             store.health(),
         ),
-        Backend::Cluster(_) => (None, tokio::sync::watch::channel(None).1),
+        Backend::Cluster(node) => (
+            retention::Pruned::Cluster(Box::new(node.db().clone())),
+            tokio::sync::watch::channel(None).1,
+        ),
     };
+    let pruner = tokio::spawn(retention::prune_forever(
+        pruned,
+        config.daemon.history_retention,
+        Arc::clone(&clock),
+    ));
     tracing::info!(
         jobs = config.jobs.len(),
         config = %config_path.display(),
@@ -264,7 +275,7 @@ pub async fn serve(
                 config_watcher.rewatch();
                 Input::ConfigChanged
             }
-            Ok(()) = health.changed(), if pruner.is_some() => {
+            Ok(()) = health.changed(), if local => {
                 let unwritable = health.borrow_and_update().clone();
                 Input::History(unwritable.map(|u| u.to_string()))
             }
@@ -284,9 +295,7 @@ pub async fn serve(
     tracing::info!(in_flight = engine.in_flight(), "stopping");
     notify::stopping();
     server.abort();
-    if let Some(pruner) = &pruner {
-        pruner.abort();
-    }
+    pruner.abort();
     http_server.abort();
     if let Backend::Cluster(node) = &backend
         && how != Stop::Fenced

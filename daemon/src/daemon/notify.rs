@@ -1,4 +1,5 @@
-//! Telling systemd (`Type=notify`) where the daemon is: ready, reloading, stopping, and alive.
+//! Telling systemd (`Type=notify`) where the daemon is: waiting, ready, reloading, stopping,
+//! and alive.
 //! Without `NOTIFY_SOCKET` (not started by systemd) every call does nothing.
 
 use std::time::Duration;
@@ -41,6 +42,11 @@ fn status_line(jobs: usize, last_reload: Option<Reload>) -> String {
             "{count}; last reload failed, the previous config stays in force (pacer check shows why)"
         ),
     }
+}
+
+/// Start-up waits for something (`what`), which `systemctl status` shows meanwhile.
+pub fn waiting(what: &str) {
+    send(&[NotifyState::Status(what)]);
 }
 
 /// A reload begins; `ready` follows when it is done.

@@ -195,21 +195,7 @@ pub(crate) fn durations(
         );
     }
     axis(&mut out, &scale, H - BOTTOM, zone);
-    for run in runs {
-        let (Some(ms), Some(started)) = (run.duration_ms(), run.started_at) else {
-            continue;
-        };
-        w!(
-            out,
-            "<a href=\"/runs/{}\"><circle class=\"dot st-{}\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.2\">\
-             <title>{}</title></circle></a>",
-            run.id,
-            run.status.as_str(),
-            scale.x(started),
-            y(ms),
-            esc(&run_title(run, None, zone))
-        );
-    }
+    // The percentile lines go under the dots, so that every run stays a click away.
     let slice = ((to - from) / buckets.max(1) as i64).max(1);
     for (class, pct) in [("p50", 50), ("p95", 95)] {
         let mut points = Vec::new();
@@ -235,6 +221,21 @@ pub(crate) fn durations(
                 points.join(" ")
             );
         }
+    }
+    for run in runs {
+        let (Some(ms), Some(started)) = (run.duration_ms(), run.started_at) else {
+            continue;
+        };
+        w!(
+            out,
+            "<a href=\"/runs/{}\"><circle class=\"dot st-{}\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.2\">\
+             <title>{}</title></circle></a>",
+            run.id,
+            run.status.as_str(),
+            scale.x(started),
+            y(ms),
+            esc(&run_title(run, None, zone))
+        );
     }
     out.push_str("</svg>");
     out

@@ -11,6 +11,7 @@ mod api;
 mod booted;
 mod c_plugins;
 mod cli;
+mod cluster;
 mod config_errors;
 mod core;
 mod damaged_history;

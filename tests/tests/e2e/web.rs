@@ -322,8 +322,8 @@ fn the_web_view_works_in_a_real_browser() {
 
     // Filters by choosing and submitting, as a person would.
     browser.goto(&format!("{base}/runs"));
-    browser.click(&browser.find("select[name=status] option[value=failed]"));
-    browser.click(&browser.find("form.filters button[type=submit]"));
+    browser.click_on("select[name=status] option[value=failed]");
+    browser.click_on("form.filters button[type=submit]");
     wait_for("the filtered page", || {
         browser.url().contains("status=failed")
     });
@@ -340,7 +340,7 @@ fn the_web_view_works_in_a_real_browser() {
     let first = listed_ids(&browser);
     let all_ids: Vec<i64> = history.iter().map(|r| r["id"].as_i64().unwrap()).collect();
     assert_eq!(first, all_ids[..20]);
-    browser.click(&browser.find("a.older"));
+    browser.click_on("a.older");
     wait_for("the next page", || browser.url().contains("before="));
     assert_eq!(listed_ids(&browser), all_ids[20..40]);
 
@@ -383,11 +383,11 @@ fn the_web_view_works_in_a_real_browser() {
         })
         .unwrap();
     browser.goto(&format!("{base}/"));
-    browser.click(&browser.find("a.job[href='/jobs/nightly-backup']"));
+    browser.click_on("a.job[href='/jobs/nightly-backup']");
     wait_for("the job's page", || {
         browser.url().ends_with("/jobs/nightly-backup")
     });
-    browser.click(&browser.find(&format!("svg.chart a[href='/runs/{oldest}']")));
+    browser.click_on(&format!("svg.chart a[href='/runs/{oldest}']"));
     wait_for("the run's page", || {
         browser.url().ends_with(&format!("/runs/{oldest}"))
     });

@@ -268,3 +268,29 @@ impl PgDatabase {
         .await
     }
 }
+
+impl PgDatabase {
+    /// Deletes up to `limit` of the runs due before `before_ms` that are over (their output
+    /// goes with them); how many. Any node may prune: two at once delete different rows or
+    /// none twice.
+    pub async fn prune(&self, before_ms: i64, limit: u32) -> Result<u64, ClusterError> {
+        within(async {
+            let client = self.client().await?;
+            let statement = client
+                .prepare_cached(
+                    "DELETE FROM runs WHERE id IN (
+                         SELECT id FROM runs WHERE scheduled_at < $1
+                             AND status NOT IN ('queued', 'running')
+                         ORDER BY scheduled_at LIMIT $2
+                         FOR UPDATE SKIP LOCKED)",
+                )
+                .await
+                .map_err(db)?;
+            client
+                .execute(&statement, &[&before_ms, &i64::from(limit)])
+                .await
+                .map_err(db)
+        })
+        .await
+    }
+}

@@ -61,11 +61,14 @@ pub(crate) async fn page(
         _ => None,
     };
     let now = now_ms();
+    // The charts end on the next whole minute, not at `now`, so that a refresh redraws them
+    // only when a run changed or a minute passed, not under the pointer every few seconds.
+    let chart_end = (now.div_euclid(60_000) + 1) * 60_000;
     let job = name.to_owned();
     let found = site
         .read(move |history, config| {
             let settings = config.job(&job).map(|j| settings(j)).unwrap_or_default();
-            let in_window = history.job_window(&job, now - window, now + 1, CHART_RUNS)?;
+            let in_window = history.job_window(&job, chart_end - window, chart_end, CHART_RUNS)?;
             let recent = history.runs(&HistoryQuery {
                 job: Some(job.clone()),
                 limit: FIRES,
@@ -191,8 +194,20 @@ pub(crate) async fn page(
             } else {
                 String::new()
             },
-            svg::durations(&found.in_window, now - window, now, BUCKETS, zone),
-            svg::outcomes(&found.in_window, now - window, now, BUCKETS, zone)
+            svg::durations(
+                &found.in_window,
+                chart_end - window,
+                chart_end,
+                BUCKETS,
+                zone
+            ),
+            svg::outcomes(
+                &found.in_window,
+                chart_end - window,
+                chart_end,
+                BUCKETS,
+                zone
+            )
         );
         body.push_str(&legend());
     }

@@ -92,3 +92,72 @@ fn history_names_the_node_and_pages_by_id() {
         assert_eq!((nodes[0].state.as_str(), nodes[0].in_flight), ("alive", 0));
     });
 }
+
+#[test]
+fn pruning_deletes_old_runs_that_are_over_and_keeps_what_waits_or_runs() {
+    let Some(pg) = Postgres::start() else { return };
+    run(async {
+        let db = database(&pg).await;
+        let (_dir, cfg) = config("", JOBS);
+        let a = join(&db, "a", &cfg).await;
+        let report = job(&cfg, "report");
+        a.claim(&[
+            manual(report, 1),
+            manual(report, 2),
+            manual(report, 3),
+            manual(report, 5_000),
+        ])
+        .await
+        .expect("a claim");
+        let taken = a.admit(&room(2)).await.expect("admission");
+        let (done, going) = (taken[0].id, taken[1].id);
+        for id in [done, going] {
+            a.start_run(&StartRun {
+                id,
+                started_at: 4,
+                queue_ms: 0,
+                process: None,
+            })
+            .await
+            .expect("a start");
+        }
+        a.finish_run(&finished(done, Status::Succeeded))
+            .await
+            .expect("a finish");
+        let all = db
+            .runs(&HistoryQuery {
+                limit: 50,
+                ..HistoryQuery::default()
+            })
+            .await
+            .expect("history");
+        let newer = all
+            .iter()
+            .find(|run| run.record.scheduled_at == 5_000)
+            .expect("the newer run")
+            .record
+            .id;
+        db.cancel(newer, "cancelled by pacer cancel")
+            .await
+            .expect("a cancel");
+
+        assert_eq!(db.prune(1_000, 1_000).await.expect("a prune"), 1);
+        assert_eq!(db.prune(1_000, 1_000).await.expect("a prune"), 0);
+        assert!(db.run(done).await.expect("show").is_none(), "pruned");
+        let left: Vec<Status> = db
+            .runs(&HistoryQuery {
+                limit: 50,
+                ..HistoryQuery::default()
+            })
+            .await
+            .expect("history")
+            .into_iter()
+            .map(|run| run.record.status)
+            .collect();
+        assert_eq!(
+            left,
+            [Status::Cancelled, Status::Queued, Status::Running],
+            "the newer run, the one waiting and the one going stay"
+        );
+    });
+}

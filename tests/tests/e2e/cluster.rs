@@ -1,0 +1,268 @@
+//! Two `pacerd` nodes on one real PostgreSQL, driven through the CLI as an operator would: each
+//! fire runs once in the cluster, every run names its node, every verb works from either node,
+//! and a node killed with -9 has its run abandoned while the other goes on with the schedule.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+
+use pacer_tests::postgres::Postgres;
+use pacer_tests::proxy::Proxy;
+use pacer_tests::{Daemon, Sandbox, is_over, text, wait_for, wait_until};
+use serde_json::Value;
+
+/// Both nodes' jobs: the same text, so the same digests. `tick` appends its run id and fire
+/// instant to a ledger that both nodes' runs share.
+const JOBS: &str = r#"
+[[jobs]]
+name = "tick"
+schedule = "* * * * * *"
+plugin = "exec"
+params = { command = "echo \"$PACER_RUN_ID $PACER_SCHEDULED_AT\" >> ledger" }
+
+[[jobs]]
+name = "slow"
+plugin = "exec"
+params = { command = "sleep 300" }
+"#;
+
+/// Writes `NODE.toml`: its own database file and socket, the shared `[cluster]` settings with
+/// a short lease, and the jobs.
+fn write_node(sandbox: &Sandbox, node: &str) -> String {
+    let config = format!("{node}.toml");
+    sandbox.write(
+        &config,
+        &format!(
+            "[daemon]\nplugin_dirs = [\"plugins\"]\ndatabase = \"{node}.db\"\n\
+             socket = \"{node}.sock\"\n\n[cluster]\ndatabase_url_file = \"database-url\"\n\
+             node_id = \"{node}\"\nlease_ttl = \"3s\"\nheartbeat = \"500ms\"\n{JOBS}"
+        ),
+    );
+    config
+}
+
+/// Writes the database URL where every node's config points, readable by its owner alone.
+fn write_url(sandbox: &Sandbox, url: &str) {
+    let path = sandbox.write("database-url", url);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// `pacer --config CONFIG ARGS --json`, which must succeed, parsed.
+fn json(sandbox: &Sandbox, config: &str, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = sandbox.pacer_on(config, &all);
+    assert_eq!(out.code, 0, "{out}");
+    out.json()
+}
+
+fn runs(sandbox: &Sandbox, config: &str, job: &str) -> Vec<Value> {
+    match json(
+        sandbox,
+        config,
+        &["history", "--job", job, "--limit", "1000"],
+    ) {
+        Value::Array(runs) => runs,
+        other => panic!("history is not an array: {other}"),
+    }
+}
+
+fn run(sandbox: &Sandbox, config: &str, id: i64) -> Value {
+    json(sandbox, config, &["show", &id.to_string()])
+}
+
+/// The node `pacer nodes` lists as `name`.
+fn node(sandbox: &Sandbox, config: &str, name: &str) -> Value {
+    json(sandbox, config, &["nodes"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("pacer nodes does not list {name}"))
+}
+
+/// Starts a manual run of `slow` from `config`'s node and waits until it runs; its id and node.
+fn start_slow(sandbox: &Sandbox, config: &str) -> (i64, String) {
+    let out = sandbox.pacer_on(config, ["run", "slow", "--json"]);
+    assert_eq!(out.code, 0, "{out}");
+    let first: Value = serde_json::from_str(out.stdout.lines().next().unwrap()).unwrap();
+    let id = first["id"].as_i64().unwrap();
+    let running = wait_until(&format!("run {id} to start on some node"), || {
+        let record = run(sandbox, config, id);
+        (record["status"] == "running").then_some(record)
+    });
+    (id, text(&running, "node").to_owned())
+}
+
+#[test]
+fn two_nodes_share_the_schedule_and_take_over_a_killed_nodes_work() {
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    let sandbox = Sandbox::new();
+    write_url(&sandbox, &pg.url());
+    let configs: BTreeMap<&str, String> = ["a", "b"]
+        .into_iter()
+        .map(|name| (name, write_node(&sandbox, name)))
+        .collect();
+    let mut daemons: BTreeMap<&str, Daemon> = configs
+        .iter()
+        .map(|(name, config)| (*name, sandbox.start_on(config)))
+        .collect();
+
+    // Both nodes alive, and each knows which node and database it is.
+    for (name, config) in &configs {
+        let status = sandbox.pacer_on(config, ["status"]);
+        assert_eq!(status.code, 0, "{status}");
+        assert!(status.stdout.contains(&format!("node {name}")), "{status}");
+        assert!(status.stdout.contains("127.0.0.1"), "{status}");
+        wait_for(&format!("{name} to be alive in pacer nodes"), || {
+            node(&sandbox, &configs["a"], name)["state"] == "alive"
+        });
+    }
+
+    // Fires are shared: ten seconds of `tick`, each second once, each run naming its node.
+    wait_for("ten ticks over", || {
+        runs(&sandbox, &configs["b"], "tick")
+            .iter()
+            .filter(|r| is_over(r))
+            .count()
+            >= 10
+    });
+    for tick in runs(&sandbox, &configs["a"], "tick") {
+        let node = tick["node"].as_str();
+        assert!(
+            matches!(node, Some("a" | "b")) || tick["status"] == "queued",
+            "a run names its node: {tick}"
+        );
+    }
+
+    // A run started from one node is cancelled from the other.
+    let (id, ran_on) = start_slow(&sandbox, &configs["a"]);
+    let other = if ran_on == "a" { "b" } else { "a" };
+    let cancel = sandbox.pacer_on(&configs[other], ["cancel", &id.to_string()]);
+    assert_eq!(cancel.code, 0, "{cancel}");
+    let cancelled = wait_until(&format!("run {id} cancelled across nodes"), || {
+        let record = run(&sandbox, &configs[other], id);
+        is_over(&record).then_some(record)
+    });
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+
+    // kill -9 of the node running a run: the run is abandoned within the lease, the node is
+    // dead, and the survivor goes on with every fire.
+    let (id, ran_on) = start_slow(&sandbox, &configs["b"]);
+    let (victim, survivor) = if ran_on == "a" {
+        ("a", "b")
+    } else {
+        ("b", "a")
+    };
+    let killed = daemons.get_mut(victim).unwrap();
+    killed.signal("KILL");
+    killed.wait();
+    let abandoned = wait_until(&format!("run {id} abandoned after kill -9"), || {
+        let record = run(&sandbox, &configs[survivor], id);
+        is_over(&record).then_some(record)
+    });
+    assert_eq!(abandoned["status"], "abandoned", "{abandoned}");
+    assert_eq!(
+        node(&sandbox, &configs[survivor], victim)["state"],
+        "dead",
+        "the killed node is dead"
+    );
+    let killed_at = text(&abandoned, "finished_at").to_owned();
+    wait_for("the survivor to run three ticks after the kill", || {
+        runs(&sandbox, &configs[survivor], "tick")
+            .iter()
+            .filter(|r| r["node"] == survivor && text(r, "scheduled_at") > killed_at.as_str())
+            .filter(|r| r["status"] == "succeeded")
+            .count()
+            >= 3
+    });
+
+    // The killed node comes back at once as a new incarnation of the same id.
+    daemons.insert(victim, sandbox.start_on(&configs[victim]));
+    wait_for("the restarted node to be alive", || {
+        node(&sandbox, &configs[survivor], victim)["state"] == "alive"
+    });
+
+    for daemon in daemons.values_mut() {
+        assert_eq!(daemon.stop(), Some(0));
+    }
+
+    // Every second of the test is one record, whoever ran it, and no fire ran twice.
+    let ticks = runs(&sandbox, &configs["a"], "tick");
+    let mut by_instant: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+    for tick in &ticks {
+        by_instant
+            .entry(text(tick, "scheduled_at").to_owned())
+            .or_default()
+            .push(tick);
+    }
+    let doubled: Vec<_> = by_instant.iter().filter(|(_, r)| r.len() > 1).collect();
+    assert!(doubled.is_empty(), "fires recorded twice: {doubled:?}");
+    let instants: Vec<i64> = by_instant.keys().map(|at| millis(at)).collect();
+    let gaps: Vec<_> = instants
+        .windows(2)
+        .filter(|pair| pair[1] - pair[0] != 1_000)
+        .collect();
+    assert!(gaps.is_empty(), "seconds without a record: {gaps:?}");
+    let ledger = std::fs::read_to_string(sandbox.path().join("ledger")).unwrap();
+    let mut executed: BTreeMap<&str, usize> = BTreeMap::new();
+    for line in ledger.lines() {
+        let (_, at) = line.split_once(' ').unwrap();
+        *executed.entry(at).or_default() += 1;
+    }
+    let twice: Vec<_> = executed.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "fires executed twice: {twice:?}");
+    for tick in ticks.iter().filter(|r| r["status"] == "succeeded") {
+        let at = text(tick, "scheduled_at");
+        assert!(
+            executed.contains_key(at),
+            "a succeeded tick ran its command: {tick}"
+        );
+    }
+}
+
+#[test]
+fn a_node_started_while_its_database_is_away_waits_for_it() {
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    let proxy = Proxy::to_port(pg.port());
+    proxy.cut();
+    let sandbox = Sandbox::new();
+    write_url(&sandbox, &pg.url_via(proxy.port(), ""));
+    let config = write_node(&sandbox, "a");
+
+    let mut daemon = sandbox.spawn_on(&config);
+    wait_for("pacerd to say it waits for the database", || {
+        daemon.log().contains("waiting for the cluster's database")
+    });
+    let status = sandbox.pacer_on(&config, ["status"]);
+    assert_eq!(status.code, 1, "not ready while it waits: {status}");
+    proxy.restore();
+    wait_for("pacerd to be ready once the database is back", || {
+        sandbox.pacer_on(&config, ["status"]).code == 0
+    });
+    assert_eq!(daemon.stop(), Some(0));
+
+    // Asked to stop while it waits, it stops at once, without an error.
+    proxy.cut();
+    let mut daemon = sandbox.spawn_on(&config);
+    wait_for("pacerd to wait again", || {
+        daemon.log().contains("waiting for the cluster's database")
+    });
+    assert_eq!(daemon.stop(), Some(0), "{}", daemon.log());
+    assert!(
+        daemon.log().contains("pacerd did not start"),
+        "{}",
+        daemon.log()
+    );
+}
+
+fn millis(instant: &str) -> i64 {
+    instant
+        .parse::<jiff::Timestamp>()
+        .unwrap_or_else(|e| panic!("{instant}: {e}"))
+        .as_millisecond()
+}
