@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::backend::ClusterNode;
 use super::metrics::Metrics;
+use crate::config::ClusterSettings;
 use crate::control::{Response, RunUpdate};
 use crate::engine::{Input, Ticket};
 use crate::model::Status;
@@ -26,12 +27,19 @@ const CLAIM_RETRY_MAX: Duration = Duration::from_secs(2);
 /// dead, besides the stop's own grace.
 const FENCE_MARGIN: Duration = Duration::from_secs(1);
 
+/// How long a lease renewal holds for the node's runs (see `runner::RunLease`): it ends a
+/// margin before peers may declare the node dead, counted from a beat that landed.
+pub fn run_lease(settings: &ClusterSettings) -> Duration {
+    settings.lease_ttl.saturating_sub(FENCE_MARGIN)
+}
+
 /// Beats, observes peers, refreshes the paused jobs and the cluster's metrics, until the node
-/// is fenced.
-/// `in_flight` is kept current by the daemon's loop.
+/// is fenced. Each beat that lands renews the runs' lease through `renewals`; `in_flight` is
+/// kept current by the daemon's loop.
 pub fn spawn_membership(
     cluster: Arc<ClusterNode>,
     inputs: mpsc::UnboundedSender<Input>,
+    renewals: watch::Sender<()>,
     in_flight: Arc<AtomicU32>,
     kill_grace: Duration,
     metrics: Arc<Metrics>,
@@ -54,6 +62,7 @@ pub fn spawn_membership(
             {
                 Ok(beat) => {
                     last_ok = now;
+                    renewals.send_replace(());
                     let _ = inputs.send(Input::Beat {
                         cancel: beat.cancel,
                         offset_ms: beat.offset_ms,

@@ -158,6 +158,7 @@ pub async fn serve(
     let http = crate::web::Listeners::bind(&config.daemon).await?;
     let scrapes: Arc<dyn crate::web::MetricsSource> = Arc::clone(&metrics) as _;
     let (inputs_tx, mut inputs) = mpsc::unbounded_channel();
+    let renewals = tokio::sync::watch::Sender::new(());
     let env = Arc::new(RunEnv {
         store: backend.records(),
         launcher,
@@ -165,6 +166,13 @@ pub async fn serve(
         kill_grace: config::defaults::KILL_GRACE,
         events: inputs_tx.clone(),
         clock: Arc::clone(&clock),
+        lease: match &backend {
+            Backend::Cluster(node) => Some(runner::RunLease {
+                window: cluster::run_lease(&node.settings),
+                renewals: renewals.subscribe(),
+            }),
+            Backend::Local(_) => None,
+        },
     });
     let (plugin_changes, mut plugin_events) = mpsc::unbounded_channel();
     let now = to_ms(clock.now());
@@ -184,6 +192,7 @@ pub async fn serve(
             cluster::spawn_membership(
                 Arc::clone(node),
                 inputs_tx.clone(),
+                renewals,
                 Arc::clone(&in_flight),
                 config::defaults::KILL_GRACE,
                 Arc::clone(&metrics),

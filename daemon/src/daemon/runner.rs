@@ -43,6 +43,19 @@ pub struct RunEnv {
     pub events: mpsc::UnboundedSender<Input>,
     /// The wall clock.
     pub clock: Arc<dyn Clock>,
+    /// In a cluster, the node's lease, which every run's worker holds too.
+    pub lease: Option<RunLease>,
+}
+
+/// The node's lease as its runs see it: a worker kills its run when `window` passes without a
+/// renewal, which comes at each heartbeat that lands. The window ends before peers may take
+/// the runs over, so a frozen node's runs are gone by then.
+#[derive(Debug, Clone)]
+pub struct RunLease {
+    /// How long a renewal holds.
+    pub window: Duration,
+    /// Each renewal.
+    pub renewals: tokio::sync::watch::Receiver<()>,
 }
 
 /// Carries out one admitted run; `cancel` resolves with a reason when it must stop.
@@ -128,6 +141,10 @@ pub async fn execute(env: Arc<RunEnv>, start: Start, cancel: oneshot::Receiver<S
         setup: Setup {
             memory_limit: job.memory_limit,
             user: job.user.clone(),
+            lease_ms: env
+                .lease
+                .as_ref()
+                .map(|lease| u64::try_from(lease.window.as_millis()).unwrap_or(u64::MAX)),
         },
         task: Task::Run {
             expected_name: job.plugin.clone(),
@@ -136,6 +153,9 @@ pub async fn execute(env: Arc<RunEnv>, start: Start, cancel: oneshot::Receiver<S
             env: run_environment(&start),
         },
     };
+    if let Some(lease) = &env.lease {
+        worker.renewed_by(lease.renewals.clone());
+    }
     // A worker that died before reading this is classified from its exit below.
     let _ = worker.assign(&assignment).await;
     let limits = Limits {

@@ -55,7 +55,8 @@ fn serve() -> Result<(), String> {
     // Whatever pacerd itself inherited (from a shell, a supervisor, a build tool) stops here.
     sys::close_descriptors_except(channel.as_raw_fd());
     let mut line = String::new();
-    // The daemon sends exactly one line and then waits, so the reader cannot take more.
+    // The daemon sends one line and then, in a cluster, only lease renewals, which the reader
+    // may take a few of: the guard below just waits for the next.
     match BufReader::new(&channel).read_line(&mut line) {
         Ok(0) => return Ok(()),
         Ok(_) => {}
@@ -63,6 +64,9 @@ fn serve() -> Result<(), String> {
     }
     let assignment: Assignment =
         serde_json::from_str(&line).map_err(|e| format!("bad assignment: {e}"))?;
+    if let Some(ms) = assignment.setup.lease_ms {
+        super::guard::watch(&channel, std::time::Duration::from_millis(ms))?;
+    }
     let reporter = Reporter(Arc::new(Mutex::new(channel)));
     // SIGTERM asks the plugin to stop (it reads this through `is_cancelled`); SIGKILL follows.
     let cancelled = Arc::new(AtomicBool::new(false));

@@ -2,6 +2,7 @@
 //! plugin that crashes, hangs, leaks or floods costs one run record, never the daemon.
 
 pub mod child;
+mod guard;
 pub mod outcome;
 mod output;
 pub mod protocol;

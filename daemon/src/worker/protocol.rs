@@ -27,6 +27,9 @@ pub struct Setup {
     pub memory_limit: Option<u64>,
     /// Switch to this user (and its groups) first.
     pub user: Option<String>,
+    /// In a cluster: the run's process group is killed when the node's lease has not been
+    /// renewed (a byte on the channel) for this many ms. See `worker::guard`.
+    pub lease_ms: Option<u64>,
 }
 
 /// The worker's job.

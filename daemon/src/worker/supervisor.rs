@@ -17,6 +17,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::net::unix::pipe;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::output::Tail;
@@ -152,6 +153,7 @@ impl Launcher {
             output: pipe::Receiver::from_owned_fd(OwnedFd::from(output_reader))?,
             spawned,
             spawned_at_ms,
+            renewals: None,
         })
     }
 }
@@ -168,6 +170,8 @@ pub struct Worker {
     output: pipe::Receiver,
     spawned: Instant,
     spawned_at_ms: i64,
+    /// In a cluster, the node's lease renewals, passed on to the worker (see `worker::guard`).
+    renewals: Option<watch::Receiver<()>>,
 }
 
 /// How a worker may run.
@@ -230,6 +234,12 @@ impl Worker {
         self.spawned_at_ms
     }
 
+    /// Passes each of the node's lease renewals on to the worker, whose assignment carries the
+    /// lease (`Setup::lease_ms`).
+    pub fn renewed_by(&mut self, renewals: watch::Receiver<()>) {
+        self.renewals = Some(renewals);
+    }
+
     /// Sends the worker its one assignment.
     pub async fn assign(&mut self, assignment: &Assignment) -> io::Result<()> {
         let mut line = serde_json::to_vec(assignment).map_err(io::Error::other)?;
@@ -285,6 +295,14 @@ impl Worker {
                     self.signal_group(Signal::SIGKILL);
                     kill_at = None;
                 }
+                renewed = next_renewal(&mut self.renewals) => {
+                    if renewed {
+                        // A full buffer means the worker is not reading: it is stopping.
+                        let _ = self.channel.try_write(b"\n");
+                    } else {
+                        self.renewals = None;
+                    }
+                }
             }
         }
         // The worker is a zombie now: its pid, and so its process group's id, cannot be reused
@@ -329,6 +347,14 @@ pub async fn perform(
         kill_grace: crate::config::defaults::KILL_GRACE,
     };
     Ok(worker.supervise(limits, std::future::pending()).await)
+}
+
+/// The next lease renewal (`false`: there will be none), or never without a lease.
+async fn next_renewal(renewals: &mut Option<watch::Receiver<()>>) -> bool {
+    match renewals {
+        Some(renewals) => renewals.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(at: Option<Instant>) {

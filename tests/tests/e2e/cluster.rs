@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use pacer_tests::postgres::Postgres;
 use pacer_tests::proxy::Proxy;
-use pacer_tests::{Daemon, Sandbox, is_over, text, wait_for, wait_until};
+use pacer_tests::{Daemon, Sandbox, is_over, processes_of_run, text, wait_for, wait_until};
 use serde_json::Value;
 
 /// Both nodes' jobs: the same text, so the same digests. `tick` appends its run id and fire
@@ -258,6 +258,72 @@ fn a_node_started_while_its_database_is_away_waits_for_it() {
         "{}",
         daemon.log()
     );
+}
+
+#[test]
+fn a_frozen_nodes_runs_stop_themselves_before_its_peers_take_them_over() {
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    let sandbox = Sandbox::new();
+    write_url(&sandbox, &pg.url());
+    let configs: BTreeMap<&str, String> = ["a", "b"]
+        .into_iter()
+        .map(|name| (name, write_node(&sandbox, name)))
+        .collect();
+    let mut daemons: BTreeMap<&str, Daemon> = configs
+        .iter()
+        .map(|(name, config)| (*name, sandbox.start_on(config)))
+        .collect();
+    let (id, ran_on) = start_slow(&sandbox, &configs["a"]);
+    let (victim, survivor) = if ran_on == "a" {
+        ("a", "b")
+    } else {
+        ("b", "a")
+    };
+    wait_for("the run's processes", || {
+        !processes_of(&sandbox, id).is_empty()
+    });
+
+    // SIGSTOP: the node can neither beat nor stop its runs; they stop themselves.
+    let frozen = daemons.get_mut(victim).unwrap();
+    frozen.signal("STOP");
+    wait_until(&format!("run {id} abandoned by {survivor}"), || {
+        let record = run(&sandbox, &configs[survivor], id);
+        if !is_over(&record) {
+            return None;
+        }
+        assert_eq!(record["status"], "abandoned", "{record}");
+        let left = processes_of(&sandbox, id);
+        assert!(
+            left.is_empty(),
+            "the run's processes {left:?} outlived the lease: {record}"
+        );
+        Some(())
+    });
+
+    // Woken, it learns that its peers count it dead, and stops with that reason.
+    frozen.signal("CONT");
+    assert_eq!(frozen.wait(), Some(1), "{}", frozen.log());
+    assert!(
+        frozen.log().contains("its peers count it dead"),
+        "{}",
+        frozen.log()
+    );
+    daemons.insert(victim, sandbox.start_on(&configs[victim]));
+    wait_for("the node to rejoin", || {
+        node(&sandbox, &configs[survivor], victim)["state"] == "alive"
+    });
+}
+
+/// The live processes of run `id` of this sandbox (run ids of other tests' databases repeat).
+fn processes_of(sandbox: &Sandbox, id: i64) -> Vec<u32> {
+    processes_of_run(id)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == sandbox.path())
+        })
+        .collect()
 }
 
 fn millis(instant: &str) -> i64 {
