@@ -4,9 +4,11 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use tokio::sync::watch;
 
 use super::recovery;
 use super::runner::{RecordFuture, RunRecords};
@@ -37,12 +39,19 @@ pub struct ClusterNode {
     pub settings: ClusterSettings,
     /// The order of this node's claims.
     pub claims: ClaimOrder,
+    /// Set once the node learns it is fenced (declared dead, or out of reach for too long).
+    fenced: watch::Sender<bool>,
 }
 
 impl ClusterNode {
     /// The shared database.
     pub fn db(&self) -> &PgDatabase {
         self.node.database()
+    }
+
+    /// From now on nothing this node writes about its runs will land: stop trying.
+    pub fn fence(&self) {
+        self.fenced.send_replace(true);
     }
 }
 
@@ -52,21 +61,21 @@ impl ClusterNode {
 /// claimed by another node, and it would be lost.
 #[derive(Debug)]
 pub struct ClaimOrder {
-    next: std::sync::atomic::AtomicU64,
-    turn: tokio::sync::watch::Sender<u64>,
+    next: AtomicU64,
+    turn: watch::Sender<u64>,
 }
 
 impl ClaimOrder {
     fn new() -> ClaimOrder {
         ClaimOrder {
-            next: std::sync::atomic::AtomicU64::new(0),
-            turn: tokio::sync::watch::Sender::new(0),
+            next: AtomicU64::new(0),
+            turn: watch::Sender::new(0),
         }
     }
 
     /// A place in the line, taken when the claim is made (before its task is spawned).
     pub fn place(&self) -> u64 {
-        self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        self.next.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Waits until the claims before `place` are done.
@@ -238,6 +247,7 @@ async fn open_cluster(
             node: joined.node,
             settings: settings.clone(),
             claims: ClaimOrder::new(),
+            fenced: watch::Sender::new(false),
         })),
         resume,
         node: Some(node),
@@ -277,18 +287,36 @@ const DATABASE_WAIT_MAX: Duration = Duration::from_secs(5);
 /// Pauses between attempts at a run's write in a cluster.
 const RETRY_DELAYS_MS: [u64; 6] = [100, 200, 500, 1_000, 2_000, 5_000];
 
-async fn retried<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, ClusterError>
+/// Tries `attempt` until it lands or fails for good, or until the node is fenced: a fenced
+/// node's writes would not land, and its peers abandon its runs.
+async fn retried<T, F, Fut>(
+    cluster: &ClusterNode,
+    what: &str,
+    mut attempt: F,
+) -> Result<T, ClusterError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, ClusterError>>,
 {
     let mut delays = RETRY_DELAYS_MS.iter().chain(std::iter::repeat(&5_000));
+    let mut fenced = cluster.fenced.subscribe();
+    let fenced_error = || ClusterError::Fenced {
+        node: cluster.settings.node_id.clone(),
+        incarnation: cluster.node.incarnation(),
+    };
     loop {
-        match attempt().await {
+        let outcome = tokio::select! {
+            outcome = attempt() => outcome,
+            _ = fenced.wait_for(|fenced| *fenced) => return Err(fenced_error()),
+        };
+        match outcome {
             Err(e) if e.is_transient() => {
                 tracing::warn!("cannot record {what} in the cluster's database, trying again: {e}");
                 let delay = delays.next().copied().unwrap_or(5_000);
-                tokio::time::sleep(Duration::from_millis(delay)).await;
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(delay)) => {}
+                    _ = fenced.wait_for(|fenced| *fenced) => return Err(fenced_error()),
+                }
             }
             other => return other,
         }
@@ -299,7 +327,7 @@ impl RunRecords for ClusterRecords {
     fn start_run(&self, start: StartRun) -> RecordFuture {
         let cluster = Arc::clone(&self.0);
         Box::pin(async move {
-            retried("a run's start", || cluster.node.start_run(&start))
+            retried(&cluster, "a run's start", || cluster.node.start_run(&start))
                 .await
                 .map_err(|e| e.to_string())
         })
@@ -308,7 +336,7 @@ impl RunRecords for ClusterRecords {
     fn finish_run(&self, finish: Finish) -> RecordFuture {
         let cluster = Arc::clone(&self.0);
         Box::pin(async move {
-            match retried("a run's end", || cluster.node.finish_run(&finish)).await {
+            match retried(&cluster, "a run's end", || cluster.node.finish_run(&finish)).await {
                 Ok(FinishOutcome::Written) => Ok(()),
                 Ok(FinishOutcome::Fenced) => Err(format!(
                     "run {} ended as {}, but this node was declared dead meanwhile, so its end \

@@ -69,6 +69,7 @@ pub fn spawn_membership(
                     });
                 }
                 Err(ClusterError::Fenced { .. }) => {
+                    cluster.fence();
                     let _ = inputs.send(Input::Fenced(
                         "this node was declared dead by its peers (its heartbeats stopped for \
                          longer than lease_ttl)"
@@ -79,6 +80,7 @@ pub fn spawn_membership(
                 Err(e) => {
                     tracing::warn!("heartbeat failed: {e}");
                     if now.duration_since(last_ok) >= fence_after {
+                        cluster.fence();
                         let _ = inputs.send(Input::Fenced(format!(
                             "this node could not reach the cluster's database for {} s, close \
                              to lease_ttl ({} s), after which its peers take its runs over",

@@ -12,6 +12,7 @@ mod booted;
 mod c_plugins;
 mod cli;
 mod cluster;
+mod cluster_chaos;
 mod config_errors;
 mod core;
 mod damaged_history;

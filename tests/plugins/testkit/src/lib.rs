@@ -60,6 +60,10 @@ enum Action {
     Stdin,
     /// Prints `version <VERSION>`, so tests can tell a replaced library from the old one.
     Version,
+    /// Appends `start RUN JOB TRIGGER SCHEDULED_AT NS` to `ledger`, sleeps `ms` (returning early
+    /// when cancelled), then appends `end RUN NS`: when the plugin really ran, NS on
+    /// CLOCK_MONOTONIC, which every process of the machine shares and nothing sets.
+    Probe { ledger: String, ms: u64 },
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -191,6 +195,7 @@ impl Plugin for Testkit {
                 println!("version {}", Self::VERSION);
                 Ok(())
             }
+            Action::Probe { ledger, ms } => probe(ctx, &ledger, ms),
             Action::Deadline => {
                 match ctx.deadline() {
                     Some(at) => println!("deadline {}", at.duration_since(UNIX_EPOCH)?.as_millis()),
@@ -289,4 +294,39 @@ fn leak() -> Result<(), Error> {
         chunk.leak();
         mib += CHUNK >> 20;
     }
+}
+
+fn probe(ctx: &Context, ledger: &str, ms: u64) -> Result<(), Error> {
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| "-".to_owned());
+    let run = var("PACER_RUN_ID");
+    append(
+        ledger,
+        &format!(
+            "start {run} {} {} {} {}\n",
+            var("PACER_JOB"),
+            var("PACER_TRIGGER"),
+            var("PACER_SCHEDULED_AT"),
+            monotonic_ns()?
+        ),
+    )?;
+    let slept = ctx.sleep(Duration::from_millis(ms));
+    append(ledger, &format!("end {run} {}\n", monotonic_ns()?))?;
+    slept?;
+    Ok(())
+}
+
+/// One `write` on a file opened for appending: lines from concurrent runs never interleave.
+fn append(path: &str, line: &str) -> Result<(), Error> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    file.write_all(line.as_bytes())?;
+    Ok(())
+}
+
+fn monotonic_ns() -> Result<i128, Error> {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map_err(|e| Error::msg(format!("clock_gettime: {e}")))?;
+    Ok(i128::from(now.tv_sec()) * 1_000_000_000 + i128::from(now.tv_nsec()))
 }
