@@ -1,6 +1,7 @@
 //! The scenarios, each a module that adds its figures to the report.
 
 mod burst;
+mod cluster;
 mod dispatch;
 mod e2e_start;
 mod faults;
@@ -18,7 +19,7 @@ use crate::report::{Report, median};
 type Scenario = fn(bool, &mut Report) -> anyhow::Result<()>;
 
 /// Every scenario, in the order they run.
-const SCENARIOS: [(&str, Scenario); 11] = [
+const SCENARIOS: [(&str, Scenario); 12] = [
     ("limits", limits::run),
     ("dispatch", dispatch::run),
     ("peer", peer::run),
@@ -30,6 +31,7 @@ const SCENARIOS: [(&str, Scenario); 11] = [
     ("burst", burst::run),
     ("queue", queue::run),
     ("faults", faults::run),
+    ("cluster", cluster::run),
 ];
 
 /// Runs every scenario (or those named in `only`).
