@@ -400,3 +400,59 @@ fn a_claim_wakes_the_listeners() {
         );
     });
 }
+
+#[test]
+fn a_node_takes_only_runs_of_its_plugins_and_its_pools() {
+    let Some(pg) = Postgres::start() else { return };
+    run(async {
+        let db = database(&pg).await;
+        let (_dir, cfg) = config(
+            "[pools.mail]\nmax_concurrency = 4\n",
+            r#"
+[[jobs]]
+name = "send"
+plugin = "exec"
+pool = "mail"
+overlap = "allow"
+
+[[jobs]]
+name = "local"
+plugin = "exec"
+overlap = "allow"
+
+[[jobs]]
+name = "fetch"
+plugin = "http"
+overlap = "allow"
+"#,
+        );
+        let mut only_mail = super::request("mailer", &cfg);
+        only_mail.pools = Some(vec!["mail".to_owned()]);
+        let mailer = crate::store::postgres::PgNode::join(&db, only_mail)
+            .await
+            .expect("mailer joins")
+            .node;
+        let any = join(&db, "any", &cfg).await;
+        any.claim(&[
+            manual(job(&cfg, "local"), 1),
+            manual(job(&cfg, "fetch"), 2),
+            manual(job(&cfg, "send"), 3),
+        ])
+        .await
+        .expect("a claim");
+        let jobs = |taken: Vec<crate::store::postgres::AdmittedRun>| -> Vec<String> {
+            taken.into_iter().map(|run| run.job).collect()
+        };
+
+        let taken = mailer.admit(&room(5)).await.expect("admission");
+        assert_eq!(jobs(taken), ["send"], "the pool it serves, not the others");
+        let taken = any.admit(&room(5)).await.expect("admission");
+        assert_eq!(jobs(taken), ["local"], "only the plugins it has");
+        let with_http = crate::store::postgres::Room {
+            slots: 5,
+            plugins: vec!["exec".to_owned(), "http".to_owned()],
+        };
+        let taken = any.admit(&with_http).await.expect("admission");
+        assert_eq!(jobs(taken), ["fetch"]);
+    });
+}
