@@ -456,3 +456,46 @@ overlap = "allow"
         assert_eq!(jobs(taken), ["fetch"]);
     });
 }
+
+#[test]
+fn a_reboot_fire_is_recorded_once_per_boot_and_runs_on_its_own_node() {
+    let Some(pg) = Postgres::start() else { return };
+    run(async {
+        let db = database(&pg).await;
+        let (_dir, cfg) = config(
+            "",
+            "[[jobs]]\nname = \"warm\"\nplugin = \"exec\"\nschedule = \"@reboot\"\noverlap = \"allow\"\n",
+        );
+        let warm = job(&cfg, "warm");
+        let at_boot = |boot_id: &str| {
+            let mut fire = super::fire(warm, crate::model::Trigger::Schedule, 1);
+            fire.advances_schedule = false;
+            crate::store::postgres::Proposal::of(
+                warm,
+                crate::store::postgres::ClaimKey::Boot {
+                    job: "warm".to_owned(),
+                    boot_id: boot_id.to_owned(),
+                },
+                fire,
+            )
+        };
+        let a = join(&db, "a", &cfg).await;
+        let b = join(&db, "b", &cfg).await;
+        a.claim(&[at_boot("boot-a")]).await.expect("a claims");
+        // The same boot proposed again (a restart of pacerd without a reboot) is no new fire.
+        a.claim(&[at_boot("boot-a")]).await.expect("a claims again");
+        b.claim(&[at_boot("boot-b")]).await.expect("b claims");
+        assert_eq!(
+            sql(&pg, "SELECT count(*) FROM runs WHERE job = 'warm'"),
+            "2",
+            "one fire per boot"
+        );
+
+        let taken = b.admit(&room(5)).await.expect("admission");
+        assert_eq!(taken.len(), 1, "b takes its own boot's fire, not a's");
+        assert_eq!(taken[0].fire_key, "b:warm:boot-b");
+        let taken = a.admit(&room(5)).await.expect("admission");
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].fire_key, "b:warm:boot-a");
+    });
+}
