@@ -55,7 +55,8 @@ impl ClusterNode {
     }
 }
 
-/// Claims go to the database one after the other, in the order the engine made them. A job's
+/// Claims (and the publishing of a reloaded config) go to the database one after the other,
+/// in the order the engine made them. A job's
 /// schedule moves forward by compare-and-set on its last fire, so a later fire claimed first
 /// (say, when the database comes back and retries race) would make the earlier one look
 /// claimed by another node, and it would be lost.

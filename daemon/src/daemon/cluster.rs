@@ -10,7 +10,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::backend::ClusterNode;
 use super::metrics::Metrics;
-use crate::config::ClusterSettings;
+use crate::admission::Limits;
+use crate::config::{ClusterSettings, Config};
 use crate::control::{Response, RunUpdate};
 use crate::engine::{Input, Ticket};
 use crate::model::Status;
@@ -190,6 +191,39 @@ pub fn claim(
             },
         };
         let _ = inputs.send(input);
+    });
+}
+
+/// Makes a reloaded config the cluster's, in line with this node's claims: the claims made
+/// after the reload are of the new jobs.
+pub fn publish(cluster: &Arc<ClusterNode>, config: &Config) {
+    let cluster = Arc::clone(cluster);
+    let jobs = super::backend::digests(config);
+    let limits = Limits::of(config);
+    let place = cluster.claims.place();
+    tokio::spawn(async move {
+        cluster.claims.wait_turn(place).await;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match cluster.node.publish(&jobs, &limits).await {
+                Ok(()) => {
+                    tracing::info!("the reloaded config is the cluster's now");
+                    break;
+                }
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(
+                        "cannot publish the reloaded config, trying again in {delay:?}: {e}"
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(CLAIM_RETRY_MAX);
+                }
+                Err(e) => {
+                    tracing::error!("cannot publish the reloaded config: {e}");
+                    break;
+                }
+            }
+        }
+        cluster.claims.done(place);
     });
 }
 

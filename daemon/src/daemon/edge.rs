@@ -162,6 +162,11 @@ impl Edge {
                 Effect::Rescan(registry, dirs) => self.rescan(registry, dirs),
                 Effect::WatchPlugins(dirs) => self.watcher.watch(&dirs),
                 Effect::CheckBoot(jobs) => self.check_boot(jobs),
+                Effect::Publish(config) => {
+                    if let Backend::Cluster(node) = &self.backend {
+                        cluster::publish(node, &config);
+                    }
+                }
                 Effect::MarkBooted(job) => reboot::mark(self.runtime_dir(), &job),
                 Effect::Ready {
                     jobs,

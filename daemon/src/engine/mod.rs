@@ -199,6 +199,8 @@ pub enum Effect {
         /// Until its end.
         wait: bool,
     },
+    /// Make this config the cluster's (after a reload): its jobs' digests and its caps.
+    Publish(Arc<Config>),
     /// Report [`Input::RunOver`] once run `id` is over.
     Watch {
         /// The run.

@@ -46,6 +46,9 @@ impl Engine {
                 Err(message)
             }
         };
+        if outcome.is_ok() && self.cluster.is_some() {
+            self.out.push(Effect::Publish(Arc::clone(&self.config)));
+        }
         self.out.push(Effect::Ready {
             jobs: self.config.jobs.len(),
             reload_applied: outcome.is_ok(),

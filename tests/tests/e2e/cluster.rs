@@ -28,13 +28,19 @@ params = { command = "sleep 300" }
 /// Writes `NODE.toml`: its own database file and socket, the shared `[cluster]` settings with
 /// a short lease, and the jobs.
 fn write_node(sandbox: &Sandbox, node: &str) -> String {
+    write_node_with(sandbox, node, "", JOBS)
+}
+
+/// As [`write_node`], with `extra` lines in `[daemon]` and other `jobs`.
+fn write_node_with(sandbox: &Sandbox, node: &str, extra: &str, jobs: &str) -> String {
     let config = format!("{node}.toml");
     sandbox.write(
         &config,
         &format!(
             "[daemon]\nplugin_dirs = [\"plugins\"]\ndatabase = \"{node}.db\"\n\
-             socket = \"{node}.sock\"\n\n[cluster]\ndatabase_url_file = \"database-url\"\n\
-             node_id = \"{node}\"\nlease_ttl = \"3s\"\nheartbeat = \"500ms\"\n{JOBS}"
+             socket = \"{node}.sock\"\n{extra}\n\n[cluster]\n\
+             database_url_file = \"database-url\"\nnode_id = \"{node}\"\nlease_ttl = \"3s\"\n\
+             heartbeat = \"500ms\"\n{jobs}"
         ),
     );
     config
@@ -314,6 +320,80 @@ fn a_frozen_nodes_runs_stop_themselves_before_its_peers_take_them_over() {
     wait_for("the node to rejoin", || {
         node(&sandbox, &configs[survivor], victim)["state"] == "alive"
     });
+}
+
+#[test]
+fn a_job_changed_on_one_node_is_drift_and_the_others_sit_it_out() {
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    let sandbox = Sandbox::new();
+    write_url(&sandbox, &pg.url());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let a = write_node_with(
+        &sandbox,
+        "a",
+        &format!("metrics_listen = \"127.0.0.1:{port}\""),
+        JOBS,
+    );
+    let b = write_node(&sandbox, "b");
+    let _daemons = [sandbox.start_on(&a), sandbox.start_on(&b)];
+
+    // b reloads a changed `tick`: the cluster follows the config loaded last.
+    write_node_with(
+        &sandbox,
+        "b",
+        "",
+        &JOBS.replace("echo \\\"$PACER_RUN_ID", "echo changed \\\"$PACER_RUN_ID"),
+    );
+    let reload = sandbox.pacer_on(&b, ["reload"]);
+    assert_eq!(reload.code, 0, "{reload}");
+    let reloaded_at = jiff::Timestamp::now().as_millisecond();
+    wait_for("pacer nodes to show a's drift", || {
+        node(&sandbox, &b, "a")["drift"] == serde_json::json!(["tick"])
+            && node(&sandbox, &b, "b")["drift"] == serde_json::json!([])
+    });
+    let table = sandbox.pacer_on(&a, ["nodes"]);
+    assert!(table.stdout.contains("DRIFT"), "{table}");
+    wait_for("the drift in a's metrics", || {
+        let metrics = scrape(port);
+        metrics.contains("pacer_cluster_config_drift{node=\"a\"} 1")
+            && metrics.contains("pacer_cluster_nodes{state=\"alive\"} 2")
+    });
+
+    // Only b runs `tick` now.
+    wait_for("three ticks after the reload", || {
+        runs(&sandbox, &a, "tick")
+            .iter()
+            .filter(|r| millis(text(r, "scheduled_at")) > reloaded_at + 2_000)
+            .filter(|r| is_over(r))
+            .count()
+            >= 3
+    });
+    for tick in runs(&sandbox, &a, "tick") {
+        if millis(text(&tick, "scheduled_at")) > reloaded_at + 2_000 && is_over(&tick) {
+            assert_eq!(
+                tick["node"], "b",
+                "a sits out a job it has in another version: {tick}"
+            );
+        }
+    }
+}
+
+/// `GET /metrics` of the listener on `port`.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
 }
 
 /// The live processes of run `id` of this sandbox (run ids of other tests' databases repeat).
