@@ -23,6 +23,12 @@ params = { command = "echo \"$PACER_RUN_ID $PACER_SCHEDULED_AT\" >> ledger" }
 name = "slow"
 plugin = "exec"
 params = { command = "sleep 300" }
+
+[[jobs]]
+name = "quick"
+plugin = "exec"
+overlap = "allow"
+params = { command = "echo done" }
 "#;
 
 /// Writes `NODE.toml`: its own database file and socket, the shared `[cluster]` settings with
@@ -141,6 +147,21 @@ fn two_nodes_share_the_schedule_and_take_over_a_killed_nodes_work() {
             matches!(node, Some("a" | "b")) || tick["status"] == "queued",
             "a run names its node: {tick}"
         );
+    }
+
+    // `run --wait` follows the run to its end wherever it ran.
+    for config in configs.values() {
+        let out = sandbox.pacer_on(config, ["run", "quick", "--wait", "--json"]);
+        assert_eq!(out.code, 0, "{out}");
+        let last: Value = serde_json::from_str(out.stdout.lines().last().unwrap()).unwrap();
+        assert_eq!(last["event"], "finished", "{out}");
+        assert_eq!(last["status"], "succeeded", "{out}");
+        let record = run(&sandbox, config, last["id"].as_i64().unwrap());
+        assert!(
+            matches!(record["node"].as_str(), Some("a" | "b")),
+            "{record}"
+        );
+        assert!(text(&record, "output").ends_with("\ndone\n"), "{record}");
     }
 
     // A run started from one node is cancelled from the other.
