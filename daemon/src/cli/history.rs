@@ -8,7 +8,7 @@ use super::source::Source;
 use super::table::{Table, line, millis, short, when};
 use super::{Context, print_json};
 use crate::model::Status;
-use crate::store::{HistoryQuery, RunRecord, StoreError};
+use crate::store::{HistoryQuery, RunRecord};
 use crate::time::{rfc3339_ms, to_ms};
 
 /// How many runs `pacer history` lists without `--limit`.
@@ -55,7 +55,7 @@ pub fn run(context: &Context, args: &HistoryArgs) -> anyhow::Result<ExitCode> {
         Some(source) => source,
         // Before pacerd's first start there is no history yet, which is no error for a listing.
         None if !args.follow => return print_runs(context, args, &[], false),
-        None => return Err(StoreError::Missing(context.settings()?.database).into()),
+        None => return Err(Source::missing(context)),
     };
     let runs = source.runs(&query)?;
     if args.follow {

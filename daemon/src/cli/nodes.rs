@@ -7,18 +7,28 @@ use anyhow::bail;
 use super::source::Source;
 use super::table::{Table, millis, when};
 use super::{Context, print_json};
+use crate::config::load_cluster_settings;
 
 pub fn run(context: &Context) -> anyhow::Result<ExitCode> {
-    let nodes = match Source::open(context)?
-        .map(|source| source.nodes())
-        .transpose()?
-    {
-        Some(Some(nodes)) => nodes,
-        _ => bail!(
+    let Some(settings) = load_cluster_settings(&context.config).ok().flatten() else {
+        bail!(
             "{} has no [cluster] table: this pacerd runs alone, and `pacer status` tells about it",
             context.config.display()
-        ),
+        );
     };
+    let mut nodes = match Source::open(context)? {
+        Some(source) => source.nodes()?.unwrap_or_default(),
+        // Before the first node started, the database has no tables yet.
+        None => Vec::new(),
+    };
+    // A node marked alive whose heartbeat is older than a lease has not been declared dead
+    // only because no live node was there to see it: say so rather than "alive".
+    let lease_ms = i64::try_from(settings.lease_ttl.as_millis()).unwrap_or(i64::MAX);
+    for node in &mut nodes {
+        if node.state == "alive" && node.last_heartbeat_ago_ms > lease_ms {
+            "silent".clone_into(&mut node.state);
+        }
+    }
     if context.json {
         print_json(&nodes)?;
         return Ok(ExitCode::SUCCESS);

@@ -7,14 +7,10 @@ use anyhow::bail;
 use super::source::Source;
 use super::table::{millis, when};
 use super::{Context, print_json};
-use crate::store::StoreError;
 
 pub fn run(context: &Context, id: i64) -> anyhow::Result<ExitCode> {
     let Some(source) = Source::open(context)? else {
-        bail!(
-            "no run with id {id}: {}",
-            StoreError::Missing(context.settings()?.database)
-        );
+        bail!("no run with id {id}: {}", Source::missing(context));
     };
     let Some(detail) = source.run(id)? else {
         bail!("no run with id {id} (pacer history lists them)");

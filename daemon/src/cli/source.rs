@@ -37,6 +37,10 @@ impl Source {
             let db = runtime
                 .block_on(async { PgDatabase::connect(&settings.database, 1) })
                 .context("cannot reach the cluster's database")?;
+            // Before the first node started, the database has no tables: no history yet.
+            if !runtime.block_on(db.has_schema())? {
+                return Ok(None);
+            }
             return Ok(Some(Source::Cluster(db, Box::new(runtime))));
         }
         let settings = context.settings()?;
@@ -44,6 +48,21 @@ impl Source {
             Ok(history) => Ok(Some(Source::Local(history, settings.database))),
             Err(StoreError::Missing(_)) => Ok(None),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Why there is no history yet, for the verbs that need one.
+    pub fn missing(context: &Context) -> anyhow::Error {
+        match load_cluster_settings(&context.config) {
+            Ok(Some(settings)) => anyhow!(
+                "no run history yet in the cluster's database {}: the first node to start \
+                 creates it",
+                settings.database
+            ),
+            _ => match context.settings() {
+                Ok(settings) => StoreError::Missing(settings.database).into(),
+                Err(e) => e,
+            },
         }
     }
 

@@ -88,6 +88,19 @@ impl DatabaseUrl {
     /// Parses a libpq connection string (`postgresql://...` or `key=value ...`); relative
     /// `sslrootcert` paths are resolved against `base`.
     pub fn parse(text: &str, base: &Path, source: UrlSource) -> Result<DatabaseUrl, String> {
+        // Errors may quote the text, and the text may hold a password: never show it.
+        Self::parse_unmasked(text, base, source).map_err(|e| mask_secrets(&e))
+    }
+
+    fn parse_unmasked(text: &str, base: &Path, source: UrlSource) -> Result<DatabaseUrl, String> {
+        if let Some((scheme, _)) = text.split_once("://")
+            && !matches!(scheme, "postgres" | "postgresql")
+        {
+            return Err(format!(
+                "the URL starts with `{scheme}://`; it must start with postgresql:// \
+                 (postgresql://USER:PASSWORD@HOST:PORT/DATABASE)"
+            ));
+        }
         let (rest, tls) = if text.starts_with("postgres://") || text.starts_with("postgresql://") {
             split_uri(text)?
         } else {
@@ -172,6 +185,42 @@ impl fmt::Display for DatabaseUrl {
         }
         Ok(())
     }
+}
+
+/// `text` with the password of any `scheme://user:password@` and any `password=value`
+/// replaced by `***`.
+fn mask_secrets(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let authority_end = tail
+            .find(['/', '?', ' ', '`', '\'', '"'])
+            .unwrap_or(tail.len());
+        let authority = &tail[..authority_end];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(at), Some(colon)) if colon < at => {
+                out.push_str(&authority[..=colon]);
+                out.push_str("***");
+                out.push_str(&authority[at..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &tail[authority_end..];
+    }
+    out.push_str(rest);
+    let mut masked = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(at) = rest.find("password=") {
+        let (head, tail) = rest.split_at(at + "password=".len());
+        masked.push_str(head);
+        masked.push_str("***");
+        let end = tail.find([' ', '&', '`', '\'', '"']).unwrap_or(tail.len());
+        rest = &tail[end..];
+    }
+    masked.push_str(rest);
+    masked
 }
 
 /// The TLS options `tokio-postgres` does not know, taken out of the connection string.

@@ -765,3 +765,23 @@ fn key_value_connection_strings_keep_their_quoting() {
     .unwrap_err();
     assert!(refused.contains("not a client certificate"), "{refused}");
 }
+
+#[test]
+fn a_bad_database_url_never_shows_its_password() {
+    for url in [
+        "postgersql://pacer:s3cret@db.example/pacer",
+        "postgresql://pacer:s3cret@db.example:99999/pacer",
+        "host=db.example password=s3cret port=x",
+        "postgresql://pacer:s3cret@db.example/pacer?sslmode=sometimes",
+    ] {
+        let errors = errors_of(&format!("[cluster]\ndatabase_url = \"{url}\"\n"));
+        assert_eq!(errors.len(), 1, "{url}: {errors:?}");
+        assert!(errors[0].starts_with("2:16: database_url: "), "{errors:?}");
+        assert!(!errors[0].contains("s3cret"), "{errors:?}");
+    }
+    let errors = errors_of("[cluster]\ndatabase_url = \"postgersql://pacer:s3cret@h/p\"\n");
+    assert!(
+        errors[0].contains("starts with `postgersql://`; it must start with postgresql://"),
+        "{errors:?}"
+    );
+}

@@ -300,10 +300,7 @@ pub fn cancel(cluster: &Arc<ClusterNode>, id: RunId, reply: mpsc::UnboundedSende
                 message: format!("run {id} is already over ({status})"),
             },
             Ok(Cancelled::Unknown) => Response::Error {
-                message: format!(
-                    "run {id} is neither running nor queued (pacer show {id} tells what became \
-                     of it)"
-                ),
+                message: format!("no run with id {id} (pacer history lists them)"),
             },
             Err(e) => Response::Error {
                 message: format!("cannot cancel run {id}: {e}"),

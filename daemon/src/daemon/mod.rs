@@ -257,6 +257,7 @@ pub async fn serve(
     let watchdog = notify::watchdog_interval();
     let mut next_alive = tokio::time::Instant::now();
 
+    let mut fence = None;
     let how = loop {
         if let Some(interval) = watchdog
             && tokio::time::Instant::now() >= next_alive
@@ -291,10 +292,14 @@ pub async fn serve(
             Some(()) = reload.recv() => Input::ReloadSignal,
             how = stop.recv() => break how.unwrap_or(Stop::Gracefully),
         };
-        let fenced = matches!(input, Input::Fenced(_));
+        let fenced = match &input {
+            Input::Fenced(why) => Some(why.clone()),
+            _ => None,
+        };
         let now = to_ms(clock.now());
         edge.apply(engine.handle(input, now));
-        if fenced {
+        if let Some(why) = fenced {
+            fence = Some(why);
             break Stop::Fenced;
         }
     };
@@ -333,10 +338,10 @@ pub async fn serve(
         }
     }
     let _ = std::fs::remove_file(&config.daemon.socket);
-    if how == Stop::Fenced {
+    if let Some(why) = fence {
         anyhow::bail!(
-            "this node stopped its runs and itself: its peers count it dead; start it again \
-             to rejoin the cluster (systemd does, with Restart=on-failure)"
+            "{why}; this node stopped its runs and itself; start it again to rejoin the \
+             cluster (systemd does, with Restart=on-failure)"
         );
     }
     tracing::info!("pacerd stopped");

@@ -488,6 +488,8 @@ impl Engine {
     }
 
     /// A node's request to cancel run `id` goes to the cluster (the run may be anywhere).
+    /// A run going on this node is stopped here, and answered here: asking the database too
+    /// would race with the stop's own record and could answer "already over".
     pub(super) fn cluster_cancel(&mut self, id: RunId, to: super::ReplyTo) {
         if let Some(&key) = self.by_run.get(&id)
             && self
@@ -499,6 +501,17 @@ impl Engine {
                 key,
                 reason: "cancelled by pacer cancel".to_owned(),
             });
+            self.reply(
+                to,
+                Response::Done {
+                    message: format!(
+                        "run {id} is being stopped (SIGTERM to its process group, SIGKILL 1 s \
+                         later)"
+                    ),
+                },
+                true,
+            );
+            return;
         }
         self.out.push(Effect::Cancel { id, to });
     }

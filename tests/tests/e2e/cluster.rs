@@ -142,9 +142,12 @@ fn two_nodes_share_the_schedule_and_take_over_a_killed_nodes_work() {
             >= 10
     });
     for tick in runs(&sandbox, &configs["a"], "tick") {
+        // A run names its node; a fire that never started (waiting, or skipped for overlap on
+        // a loaded machine) has none.
         let node = tick["node"].as_str();
+        let started = !tick["started_at"].is_null();
         assert!(
-            matches!(node, Some("a" | "b")) || tick["status"] == "queued",
+            matches!(node, Some("a" | "b")) == started,
             "a run names its node: {tick}"
         );
     }
@@ -288,6 +291,68 @@ fn a_node_started_while_its_database_is_away_waits_for_it() {
 }
 
 #[test]
+fn before_the_first_node_and_after_the_last_the_cli_says_so() {
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    let sandbox = Sandbox::new();
+    write_url(&sandbox, &pg.url());
+    let config = write_node(&sandbox, "a");
+
+    let history = sandbox.pacer_on(&config, ["history"]);
+    assert_eq!(history.code, 0, "{history}");
+    assert_eq!(history.stdout, "no runs match\n");
+    let show = sandbox.pacer_on(&config, ["show", "1"]);
+    assert_eq!(show.code, 1, "{show}");
+    assert!(
+        show.stderr
+            .contains("no run history yet in the cluster's database pacer@127.0.0.1:"),
+        "{show}"
+    );
+    let nodes = sandbox.pacer_on(&config, ["nodes"]);
+    assert_eq!(nodes.code, 0, "{nodes}");
+    assert_eq!(nodes.stdout, "no node has joined the cluster yet\n");
+
+    // The only node dies: nobody is left to declare it dead, and `nodes` says it is silent.
+    let mut daemon = sandbox.start_on(&config);
+    daemon.signal("KILL");
+    daemon.wait();
+    wait_for("the node to be silent for a lease", || {
+        node(&sandbox, &config, "a")["state"] == "silent"
+    });
+}
+
+#[test]
+fn a_wrong_password_or_database_is_refused_at_once_not_waited_for() {
+    let Some(pg) = Postgres::start() else {
+        return;
+    };
+    let sandbox = Sandbox::new();
+    let config = write_node(&sandbox, "a");
+    for (url, says) in [
+        (
+            pg.url().replace(pacer_tests::postgres::PASSWORD, "wrong"),
+            "check the user and password in the URL",
+        ),
+        (
+            pg.url().replace("/postgres", "/nosuch"),
+            "create the database",
+        ),
+    ] {
+        write_url(&sandbox, &url);
+        let mut daemon = sandbox.spawn_on(&config);
+        assert_eq!(daemon.wait(), Some(1), "{}", daemon.log());
+        let log = daemon.log();
+        assert!(
+            log.contains("refused this node") && log.contains(says),
+            "{log}"
+        );
+        assert!(!log.contains("waiting for the cluster's database"), "{log}");
+        assert!(!log.contains("wrong@"), "the password is not shown: {log}");
+    }
+}
+
+#[test]
 fn a_frozen_nodes_runs_stop_themselves_before_its_peers_take_them_over() {
     let Some(pg) = Postgres::start() else {
         return;
@@ -333,7 +398,7 @@ fn a_frozen_nodes_runs_stop_themselves_before_its_peers_take_them_over() {
     frozen.signal("CONT");
     assert_eq!(frozen.wait(), Some(1), "{}", frozen.log());
     assert!(
-        frozen.log().contains("its peers count it dead"),
+        frozen.log().contains("declared dead by its peers"),
         "{}",
         frozen.log()
     );

@@ -110,6 +110,16 @@ pub enum ClusterError {
     /// A stored value does not parse.
     #[error("unexpected value in the cluster's database: {0}")]
     Corrupt(String),
+    /// The server turned the connection down for a reason that waiting does not mend.
+    #[error("the cluster's database {target} refused this node: {cause}; {hint}")]
+    Refused {
+        /// `user@host:port/database`.
+        target: String,
+        /// The server's words.
+        cause: String,
+        /// What to check.
+        hint: &'static str,
+    },
 }
 
 impl ClusterError {
@@ -232,6 +242,19 @@ impl PgDatabase {
         .await
     }
 
+    /// Whether a node ever made the tables (the CLI may run before any node started).
+    pub async fn has_schema(&self) -> Result<bool, ClusterError> {
+        within(async {
+            let client = self.client().await?;
+            let row = client
+                .query_one("SELECT to_regclass('runs') IS NOT NULL AS made", &[])
+                .await
+                .map_err(db)?;
+            row.try_get("made").map_err(db)
+        })
+        .await
+    }
+
     /// `user@host:port/database`, for `pacer status` and messages.
     pub fn target(&self) -> &str {
         &self.target
@@ -243,11 +266,38 @@ impl PgDatabase {
     }
 
     async fn client(&self) -> Result<Client, ClusterError> {
-        self.pool.get().await.map_err(|e| ClusterError::Connect {
-            target: self.target.clone(),
-            cause: match e {
-                deadpool_postgres::PoolError::Backend(e) => db(e).to_string(),
-                other => other.to_string(),
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => {
+                let code = e.as_db_error().map(|server| server.code().clone());
+                let hint = match code {
+                    Some(
+                        SqlState::INVALID_PASSWORD | SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+                    ) => Some(
+                        "check the user and password in the URL, and pg_hba.conf on the server",
+                    ),
+                    Some(SqlState::INVALID_CATALOG_NAME) => Some(
+                        "create the database (docs/cluster.md, set-up) or fix its name in the URL",
+                    ),
+                    Some(SqlState::INSUFFICIENT_PRIVILEGE) => {
+                        Some("grant the user the right to connect to the database")
+                    }
+                    _ => None,
+                };
+                match hint {
+                    Some(hint) => ClusterError::Refused {
+                        target: self.target.clone(),
+                        cause: db(e).to_string(),
+                        hint,
+                    },
+                    None => ClusterError::Connect {
+                        target: self.target.clone(),
+                        cause: db(e).to_string(),
+                    },
+                }
+            }
+            other => ClusterError::Connect {
+                target: self.target.clone(),
+                cause: other.to_string(),
             },
         })
     }
