@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail};
 use super::source::Source;
 use super::table::{Table, jitter, when};
 use super::{Context, print_json, runtime};
-use crate::config::{Environment, load};
+use crate::config::{Environment, load, load_cluster_settings};
 use crate::control::client::{ClientError, ask};
 use crate::control::{JobInfo, Request, Response};
 use crate::plugins::{Registry, ScanOptions};
@@ -20,7 +20,7 @@ use crate::worker::Launcher;
 pub fn run(context: &Context) -> anyhow::Result<ExitCode> {
     let settings = context.settings()?;
     let jobs = match ask(&settings.socket, &Request::Jobs) {
-        Ok(Response::Jobs { jobs }) => jobs,
+        Ok(Response::Jobs { jobs }) => with_cluster_outcomes(context, jobs)?,
         Ok(Response::Error { message }) => bail!("{message}"),
         Ok(other) => bail!("unexpected answer from pacerd: {other:?}"),
         Err(ClientError::NotRunning(_)) => from_files(context)?,
@@ -63,6 +63,28 @@ pub fn run(context: &Context) -> anyhow::Result<ExitCode> {
     }
     table.print();
     Ok(ExitCode::SUCCESS)
+}
+
+/// In a cluster, a job's last run may have been on any node: its outcome comes from the shared
+/// database, not from what this node saw.
+fn with_cluster_outcomes(
+    context: &Context,
+    mut jobs: Vec<JobInfo>,
+) -> anyhow::Result<Vec<JobInfo>> {
+    if load_cluster_settings(&context.config)
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        return Ok(jobs);
+    }
+    if let Some(source @ Source::Cluster(..)) = Source::open(context)? {
+        let last = source.last_statuses()?;
+        for job in &mut jobs {
+            job.last_status = last.get(&job.name).copied();
+        }
+    }
+    Ok(jobs)
 }
 
 /// What the daemon would answer, worked out from the config file and the database.

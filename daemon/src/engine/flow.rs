@@ -215,14 +215,37 @@ impl Engine {
                     }
                 },
                 After::Ended(key) => self.ended(key, &result),
-                After::Reply(to, message) => {
+                After::Paused {
+                    to,
+                    job,
+                    paused,
+                    changed,
+                    message,
+                } => {
                     let response = match result {
                         Ok(_) => Response::Done { message },
-                        Err(error) => Response::Error {
-                            message: format!(
-                                "{message}, but the history could not record it: {error}"
-                            ),
-                        },
+                        Err(error) => {
+                            let undone = changed
+                                && if paused {
+                                    self.paused.remove(&job.name)
+                                } else {
+                                    self.paused.insert(job.name.clone())
+                                };
+                            if undone {
+                                self.observe(Observation::Paused {
+                                    job: Arc::clone(&job),
+                                    paused: !paused,
+                                });
+                            }
+                            Response::Error {
+                                message: format!(
+                                    "`{}` is not {}: the history could not record it ({error}); \
+                                     try again once it can",
+                                    job.name,
+                                    if paused { "paused" } else { "resumed" }
+                                ),
+                            }
+                        }
                     };
                     self.reply(to, response, true);
                 }

@@ -356,8 +356,21 @@ enum After {
     Queued(FireKey),
     /// A fire's final record (declined or cancelled before it started) exists.
     Ended(FireKey),
-    /// Tell a client this.
-    Reply(ReplyTo, String),
+    /// A pause or resume is recorded: tell the client `message`. If it could not be, it is
+    /// undone (the history, which every restart and every node reads, is what holds), and the
+    /// client is told so.
+    Paused {
+        /// Who asked.
+        to: ReplyTo,
+        /// The job.
+        job: Arc<Job>,
+        /// Whether it was paused (else resumed).
+        paused: bool,
+        /// Whether that changed anything (else there is nothing to undo).
+        changed: bool,
+        /// The answer once recorded.
+        message: String,
+    },
 }
 
 impl Engine {

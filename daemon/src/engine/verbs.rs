@@ -141,7 +141,13 @@ impl Engine {
                 job: name.to_owned(),
                 paused,
             },
-            After::Reply(to, message),
+            After::Paused {
+                to,
+                job,
+                paused,
+                changed,
+                message,
+            },
         );
         Ok(())
     }
@@ -220,8 +226,18 @@ impl Engine {
         let mut status = self.status_now();
         if let Some(cluster) = &self.cluster {
             // The queue is the cluster's (pacer nodes and the database tell it); in flight
-            // are this node's runs.
+            // are this node's runs, which the cluster admitted, so they are counted here.
             status.total.in_flight = cluster.running();
+            for load in status.pools.values_mut() {
+                load.in_flight = 0;
+            }
+            for fire in self.fires.values().filter(|f| f.state == State::Running) {
+                status
+                    .pools
+                    .entry(fire.job.pool.clone())
+                    .or_default()
+                    .in_flight += 1;
+            }
         }
         StatusInfo {
             running: true,

@@ -170,6 +170,23 @@ fn two_nodes_share_the_schedule_and_take_over_a_killed_nodes_work() {
     // A run started from one node is cancelled from the other.
     let (id, ran_on) = start_slow(&sandbox, &configs["a"]);
     let other = if ran_on == "a" { "b" } else { "a" };
+    let status = json(&sandbox, &configs[ran_on.as_str()], &["status"]);
+    assert!(status["in_flight"].as_u64() >= Some(1), "{status}");
+    assert_eq!(
+        status["pools"]["default"]["in_flight"], status["in_flight"],
+        "this node's runs by pool: {status}"
+    );
+    let jobs = json(&sandbox, &configs[other], &["jobs"]);
+    let slow = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|job| job["name"] == "slow")
+        .unwrap();
+    assert_eq!(
+        slow["last_status"], "running",
+        "the job's last run, on whichever node: {slow}"
+    );
     let cancel = sandbox.pacer_on(&configs[other], ["cancel", &id.to_string()]);
     assert_eq!(cancel.code, 0, "{cancel}");
     let cancelled = wait_until(&format!("run {id} cancelled across nodes"), || {
