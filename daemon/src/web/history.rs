@@ -69,27 +69,87 @@ impl History<'_> {
         }
     }
 
-    /// `job`'s figures over its newest `limit` runs in `[from, to)`, and how many runs that was.
-    pub(crate) fn job_figures(
+    /// For each of `jobs`, its runs scheduled in `[from, to)`, latest due first, at most
+    /// `limit` each.
+    pub(crate) fn jobs_windows(
         &self,
-        job: &str,
+        jobs: &[String],
         from: i64,
         to: i64,
         limit: u32,
-    ) -> Result<(JobStats, usize), PageError> {
+    ) -> Result<Vec<Vec<WindowRun>>, PageError> {
         match self {
-            History::Local(history) => Ok(history.job_figures(job, from, to, limit)?),
+            History::Local(history) => jobs
+                .iter()
+                .map(|job| Ok(history.job_window(job, from, to, limit)?))
+                .collect(),
             History::Cluster(db, runtime) => {
-                Ok(runtime.block_on(db.job_figures(job, from, to, limit))?)
+                Ok(runtime.block_on(db.jobs_windows(jobs, from, to, limit))?)
             }
         }
     }
 
-    /// Whether `job` has a run scheduled in `[from, to)`.
-    pub(crate) fn has_runs(&self, job: &str, from: i64, to: i64) -> Result<bool, PageError> {
+    /// For each of `jobs`, its newest `limit` runs, newest first.
+    pub(crate) fn recent_runs(
+        &self,
+        jobs: &[String],
+        limit: u32,
+    ) -> Result<Vec<Vec<RunRecord>>, PageError> {
         match self {
-            History::Local(history) => Ok(history.has_runs(job, from, to)?),
-            History::Cluster(db, runtime) => Ok(runtime.block_on(db.has_runs(job, from, to))?),
+            History::Local(history) => jobs
+                .iter()
+                .map(|job| {
+                    Ok(history.runs(&HistoryQuery {
+                        job: Some(job.clone()),
+                        limit,
+                        ..HistoryQuery::default()
+                    })?)
+                })
+                .collect(),
+            History::Cluster(db, runtime) => Ok(runtime.block_on(db.recent_runs(jobs, limit))?),
+        }
+    }
+
+    /// For each of `jobs`, its figures over its newest `limit` runs in `[from, to)`, and how
+    /// many runs that was.
+    pub(crate) fn jobs_figures(
+        &self,
+        jobs: &[String],
+        from: i64,
+        to: i64,
+        limit: u32,
+    ) -> Result<Vec<(JobStats, usize)>, PageError> {
+        match self {
+            History::Local(history) => jobs
+                .iter()
+                .map(|job| Ok(history.job_figures(job, from, to, limit)?))
+                .collect(),
+            History::Cluster(db, runtime) => {
+                Ok(runtime.block_on(db.jobs_figures(jobs, from, to, limit))?)
+            }
+        }
+    }
+
+    /// Those of `jobs` with a run scheduled in `[from, to)`, in their order.
+    pub(crate) fn jobs_with_runs(
+        &self,
+        jobs: &[String],
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<String>, PageError> {
+        match self {
+            History::Local(history) => {
+                let mut active = Vec::new();
+                for job in jobs {
+                    if history.has_runs(job, from, to)? {
+                        active.push(job.clone());
+                    }
+                }
+                Ok(active)
+            }
+            History::Cluster(db, runtime) => {
+                Ok(runtime.block_on(db.jobs_with_runs(jobs, from, to))?)
+            }
         }
     }
 

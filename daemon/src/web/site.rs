@@ -43,8 +43,8 @@ enum Source {
         database: PathBuf,
         idle: Mutex<Vec<SqliteHistory>>,
     },
-    /// The cluster's database.
-    Cluster(PgDatabase),
+    /// The cluster's database (boxed: a pool's handle is large beside a path).
+    Cluster(Box<PgDatabase>),
 }
 
 impl Site {
@@ -56,7 +56,7 @@ impl Site {
         cluster: Option<PgDatabase>,
     ) -> Site {
         let history = match cluster {
-            Some(db) => Source::Cluster(db),
+            Some(db) => Source::Cluster(Box::new(db)),
             None => Source::Local {
                 database: config.daemon.database.clone(),
                 idle: Mutex::new(Vec::new()),

@@ -3,6 +3,8 @@
 //! the spans that held or waited for a slot, a run with a bounded tail of its output, and a
 //! run's chain. Each is served by an index (see the schema's `V2_WEB_VIEW`) and bounded.
 
+use std::collections::HashMap;
+
 use tokio_postgres::Row;
 
 use super::history::{RUN_COLUMNS, parse_status, run_from_row};
@@ -67,75 +69,189 @@ impl PgDatabase {
         to: i64,
         limit: u32,
     ) -> Result<Vec<WindowRun>, ClusterError> {
-        within(async {
-            let client = self.client().await?;
-            client
-                .query(
-                    &format!(
-                        "SELECT {WINDOW_COLUMNS} FROM runs
-                         WHERE job = $1 AND scheduled_at >= $2 AND scheduled_at < $3
-                         ORDER BY scheduled_at DESC LIMIT $4"
-                    ),
-                    &[&job, &from, &to, &i64::from(limit)],
-                )
-                .await
-                .map_err(db)?
-                .iter()
-                .map(window_run)
-                .collect()
-        })
-        .await
+        let mut windows = self
+            .jobs_windows(&[job.to_owned()], from, to, limit)
+            .await?;
+        Ok(windows.pop().unwrap_or_default())
     }
 
-    /// `pacer stats`' figures for `job` over its newest `limit` runs scheduled in `[from, to)`,
-    /// and how many runs that was, counted as the SQLite history counts them.
-    pub async fn job_figures(
+    /// For each of `jobs`, its runs scheduled in `[from, to)`, latest due first, at most
+    /// `limit` each, in one query.
+    pub async fn jobs_windows(
         &self,
-        job: &str,
+        jobs: &[String],
         from: i64,
         to: i64,
         limit: u32,
-    ) -> Result<(JobStats, usize), ClusterError> {
+    ) -> Result<Vec<Vec<WindowRun>>, ClusterError> {
         within(async {
             let client = self.client().await?;
             let rows = client
                 .query(
-                    "SELECT status, scheduled_at, started_at, finished_at, queue_ms FROM runs
-                     WHERE job = $1 AND scheduled_at >= $2 AND scheduled_at < $3
-                     ORDER BY scheduled_at DESC LIMIT $4",
-                    &[&job, &from, &to, &i64::from(limit)],
+                    &format!(
+                        "SELECT runs.* FROM unnest($1::text[]) AS wanted (name)
+                         CROSS JOIN LATERAL (SELECT {WINDOW_COLUMNS} FROM runs
+                                             WHERE job = wanted.name AND scheduled_at >= $2
+                                                   AND scheduled_at < $3
+                                             ORDER BY scheduled_at DESC LIMIT $4) AS runs"
+                    ),
+                    &[&jobs, &from, &to, &i64::from(limit)],
                 )
                 .await
                 .map_err(db)?;
-            let mut samples = Samples::default();
+            let mut found: HashMap<String, Vec<WindowRun>> = HashMap::new();
             for row in &rows {
-                let status: String = row.try_get("status").map_err(db)?;
-                samples.add_run(
-                    parse_status(&status)?,
-                    row.try_get("scheduled_at").map_err(db)?,
-                    row.try_get("started_at").map_err(db)?,
-                    row.try_get("finished_at").map_err(db)?,
-                    row.try_get("queue_ms").map_err(db)?,
-                );
+                let run = window_run(row)?;
+                found.entry(run.job.clone()).or_default().push(run);
             }
-            Ok((samples.summarize(job.to_owned()), rows.len()))
+            Ok(jobs
+                .iter()
+                .map(|job| found.remove(job).unwrap_or_default())
+                .collect())
         })
         .await
     }
 
-    /// Whether `job` has a run scheduled in `[from, to)`: one index probe.
-    pub async fn has_runs(&self, job: &str, from: i64, to: i64) -> Result<bool, ClusterError> {
+    /// For each of `jobs`, its newest `limit` runs, newest first (one query for a page of
+    /// jobs: a round trip per job would cost more than the reads).
+    pub async fn recent_runs(
+        &self,
+        jobs: &[String],
+        limit: u32,
+    ) -> Result<Vec<Vec<RunRecord>>, ClusterError> {
         within(async {
             let client = self.client().await?;
-            Ok(client
-                .query_opt(
-                    "SELECT 1 FROM runs
-                     WHERE job = $1 AND scheduled_at >= $2 AND scheduled_at < $3 LIMIT 1",
-                    &[&job, &from, &to],
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT {RUN_COLUMNS} FROM unnest($1::text[]) AS wanted (name)
+                         CROSS JOIN LATERAL (SELECT * FROM runs WHERE runs.job = wanted.name
+                                             ORDER BY id DESC LIMIT $2) AS runs
+                         ORDER BY runs.job, runs.id DESC"
+                    ),
+                    &[&jobs, &i64::from(limit)],
                 )
                 .await
-                .map_err(db)?
-                .is_some())
+                .map_err(db)?;
+            let mut found: HashMap<String, Vec<RunRecord>> = HashMap::new();
+            for row in &rows {
+                let run = RunRecord::from(run_from_row(row)?);
+                found.entry(run.job.clone()).or_default().push(run);
+            }
+            Ok(jobs
+                .iter()
+                .map(|job| found.remove(job).unwrap_or_default())
+                .collect())
+        })
+        .await
+    }
+
+    /// For each of `jobs`, `pacer stats`' figures over its newest `limit` runs scheduled in
+    /// `[from, to)`, and how many runs that was: as the SQLite history counts them (runs that
+    /// started and ended; percentiles by nearest rank), computed by the database in one query.
+    pub async fn jobs_figures(
+        &self,
+        jobs: &[String],
+        from: i64,
+        to: i64,
+        limit: u32,
+    ) -> Result<Vec<(JobStats, usize)>, ClusterError> {
+        within(async {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    "SELECT wanted.name AS job, count(*) AS read,
+                            count(*) FILTER (WHERE ended) AS runs,
+                            count(*) FILTER (WHERE ended AND status = 'succeeded') AS succeeded,
+                            count(*) FILTER (WHERE ended AND status IN ('failed', 'timed_out',
+                                                                        'crashed')) AS failed,
+                            percentile_disc(0.5) WITHIN GROUP (ORDER BY took) AS p50_ms,
+                            percentile_disc(0.95) WITHIN GROUP (ORDER BY took) AS p95_ms,
+                            max(took) AS max_ms,
+                            (avg(queue_ms) FILTER (WHERE ended))::double precision
+                                AS mean_queue_ms,
+                            percentile_disc(0.5) WITHIN GROUP (ORDER BY late) AS p50_late_ms,
+                            percentile_disc(0.95) WITHIN GROUP (ORDER BY late) AS p95_late_ms,
+                            max(late) AS max_late_ms
+                     FROM unnest($1::text[]) AS wanted (name)
+                     CROSS JOIN LATERAL (
+                         SELECT status, queue_ms, ended,
+                                CASE WHEN ended THEN finished_at - started_at END AS took,
+                                CASE WHEN ended THEN started_at - scheduled_at END AS late
+                         FROM (SELECT status, scheduled_at, started_at, finished_at, queue_ms,
+                                      started_at IS NOT NULL AND finished_at IS NOT NULL AS ended
+                               FROM runs
+                               WHERE job = wanted.name AND scheduled_at >= $2
+                                     AND scheduled_at < $3
+                               ORDER BY scheduled_at DESC LIMIT $4) AS newest) AS r
+                     GROUP BY wanted.name",
+                    &[&jobs, &from, &to, &i64::from(limit)],
+                )
+                .await
+                .map_err(db)?;
+            let mut found = HashMap::new();
+            for row in &rows {
+                let count = |name: &str| -> Result<u64, ClusterError> {
+                    Ok(u64::try_from(row.try_get::<_, i64>(name).map_err(db)?).unwrap_or(0))
+                };
+                let (runs, succeeded) = (count("runs")?, count("succeeded")?);
+                let job: String = row.try_get("job").map_err(db)?;
+                let stats = JobStats {
+                    job: job.clone(),
+                    runs,
+                    succeeded,
+                    failed: count("failed")?,
+                    success_rate: if runs == 0 {
+                        0.0
+                    } else {
+                        succeeded as f64 / runs as f64
+                    },
+                    p50_ms: row.try_get("p50_ms").map_err(db)?,
+                    p95_ms: row.try_get("p95_ms").map_err(db)?,
+                    max_ms: row.try_get("max_ms").map_err(db)?,
+                    mean_queue_ms: row.try_get("mean_queue_ms").map_err(db)?,
+                    p50_late_ms: row.try_get("p50_late_ms").map_err(db)?,
+                    p95_late_ms: row.try_get("p95_late_ms").map_err(db)?,
+                    max_late_ms: row.try_get("max_late_ms").map_err(db)?,
+                };
+                let read = usize::try_from(count("read")?).unwrap_or(usize::MAX);
+                found.insert(job, (stats, read));
+            }
+            Ok(jobs
+                .iter()
+                .map(|job| {
+                    found
+                        .remove(job)
+                        .unwrap_or_else(|| (Samples::default().summarize(job.clone()), 0))
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Those of `jobs` with a run scheduled in `[from, to)`, in their order: one index probe
+    /// each, in one query.
+    pub async fn jobs_with_runs(
+        &self,
+        jobs: &[String],
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<String>, ClusterError> {
+        within(async {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    "SELECT wanted.name FROM unnest($1::text[]) WITH ORDINALITY AS wanted (name, at)
+                     WHERE EXISTS (SELECT 1 FROM runs WHERE job = wanted.name
+                                   AND scheduled_at >= $2 AND scheduled_at < $3)
+                     ORDER BY wanted.at",
+                    &[&jobs, &from, &to],
+                )
+                .await
+                .map_err(db)?;
+            rows.iter()
+                .map(|row| row.try_get("name").map_err(db))
+                .collect()
         })
         .await
     }

@@ -12,7 +12,7 @@ use super::{ClusterError, db};
 const MIGRATION_LOCK: i64 = 0x0070_6163_6572;
 
 /// Every migration, oldest first; `pacer_schema` records how many have run.
-const MIGRATIONS: [&str; 2] = [V1, V2_WEB_VIEW];
+pub(super) const MIGRATIONS: [&str; 2] = [V1, V2_WEB_VIEW];
 
 /// Brings the schema up to date.
 pub(super) async fn migrate(client: &mut Client) -> Result<(), ClusterError> {

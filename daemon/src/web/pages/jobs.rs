@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{daemon_status, jobs_in_force, now_ms, ok};
 use crate::control::JobInfo;
-use crate::store::{HistoryQuery, JobStats, RunRecord};
+use crate::store::{JobStats, RunRecord};
 use crate::web::fmt::{self, esc, url};
 use crate::web::page::{Nav, Page, PageError, badge, legend, w};
 use crate::web::query::Query;
@@ -86,25 +86,21 @@ pub(crate) async fn page(site: &Arc<Site>, query: Option<&str>) -> Result<Reply,
     let now = now_ms();
     let rows = site
         .read(move |history, config| {
-            shown
+            let names: Vec<String> = shown.iter().map(|job| job.name.clone()).collect();
+            let recent = history.recent_runs(&names, STRIP)?;
+            let figures = history.jobs_figures(&names, now - window, now + 1, STATS_RUNS)?;
+            Ok(shown
                 .into_iter()
-                .map(|job| {
-                    let recent = history.runs(&HistoryQuery {
-                        job: Some(job.name.clone()),
-                        limit: STRIP,
-                        ..HistoryQuery::default()
-                    })?;
-                    let (stats, read) =
-                        history.job_figures(&job.name, now - window, now + 1, STATS_RUNS)?;
-                    Ok(Row {
-                        pool: config.job(&job.name).map(|j| j.pool.clone()),
-                        stats,
-                        capped: read == STATS_RUNS as usize,
-                        recent,
-                        job,
-                    })
+                .zip(recent)
+                .zip(figures)
+                .map(|((job, recent), (stats, read))| Row {
+                    pool: config.job(&job.name).map(|j| j.pool.clone()),
+                    stats,
+                    capped: read == STATS_RUNS as usize,
+                    recent,
+                    job,
                 })
-                .collect::<Result<Vec<Row>, PageError>>()
+                .collect::<Vec<Row>>())
         })
         .await?;
 

@@ -52,9 +52,7 @@ pub(crate) async fn page(site: &Arc<Site>, query: Option<&str>) -> Result<Reply,
     let job_names: Vec<String> = jobs.map(|jobs| jobs.into_iter().map(|j| j.name).collect())?;
     let limit = filters.limit;
     let wanted = filters.clone();
-    let runs = site
-        .read(move |history, _| Ok(history.runs(&wanted)?))
-        .await?;
+    let runs = site.read(move |history, _| history.runs(&wanted)).await?;
 
     let mut body = String::from("<div class=\"title-row\"><h1>Runs</h1></div>");
     form(&mut body, &query, &job_names);

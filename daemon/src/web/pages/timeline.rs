@@ -97,22 +97,25 @@ pub(crate) async fn page(site: &Arc<Site>, query: Option<&str>) -> Result<Reply,
     names.sort();
     let found = site
         .read(move |history, config| {
-            let mut active = Vec::new();
-            for name in names {
-                if history.has_runs(&name, from - LOOKBACK, to)? {
-                    active.push(name);
-                }
-            }
+            let active = history.jobs_with_runs(&names, from - LOOKBACK, to)?;
             let count = active.len();
-            let mut rows = Vec::new();
-            for job in active.into_iter().skip((page_no - 1) * ROWS).take(ROWS) {
-                let mut runs = history.job_window(&job, from - LOOKBACK, to, ROW_RUNS)?;
-                let cut_at = (runs.len() == ROW_RUNS as usize)
-                    .then(|| runs.last().map(|r| r.scheduled_at))
-                    .flatten();
-                runs.retain(|run| end_of(run, now) >= from);
-                rows.push(Row { job, runs, cut_at });
-            }
+            let shown: Vec<String> = active
+                .into_iter()
+                .skip((page_no - 1) * ROWS)
+                .take(ROWS)
+                .collect();
+            let windows = history.jobs_windows(&shown, from - LOOKBACK, to, ROW_RUNS)?;
+            let rows = shown
+                .into_iter()
+                .zip(windows)
+                .map(|(job, mut runs)| {
+                    let cut_at = (runs.len() == ROW_RUNS as usize)
+                        .then(|| runs.last().map(|r| r.scheduled_at))
+                        .flatten();
+                    runs.retain(|run| end_of(run, now) >= from);
+                    Row { job, runs, cut_at }
+                })
+                .collect();
             let spans = history.spans(from, to, LOAD_LOOKBACK, LOAD_RUNS)?;
             let load_cut_at = (spans.len() >= LOAD_RUNS as usize)
                 .then(|| spans.iter().filter_map(|s| s.started_at).min())

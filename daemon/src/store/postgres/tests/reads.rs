@@ -134,10 +134,31 @@ fn the_web_views_reads_give_the_sqlite_historys_shapes() {
                 .len(),
             1
         );
-        let (stats, read) = db.job_figures("report", 0, 100, 10).await.expect("figures");
-        assert_eq!((stats.runs, stats.succeeded, read), (1, 1, 3));
-        assert!(db.has_runs("report", 0, 100).await.expect("a probe"));
-        assert!(!db.has_runs("report", 100, 200).await.expect("a probe"));
+        let names = ["none".to_owned(), "report".to_owned()];
+        let figures = db.jobs_figures(&names, 0, 100, 10).await.expect("figures");
+        let (stats, read) = &figures[1];
+        assert_eq!((stats.runs, stats.succeeded, *read), (1, 1, 3));
+        let cli = db.stats(Some("report"), Some(0)).await.expect("stats");
+        assert_eq!(*stats, cli[0], "as `pacer stats` counts");
+        assert_eq!((figures[0].0.runs, figures[0].1), (0, 0));
+        assert_eq!(
+            db.jobs_figures(&names, 0, 100, 1).await.expect("figures")[1].1,
+            1
+        );
+        let recent = db.recent_runs(&names, 2).await.expect("recent runs");
+        assert!(recent[0].is_empty());
+        let ids: Vec<i64> = recent[1].iter().map(|run| run.id).collect();
+        assert_eq!(ids, [window[0].id, window[1].id], "the newest first");
+        assert_eq!(
+            db.jobs_with_runs(&names, 0, 100).await.expect("probes"),
+            ["report"]
+        );
+        assert!(
+            db.jobs_with_runs(&names, 100, 200)
+                .await
+                .expect("probes")
+                .is_empty()
+        );
 
         let spans = db.spans(0, 100, 0, 10).await.expect("spans");
         assert_eq!(spans.len(), 3, "{spans:?}");
