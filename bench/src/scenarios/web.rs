@@ -48,10 +48,20 @@ pub fn run(quick: bool, report: &mut Report) -> anyhow::Result<()> {
         ("runs_manual", "/runs?trigger=manual".to_owned()),
         ("runs_window", "/runs?since=3d&until=2d".to_owned()),
         ("runs_older", format!("/runs?before={middle}")),
+        (
+            "runs_job_failed",
+            "/runs?job=job-500&status=failed".to_owned(),
+        ),
         ("run", format!("/runs/{middle}")),
+        ("job_older", format!("/jobs/job-500?before={middle}")),
+        ("jobs_last_page", "/?page=20".to_owned()),
         ("timeline_1h", "/timeline?span=1h".to_owned()),
         ("timeline_24h", "/timeline".to_owned()),
         ("timeline_7d", "/timeline?span=7d".to_owned()),
+        (
+            "timeline_job_7d",
+            "/timeline?span=7d&job=job-500".to_owned(),
+        ),
     ];
     let mut figures = Vec::new();
     for (name, path) in &pages {

@@ -30,6 +30,7 @@ use crate::control;
 use crate::engine::{Engine, Input};
 use crate::plugins::{PluginWatcher, Registry, ScanOptions};
 use crate::store::Store;
+use crate::store::postgres::PgDatabase;
 use crate::time::{Clock, SystemClock, to_ms};
 use crate::worker::Launcher;
 
@@ -41,6 +42,10 @@ use runner::RunEnv;
 /// The wall clock is re-read at least this often, so a clock step is noticed within a minute
 /// even while nothing is due (tokio's timers are monotonic and would not notice).
 const MAX_SLEEP_MS: i64 = 60_000;
+
+/// Connections the web view may hold to a cluster's database: pages read one query at a time,
+/// and a few people looking at once share them.
+const WEB_CONNECTIONS: usize = 2;
 
 /// What `pacerd` is started with.
 #[derive(Debug, Clone)]
@@ -221,7 +226,21 @@ pub async fn serve(
     edge.flush().await;
     crate::sys::return_free_memory();
     let (control_tx, mut control_rx) = mpsc::channel(64);
-    let http_server = tokio::spawn(http.serve(Arc::clone(&config), control_tx.clone(), scrapes));
+    // The web view reads a cluster's history through a pool of its own, so that pages never
+    // hold the connections the node's claims, admissions and finishes need.
+    let web_history = match &backend {
+        Backend::Cluster(node) if config.daemon.web_listen.is_some() => Some(
+            PgDatabase::connect(&node.settings.database, WEB_CONNECTIONS)
+                .context("cannot make the web view's pool of connections to the cluster")?,
+        ),
+        _ => None,
+    };
+    let http_server = tokio::spawn(http.serve(
+        Arc::clone(&config),
+        control_tx.clone(),
+        scrapes,
+        web_history,
+    ));
     let server = tokio::spawn(control::server::serve(
         listener,
         control_tx,

@@ -5,6 +5,7 @@
 //! plugin started is never lost; SQLite runs in WAL mode with `synchronous=NORMAL`, which keeps
 //! every committed transaction across a crash of the daemon (a power cut may lose the last few).
 
+mod browse;
 mod error;
 pub mod postgres;
 mod records;
@@ -15,6 +16,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 
+pub use browse::{CappedRun, Samples, Span, WindowRun, percentile, summarize};
 pub use error::{DamagedRow, StoreError};
 pub use records::{
     Finish, HistoryQuery, JobState, JobStats, NewFire, OrphanedRun, QueuedFire, RunDetail, RunId,

@@ -30,6 +30,21 @@ pub(crate) fn url(text: &str) -> String {
     form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
+/// A coordinate of a chart, written with one decimal. Formatted with integers: `{:.1}` takes
+/// the exact, slow path of float formatting, and a timeline writes tens of thousands of them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Px(pub(crate) f64);
+
+impl std::fmt::Display for Px {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Coordinates are far inside i64's range; a NaN (never drawn) writes 0.0.
+        let tenths = (self.0 * 10.0).round() as i64;
+        let sign = if tenths < 0 { "-" } else { "" };
+        let tenths = tenths.unsigned_abs();
+        write!(f, "{sign}{}.{}", tenths / 10, tenths % 10)
+    }
+}
+
 /// An instant in full: `2027-01-05 10:00:03 CET`.
 pub(crate) fn when(ms: i64, zone: &TimeZone) -> String {
     crate::time::local(ms, zone)
@@ -175,5 +190,9 @@ mod tests {
         assert_eq!(percent(0.985), "98.5%");
         assert_eq!(percent(1.0), "100%");
         assert_eq!(first_line("boom\nmore", 40), "boom…");
+        assert_eq!(Px(12.345).to_string(), "12.3");
+        assert_eq!(Px(-0.04).to_string(), "0.0");
+        assert_eq!(Px(-2.25).to_string(), "-2.3");
+        assert_eq!(Px(0.96).to_string(), "1.0");
     }
 }

@@ -1,11 +1,12 @@
 //! The read-only web view (`web_listen`) and the Prometheus endpoint (`metrics_listen`),
 //! served by one HTTP stack (hyper). Pages are rendered on the server as HTML with inline SVG
 //! charts; a small built-in script refreshes them while they are shown. Nothing here changes
-//! the daemon's state: the history is read through read-only connections, and the daemon is
-//! asked only what `pacer jobs`, `status` and `why` ask.
+//! the daemon's state: the history (SQLite, or a cluster's PostgreSQL) is only read, and the
+//! daemon is asked only what `pacer jobs`, `status` and `why` ask.
 
 mod assets;
 mod fmt;
+mod history;
 mod page;
 mod pages;
 mod query;

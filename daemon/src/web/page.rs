@@ -69,6 +69,7 @@ impl PageError {
             body,
             live: false,
             daemon: None,
+            cluster: false,
         };
         html(self.status(), page.render())
     }
@@ -80,6 +81,7 @@ pub(crate) enum Nav {
     Jobs,
     Runs,
     Timeline,
+    Nodes,
     None,
 }
 
@@ -96,6 +98,8 @@ pub(crate) struct Page {
     pub(crate) live: bool,
     /// The daemon's load for the header, when it answered.
     pub(crate) daemon: Option<StatusInfo>,
+    /// Whether the daemon is a node of a cluster (the navigation then offers its nodes).
+    pub(crate) cluster: bool,
 }
 
 impl Page {
@@ -125,11 +129,15 @@ impl Page {
             },
             assets::ICON.href()
         );
+        let nodes = self.cluster.then_some((Nav::Nodes, "/nodes", "Nodes"));
         for (nav, href, label) in [
             (Nav::Jobs, "/", "Jobs"),
             (Nav::Runs, "/runs", "Runs"),
             (Nav::Timeline, "/timeline", "Timeline"),
-        ] {
+        ]
+        .into_iter()
+        .chain(nodes)
+        {
             let current = if nav == self.nav {
                 " class=\"on\" aria-current=\"page\""
             } else {
@@ -141,9 +149,13 @@ impl Page {
         match &self.daemon {
             Some(status) => {
                 let busy = if status.in_flight > 0 { " busy" } else { "" };
+                w!(out, "<span class=\"dot{busy}\"></span>");
+                if let Some(node) = &status.node {
+                    w!(out, "node {} · ", esc(node));
+                }
                 w!(
                     out,
-                    "<span class=\"dot{busy}\"></span>{} running · {} queued",
+                    "{} running · {} queued",
                     status.in_flight,
                     status.queued
                 );

@@ -21,6 +21,7 @@ use tokio::sync::{Semaphore, mpsc};
 use super::site::Site;
 use crate::config::{Config, DaemonSettings};
 use crate::control::server::Incoming as ControlRequest;
+use crate::store::postgres::PgDatabase;
 
 /// A response with its whole body in memory: every page is rendered before it is sent.
 pub(crate) type Reply = Response<Full<Bytes>>;
@@ -115,18 +116,20 @@ impl Listeners {
     }
 
     /// Serves until the task is aborted. The web view reads the history in `config`'s
-    /// database and asks the engine, through `engine`, what only it knows.
+    /// database, or in `cluster`, the database a cluster's nodes share, and asks the engine,
+    /// through `engine`, what only it knows.
     pub(crate) async fn serve(
         self,
         config: Arc<Config>,
         engine: mpsc::Sender<ControlRequest>,
         metrics: Arc<dyn MetricsSource>,
+        cluster: Option<PgDatabase>,
     ) {
         let site = self
             .bound
             .iter()
             .any(|(_, serves)| serves.web)
-            .then(|| Arc::new(Site::new(&config, engine)));
+            .then(|| Arc::new(Site::new(&config, engine, cluster)));
         let handler = Arc::new(Handler { site, metrics });
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let loops = self.bound.into_iter().map(|(listener, serves)| {

@@ -1,6 +1,7 @@
-//! Where the pages' data comes from: the history, read on blocking threads through read-only
-//! connections (as the CLI reads it), and the engine, asked through the control channel (as
-//! the CLI asks it), so serving a page never stalls the daemon's loop.
+//! Where the pages' data comes from: the history, read on blocking threads (SQLite through
+//! read-only connections, or a cluster's PostgreSQL through a pool of its own, as the CLI reads
+//! them), and the engine, asked through the control channel (as the CLI asks it), so serving a
+//! page never stalls the daemon's loop nor takes the connections its cluster protocol uses.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -9,11 +10,12 @@ use std::time::{Duration, SystemTime};
 use jiff::tz::TimeZone;
 use tokio::sync::mpsc;
 
+use super::history::History;
 use super::page::PageError;
 use crate::config::{Config, Environment};
 use crate::control::server::Incoming;
 use crate::control::{Request, Response};
-use crate::store::StoreError;
+use crate::store::postgres::PgDatabase;
 use crate::store::sqlite::SqliteHistory;
 
 /// How long a page waits for the engine's answer before saying the daemon is busy.
@@ -27,23 +29,50 @@ const IDLE_CONNECTIONS: usize = 4;
 #[derive(Debug)]
 pub(crate) struct Site {
     engine: mpsc::Sender<Incoming>,
-    database: PathBuf,
-    idle: Mutex<Vec<SqliteHistory>>,
+    history: Source,
     config: ConfigCache,
     /// The zone pages show instants in: the machine's, as the CLI's tables do.
     pub(crate) zone: TimeZone,
 }
 
+/// Where the history is.
+#[derive(Debug)]
+enum Source {
+    /// The daemon's SQLite file, and read-only connections to it kept between requests.
+    Local {
+        database: PathBuf,
+        idle: Mutex<Vec<SqliteHistory>>,
+    },
+    /// The cluster's database (boxed: a pool's handle is large beside a path).
+    Cluster(Box<PgDatabase>),
+}
+
 impl Site {
-    /// The sources of a daemon started with `config`.
-    pub(crate) fn new(config: &Arc<Config>, engine: mpsc::Sender<Incoming>) -> Site {
+    /// The sources of a daemon started with `config`; `cluster` is the shared database of a
+    /// node of a cluster (a pool for the web view alone).
+    pub(crate) fn new(
+        config: &Arc<Config>,
+        engine: mpsc::Sender<Incoming>,
+        cluster: Option<PgDatabase>,
+    ) -> Site {
+        let history = match cluster {
+            Some(db) => Source::Cluster(Box::new(db)),
+            None => Source::Local {
+                database: config.daemon.database.clone(),
+                idle: Mutex::new(Vec::new()),
+            },
+        };
         Site {
             engine,
-            database: config.daemon.database.clone(),
-            idle: Mutex::new(Vec::new()),
+            history,
             config: ConfigCache::new(Arc::clone(config)),
             zone: TimeZone::system(),
         }
+    }
+
+    /// Whether this daemon is a node of a cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.history, Source::Cluster(_))
     }
 
     /// Asks the engine, as `pacer` does over the control socket.
@@ -64,39 +93,36 @@ impl Site {
         .map_err(|_| busy())?
     }
 
-    /// Runs `query` on a read-only connection on a blocking thread, with the config in force.
+    /// Runs `query` on a blocking thread, on the history (one daemon's in one read
+    /// transaction, so that a page agrees with itself), with the config in force.
     pub(crate) async fn read<T, F>(self: &Arc<Self>, query: F) -> Result<T, PageError>
     where
         T: Send + 'static,
-        F: FnOnce(&SqliteHistory, &Config) -> Result<T, PageError> + Send + 'static,
+        F: FnOnce(&History<'_>, &Config) -> Result<T, PageError> + Send + 'static,
     {
         let site = Arc::clone(self);
+        let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
-            let history = site.connection()?;
             let config = site.config.current();
-            let result = query(&history, &config);
-            if let Ok(mut idle) = site.idle.lock()
-                && idle.len() < IDLE_CONNECTIONS
-            {
-                idle.push(history);
+            match &site.history {
+                Source::Local { database, idle } => {
+                    let history = match idle.lock().ok().and_then(|mut idle| idle.pop()) {
+                        Some(history) => history,
+                        None => SqliteHistory::open(database)?,
+                    };
+                    let result = history.snapshot(|| query(&History::Local(&history), &config));
+                    if let Ok(mut idle) = idle.lock()
+                        && idle.len() < IDLE_CONNECTIONS
+                    {
+                        idle.push(history);
+                    }
+                    result
+                }
+                Source::Cluster(db) => query(&History::Cluster(db, &runtime), &config),
             }
-            result
         })
         .await
         .map_err(|e| PageError::Internal(format!("a page's query stopped: {e}")))?
-    }
-
-    fn connection(&self) -> Result<SqliteHistory, PageError> {
-        if let Some(history) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
-            return Ok(history);
-        }
-        SqliteHistory::open(&self.database).map_err(PageError::from)
-    }
-}
-
-impl From<StoreError> for PageError {
-    fn from(e: StoreError) -> PageError {
-        PageError::Internal(e.to_string())
     }
 }
 

@@ -9,7 +9,7 @@ use jiff::tz::TimeZone;
 use super::fmt::{self, esc};
 use super::page::w;
 use crate::store::RunRecord;
-use crate::store::sqlite::WindowRun;
+use crate::store::{WindowRun, percentile};
 use crate::time::from_ms;
 
 /// Maps instants in `[from, to)` onto `x0..x0 + width`.
@@ -99,6 +99,13 @@ pub(crate) fn run_title(run: &WindowRun, error: Option<&str>, zone: &TimeZone) -
     if let Some(wait) = run.queue_ms.filter(|wait| *wait > 0) {
         w!(title, "\nwaited {} for a slot", fmt::duration(wait));
     }
+    if let Some(since) = run.waiting_since() {
+        w!(
+            title,
+            "\nwaiting for a slot since {}",
+            fmt::when(since, zone)
+        );
+    }
     if let Some(error) = error {
         w!(title, "\n{}", fmt::first_line(error, 120));
     }
@@ -169,7 +176,7 @@ pub(crate) fn durations(
     sorted.sort_unstable();
     // The 99th percentile sets the scale, so one outlier does not flatten the rest; longer
     // runs are drawn on the top edge.
-    let highest = crate::store::sqlite::percentile(&sorted, 99).unwrap_or(1_000);
+    let highest = percentile(&sorted, 99).unwrap_or(1_000);
     let step = STEPS_MS
         .into_iter()
         .find(|step| highest * 10 / 9 <= step * 4)
@@ -210,7 +217,7 @@ pub(crate) fn durations(
                 .filter_map(WindowRun::duration_ms)
                 .collect();
             inside.sort_unstable();
-            if let Some(value) = crate::store::sqlite::percentile(&inside, pct) {
+            if let Some(value) = percentile(&inside, pct) {
                 points.push(format!("{:.1},{:.1}", scale.x(start + slice / 2), y(value)));
             }
         }

@@ -2,14 +2,16 @@
 //! the store's real writer. Plain HTTP for what a browser does not show (methods, headers,
 //! errors), and a real headless Chromium for the pages themselves: no console errors, filters
 //! and paging by clicking, the timeline's runs, live updates, a phone's width, a screenshot of
-//! each page.
+//! each page. A node of a cluster, on a real PostgreSQL, shows the whole cluster's runs with
+//! their nodes, and the nodes themselves.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use pacer_tests::browser::{self, Browser};
 use pacer_tests::history::{self, HUGE_OUTPUT_END, Seeded};
-use pacer_tests::{Daemon, Sandbox, artifacts, wait_for, wait_until};
+use pacer_tests::postgres::Postgres;
+use pacer_tests::{Daemon, Sandbox, artifacts, text, wait_for, wait_until};
 use serde_json::{Value, json};
 
 fn free_port() -> u16 {
@@ -186,6 +188,7 @@ fn the_web_view_is_read_only_and_refuses_bad_requests_clearly() {
         "/jobs/no-such-job",
         "/nowhere",
         "/static/missing.css",
+        "/nodes",
     ] {
         let (status, _, body) = fetch("GET", &format!("{base}{path}"));
         assert_eq!(status, 404, "{path}: {body}");
@@ -416,6 +419,79 @@ fn the_web_view_works_in_a_real_browser() {
         page.len()
     );
 
+    // A run of the seeded week that waited for a slot: its wait is drawn before its bar.
+    let waited = history
+        .iter()
+        .find(|r| r["queue_ms"].as_i64().is_some_and(|q| q >= 60_000))
+        .expect("a seeded run waited for a slot");
+    let waited_id = waited["id"].as_i64().unwrap();
+    browser.goto(&format!(
+        "{base}/timeline?job={}&span=1h&end={}",
+        text(waited, "job"),
+        url_escape(&rfc3339(ms(text(waited, "started_at")) + 1_800_000))
+    ));
+    browser.find(&format!("svg.gantt a[href='/runs/{waited_id}'] rect.wait"));
+    browser.find("svg.load path.waiting");
+
+    // A fire waiting for a slot now (the backups pool runs one at a time, and a long backup
+    // holds it) shows as waiting on every page.
+    let holder = sandbox.pacer([
+        "run",
+        "nightly-backup",
+        "--params",
+        r#"{"command": "sleep 60"}"#,
+    ]);
+    assert_eq!(holder.code, 0, "{holder}");
+    let holder = wait_until("the backup to hold the pool's slot", || {
+        sandbox
+            .history(&["--job", "nightly-backup", "--status", "running"])
+            .first()
+            .map(|r| r["id"].as_i64().unwrap())
+    });
+    let vacuum = sandbox.pacer(["run", "db-vacuum"]);
+    assert_eq!(vacuum.code, 0, "{vacuum}");
+    let queued = wait_until("the vacuum to wait", || {
+        sandbox
+            .history(&["--job", "db-vacuum", "--status", "queued"])
+            .first()
+            .map(|r| r["id"].as_i64().unwrap())
+    });
+    browser.goto(&format!("{base}/runs?status=queued"));
+    assert_eq!(listed_ids(&browser), [queued]);
+    assert_eq!(texts(&browser, "table.runs .badge"), ["queued"]);
+    let wait = texts(&browser, "table.runs td[data-label='Queue wait']").concat();
+    assert!(wait.ends_with("so far"), "{wait}");
+    let reason = texts(&browser, "table.runs td.reason").concat();
+    assert!(reason.contains("pool `backups`"), "{reason}");
+    browser.goto(&format!("{base}/runs/{queued}"));
+    let box_text = texts(&browser, ".wait-box").concat();
+    assert!(
+        box_text.contains("pool `backups`") && box_text.ends_with("so far"),
+        "{box_text}"
+    );
+    browser.find("svg.phases rect.wait");
+    assert!(
+        texts(&browser, ".error-box").is_empty(),
+        "a wait is no error"
+    );
+    browser.goto(&format!("{base}/jobs/db-vacuum"));
+    let rows = texts(&browser, &format!("#why tr:has(a[href='/runs/{queued}'])"));
+    assert_eq!(rows.len(), 1, "the waiting fire is listed once: {rows:?}");
+    assert!(
+        rows[0].contains("queued") && rows[0].contains("so far"),
+        "{rows:?}"
+    );
+    browser.goto(&format!("{base}/?q=db-vacuum"));
+    browser.find(&format!(
+        "svg.strip a[href='/runs/{queued}'] rect.st-queued"
+    ));
+    browser.goto(&format!("{base}/timeline?job=db-vacuum&span=1h"));
+    browser.find(&format!("svg.gantt a[href='/runs/{queued}'] rect.wait"));
+    browser.find("svg.load path.waiting");
+    let logged = errors(&browser);
+    assert!(logged.is_empty(), "{logged:?}");
+    assert_eq!(sandbox.pacer(["cancel", &holder.to_string()]).code, 0);
+
     // Live: a new run appears on the open page without a reload.
     browser.goto(&format!("{base}/runs"));
     browser.script("window.notReloaded = true;", &json!([]));
@@ -462,4 +538,94 @@ fn ms(text: &str) -> i64 {
 /// An instant as the contract prints it.
 fn rfc3339(ms: i64) -> String {
     format!("{:.3}", jiff::Timestamp::from_millisecond(ms).unwrap())
+}
+
+/// A node of a cluster with the web view (`web_listen` on a free port), on the shared database.
+fn cluster_node(pg: &Postgres, node: &str) -> (Sandbox, String) {
+    let sandbox = Sandbox::new();
+    let port = free_port();
+    sandbox.write_config(
+        &format!("web_listen = \"127.0.0.1:{port}\"\n"),
+        &format!(
+            "[cluster]\ndatabase_url = \"{}\"\nnode_id = \"{node}\"\nlease_ttl = \"5s\"\n\
+             heartbeat = \"500ms\"\n\n\
+             [pools.solo]\nmax_concurrency = 1\n\n\
+             [[jobs]]\nname = \"report\"\nplugin = \"exec\"\npool = \"solo\"\n\
+             params = {{ command = \"echo report\" }}\n",
+            pg.url()
+        ),
+    );
+    (sandbox, format!("http://127.0.0.1:{port}"))
+}
+
+#[test]
+fn a_cluster_node_shows_the_whole_cluster_and_its_nodes() {
+    let Some(pg) = Postgres::start() else { return };
+    let (a, base) = cluster_node(&pg, "node-a");
+    let (b, _) = cluster_node(&pg, "node-b");
+    let _daemon_a = a.start();
+    let _daemon_b = b.start();
+
+    // The nodes page lists every node, as `pacer nodes` does.
+    let nodes = wait_until("both nodes alive", || {
+        let (status, _, body) = fetch("GET", &format!("{base}/nodes"));
+        assert_eq!(status, 200, "{body}");
+        (body.contains("id=\"node-node-a\"") && body.contains("id=\"node-node-b\"")).then_some(body)
+    });
+    assert!(nodes.contains(">this node<"), "{nodes}");
+    assert!(
+        nodes.contains("href=\"/nodes\""),
+        "the navigation offers the nodes"
+    );
+    let listed: Vec<Value> = match a.pacer_json(&["nodes"]) {
+        Value::Array(nodes) => nodes,
+        other => panic!("{other}"),
+    };
+    assert_eq!(listed.len(), 2);
+    for node in &listed {
+        assert!(nodes.contains(text(node, "host")), "{nodes}");
+    }
+
+    // A run started from node b, wherever it ran, is on node a's pages with its node.
+    let done = b.pacer(["run", "report", "--wait"]);
+    assert_eq!(done.code, 0, "{done}");
+    let run = b.history(&["--job", "report"]).remove(0);
+    let id = run["id"].as_i64().unwrap();
+    let ran_on = text(&run, "node").to_owned();
+    let (status, _, runs) = fetch("GET", &format!("{base}/runs"));
+    assert_eq!(status, 200, "{runs}");
+    assert!(runs.contains("<th>Node</th>"), "{runs}");
+    assert!(runs.contains(&format!("href=\"/runs/{id}\"")), "{runs}");
+    assert!(
+        runs.contains(&format!("href=\"/nodes#node-{ran_on}\">{ran_on}</a>")),
+        "{runs}"
+    );
+    let (status, _, page) = fetch("GET", &format!("{base}/runs/{id}"));
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains(&format!(
+            "<dt>node</dt><dd><a href=\"/nodes#node-{ran_on}\">"
+        )),
+        "{page}"
+    );
+    let (status, _, jobs) = fetch("GET", &format!("{base}/"));
+    assert_eq!(status, 200, "{jobs}");
+    assert!(jobs.contains(&format!("href=\"/runs/{id}\"")), "{jobs}");
+    assert!(
+        jobs.contains("badge st-succeeded"),
+        "the cluster's last status: {jobs}"
+    );
+    for path in ["/jobs/report", "/timeline?span=1h", "/runs?trigger=manual"] {
+        let (status, _, page) = fetch("GET", &format!("{base}{path}"));
+        assert_eq!(status, 200, "{path}: {page}");
+        assert!(
+            page.contains(&format!("href=\"/runs/{id}\"")),
+            "{path}: {page}"
+        );
+    }
+    let (_, _, scheduled) = fetch("GET", &format!("{base}/runs?trigger=schedule"));
+    assert!(
+        !scheduled.contains(&format!("href=\"/runs/{id}\"")),
+        "{scheduled}"
+    );
 }

@@ -9,7 +9,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::{ClusterError, PgDatabase, db, within};
-use crate::model::Status;
+use crate::model::{Status, Trigger};
 use crate::store::{HistoryQuery, JobState, JobStats, RunId, RunRecord};
 use crate::time::json;
 
@@ -75,7 +75,7 @@ pub struct PoolLoad {
 }
 
 /// The columns of a [`ClusterRun`].
-const RUN_COLUMNS: &str = "runs.id, runs.job, runs.plugin, runs.status, runs.trigger, \
+pub(super) const RUN_COLUMNS: &str = "runs.id, runs.job, runs.plugin, runs.status, runs.trigger, \
      runs.attempt, runs.scheduled_at, runs.started_at, runs.finished_at, runs.queue_ms, \
      runs.error, runs.message, runs.node";
 
@@ -103,6 +103,16 @@ impl PgDatabase {
         }
         if let Some(status) = query.status {
             filter("status =", Box::new(status.as_str()));
+        }
+        if let Some(trigger) = query.trigger {
+            // The rare triggers restate the condition of the partial index `runs_by_trigger`,
+            // which a generic plan can use only when the query names it.
+            let clause = if trigger == Trigger::Schedule {
+                "trigger ="
+            } else {
+                "trigger <> 'schedule' AND trigger ="
+            };
+            filter(clause, Box::new(trigger.as_str()));
         }
         if let Some(since) = query.since {
             filter("scheduled_at >=", Box::new(since));
@@ -348,7 +358,7 @@ impl PgDatabase {
     }
 }
 
-fn run_from_row(row: &Row) -> Result<ClusterRun, ClusterError> {
+pub(super) fn run_from_row(row: &Row) -> Result<ClusterRun, ClusterError> {
     let started_at: Option<i64> = row.try_get("started_at").map_err(db)?;
     let finished_at: Option<i64> = row.try_get("finished_at").map_err(db)?;
     let trigger: String = row.try_get("trigger").map_err(db)?;
@@ -376,7 +386,7 @@ fn run_from_row(row: &Row) -> Result<ClusterRun, ClusterError> {
     })
 }
 
-fn parse_status(text: &str) -> Result<Status, ClusterError> {
+pub(super) fn parse_status(text: &str) -> Result<Status, ClusterError> {
     text.parse()
         .map_err(|e: crate::model::UnknownName| ClusterError::Corrupt(e.to_string()))
 }

@@ -12,6 +12,7 @@
 //! on any run); [`PgNode`] is one joined node and the protocol it speaks.
 
 mod admit;
+mod browse;
 mod claim;
 mod history;
 mod listen;

@@ -1,15 +1,16 @@
 //! The web view's queries: time windows of one job, the load of all jobs over a window, a run
 //! with a bounded tail of its output, and a run's chain. Each is served by an index (see the
-//! schema's `WEB_VIEW` migration) and bounded by a limit, so a page costs the same with a
-//! million runs in the history as with a thousand.
+//! schema's `WEB_VIEW` and `WEB_WINDOWS_FROM_INDEXES` migrations) and bounded by a limit, so a
+//! page costs the same with a million runs in the history as with a thousand.
 
 use rusqlite::OptionalExtension;
 
-use super::super::{JobStats, RunDetail, RunId, RunRecord, StoreError};
+use super::super::{
+    CappedRun, JobStats, RunDetail, RunId, RunRecord, Samples, Span, StoreError, WindowRun,
+};
 use super::SqliteHistory;
-use super::reader::Samples;
-use super::rows::{self, Problem, RECORD_COLUMNS, column};
-use crate::model::{Status, Trigger};
+use super::rows::{self, Column, Problem, RECORD_COLUMNS, position};
+use crate::model::Status;
 
 /// A row that does not decode, named by its id, for the page that needed it.
 fn damaged(row: &rusqlite::Row<'_>, problem: Problem) -> StoreError {
@@ -20,73 +21,94 @@ fn damaged(row: &rusqlite::Row<'_>, problem: Problem) -> StoreError {
     }
 }
 
-/// A run as a time window shows it: no plugin, error, params or output, so reading thousands
-/// of them reads only the columns drawn.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WindowRun {
-    /// The run's id.
-    pub id: RunId,
-    /// The job.
-    pub job: String,
-    /// What became of it.
-    pub status: Status,
-    /// Why it ran.
-    pub trigger: Trigger,
-    /// 1 for the first attempt.
-    pub attempt: u32,
-    /// The due instant, Unix ms.
-    pub scheduled_at: i64,
-    /// When its process was spawned.
-    pub started_at: Option<i64>,
-    /// When its process was reaped.
-    pub finished_at: Option<i64>,
-    /// Time spent waiting for admission.
-    pub queue_ms: Option<i64>,
+/// The columns of a [`WindowRun`], found once per query.
+#[derive(Debug)]
+struct WindowColumns {
+    id: Column,
+    job: Column,
+    status: Column,
+    trigger: Column,
+    attempt: Column,
+    scheduled_at: Column,
+    queued_at: Column,
+    started_at: Column,
+    finished_at: Column,
+    queue_ms: Column,
 }
 
-impl WindowRun {
-    /// `finished_at - started_at`.
-    pub fn duration_ms(&self) -> Option<i64> {
-        self.started_at.zip(self.finished_at).map(|(s, f)| f - s)
+impl WindowColumns {
+    fn of(statement: &rusqlite::Statement<'_>) -> Result<WindowColumns, StoreError> {
+        Ok(WindowColumns {
+            id: position(statement, "id")?,
+            job: position(statement, "job")?,
+            status: position(statement, "status")?,
+            trigger: position(statement, "trigger")?,
+            attempt: position(statement, "attempt")?,
+            scheduled_at: position(statement, "scheduled_at")?,
+            queued_at: position(statement, "queued_at")?,
+            started_at: position(statement, "started_at")?,
+            finished_at: position(statement, "finished_at")?,
+            queue_ms: position(statement, "queue_ms")?,
+        })
+    }
+
+    fn read(&self, row: &rusqlite::Row<'_>) -> Result<WindowRun, Problem> {
+        Ok(WindowRun {
+            id: self.id.get(row)?,
+            job: self.job.get(row)?,
+            status: self.status.parsed(row)?,
+            trigger: self.trigger.parsed(row)?,
+            attempt: self.attempt.get(row)?,
+            scheduled_at: self.scheduled_at.get(row)?,
+            queued_at: self.queued_at.get(row)?,
+            started_at: self.started_at.get(row)?,
+            finished_at: self.finished_at.get(row)?,
+            queue_ms: self.queue_ms.get(row)?,
+        })
     }
 }
 
-impl From<&RunRecord> for WindowRun {
-    fn from(run: &RunRecord) -> WindowRun {
-        WindowRun {
-            id: run.id,
-            job: run.job.clone(),
-            status: run.status,
-            trigger: run.trigger,
-            attempt: run.attempt,
-            scheduled_at: run.scheduled_at,
-            started_at: run.started_at,
-            finished_at: run.finished_at,
-            queue_ms: run.queue_ms,
-        }
+/// The columns of a [`Span`], found once per query.
+#[derive(Debug)]
+struct SpanColumns {
+    job: Column,
+    scheduled_at: Column,
+    queued_at: Column,
+    started_at: Column,
+    finished_at: Column,
+    queue_ms: Column,
+}
+
+impl SpanColumns {
+    fn of(statement: &rusqlite::Statement<'_>) -> Result<SpanColumns, StoreError> {
+        Ok(SpanColumns {
+            job: position(statement, "job")?,
+            scheduled_at: position(statement, "scheduled_at")?,
+            queued_at: position(statement, "queued_at")?,
+            started_at: position(statement, "started_at")?,
+            finished_at: position(statement, "finished_at")?,
+            queue_ms: position(statement, "queue_ms")?,
+        })
     }
-}
 
-/// When a run held a slot, for the load over a window.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Span {
-    /// The run's job.
-    pub job: String,
-    /// When its process was spawned, Unix ms.
-    pub started_at: i64,
-    /// When it was reaped; `None` while it runs.
-    pub finished_at: Option<i64>,
-    /// How long it waited for admission before it started.
-    pub queue_ms: i64,
-}
-
-/// A run with at most a bounded tail of its output.
-#[derive(Debug, Clone)]
-pub struct CappedRun {
-    /// The run, with `output` holding the tail read.
-    pub detail: RunDetail,
-    /// Bytes of output stored for the run, of which `detail.output` is the tail.
-    pub stored_output: u64,
+    fn read(&self, row: &rusqlite::Row<'_>) -> Result<Span, Problem> {
+        let started_at: Option<i64> = self.started_at.get(row)?;
+        let waiting_from = match started_at {
+            Some(started) => started - self.queue_ms.get::<Option<i64>>(row)?.unwrap_or(0).max(0),
+            None => {
+                let due: i64 = self.scheduled_at.get(row)?;
+                self.queued_at
+                    .get::<Option<i64>>(row)?
+                    .map_or(due, |accepted| accepted.max(due))
+            }
+        };
+        Ok(Span {
+            job: self.job.get(row)?,
+            waiting_from,
+            started_at,
+            finished_at: self.finished_at.get(row)?,
+        })
+    }
 }
 
 impl SqliteHistory {
@@ -99,36 +121,61 @@ impl SqliteHistory {
         limit: u32,
     ) -> Result<Vec<WindowRun>, StoreError> {
         let mut statement = self.conn.prepare_cached(
-            "SELECT id, job, status, trigger, attempt, scheduled_at, started_at, finished_at,
-                    queue_ms
+            "SELECT id, job, status, trigger, attempt, scheduled_at, queued_at, started_at,
+                    finished_at, queue_ms
              FROM runs INDEXED BY runs_by_job_schedule
              WHERE job = ?1 AND scheduled_at >= ?2 AND scheduled_at < ?3
              ORDER BY scheduled_at DESC LIMIT ?4",
         )?;
-        let rows = statement.query_and_then(
-            rusqlite::params![job, from, to, i64::from(limit)],
-            |row| -> Result<WindowRun, StoreError> {
-                let decoded = (|| {
-                    let status: String = column(row, "status")?;
-                    let trigger: String = column(row, "trigger")?;
-                    Ok::<_, Problem>(WindowRun {
-                        id: column(row, "id")?,
-                        job: column(row, "job")?,
-                        status: rows::parse_status(&status)?,
-                        trigger: trigger
-                            .parse::<Trigger>()
-                            .map_err(|e| format!("column `trigger`: {e}"))?,
-                        attempt: column(row, "attempt")?,
-                        scheduled_at: column(row, "scheduled_at")?,
-                        started_at: column(row, "started_at")?,
-                        finished_at: column(row, "finished_at")?,
-                        queue_ms: column(row, "queue_ms")?,
-                    })
-                })();
-                decoded.map_err(|problem| damaged(row, problem))
-            },
-        )?;
+        let columns = WindowColumns::of(&statement)?;
+        let rows = statement
+            .query_and_then(rusqlite::params![job, from, to, i64::from(limit)], |row| {
+                columns.read(row).map_err(|problem| damaged(row, problem))
+            })?;
         rows.collect()
+    }
+
+    /// `pacer stats`' figures for `job` over its newest `limit` runs scheduled in `[from, to)`,
+    /// and how many runs that was (`limit` when the window holds more). Reads only what the
+    /// figures need, from the index alone.
+    pub fn job_figures(
+        &self,
+        job: &str,
+        from: i64,
+        to: i64,
+        limit: u32,
+    ) -> Result<(JobStats, usize), StoreError> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT status, scheduled_at, started_at, finished_at, queue_ms
+             FROM runs INDEXED BY runs_by_job_schedule
+             WHERE job = ?1 AND scheduled_at >= ?2 AND scheduled_at < ?3
+             ORDER BY scheduled_at DESC LIMIT ?4",
+        )?;
+        let status = position(&statement, "status")?;
+        let scheduled_at = position(&statement, "scheduled_at")?;
+        let started_at = position(&statement, "started_at")?;
+        let finished_at = position(&statement, "finished_at")?;
+        let queue_ms = position(&statement, "queue_ms")?;
+        let mut rows = statement.query(rusqlite::params![job, from, to, i64::from(limit)])?;
+        let mut samples = Samples::default();
+        let mut read = 0;
+        while let Some(row) = rows.next()? {
+            read += 1;
+            let sample = (|| {
+                Ok::<_, Problem>((
+                    status.parsed::<Status>(row)?,
+                    scheduled_at.get(row)?,
+                    started_at.get(row)?,
+                    finished_at.get(row)?,
+                    queue_ms.get(row)?,
+                ))
+            })();
+            // A damaged row is left out of the figures, as `pacer stats` leaves it out.
+            if let Ok((status, scheduled, started, finished, queue)) = sample {
+                samples.add_run(status, scheduled, started, finished, queue);
+            }
+        }
+        Ok((samples.summarize(job.to_owned()), read))
     }
 
     /// Whether `job` has a run scheduled in `[from, to)`: one index probe.
@@ -145,7 +192,8 @@ impl SqliteHistory {
 
     /// The runs of every job that held a slot during `[from, to)`: those due in
     /// `[from - lookback, to)` that started, and every run still going. At most `limit`, the
-    /// latest due first, so a window too full to draw is cut at its old end.
+    /// latest due first, so a window too full to draw is cut at its old end. Then every fire
+    /// still waiting for a slot (few: at most the queue's bound).
     pub fn spans(
         &self,
         from: i64,
@@ -154,35 +202,35 @@ impl SqliteHistory {
         limit: u32,
     ) -> Result<Vec<Span>, StoreError> {
         let mut statement = self.conn.prepare_cached(
-            "SELECT job, started_at, finished_at, queue_ms FROM runs INDEXED BY runs_by_schedule
+            "SELECT id, job, scheduled_at, NULL AS queued_at, started_at, finished_at, queue_ms
+             FROM runs INDEXED BY runs_by_schedule
              WHERE scheduled_at >= ?1 AND scheduled_at < ?2 AND started_at IS NOT NULL
                AND (finished_at IS NULL OR finished_at >= ?3)
              ORDER BY scheduled_at DESC LIMIT ?4",
         )?;
-        let span = |row: &rusqlite::Row<'_>| -> rusqlite::Result<Span> {
-            Ok(Span {
-                job: row.get("job")?,
-                started_at: row.get("started_at")?,
-                finished_at: row.get("finished_at")?,
-                queue_ms: row.get::<_, Option<i64>>("queue_ms")?.unwrap_or(0),
-            })
-        };
+        let columns = SpanColumns::of(&statement)?;
         let mut spans = statement
-            .query_map(
+            .query_and_then(
                 rusqlite::params![from - lookback, to, from, i64::from(limit)],
-                span,
+                |row| columns.read(row).map_err(|problem| damaged(row, problem)),
             )?
             .collect::<Result<Vec<_>, _>>()?;
-        // Runs due before the look-back that still go (few: at most the concurrency caps).
+        // Runs due before the look-back that still go, and fires that wait.
         let mut going = self.conn.prepare_cached(
-            "SELECT job, started_at, finished_at, queue_ms FROM runs INDEXED BY runs_by_status
-             WHERE status = 'running' AND scheduled_at < ?1 AND started_at IS NOT NULL",
+            "SELECT id, job, scheduled_at, queued_at, started_at, finished_at, queue_ms
+             FROM runs INDEXED BY runs_by_status
+             WHERE (status = 'running' AND scheduled_at < ?1 AND started_at IS NOT NULL)
+                OR status = 'queued'",
         )?;
-        spans.extend(
-            going
-                .query_map([from - lookback], span)?
-                .collect::<Result<Vec<_>, _>>()?,
-        );
+        let columns = SpanColumns::of(&going)?;
+        for span in going.query_and_then([from - lookback], |row| {
+            columns.read(row).map_err(|problem| damaged(row, problem))
+        })? {
+            let span = span?;
+            if span.started_at.is_some() || span.waiting_from < to {
+                spans.push(span);
+            }
+        }
         Ok(spans)
     }
 
@@ -190,7 +238,7 @@ impl SqliteHistory {
     pub fn run_capped(&self, id: RunId, max_output: u64) -> Result<Option<CappedRun>, StoreError> {
         let max = i64::try_from(max_output).unwrap_or(i64::MAX);
         let mut statement = self.conn.prepare_cached(&format!(
-            "SELECT {RECORD_COLUMNS}, runs.params,
+            "SELECT {RECORD_COLUMNS}, runs.params, runs.queued_at,
                     length(run_output.output) AS stored,
                     CASE WHEN ?2 = 0 THEN NULL
                          ELSE substr(run_output.output, max(1, length(run_output.output) - ?2 + 1))
@@ -217,6 +265,7 @@ impl SqliteHistory {
                     params,
                 },
                 stored_output: stored.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+                queued_at: row.get("queued_at")?,
             })
         })?;
         rows.next().transpose()
@@ -244,20 +293,4 @@ impl SqliteHistory {
         )?;
         rows.collect()
     }
-}
-
-/// `pacer stats`' figures for one job over `runs` (those that started and ended count).
-pub fn summarize(job: &str, runs: &[WindowRun]) -> JobStats {
-    let mut samples = Samples::default();
-    for run in runs {
-        if let (Some(started), Some(finished)) = (run.started_at, run.finished_at) {
-            samples.add(
-                run.status,
-                finished - started,
-                run.queue_ms,
-                started - run.scheduled_at,
-            );
-        }
-    }
-    samples.summarize(job.to_owned())
 }

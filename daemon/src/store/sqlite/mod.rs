@@ -14,9 +14,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-pub use browse::{CappedRun, Span, WindowRun, summarize};
 pub use reader::SqliteHistory;
-pub(crate) use reader::percentile;
 pub use writer::SqliteStore;
 
 use super::StoreError;

@@ -8,7 +8,8 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, Row};
 
 use super::super::{
-    DamagedRow, History, HistoryQuery, JobState, JobStats, RunDetail, RunId, RunRecord, StoreError,
+    DamagedRow, History, HistoryQuery, JobState, JobStats, RunDetail, RunId, RunRecord, Samples,
+    StoreError,
 };
 use super::open_read_only;
 use super::rows::{self, Problem, RECORD_COLUMNS, column};
@@ -32,6 +33,23 @@ impl SqliteHistory {
             path: path.to_owned(),
             damaged: RefCell::default(),
         })
+    }
+
+    /// Runs `read` in one read transaction: its queries see one state of the history (a page
+    /// drawn from several queries agrees with itself), and the database's shared lock is taken
+    /// once for all of them rather than once per query.
+    pub fn snapshot<T, E: From<StoreError>>(
+        &self,
+        read: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        let transaction = self
+            .conn
+            .unchecked_transaction()
+            .map_err(|e| E::from(StoreError::from(e).in_file(&self.path)))?;
+        let result = read();
+        // Nothing was written: ending it either way releases the snapshot.
+        drop(transaction);
+        result
     }
 
     /// The SQL and parameters of a history query, shared with the query-plan test.
@@ -286,65 +304,4 @@ fn sample(row: &Row<'_>) -> Result<Sample, Problem> {
         queue: column(row, "queue_ms")?,
         scheduled: column(row, "scheduled_at")?,
     })
-}
-
-/// One job's figures while they are being collected.
-#[derive(Debug, Default)]
-pub(super) struct Samples {
-    succeeded: u64,
-    failed: u64,
-    durations: Vec<i64>,
-    lateness: Vec<i64>,
-    queue_total: i64,
-    queue_count: u64,
-}
-
-impl Samples {
-    pub(super) fn add(&mut self, status: Status, duration: i64, queue: Option<i64>, lateness: i64) {
-        match status {
-            Status::Succeeded => self.succeeded += 1,
-            s if s.is_failure() => self.failed += 1,
-            _ => {}
-        }
-        self.durations.push(duration);
-        self.lateness.push(lateness);
-        if let Some(queue) = queue {
-            self.queue_total = self.queue_total.saturating_add(queue);
-            self.queue_count += 1;
-        }
-    }
-
-    pub(super) fn summarize(mut self, job: String) -> JobStats {
-        self.durations.sort_unstable();
-        self.lateness.sort_unstable();
-        let runs = self.durations.len() as u64;
-        JobStats {
-            job,
-            runs,
-            succeeded: self.succeeded,
-            failed: self.failed,
-            success_rate: if runs == 0 {
-                0.0
-            } else {
-                self.succeeded as f64 / runs as f64
-            },
-            p50_ms: percentile(&self.durations, 50),
-            p95_ms: percentile(&self.durations, 95),
-            max_ms: self.durations.last().copied(),
-            mean_queue_ms: (self.queue_count > 0)
-                .then(|| self.queue_total as f64 / self.queue_count as f64),
-            p50_late_ms: percentile(&self.lateness, 50),
-            p95_late_ms: percentile(&self.lateness, 95),
-            max_late_ms: self.lateness.last().copied(),
-        }
-    }
-}
-
-/// The nearest-rank percentile of sorted `values`.
-pub(crate) fn percentile(sorted: &[i64], pct: usize) -> Option<i64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (pct * sorted.len()).div_ceil(100).max(1);
-    sorted.get(rank - 1).copied()
 }

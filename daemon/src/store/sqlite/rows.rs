@@ -23,6 +23,11 @@ pub(super) fn column<T: FromSql>(row: &Row<'_>, name: &str) -> Result<T, Problem
     let value = row
         .get_ref(name)
         .map_err(|e| format!("column `{name}` cannot be read: {e}"))?;
+    decode(value, name)
+}
+
+/// `value`, the content of column `name`, as a `T`, or what it holds instead.
+fn decode<T: FromSql>(value: ValueRef<'_>, name: &str) -> Result<T, Problem> {
     T::column_result(value).map_err(|e| {
         let held = match value {
             ValueRef::Null => "NULL".to_owned(),
@@ -40,6 +45,57 @@ pub(super) fn column<T: FromSql>(row: &Row<'_>, name: &str) -> Result<T, Problem
         };
         format!("column `{name}` holds {held}{why}")
     })
+}
+
+/// Where column `name` is in `statement`'s result. Queries that read thousands of rows find
+/// their columns once and read each row by position: finding a column by name in each row asks
+/// SQLite for the name of every column before it, which costs more than reading the value.
+pub(super) fn position(
+    statement: &rusqlite::Statement<'_>,
+    name: &str,
+) -> Result<Column, StoreError> {
+    Ok(Column {
+        index: statement.column_index(name)?,
+        name: name.to_owned(),
+    })
+}
+
+/// A column of a statement's result, found by [`position`].
+#[derive(Debug)]
+pub(super) struct Column {
+    index: usize,
+    name: String,
+}
+
+impl Column {
+    /// Its value in `row` as a `T`, or what it holds instead.
+    pub(super) fn get<T: FromSql>(&self, row: &Row<'_>) -> Result<T, Problem> {
+        decode(self.value(row)?, &self.name)
+    }
+
+    /// Its text in `row` parsed in place as a `T` (a status, a trigger).
+    pub(super) fn parsed<T>(&self, row: &Row<'_>) -> Result<T, Problem>
+    where
+        T: std::str::FromStr,
+        T::Err: std::fmt::Display,
+    {
+        let name = &self.name;
+        let parse = |text: &str| {
+            text.parse::<T>()
+                .map_err(|e| format!("column `{name}`: {e}"))
+        };
+        match self.value(row)? {
+            ValueRef::Text(bytes) => std::str::from_utf8(bytes)
+                .map_err(|_| format!("column `{name}` holds text that is not valid UTF-8"))
+                .and_then(parse),
+            other => decode::<String>(other, name).and_then(|text| parse(&text)),
+        }
+    }
+
+    fn value<'r>(&self, row: &'r Row<'_>) -> Result<ValueRef<'r>, Problem> {
+        row.get_ref(self.index)
+            .map_err(|e| format!("column `{}` cannot be read: {e}", self.name))
+    }
 }
 
 /// A long value, cut for a message.

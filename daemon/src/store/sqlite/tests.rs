@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use super::super::{
-    Finish, History, HistoryQuery, JobState, NewFire, RunId, StartRun, Store, StoreError, Write,
+    Finish, History, HistoryQuery, JobState, NewFire, RunId, Span, StartRun, Store, StoreError,
+    Write,
 };
 use super::{SqliteHistory, SqliteStore};
 use crate::model::{Status, Trigger};
@@ -1066,4 +1067,84 @@ async fn the_web_view_reads_a_window_and_the_runs_that_ran_into_it() {
     assert_eq!(window[0].status, Status::Failed);
     let spans = history.spans(6_000, 20_000, 2_000, 10).unwrap();
     assert_eq!(spans.len(), 1, "due before the window, it ran into it");
+}
+
+#[tokio::test]
+async fn the_web_views_windows_are_read_from_the_indexes_alone() {
+    let (_dir, path) = database();
+    let store = SqliteStore::open(&path).unwrap();
+    let id = started_at(&store, "a", 5_000, 5_500, 400).await;
+    store
+        .finish_run(finish(id, Status::Succeeded, 6_000))
+        .await
+        .unwrap();
+    let mut waiting = new_fire("a", 7_000);
+    waiting.accepted_at = 7_200;
+    let waits = queued(&store, waiting).await;
+    let history = SqliteHistory::open(&path).unwrap();
+
+    let plan = |sql: &str| -> String {
+        let mut statement = history
+            .connection()
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap();
+        let rows = statement
+            .query_map([], |row| row.get::<_, String>("detail"))
+            .unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+    };
+    let window = plan(
+        "SELECT id, job, status, trigger, attempt, scheduled_at, queued_at, started_at,
+                finished_at, queue_ms FROM runs INDEXED BY runs_by_job_schedule
+         WHERE job = 'a' AND scheduled_at >= 0 AND scheduled_at < 10 ORDER BY scheduled_at DESC",
+    );
+    assert!(
+        window.contains("COVERING INDEX runs_by_job_schedule"),
+        "{window}"
+    );
+    let load = plan(
+        "SELECT id, job, scheduled_at, started_at, finished_at, queue_ms
+         FROM runs INDEXED BY runs_by_schedule
+         WHERE scheduled_at >= 0 AND scheduled_at < 10 AND started_at IS NOT NULL
+         ORDER BY scheduled_at DESC",
+    );
+    assert!(load.contains("COVERING INDEX runs_by_schedule"), "{load}");
+
+    let runs = history.job_window("a", 0, 10_000, 10).unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].id, waits);
+    assert_eq!(
+        runs[0].waiting_since(),
+        Some(7_200),
+        "since it was accepted"
+    );
+    assert_eq!(runs[1].waiting_since(), None);
+    let (stats, read) = history.job_figures("a", 0, 10_000, 10).unwrap();
+    assert_eq!((stats.runs, stats.succeeded, read), (1, 1, 2));
+    assert_eq!(stats.p50_ms, Some(500));
+    assert_eq!(stats.mean_queue_ms, Some(400.0));
+    let (_, read) = history.job_figures("a", 0, 10_000, 1).unwrap();
+    assert_eq!(read, 1, "at most the limit");
+
+    let spans = history.spans(5_000, 10_000, 0, 10).unwrap();
+    assert_eq!(spans.len(), 2, "{spans:?}");
+    assert!(spans.contains(&Span {
+        job: "a".to_owned(),
+        waiting_from: 5_100,
+        started_at: Some(5_500),
+        finished_at: Some(6_000),
+    }));
+    assert!(spans.contains(&Span {
+        job: "a".to_owned(),
+        waiting_from: 7_200,
+        started_at: None,
+        finished_at: None,
+    }));
+    assert_eq!(
+        history.spans(0, 7_000, 0, 10).unwrap().len(),
+        1,
+        "a fire accepted after the window did not wait in it"
+    );
+    let capped = history.run_capped(waits, 0).unwrap().unwrap();
+    assert_eq!(capped.queued_at, Some(7_200));
 }

@@ -7,8 +7,7 @@ use super::runs::{older_link, runs_table};
 use super::{daemon_status, jobs_in_force, now_ms, ok};
 use crate::control::{Request, Response, WhyInfo};
 use crate::model::Status;
-use crate::store::sqlite::{WindowRun, summarize};
-use crate::store::{History, HistoryQuery, JobStats, RunRecord};
+use crate::store::{HistoryQuery, JobStats, RunRecord, WindowRun, summarize};
 use crate::units::format_duration;
 use crate::web::fmt::{self, esc, url};
 use crate::web::page::{Nav, Page, PageError, badge, legend, w};
@@ -233,6 +232,7 @@ pub(crate) async fn page(
         body,
         live: before.is_none(),
         daemon,
+        cluster: site.is_cluster(),
     })
 }
 
@@ -378,6 +378,9 @@ fn why_panel(
     now: i64,
     site: &Site,
 ) {
+    // A fire waiting for a slot is both a `queued` record and one of the daemon's waiting
+    // fires: it is listed once, with the daemon's word on what holds it.
+    let waiting = why.map_or(&[][..], |why| why.waiting.as_slice());
     let mut fires: Vec<Fire> = recent
         .iter()
         .map(|run| {
@@ -387,6 +390,16 @@ fn why_panel(
                     "running for {}",
                     fmt::maybe_duration(run.started_at.map(|s| now - s))
                 )),
+                Status::Queued => {
+                    let held = waiting.iter().find(|w| w.run_id == Some(run.id));
+                    let since = held.map_or(run.scheduled_at, |w| w.since);
+                    let reason = held.map(|w| w.reason.clone()).or_else(|| run.error.clone());
+                    reasons.push(format!(
+                        "{}; {} so far",
+                        reason.as_deref().unwrap_or("waiting for a slot"),
+                        fmt::duration((now - since).max(0))
+                    ));
+                }
                 Status::Succeeded => {}
                 _ => reasons.extend(run.error.clone()),
             }
@@ -408,16 +421,22 @@ fn why_panel(
             run: None,
             reason: Some(format!("the job was paused (pacer resume {name})")),
         }));
-        fires.extend(why.waiting.iter().map(|waiting| Fire {
-            due: waiting.scheduled_at,
-            outcome: "queued".to_owned(),
-            run: None,
-            reason: Some(format!(
-                "{} for {} so far",
-                waiting.reason,
-                fmt::duration(now - waiting.since)
-            )),
-        }));
+        let listed = |id: Option<i64>| id.is_some_and(|id| recent.iter().any(|r| r.id == id));
+        fires.extend(
+            why.waiting
+                .iter()
+                .filter(|w| !listed(w.run_id))
+                .map(|waiting| Fire {
+                    due: waiting.scheduled_at,
+                    outcome: "queued".to_owned(),
+                    run: waiting.run_id,
+                    reason: Some(format!(
+                        "{} for {} so far",
+                        waiting.reason,
+                        fmt::duration(now - waiting.since)
+                    )),
+                }),
+        );
     }
     fires.sort_by(|a, b| b.due.cmp(&a.due).then(b.run.cmp(&a.run)));
     fires.truncate(FIRES as usize);

@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use super::{daemon_status, jobs_in_force, now_ms, ok};
 use crate::control::JobInfo;
-use crate::store::sqlite::summarize;
-use crate::store::{History, HistoryQuery, JobStats, RunRecord};
+use crate::store::{JobStats, RunRecord};
 use crate::web::fmt::{self, esc, url};
 use crate::web::page::{Nav, Page, PageError, badge, legend, w};
 use crate::web::query::Query;
@@ -43,7 +42,18 @@ pub(crate) async fn page(site: &Arc<Site>, query: Option<&str>) -> Result<Reply,
     let filter = query.text("q").map(str::to_lowercase);
     let page_no = usize::try_from(query.number("page", 1..=1_000_000)?.unwrap_or(1)).unwrap_or(1);
     let (jobs, daemon) = tokio::join!(jobs_in_force(site), daemon_status(site));
-    let jobs = jobs?;
+    let mut jobs = jobs?;
+    if site.is_cluster() {
+        // A node's engine knows the last status of the runs it ran; the cluster's database
+        // knows every node's.
+        let statuses = site
+            .read(|history, _| history.cluster_statuses())
+            .await?
+            .unwrap_or_default();
+        for job in &mut jobs {
+            job.last_status = statuses.get(&job.name).copied().or(job.last_status);
+        }
+    }
     let total = jobs.len();
     let matching: Vec<JobInfo> = jobs
         .into_iter()
@@ -76,25 +86,21 @@ pub(crate) async fn page(site: &Arc<Site>, query: Option<&str>) -> Result<Reply,
     let now = now_ms();
     let rows = site
         .read(move |history, config| {
-            shown
+            let names: Vec<String> = shown.iter().map(|job| job.name.clone()).collect();
+            let recent = history.recent_runs(&names, STRIP)?;
+            let figures = history.jobs_figures(&names, now - window, now + 1, STATS_RUNS)?;
+            Ok(shown
                 .into_iter()
-                .map(|job| {
-                    let recent = history.runs(&HistoryQuery {
-                        job: Some(job.name.clone()),
-                        limit: STRIP,
-                        ..HistoryQuery::default()
-                    })?;
-                    let in_window =
-                        history.job_window(&job.name, now - window, now + 1, STATS_RUNS)?;
-                    Ok(Row {
-                        pool: config.job(&job.name).map(|j| j.pool.clone()),
-                        stats: summarize(&job.name, &in_window),
-                        capped: in_window.len() == STATS_RUNS as usize,
-                        recent,
-                        job,
-                    })
+                .zip(recent)
+                .zip(figures)
+                .map(|((job, recent), (stats, read))| Row {
+                    pool: config.job(&job.name).map(|j| j.pool.clone()),
+                    stats,
+                    capped: read == STATS_RUNS as usize,
+                    recent,
+                    job,
                 })
-                .collect::<Result<Vec<Row>, PageError>>()
+                .collect::<Vec<Row>>())
         })
         .await?;
 
@@ -161,6 +167,7 @@ pub(crate) async fn page(site: &Arc<Site>, query: Option<&str>) -> Result<Reply,
         body,
         live: true,
         daemon,
+        cluster: site.is_cluster(),
     })
 }
 

@@ -1,8 +1,9 @@
 //! The router and one module per page: `/` (jobs), `/jobs/NAME`, `/runs`, `/runs/ID`,
-//! `/timeline`, and the built-in assets under `/static/`.
+//! `/timeline`, `/nodes` (a cluster's), and the built-in assets under `/static/`.
 
 mod job;
 mod jobs;
+mod nodes;
 mod run;
 mod runs;
 mod timeline;
@@ -25,6 +26,7 @@ pub(crate) async fn route(site: &Arc<Site>, uri: &Uri) -> Reply {
         "/" => jobs::page(site, query).await,
         "/runs" => runs::page(site, query).await,
         "/timeline" => timeline::page(site, query).await,
+        "/nodes" => nodes::page(site, query).await,
         "/favicon.ico" => return assets::favicon(),
         _ => {
             if let Some(name) = path.strip_prefix("/static/") {
@@ -42,7 +44,8 @@ pub(crate) async fn route(site: &Arc<Site>, uri: &Uri) -> Reply {
                 }
             } else {
                 Err(PageError::NotFound(format!(
-                    "no page {}: the pages are / (jobs), /runs, /timeline, /jobs/NAME and /runs/ID",
+                    "no page {}: the pages are / (jobs), /runs, /timeline, /jobs/NAME, /runs/ID \
+                     and, in a cluster, /nodes",
                     decode(path)
                 )))
             }

@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
+use super::runs::{node_link, queue_wait};
 use super::{daemon_status, now_ms, ok};
-use crate::model::Trigger;
-use crate::store::RunRecord;
-use crate::store::sqlite::CappedRun;
+use crate::model::{Status, Trigger};
+use crate::store::{CappedRun, RunRecord};
 use crate::time::rfc3339_ms;
 use crate::web::fmt::{self, esc, url};
 use crate::web::page::{Nav, Page, PageError, badge, w};
@@ -75,7 +75,7 @@ pub(crate) async fn page(
     w!(
         body,
         "<nav class=\"crumbs\"><a href=\"/runs\">Runs</a> / <a href=\"/jobs/{}\">{}</a> /</nav>\
-         <div class=\"title-row\"><h1>Run #{}</h1><div class=\"chips\">{}\
+         <div id=\"state\" data-live><div class=\"title-row\"><h1>Run #{}</h1><div class=\"chips\">{}\
          <a class=\"button\" href=\"/timeline?end={}&amp;span=1h&amp;job={}\">On the timeline</a>\
          </div></div>",
         url(&run.job),
@@ -87,9 +87,23 @@ pub(crate) async fn page(
         )),
         url(&run.job)
     );
-    if let Some(error) = &run.error {
-        w!(body, "<div class=\"error-box\">{}</div>", esc(error));
+    let waiting_since = (run.status == Status::Queued).then(|| {
+        found
+            .run
+            .queued_at
+            .map_or(run.scheduled_at, |at| at.max(run.scheduled_at))
+    });
+    match (&run.error, waiting_since) {
+        (reason, Some(since)) => w!(
+            body,
+            "<div class=\"wait-box\">{}; {} so far</div>",
+            esc(reason.as_deref().unwrap_or("waiting for a slot")),
+            fmt::duration((now - since).max(0))
+        ),
+        (Some(error), None) => w!(body, "<div class=\"error-box\">{}</div>", esc(error)),
+        (None, None) => {}
     }
+    body.push_str("</div>");
     body.push_str("<div class=\"grid2\"><section class=\"panel\" id=\"fields\" data-live><h2>Record</h2><dl class=\"facts\">");
     let time = |ms: Option<i64>| {
         ms.map_or_else(
@@ -114,10 +128,11 @@ pub(crate) async fn page(
         ("trigger", run.trigger.as_str().replace('_', " ")),
         ("attempt", run.attempt.to_string()),
         ("scheduled", time(Some(run.scheduled_at))),
+        ("accepted", time(found.run.queued_at)),
         ("started", time(run.started_at)),
         ("finished", time(run.finished_at)),
         ("duration", fmt::maybe_duration(run.duration_ms)),
-        ("queue wait", fmt::maybe_duration(run.queue_ms)),
+        ("queue wait", queue_wait(run, now)),
         (
             "lateness",
             fmt::maybe_duration(run.started_at.map(|s| s - run.scheduled_at)),
@@ -125,6 +140,9 @@ pub(crate) async fn page(
     ];
     for (label, value) in fields {
         w!(body, "<dt>{label}</dt><dd>{value}</dd>");
+    }
+    if let Some(node) = &run.node {
+        w!(body, "<dt>node</dt><dd>{}</dd>", node_link(node.as_deref()));
     }
     // Fields the record gains later (a cluster's `node`) are shown as they come.
     if let Ok(serde_json::Value::Object(all)) = serde_json::to_value(run) {
@@ -140,7 +158,7 @@ pub(crate) async fn page(
         }
     }
     body.push_str("</dl>");
-    body.push_str(&phases(run, now));
+    body.push_str(&phases(run, waiting_since, now));
     body.push_str("</section><section class=\"panel\"><h2>Chain</h2>");
     chain(&mut body, run, &found.upstream, &found.downstream);
     w!(
@@ -155,11 +173,12 @@ pub(crate) async fn page(
         body,
         live: run.finished_at.is_none(),
         daemon,
+        cluster: site.is_cluster(),
     })
 }
 
 /// The fields of a record the page shows on its own.
-const KNOWN: [&str; 12] = [
+const KNOWN: [&str; 13] = [
     "id",
     "job",
     "plugin",
@@ -172,6 +191,7 @@ const KNOWN: [&str; 12] = [
     "duration_ms",
     "queue_ms",
     "error",
+    "node",
 ];
 
 /// The id in a chained run's `upstream` object.
@@ -182,14 +202,18 @@ fn upstream_id(params: &serde_json::Value, trigger: Trigger) -> Option<i64> {
     params.get("upstream")?.get("id")?.as_i64()
 }
 
-/// The run's life as a bar: waiting for a slot, then running.
-fn phases(run: &RunRecord, now: i64) -> String {
-    let Some(started) = run.started_at else {
-        return String::new();
+/// The run's life as a bar: waiting for a slot, then running; a fire still waiting (since
+/// `waiting_since`) is all wait, up to now.
+fn phases(run: &RunRecord, waiting_since: Option<i64>, now: i64) -> String {
+    let (waited, ran) = match (run.started_at, waiting_since) {
+        (Some(started), _) => (
+            run.queue_ms.unwrap_or(0).max(0),
+            Some(run.finished_at.unwrap_or(now) - started),
+        ),
+        (None, Some(since)) => ((now - since).max(0), None),
+        (None, None) => return String::new(),
     };
-    let waited = run.queue_ms.unwrap_or(0).max(0);
-    let ran = run.finished_at.unwrap_or(now) - started;
-    let total = (waited + ran).max(1) as f64;
+    let total = (waited + ran.unwrap_or(0)).max(1) as f64;
     let wait_w = 600.0 * waited as f64 / total;
     let mut out = String::from(
         "<svg class=\"phases\" viewBox=\"0 0 600 22\" role=\"img\" \
@@ -203,17 +227,25 @@ fn phases(run: &RunRecord, now: i64) -> String {
             fmt::duration(waited)
         );
     }
-    w!(
-        out,
-        "<rect class=\"st-{}\" x=\"{wait_w:.1}\" y=\"4\" width=\"{:.1}\" height=\"14\">\
-         <title>ran {}</title></rect></svg><div class=\"phase-labels\">\
-         <span>queue wait {}</span><span>ran {}</span></div>",
-        run.status.as_str(),
-        (600.0 - wait_w).max(1.0),
-        fmt::duration(ran),
-        fmt::duration(waited),
-        fmt::duration(ran)
-    );
+    match ran {
+        Some(ran) => w!(
+            out,
+            "<rect class=\"st-{}\" x=\"{wait_w:.1}\" y=\"4\" width=\"{:.1}\" height=\"14\">\
+             <title>ran {}</title></rect></svg><div class=\"phase-labels\">\
+             <span>queue wait {}</span><span>ran {}</span></div>",
+            run.status.as_str(),
+            (600.0 - wait_w).max(1.0),
+            fmt::duration(ran),
+            fmt::duration(waited),
+            fmt::duration(ran)
+        ),
+        None => w!(
+            out,
+            "</svg><div class=\"phase-labels\"><span>queue wait {} so far</span>\
+             <span>not started</span></div>",
+            fmt::duration(waited)
+        ),
+    }
     out
 }
 

@@ -7,7 +7,7 @@ use jiff::tz::TimeZone;
 
 use super::{daemon_status, jobs_in_force, now_ms, ok};
 use crate::model::{Status, Trigger};
-use crate::store::{History, HistoryQuery, RunRecord};
+use crate::store::{HistoryQuery, RunRecord};
 use crate::time::from_ms;
 use crate::web::fmt::{self, esc, url};
 use crate::web::page::{Nav, Page, PageError, badge, w};
@@ -52,9 +52,7 @@ pub(crate) async fn page(site: &Arc<Site>, query: Option<&str>) -> Result<Reply,
     let job_names: Vec<String> = jobs.map(|jobs| jobs.into_iter().map(|j| j.name).collect())?;
     let limit = filters.limit;
     let wanted = filters.clone();
-    let runs = site
-        .read(move |history, _| Ok(history.runs(&wanted)?))
-        .await?;
+    let runs = site.read(move |history, _| history.runs(&wanted)).await?;
 
     let mut body = String::from("<div class=\"title-row\"><h1>Runs</h1></div>");
     form(&mut body, &query, &job_names);
@@ -107,6 +105,7 @@ pub(crate) async fn page(site: &Arc<Site>, query: Option<&str>) -> Result<Reply,
         body,
         live: filters.before.is_none(),
         daemon,
+        cluster: site.is_cluster(),
     })
 }
 
@@ -172,8 +171,9 @@ fn form(body: &mut String, query: &Query, jobs: &[String]) {
     );
 }
 
-/// Runs as a table: id, job (when `with_job`), status, trigger, due, duration, queue wait,
-/// error. Each row links to its run.
+/// Runs as a table: id, job (when `with_job`), status, trigger, due, duration, queue wait
+/// (so far, for a fire still waiting), the node that ran it (a cluster's runs), and the error,
+/// or why it was skipped or waits. Each row links to its run.
 pub(super) fn runs_table(
     body: &mut String,
     runs: &[RunRecord],
@@ -185,14 +185,19 @@ pub(super) fn runs_table(
         body.push_str("<p class=\"empty-note\">No runs yet.</p>");
         return;
     }
+    let with_node = runs.iter().any(|run| run.node.is_some());
     body.push_str("<table class=\"runs cards\"><thead><tr><th>Run</th>");
     if with_job {
         body.push_str("<th>Job</th>");
     }
     body.push_str(
         "<th>Status</th><th>Trigger</th><th>Due</th><th class=\"num\">Duration</th>\
-         <th class=\"num\">Queue wait</th><th>Error</th></tr></thead><tbody>",
+         <th class=\"num\">Queue wait</th>",
     );
+    if with_node {
+        body.push_str("<th>Node</th>");
+    }
+    body.push_str("<th>Error or reason</th></tr></thead><tbody>");
     for run in runs {
         w!(
             body,
@@ -217,14 +222,29 @@ pub(super) fn runs_table(
             "<td data-label=\"Status\">{}</td><td data-label=\"Trigger\">{}{attempt}</td>\
              <td data-label=\"Due\">{}<div class=\"sub\">{}</div></td>\
              <td class=\"num\" data-label=\"Duration\">{}</td>\
-             <td class=\"num\" data-label=\"Queue wait\">{}</td>\
-             <td class=\"error\" data-label=\"Error\">{}</td></tr>",
+             <td class=\"num\" data-label=\"Queue wait\">{}</td>",
             badge(run.status.as_str()),
             run.trigger.as_str().replace('_', " "),
             fmt::short_when(run.scheduled_at, zone),
             fmt::relative(run.scheduled_at, now),
             fmt::maybe_duration(run.duration_ms),
-            fmt::maybe_duration(run.queue_ms),
+            queue_wait(run, now)
+        );
+        if with_node {
+            w!(
+                body,
+                "<td data-label=\"Node\">{}</td>",
+                node_link(run.node.as_ref().and_then(Option::as_deref))
+            );
+        }
+        // A failure's error; a skipped or waiting fire's reason, which is no error.
+        let class = match run.status {
+            Status::Queued | Status::Skipped => "reason",
+            _ => "error",
+        };
+        w!(
+            body,
+            "<td class=\"{class}\" data-label=\"Error\">{}</td></tr>",
             esc(&run
                 .error
                 .as_deref()
@@ -233,6 +253,27 @@ pub(super) fn runs_table(
         );
     }
     body.push_str("</tbody></table>");
+}
+
+/// How long a run waited for a slot; for a fire still waiting, how long so far (or, for a
+/// retry waiting for its back-off, when it is due).
+pub(super) fn queue_wait(run: &RunRecord, now: i64) -> String {
+    if run.status != Status::Queued {
+        return fmt::maybe_duration(run.queue_ms);
+    }
+    if run.scheduled_at > now {
+        format!("due {}", fmt::relative(run.scheduled_at, now))
+    } else {
+        format!("{} so far", fmt::duration(now - run.scheduled_at))
+    }
+}
+
+/// A node's name linking to the nodes page; `–` for a run no node took.
+pub(super) fn node_link(node: Option<&str>) -> String {
+    node.map_or_else(
+        || "<span class=\"muted\">–</span>".to_owned(),
+        |node| format!("<a href=\"/nodes#node-{}\">{}</a>", url(node), esc(node)),
+    )
 }
 
 /// The "older" link of a full page: the same filters, before its oldest run.

@@ -10,9 +10,10 @@ use jiff::tz::TimeZone;
 
 use super::{daemon_status, jobs_in_force, now_ms, ok};
 use crate::config::Config;
-use crate::store::sqlite::{Span, WindowRun};
+use crate::model::Status;
+use crate::store::{Span, WindowRun};
 use crate::time::{from_ms, rfc3339_ms};
-use crate::web::fmt::{self, esc, url};
+use crate::web::fmt::{self, Px, esc, url};
 use crate::web::page::{Nav, Page, PageError, legend, w};
 use crate::web::query::Query;
 use crate::web::server::Reply;
@@ -96,25 +97,28 @@ pub(crate) async fn page(site: &Arc<Site>, query: Option<&str>) -> Result<Reply,
     names.sort();
     let found = site
         .read(move |history, config| {
-            let mut active = Vec::new();
-            for name in names {
-                if history.has_runs(&name, from - LOOKBACK, to)? {
-                    active.push(name);
-                }
-            }
+            let active = history.jobs_with_runs(&names, from - LOOKBACK, to)?;
             let count = active.len();
-            let mut rows = Vec::new();
-            for job in active.into_iter().skip((page_no - 1) * ROWS).take(ROWS) {
-                let mut runs = history.job_window(&job, from - LOOKBACK, to, ROW_RUNS)?;
-                let cut_at = (runs.len() == ROW_RUNS as usize)
-                    .then(|| runs.last().map(|r| r.scheduled_at))
-                    .flatten();
-                runs.retain(|run| end_of(run, now) >= from);
-                rows.push(Row { job, runs, cut_at });
-            }
+            let shown: Vec<String> = active
+                .into_iter()
+                .skip((page_no - 1) * ROWS)
+                .take(ROWS)
+                .collect();
+            let windows = history.jobs_windows(&shown, from - LOOKBACK, to, ROW_RUNS)?;
+            let rows = shown
+                .into_iter()
+                .zip(windows)
+                .map(|(job, mut runs)| {
+                    let cut_at = (runs.len() == ROW_RUNS as usize)
+                        .then(|| runs.last().map(|r| r.scheduled_at))
+                        .flatten();
+                    runs.retain(|run| end_of(run, now) >= from);
+                    Row { job, runs, cut_at }
+                })
+                .collect();
             let spans = history.spans(from, to, LOAD_LOOKBACK, LOAD_RUNS)?;
             let load_cut_at = (spans.len() >= LOAD_RUNS as usize)
-                .then(|| spans.iter().map(|s| s.started_at).min())
+                .then(|| spans.iter().filter_map(|s| s.started_at).min())
                 .flatten();
             Ok(Found {
                 rows,
@@ -218,6 +222,7 @@ pub(crate) async fn page(site: &Arc<Site>, query: Option<&str>) -> Result<Reply,
         body,
         live: end.is_none(),
         daemon,
+        cluster: site.is_cluster(),
     })
 }
 
@@ -227,7 +232,7 @@ fn end_of(run: &WindowRun, now: i64) -> i64 {
         (_, Some(finished)) => finished,
         (Some(_), None) => now,
         // Skipped, or waiting with no start yet: a waiting record lasts until now.
-        (None, None) if run.status.as_str() == "queued" => now,
+        (None, None) if run.status == Status::Queued => now,
         (None, None) => run.scheduled_at,
     }
 }
@@ -345,7 +350,7 @@ fn lanes(runs: &[WindowRun], now: i64) -> (Vec<usize>, usize) {
 fn begin_of(run: &WindowRun) -> i64 {
     match run.started_at {
         Some(started) => started - run.queue_ms.unwrap_or(0).max(0),
-        None => run.scheduled_at,
+        None => run.waiting_since().unwrap_or(run.scheduled_at),
     }
 }
 
@@ -448,26 +453,29 @@ fn gantt(
 fn bar(body: &mut String, run: &WindowRun, scale: &TimeScale, top: f64, now: i64, zone: &TimeZone) {
     let title = esc(&run_title(run, None, zone)).into_owned();
     let status = run.status.as_str();
-    let h = LANE_H - 3.0;
+    let h = Px(LANE_H - 3.0);
+    let y = Px(top);
     w!(body, "<a href=\"/runs/{}\">", run.id);
     match run.started_at {
-        None if status == "queued" => {
-            let x = scale.x(run.scheduled_at);
+        None if let Some(since) = run.waiting_since() => {
+            let x = scale.x(since);
             w!(
                 body,
-                "<rect class=\"wait\" x=\"{x:.1}\" y=\"{top:.1}\" width=\"{:.1}\" height=\"{h:.1}\">\
+                "<rect class=\"wait\" x=\"{}\" y=\"{y}\" width=\"{}\" height=\"{h}\">\
                  <title>{title}</title></rect>",
-                (scale.x(now) - x).max(2.0)
+                Px(x),
+                Px((scale.x(now) - x).max(2.0))
             );
         }
         None => {
             let x = scale.x(run.scheduled_at);
-            let mid = top + h / 2.0;
+            let mid = top + h.0 / 2.0;
             w!(
                 body,
-                "<path class=\"marker st-{status}\" d=\"M{x:.1} {:.1}l4.5 4.5-4.5 4.5-4.5-4.5z\">\
+                "<path class=\"marker st-{status}\" d=\"M{} {}l4.5 4.5-4.5 4.5-4.5-4.5z\">\
                  <title>{title}</title></path>",
-                mid - 4.5
+                Px(x),
+                Px(mid - 4.5)
             );
         }
         Some(started) => {
@@ -478,8 +486,10 @@ fn bar(body: &mut String, run: &WindowRun, scale: &TimeScale, top: f64, now: i64
                 if width >= 0.5 {
                     w!(
                         body,
-                        "<rect class=\"wait\" x=\"{x:.1}\" y=\"{top:.1}\" width=\"{width:.1}\" \
-                         height=\"{h:.1}\"><title>{title}</title></rect>"
+                        "<rect class=\"wait\" x=\"{}\" y=\"{y}\" width=\"{}\" \
+                         height=\"{h}\"><title>{title}</title></rect>",
+                        Px(x),
+                        Px(width)
                     );
                 }
             }
@@ -487,16 +497,17 @@ fn bar(body: &mut String, run: &WindowRun, scale: &TimeScale, top: f64, now: i64
             let width = (scale.x(run.finished_at.unwrap_or(now)) - x).max(2.0);
             w!(
                 body,
-                "<rect class=\"run st-{status}\" x=\"{x:.1}\" y=\"{top:.1}\" width=\"{width:.1}\" \
-                 height=\"{h:.1}\" rx=\"2\"><title>{title}</title></rect>"
+                "<rect class=\"run st-{status}\" x=\"{}\" y=\"{y}\" width=\"{}\" \
+                 height=\"{h}\" rx=\"2\"><title>{title}</title></rect>",
+                Px(x),
+                Px(width)
             );
             if run.status.is_failure() {
-                let tip = x + width;
                 w!(
                     body,
-                    "<path class=\"fail-mark\" d=\"M{:.1} {:.1}l4 -5h-8z\"><title>{title}</title></path>",
-                    tip,
-                    top + 1.0
+                    "<path class=\"fail-mark\" d=\"M{} {}l4 -5h-8z\"><title>{title}</title></path>",
+                    Px(x + width),
+                    Px(top + 1.0)
                 );
             }
         }
@@ -507,49 +518,61 @@ fn bar(body: &mut String, run: &WindowRun, scale: &TimeScale, top: f64, now: i64
 /// Per pool (in the config's order, then pools of removed jobs), the runs in flight and
 /// waiting in each column of the window: the highest count the column saw.
 fn loads(spans: &[Span], config: &Config, from: i64, to: i64, now: i64) -> Vec<Load> {
-    let pool_of = |job: &str| {
-        config
-            .job(job)
-            .map_or(crate::config::defaults::POOL, |j| j.pool.as_str())
-            .to_owned()
-    };
-    let mut events: HashMap<String, Vec<(i64, i32, bool)>> = HashMap::new();
+    // Each job's pool is found once, not once per run: a window holds thousands of runs of
+    // the same few jobs.
+    let mut pool_of: HashMap<&str, usize> = HashMap::new();
+    let mut pools: Vec<&str> = Vec::new();
+    let mut events: Vec<Vec<(i64, i32, bool)>> = Vec::new();
     for span in spans {
-        let list = events.entry(pool_of(&span.job)).or_default();
-        let end = span.finished_at.unwrap_or(now);
-        list.push((span.started_at, 1, true));
-        list.push((end, -1, true));
-        if span.queue_ms > 0 {
-            list.push((span.started_at - span.queue_ms, 1, false));
-            list.push((span.started_at, -1, false));
+        let pool = *pool_of.entry(span.job.as_str()).or_insert_with(|| {
+            let name = config
+                .job(&span.job)
+                .map_or(crate::config::defaults::POOL, |j| j.pool.as_str());
+            pools.iter().position(|p| *p == name).unwrap_or_else(|| {
+                pools.push(name);
+                events.push(Vec::new());
+                pools.len() - 1
+            })
+        });
+        let list = &mut events[pool];
+        // Waiting until it started (or until now, while it waits), then running.
+        let waited_until = span.started_at.unwrap_or(now);
+        if span.waiting_from < waited_until {
+            list.push((span.waiting_from, 1, false));
+            list.push((waited_until, -1, false));
+        }
+        if let Some(started) = span.started_at {
+            list.push((started, 1, true));
+            list.push((span.finished_at.unwrap_or(now), -1, true));
         }
     }
-    let mut pools: Vec<String> = events.keys().cloned().collect();
-    pools.sort_by_key(|pool| {
+    let mut order: Vec<usize> = (0..pools.len()).collect();
+    order.sort_by_key(|&i| {
         (
             config
                 .pools
                 .keys()
-                .position(|p| p == pool)
+                .position(|p| p == pools[i])
                 .unwrap_or(usize::MAX),
-            pool.clone(),
+            pools[i],
         )
     });
-    pools
+    order
         .into_iter()
-        .map(|pool| {
-            let mut list = events.remove(&pool).unwrap_or_default();
+        .map(|i| {
+            let pool = pools[i];
+            let list = &mut events[i];
             // Ends before starts at the same instant: a slot handed on is not two runs.
-            list.sort_by_key(|(at, delta, _)| (*at, *delta));
+            list.sort_unstable_by_key(|(at, delta, _)| (*at, *delta));
             let cap = config
                 .pools
-                .get(&pool)
+                .get(pool)
                 .and_then(|p| p.max_concurrency)
                 .unwrap_or(config.daemon.max_concurrency);
             Load {
-                in_flight: sweep(&list, true, from, to),
-                waiting: sweep(&list, false, from, to),
-                pool,
+                in_flight: sweep(list, true, from, to),
+                waiting: sweep(list, false, from, to),
+                pool: pool.to_owned(),
                 cap,
             }
         })
@@ -644,19 +667,25 @@ fn load_chart(
             y + 32.0,
             load.cap
         );
-        let mut area = format!("M{LABEL_W:.1} {:.1}", y + LOAD_H);
+        let mut area = format!("M{} {}", Px(LABEL_W), Px(y + LOAD_H));
         for (i, n) in load.in_flight.iter().enumerate() {
             let x = LABEL_W + i as f64 * column_w;
-            w!(area, "L{x:.1} {:.1}H{:.1}", level_y(*n), x + column_w);
+            w!(area, "L{} {}H{}", Px(x), Px(level_y(*n)), Px(x + column_w));
         }
-        w!(area, "V{:.1}Z", y + LOAD_H);
+        w!(area, "V{}Z", Px(y + LOAD_H));
         w!(body, "<path class=\"inflight\" d=\"{area}\"/>");
         if load.waiting.iter().any(|n| *n > 0) {
             let mut line = String::new();
             for (i, n) in load.waiting.iter().enumerate() {
                 let x = LABEL_W + i as f64 * column_w;
                 let cmd = if i == 0 { 'M' } else { 'L' };
-                w!(line, "{cmd}{x:.1} {:.1}H{:.1}", level_y(*n), x + column_w);
+                w!(
+                    line,
+                    "{cmd}{} {}H{}",
+                    Px(x),
+                    Px(level_y(*n)),
+                    Px(x + column_w)
+                );
             }
             w!(body, "<path class=\"waiting\" d=\"{line}\"/>");
         }

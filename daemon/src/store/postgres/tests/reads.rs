@@ -1,9 +1,10 @@
-//! The CLI's reads: history with the node, one run with its output, stats, statuses, nodes.
+//! The CLI's reads: history with the node, one run with its output, stats, statuses, nodes;
+//! and the web view's: windows, figures, spans, a run's capped output, its chain.
 
 use pacer_tests::postgres::Postgres;
 
 use super::{config, database, finished, job, join, manual, room, run};
-use crate::model::Status;
+use crate::model::{Status, Trigger};
 use crate::store::{HistoryQuery, StartRun};
 
 const JOBS: &str = r#"
@@ -159,5 +160,145 @@ fn pruning_deletes_old_runs_that_are_over_and_keeps_what_waits_or_runs() {
             [Status::Cancelled, Status::Queued, Status::Running],
             "the newer run, the one waiting and the one going stay"
         );
+    });
+}
+
+#[test]
+fn the_web_views_reads_give_the_sqlite_historys_shapes() {
+    let Some(pg) = Postgres::start() else { return };
+    run(async {
+        let db = database(&pg).await;
+        let (_dir, cfg) = config("", JOBS);
+        let a = join(&db, "a", &cfg).await;
+        let report = job(&cfg, "report");
+        a.claim(&[manual(report, 1), manual(report, 2), manual(report, 3)])
+            .await
+            .expect("a claim");
+        let taken = a.admit(&room(1)).await.expect("admission");
+        let id = taken[0].id;
+        a.start_run(&StartRun {
+            id,
+            started_at: 5,
+            queue_ms: 4,
+            process: None,
+        })
+        .await
+        .expect("a start");
+        a.finish_run(&finished(id, Status::Succeeded))
+            .await
+            .expect("a finish");
+
+        let window = db.job_window("report", 0, 100, 10).await.expect("a window");
+        let statuses: Vec<Status> = window.iter().map(|run| run.status).collect();
+        assert_eq!(
+            statuses,
+            [Status::Queued, Status::Queued, Status::Succeeded]
+        );
+        assert_eq!(window[2].duration_ms(), Some(5));
+        assert_eq!(window[0].waiting_since(), Some(3));
+        assert_eq!(
+            db.job_window("report", 0, 100, 1)
+                .await
+                .expect("a window")
+                .len(),
+            1
+        );
+        let names = ["none".to_owned(), "report".to_owned()];
+        let figures = db.jobs_figures(&names, 0, 100, 10).await.expect("figures");
+        let (stats, read) = &figures[1];
+        assert_eq!((stats.runs, stats.succeeded, *read), (1, 1, 3));
+        let cli = db.stats(Some("report"), Some(0)).await.expect("stats");
+        assert_eq!(*stats, cli[0], "as `pacer stats` counts");
+        assert_eq!((figures[0].0.runs, figures[0].1), (0, 0));
+        assert_eq!(
+            db.jobs_figures(&names, 0, 100, 1).await.expect("figures")[1].1,
+            1
+        );
+        let recent = db.recent_runs(&names, 2).await.expect("recent runs");
+        assert!(recent[0].is_empty());
+        let ids: Vec<i64> = recent[1].iter().map(|run| run.id).collect();
+        assert_eq!(ids, [window[0].id, window[1].id], "the newest first");
+        assert_eq!(
+            db.jobs_with_runs(&names, 0, 100).await.expect("probes"),
+            ["report"]
+        );
+        assert!(
+            db.jobs_with_runs(&names, 100, 200)
+                .await
+                .expect("probes")
+                .is_empty()
+        );
+
+        let spans = db.spans(0, 100, 0, 10).await.expect("spans");
+        assert_eq!(spans.len(), 3, "{spans:?}");
+        let ran = spans
+            .iter()
+            .find(|s| s.started_at.is_some())
+            .expect("the run");
+        let waited = window[2].queue_ms.expect("its queue wait");
+        assert_eq!((ran.waiting_from, ran.finished_at), (5 - waited, Some(10)));
+        assert_eq!(
+            spans.iter().filter(|s| s.started_at.is_none()).count(),
+            2,
+            "the fires that wait"
+        );
+
+        let capped = db
+            .run_capped(id, 2)
+            .await
+            .expect("a run")
+            .expect("it exists");
+        assert_eq!(capped.detail.output, "ut");
+        assert_eq!(capped.stored_output, 3);
+        assert_eq!(capped.detail.record.node, Some(Some("a".to_owned())));
+        assert_eq!(capped.detail.params["password"], "********");
+        let hidden = db
+            .run_capped(id, 0)
+            .await
+            .expect("a run")
+            .expect("it exists");
+        assert_eq!(
+            (hidden.detail.output.as_str(), hidden.stored_output),
+            ("", 3)
+        );
+        assert!(db.run_capped(999, 0).await.expect("no run").is_none());
+
+        let mut chained = super::fire(report, Trigger::Chained, 10);
+        chained.params = std::sync::Arc::new(serde_json::json!({"upstream": {"id": id}}));
+        a.claim(&[super::Proposal::of(
+            report,
+            super::ClaimKey::Chained {
+                job: "report".to_owned(),
+                upstream: id,
+            },
+            chained,
+        )])
+        .await
+        .expect("a chained claim");
+        let upstream = crate::store::RunRecord::from(
+            db.runs(&HistoryQuery {
+                limit: 50,
+                ..HistoryQuery::default()
+            })
+            .await
+            .expect("history")
+            .into_iter()
+            .find(|run| run.record.id == id)
+            .expect("the upstream run"),
+        );
+        let downstream = db.downstream(&upstream, 600_000).await.expect("its chain");
+        assert_eq!(downstream.len(), 1, "{downstream:?}");
+        assert_eq!(downstream[0].trigger, Trigger::Chained);
+
+        let chained_only = db
+            .runs(&HistoryQuery {
+                trigger: Some(Trigger::Chained),
+                limit: 50,
+                ..HistoryQuery::default()
+            })
+            .await
+            .expect("filtered by trigger");
+        assert_eq!(chained_only.len(), 1);
+        assert_eq!(chained_only[0].record.id, downstream[0].id);
     });
 }
