@@ -5,6 +5,7 @@ pub mod child;
 pub mod outcome;
 mod output;
 pub mod protocol;
+mod service_env;
 mod supervisor;
 
 pub use output::Tail;
