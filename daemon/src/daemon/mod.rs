@@ -282,9 +282,15 @@ pub async fn serve(
             Some(()) = reload.recv() => Input::ReloadSignal,
             how = stop.recv() => break how.unwrap_or(Stop::Gracefully),
         };
-        let fenced = matches!(input, Input::Fenced(_));
-        let now = to_ms(clock.now());
-        edge.apply(engine.handle(input, now));
+        let mut fenced = matches!(input, Input::Fenced(_));
+        let mut effects = engine.handle(input, to_ms(clock.now()));
+        // What else has come meanwhile (runs that ended together, writes committed together)
+        // is taken in the same step, so the records it causes are committed together.
+        while !fenced && let Ok(input) = inputs.try_recv() {
+            fenced = matches!(input, Input::Fenced(_));
+            effects.extend(engine.handle(input, to_ms(clock.now())));
+        }
+        edge.apply(effects);
         if fenced {
             break Stop::Fenced;
         }
@@ -335,7 +341,8 @@ pub async fn serve(
 }
 
 /// While stopping: runs in flight get `shutdown_grace` (none after a second signal), then are
-/// stopped; their ends are still recorded. Fires waiting stay `queued` for the next start.
+/// stopped; their ends are still recorded (and their clients told). Fires waiting stay
+/// `queued` for the next start.
 async fn drain(
     engine: &mut Engine,
     edge: &mut Edge,
@@ -356,7 +363,7 @@ async fn drain(
         );
         stopped = true;
     }
-    while engine.in_flight() > 0 {
+    while engine.in_flight() > 0 || engine.ends_unrecorded() {
         let input = tokio::select! {
             Some(input) = inputs.recv() => input,
             () = &mut grace, if !stopped => {
