@@ -295,6 +295,16 @@ pub fn set_env(key: &str, value: &str) {
     unsafe { std::env::set_var(key, value) };
 }
 
+/// Removes an environment variable of the worker process.
+///
+/// Only called by a worker before it loads the plugin, while it has a single thread, which is
+/// what makes changing the environment sound.
+pub fn remove_env(key: &std::ffi::OsStr) {
+    // SAFETY: single-threaded at this point (see above), so no other thread reads the
+    // environment concurrently.
+    unsafe { std::env::remove_var(key) };
+}
+
 /// Closes every descriptor above stderr except `keep`, so a plugin and what it starts inherit
 /// nothing of the daemon's or of whoever started the daemon.
 ///

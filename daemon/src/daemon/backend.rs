@@ -266,13 +266,17 @@ pub fn digests(config: &Config) -> Vec<(String, String)> {
 
 impl RunRecords for SqliteStore {
     fn start_run(&self, start: StartRun) -> RecordFuture {
-        let started = Store::start_run(self, start);
+        let started = self.hold_start_run(start);
         Box::pin(async move { started.await.map_err(|e| e.to_string()) })
     }
 
     fn finish_run(&self, finish: Finish) -> RecordFuture {
-        let finished = Store::finish_run(self, finish);
+        let finished = self.hold_finish_run(finish);
         Box::pin(async move { finished.await.map_err(|e| e.to_string()) })
+    }
+
+    fn send(&self) {
+        self.send_held();
     }
 }
 
@@ -348,4 +352,8 @@ impl RunRecords for ClusterRecords {
             }
         })
     }
+
+    /// Each write goes to the database when its future is first polled: a node's writes are
+    /// fenced one by one, so there is nothing to gather.
+    fn send(&self) {}
 }

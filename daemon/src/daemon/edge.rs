@@ -15,7 +15,7 @@ use super::cluster;
 use super::metrics::Metrics;
 use super::notify;
 use super::reboot;
-use super::runner::{RunEnv, execute};
+use super::runner::{self, RunEnv};
 use crate::admission::FireKey;
 use crate::config::{self, Environment, Job};
 use crate::control::Response;
@@ -96,7 +96,8 @@ impl Edge {
         }
     }
 
-    /// Carries out `effects`; the writes among them go to the history as one batch.
+    /// Carries out `effects`; the writes among them, and the records of the runs started or
+    /// ended meanwhile, go to the history together (group commit).
     pub fn apply(&mut self, effects: Vec<Effect>) {
         let mut writes: Vec<Write> = Vec::new();
         let mut tickets: Vec<Option<Ticket>> = Vec::new();
@@ -140,7 +141,7 @@ impl Edge {
                 Effect::Start(start) => {
                     let (stop, stopped) = oneshot::channel();
                     self.stops.insert(start.key, stop);
-                    tokio::spawn(execute(Arc::clone(&self.env), start, stopped));
+                    runner::launch(&self.env, start, stopped);
                 }
                 Effect::Stop { key, reason } => {
                     if let Some(stop) = self.stops.remove(&key) {
@@ -181,6 +182,7 @@ impl Edge {
                 ),
             }
         }
+        self.env.store.send();
         if !writes.is_empty() {
             self.write(writes, tickets);
         }

@@ -390,7 +390,13 @@ impl Metrics {
     }
 
     /// Counts what the engine observed.
+    ///
+    /// Nothing is kept when `metrics_listen` is off: nobody could read it, and keeping it cost
+    /// a few allocations per run (each job's series are made on its first run).
     pub fn observe(&self, observation: Observation, now: jiff::Timestamp) {
+        if !self.exported {
+            return;
+        }
         match observation {
             Observation::Skipped { job, kind } => self.skipped(&job, kind),
             Observation::Admitted { pool, wait_ms } => self.admitted(&pool, wait_ms),

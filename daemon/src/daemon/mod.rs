@@ -311,12 +311,21 @@ pub async fn serve(
             Some(()) = reload.recv() => Input::ReloadSignal,
             how = stop.recv() => break how.unwrap_or(Stop::Gracefully),
         };
-        let fenced = match &input {
+        let fence_of = |input: &Input| match input {
             Input::Fenced(why) => Some(why.clone()),
             _ => None,
         };
-        let now = to_ms(clock.now());
-        edge.apply(engine.handle(input, now));
+        let mut fenced = fence_of(&input);
+        let mut effects = engine.handle(input, to_ms(clock.now()));
+        // What else has come meanwhile (runs that ended together, writes committed together)
+        // is taken in the same step, so the records it causes are committed together.
+        while fenced.is_none()
+            && let Ok(input) = inputs.try_recv()
+        {
+            fenced = fence_of(&input);
+            effects.extend(engine.handle(input, to_ms(clock.now())));
+        }
+        edge.apply(effects);
         if let Some(why) = fenced {
             fence = Some(why);
             break Stop::Fenced;
@@ -368,7 +377,8 @@ pub async fn serve(
 }
 
 /// While stopping: runs in flight get `shutdown_grace` (none after a second signal), then are
-/// stopped; their ends are still recorded. Fires waiting stay `queued` for the next start.
+/// stopped; their ends are still recorded (and their clients told). Fires waiting stay
+/// `queued` for the next start.
 async fn drain(
     engine: &mut Engine,
     edge: &mut Edge,
@@ -389,7 +399,7 @@ async fn drain(
         );
         stopped = true;
     }
-    while engine.in_flight() > 0 {
+    while engine.in_flight() > 0 || engine.ends_unrecorded() {
         let input = tokio::select! {
             Some(input) = inputs.recv() => input,
             () = &mut grace, if !stopped => {

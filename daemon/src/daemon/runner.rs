@@ -1,5 +1,10 @@
 //! One admitted run, start to finish: spawn its worker, turn its record `running`, hand over
 //! its params, supervise it, record how it ended, and tell the engine.
+//!
+//! A run's two records are held by the store and sent by the edge at the end of the step that
+//! caused them ([`RunRecords::send`]): a run's end frees its slot at once
+//! ([`Input::Exited`]), so the start of the run that takes the slot, spawned in the same step,
+//! is committed in the same transaction as that end.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,16 +18,19 @@ use crate::store::{Finish, RunId, StartRun};
 use crate::time::{Clock, rfc3339_ms, to_ms};
 use crate::worker::outcome::{classify, severity};
 use crate::worker::protocol::{Assignment, Setup, Task};
-use crate::worker::{Launcher, Limits};
+use crate::worker::{Launcher, Limits, Worker};
 
-/// A run's own writes: its start (before its plugin gets its params) and its end. One daemon
+/// A run's own writes: its start (before its plugin may start) and its end. One daemon
 /// writes them to its SQLite history; a node of a cluster to the shared database, fenced by
 /// its incarnation.
 pub trait RunRecords: Send + Sync + std::fmt::Debug {
-    /// Turns the queued run `start.id` `running`; an error means it must not start.
+    /// Turns the queued run `start.id` `running`; an error means it must not start. The write
+    /// may be held until [`RunRecords::send`].
     fn start_run(&self, start: StartRun) -> RecordFuture;
-    /// Records the run's end.
+    /// Records the run's end. The write may be held until [`RunRecords::send`].
     fn finish_run(&self, finish: Finish) -> RecordFuture;
+    /// Sends the writes held so far, to be committed together.
+    fn send(&self);
 }
 
 /// What a run's write resolves to: done, or why not.
@@ -58,8 +66,72 @@ pub struct RunLease {
     pub renewals: tokio::sync::watch::Receiver<()>,
 }
 
-/// Carries out one admitted run; `cancel` resolves with a reason when it must stop.
-pub async fn execute(env: Arc<RunEnv>, start: Start, cancel: oneshot::Receiver<String>) {
+/// Starts one admitted run: its worker is spawned now and its `running` record held (the
+/// caller sends it with the step's other records); the rest goes on in a task. `cancel`
+/// resolves with a reason when the run must stop.
+pub fn launch(env: &Arc<RunEnv>, start: Start, cancel: oneshot::Receiver<String>) {
+    match env.launcher.spawn(&start.job.workdir) {
+        Ok(worker) => {
+            let (pid, spawned_after) = worker.process();
+            let recorded = env.store.start_run(StartRun {
+                id: start.run_id,
+                started_at: worker.spawned_at_ms(),
+                queue_ms: start.queue_ms,
+                process: spawned_after.map(|t| (pid, t)),
+            });
+            tokio::spawn(execute(Arc::clone(env), start, worker, recorded, cancel));
+        }
+        Err(e) => {
+            tokio::spawn(unspawned(Arc::clone(env), start, e));
+        }
+    }
+}
+
+/// A run whose worker could not be spawned: recorded as started and failed at once.
+async fn unspawned(env: Arc<RunEnv>, start: Start, cause: std::io::Error) {
+    let now = to_ms(env.clock.now());
+    let id = start.run_id;
+    let error = format!("cannot start the run's process: {cause}");
+    tracing::error!(job = %start.job.name, run_id = id, "{error}");
+    let started = env.store.start_run(StartRun {
+        id,
+        started_at: now,
+        queue_ms: start.queue_ms,
+        process: None,
+    });
+    env.store.send();
+    let span = match started.await {
+        Ok(()) => {
+            report_started(&env, &start, now);
+            let (finished_at, finished) = finish(
+                &env,
+                id,
+                Status::Failed,
+                Some(error.clone()),
+                None,
+                Vec::new(),
+                0,
+            );
+            env.store.send();
+            finished.await;
+            Some(RunSpan {
+                started_at: now,
+                finished_at,
+            })
+        }
+        Err(_) => None,
+    };
+    report_finished(&env, &start, Status::Failed, Some(error), span);
+}
+
+/// The rest of a run, once its worker is spawned and its `running` record on its way.
+async fn execute(
+    env: Arc<RunEnv>,
+    start: Start,
+    mut worker: Worker,
+    recorded: RecordFuture,
+    cancel: oneshot::Receiver<String>,
+) {
     let cancel = async move {
         match cancel.await {
             Ok(reason) => reason,
@@ -69,57 +141,8 @@ pub async fn execute(env: Arc<RunEnv>, start: Start, cancel: oneshot::Receiver<S
     };
     let job = Arc::clone(&start.job);
     let id = start.run_id;
-    let mut worker = match env.launcher.spawn(&job.workdir) {
-        Ok(worker) => worker,
-        Err(e) => {
-            let now = to_ms(env.clock.now());
-            let error = format!("cannot start the run's process: {e}");
-            tracing::error!(job = %job.name, run_id = id, "{error}");
-            let started = env
-                .store
-                .start_run(StartRun {
-                    id,
-                    started_at: now,
-                    queue_ms: start.queue_ms,
-                    process: None,
-                })
-                .await;
-            let span = match started {
-                Ok(()) => {
-                    report_started(&env, &start, now);
-                    let finished_at = finish(
-                        &env,
-                        id,
-                        Status::Failed,
-                        Some(error.clone()),
-                        None,
-                        Vec::new(),
-                        0,
-                    )
-                    .await;
-                    Some(RunSpan {
-                        started_at: now,
-                        finished_at,
-                    })
-                }
-                Err(_) => None,
-            };
-            report_finished(&env, &start, Status::Failed, Some(error), span);
-            return;
-        }
-    };
-    let (pid, spawned_after) = worker.process();
     let started_at = worker.spawned_at_ms();
-    if let Err(e) = env
-        .store
-        .start_run(StartRun {
-            id,
-            started_at,
-            queue_ms: start.queue_ms,
-            process: spawned_after.map(|t| (pid, t)),
-        })
-        .await
-    {
+    if let Err(e) = recorded.await {
         // Without a `running` record the plugin must not run: a run that started is never lost.
         let error = format!("cannot record the run's start, so it was not started: {e}");
         tracing::error!(job = %job.name, run_id = id, "{error}");
@@ -172,7 +195,11 @@ pub async fn execute(env: Arc<RunEnv>, start: Start, cancel: oneshot::Receiver<S
         .clone()
         .filter(|m| status == Status::Succeeded && !m.is_empty());
     let (output, dropped) = ended.output.into_parts();
-    let finished_at = finish(&env, id, status, error.clone(), message, output, dropped).await;
+    let (finished_at, finished) = finish(&env, id, status, error.clone(), message, output, dropped);
+    // The end is held before the slot is given back, so the edge sends it with the start of
+    // the run that takes the slot.
+    let _ = env.events.send(Input::Exited { key: start.key });
+    finished.await;
     log_finished(level, &job.name, id, status, error.as_deref().unwrap_or(""));
     let span = RunSpan {
         started_at,
@@ -203,9 +230,10 @@ fn quick_stop() -> Limits {
     }
 }
 
-/// Completes the run's record; returns its `finished_at`. The store retries what may pass (a
-/// full disk, a lock), so the engine hears of the end only once it is recorded.
-async fn finish(
+/// Holds the run's final record; returns its `finished_at`, and what resolves once it is
+/// written. The store retries what may pass (a full disk, a lock), so the engine hears of the
+/// end only once it is recorded.
+fn finish(
     env: &RunEnv,
     id: RunId,
     status: Status,
@@ -213,9 +241,9 @@ async fn finish(
     message: Option<String>,
     output: Vec<u8>,
     output_dropped: u64,
-) -> i64 {
+) -> (i64, impl Future<Output = ()> + use<>) {
     let finished_at = to_ms(env.clock.now());
-    let finished = Finish {
+    let finished = env.store.finish_run(Finish {
         id,
         status,
         finished_at,
@@ -223,11 +251,13 @@ async fn finish(
         message,
         output,
         output_dropped,
+    });
+    let written = async move {
+        if let Err(e) = finished.await {
+            tracing::error!(run_id = id, "cannot record the end of the run: {e}");
+        }
     };
-    if let Err(e) = env.store.finish_run(finished).await {
-        tracing::error!(run_id = id, "cannot record the end of the run: {e}");
-    }
-    finished_at
+    (finished_at, written)
 }
 
 fn report_started(env: &RunEnv, start: &Start, started_at: i64) {

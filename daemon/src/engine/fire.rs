@@ -73,6 +73,8 @@ pub enum State {
     Backlog,
     /// Admitted: its process is being spawned, or runs.
     Running,
+    /// Its run's processes are gone and its end is being recorded; its slot is free.
+    Exited,
     /// Declined or cancelled before it started, with this status and reason; its final
     /// record is being written.
     Ending(Status, String),

@@ -490,7 +490,25 @@ impl Engine {
         }
     }
 
-    /// The run of `key` ended: its slot is free, and a retry or chained fires may follow.
+    /// The run of `key` has no process left; its end is being recorded. Its slot goes to the
+    /// next fire now, so that fire's start is written together with this run's end, and
+    /// anything that waits for the end itself (its client, a retry, chained fires) waits for
+    /// [`Engine::finished`]. A node of a cluster frees its slot when the end is recorded.
+    pub(super) fn exited(&mut self, key: FireKey) {
+        if self.cluster.is_some() {
+            return;
+        }
+        let Some(fire) = self.fires.get_mut(&key) else {
+            return;
+        };
+        if fire.state == State::Running {
+            fire.state = State::Exited;
+            self.admission.finished(key);
+        }
+    }
+
+    /// The run of `key` ended and is recorded: its slot is free (if [`Engine::exited`] did not
+    /// free it), and a retry or chained fires may follow.
     pub(super) fn finished(
         &mut self,
         key: FireKey,
@@ -499,9 +517,13 @@ impl Engine {
         span: Option<RunSpan>,
         now: i64,
     ) {
+        let exited = self
+            .fires
+            .get(&key)
+            .is_some_and(|fire| fire.state == State::Exited);
         if self.cluster.is_some() {
             self.cluster_finished();
-        } else {
+        } else if !exited {
             self.admission.finished(key);
         }
         let Some(fire) = self.fires.remove(&key) else {

@@ -64,6 +64,12 @@ pub enum Input {
         /// When its process was spawned, Unix ms.
         started_at: i64,
     },
+    /// The run of a fire has no process left, and its end is being recorded: its slot is
+    /// free. Optional: [`Input::Finished`] frees the slot too when this did not come first.
+    Exited {
+        /// The fire.
+        key: FireKey,
+    },
     /// The run of a fire ended: its processes are gone and its record is complete.
     Finished {
         /// The fire.
@@ -497,6 +503,7 @@ impl Engine {
             Input::Tick => self.tick(now),
             Input::Written(results) => self.written(results, now),
             Input::Started { key, started_at } => self.started(key, started_at),
+            Input::Exited { key } => self.exited(key),
             Input::Finished {
                 key,
                 status,
@@ -557,6 +564,13 @@ impl Engine {
             None => self.admission.next_wake(now),
         };
         [timeline, admission].into_iter().flatten().min()
+    }
+
+    /// Whether a run that exited still waits for its end to be recorded.
+    pub fn ends_unrecorded(&self) -> bool {
+        self.fires
+            .values()
+            .any(|candidate| candidate.state == fire::State::Exited)
     }
 
     /// Runs in flight.

@@ -173,14 +173,32 @@ impl Rig {
         }
     }
 
-    /// Ends the oldest run of `job` as `status`, its record completed first, as the runner does.
+    /// Ends the oldest run of `job` as `status`, its record completed first, as the runner does
+    /// (here without saying first that its process exited, which is optional).
     async fn end(&mut self, job: &str, status: Status) {
+        let start = self.take_run(job);
+        self.record_end(start, status).await;
+    }
+
+    /// The oldest run of `job`'s process exits: the engine hears it before the end is recorded.
+    async fn exit(&mut self, job: &str) -> Start {
+        let start = self.take_run(job);
+        self.step(Input::Exited { key: start.key }).await;
+        start
+    }
+
+    fn take_run(&mut self, job: &str) -> Start {
         let at = self
             .running
             .iter()
             .position(|start| start.job.name == job)
             .unwrap_or_else(|| panic!("no run of `{job}` is going"));
-        let start = self.running.remove(at);
+        self.running.remove(at)
+    }
+
+    /// The end of `start`'s run is committed, and the engine told.
+    async fn record_end(&mut self, start: Start, status: Status) {
+        let job = &start.job.name;
         let error = (status != Status::Succeeded).then(|| format!("{job} {status}"));
         self.store
             .finish_run(crate::store::Finish {
@@ -626,6 +644,57 @@ async fn manual_runs_are_answered_with_their_id_once_recorded_and_can_be_cancell
         &rig.answers(unknown)[..],
         [Response::Error { .. }]
     ));
+}
+
+#[tokio::test]
+async fn a_slot_frees_when_the_process_is_gone_and_the_client_hears_once_the_end_is_recorded() {
+    let config = format!(
+        "{DAEMON}max_concurrency = 1\n{}{}{}",
+        job("first", "retries = 1\nretry_backoff = \"1m\""),
+        job("second", ""),
+        job("third", ""),
+    );
+    let mut rig = Rig::new(&config, "2027-01-01T00:00:00Z").await;
+    let run = |job: &str, wait| Request::Run {
+        job: job.into(),
+        params: None,
+        wait,
+    };
+    let first = rig.ask(run("first", true)).await;
+    rig.ask(run("second", false)).await;
+    rig.ask(run("third", false)).await;
+    assert_eq!(rig.running_jobs(), ["first"]);
+    let exited = rig.exit("first").await;
+    assert_eq!(
+        rig.running_jobs(),
+        ["second"],
+        "the next run starts while the end is being written, to be committed with it"
+    );
+    assert!(
+        !rig.answers(first)
+            .iter()
+            .any(|answer| matches!(answer, Response::Run(RunUpdate::Finished { .. }))),
+        "the client waits for the end's record"
+    );
+    rig.record_end(exited, Status::Failed).await;
+    assert_eq!(
+        rig.running_jobs(),
+        ["second"],
+        "the recorded end frees no second slot"
+    );
+    assert!(rig.answers(first).iter().any(|answer| matches!(
+        answer,
+        Response::Run(RunUpdate::Finished {
+            id: 1,
+            status: Status::Failed,
+            ..
+        })
+    )));
+    let retry = rig.runs().into_iter().find(|r| r.trigger == Trigger::Retry);
+    assert!(
+        retry.is_some_and(|r| r.status == Status::Queued),
+        "the retry follows the recorded end"
+    );
 }
 
 #[tokio::test]

@@ -109,7 +109,7 @@ impl Engine {
                 self.decline(key, Status::Cancelled, reason, None);
                 Ok(None)
             }
-            State::New | State::Recording(_) | State::Ending(..) => Err(format!(
+            State::New | State::Recording(_) | State::Exited | State::Ending(..) => Err(format!(
                 "run {id} is already ending (pacer show {id} tells what became of it)"
             )),
         }

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use nix::sys::signal::Signal;
 
 use super::protocol::{Assignment, Report, Setup, Task, fit_line};
+use super::service_env;
 use super::supervisor::DESCRIPTOR_LIMIT_ARG;
 use crate::sys::{self, HostState, LoadedPlugin};
 
@@ -44,6 +45,9 @@ pub fn main() -> ! {
 }
 
 fn serve() -> Result<(), String> {
+    // First, while this process has a single thread: the plugin must not see the service's
+    // variables, which the daemon passed on untouched.
+    service_env::drop_service_variables();
     // A plugin's faults end the process with their own signal, which the run's record names.
     sys::restore_default_actions(&[Signal::SIGSEGV, Signal::SIGBUS]);
     restore_descriptor_limit()?;

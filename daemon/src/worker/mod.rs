@@ -6,6 +6,7 @@ mod guard;
 pub mod outcome;
 mod output;
 pub mod protocol;
+mod service_env;
 mod supervisor;
 
 pub use output::Tail;

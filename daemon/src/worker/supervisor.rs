@@ -1,20 +1,18 @@
 //! The daemon's side of a worker: spawn it, hand it its assignment, collect its reports and
 //! output, stop it at its deadline or on request, and reap it.
 
-use std::ffi::{OsStr, OsString};
 use std::future::Future;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use tokio::io::AsyncWriteExt;
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::net::unix::pipe;
 use tokio::sync::watch;
@@ -24,66 +22,19 @@ use super::output::Tail;
 use super::protocol::{Assignment, LineFramer, Report};
 use crate::sys::exit_watch;
 
-/// The variables systemd sets for a service (systemd.exec(5), "Environment variables in spawned
-/// processes") describe the daemon's own service; a run must not see them. A worker that wrote
-/// to `NOTIFY_SOCKET` would speak for the daemon, `JOURNAL_STREAM` would claim its stderr goes to
-/// the journal when it goes to the run's output, and the `*_DIRECTORY` ones name the service's
-/// private directories, which are not the job's. Kept: `PATH`, `LANG`, the login variables
-/// (`USER`, `HOME`, ...; a run under another `user` gets that user's), and `TERM`.
-const SERVICE_VARIABLES: [&str; 20] = [
-    "NOTIFY_SOCKET",
-    "INVOCATION_ID",
-    "JOURNAL_STREAM",
-    "SYSTEMD_EXEC_PID",
-    "RUNTIME_DIRECTORY",
-    "STATE_DIRECTORY",
-    "CACHE_DIRECTORY",
-    "LOGS_DIRECTORY",
-    "CONFIGURATION_DIRECTORY",
-    "CREDENTIALS_DIRECTORY",
-    "MAINPID",
-    "MANAGERPID",
-    "LOG_NAMESPACE",
-    "SERVICE_RESULT",
-    "EXIT_CODE",
-    "EXIT_STATUS",
-    "PIDFILE",
-    "FDSTORE",
-    "REMOTE_ADDR",
-    "REMOTE_PORT",
-];
-
-/// Prefixes of systemd's families of variables (`WATCHDOG_USEC`, `LISTEN_FDS`,
-/// `MONITOR_UNIT`, `TRIGGER_UNIT`, `MEMORY_PRESSURE_WATCH`, ...), all kept from runs, those
-/// systemd may add to a family later included.
-const SERVICE_PREFIXES: [&str; 5] = [
-    "WATCHDOG_",
-    "LISTEN_",
-    "MONITOR_",
-    "TRIGGER_",
-    "MEMORY_PRESSURE_",
-];
-
-/// Whether `name` is one of the service's own variables.
-fn is_service_variable(name: &OsStr) -> bool {
-    let name = name.as_encoded_bytes();
-    SERVICE_VARIABLES.iter().any(|v| name == v.as_bytes())
-        || SERVICE_PREFIXES
-            .iter()
-            .any(|prefix| name.starts_with(prefix.as_bytes()))
-}
-
 /// The worker's argument that carries the descriptor limit it is to go back to.
 pub(super) const DESCRIPTOR_LIMIT_ARG: &str = "--descriptor-limit=";
 
 /// Starts workers from the running executable.
+///
+/// Workers inherit the daemon's environment untouched, and each drops systemd's variables
+/// itself after exec ([`super::child`]): any change to a command's environment makes std
+/// copy, sort and convert the whole environment on every spawn, which cost the daemon more
+/// than the spawn itself.
 #[derive(Debug, Clone)]
 pub struct Launcher {
     exe: PathBuf,
     arg0: &'static str,
-    /// The daemon's environment without systemd's variables, taken once: handing std a
-    /// whole environment spares it re-reading and filtering the daemon's on every spawn.
-    env: Arc<[(OsString, OsString)]>,
     /// The descriptor limit the daemon started with, which its workers go back to (the daemon
     /// raised its own).
     descriptor_limit: Option<u64>,
@@ -95,13 +46,9 @@ impl Launcher {
     /// The daemon's own pid, not `self`: the path is resolved in the new process, and looking
     /// up its own `/proc` entry would make reaping it slower.
     pub fn current(arg0: &'static str) -> Launcher {
-        let env = std::env::vars_os()
-            .filter(|(name, _)| !is_service_variable(name))
-            .collect();
         Launcher {
             exe: PathBuf::from(format!("/proc/{}/exe", std::process::id())),
             arg0,
-            env,
             descriptor_limit: crate::descriptors::limit_for_runs(),
         }
     }
@@ -126,9 +73,7 @@ impl Launcher {
             .process_group(0)
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(output_writer)
-            .stderr(stderr_writer)
-            .env_clear()
-            .envs(self.env.iter().map(|(name, value)| (name, value)));
+            .stderr(stderr_writer);
         let spawned_after = boot_ticks();
         let child = command.spawn().map_err(|e| {
             io::Error::new(
@@ -260,8 +205,10 @@ impl Worker {
         let mut stop = None;
         let mut kill_at = None;
         let term_at = limits.timeout.map(|timeout| self.spawned + timeout);
-        let mut channel_buf = vec![0_u8; 16 * 1024];
-        let mut output_buf = vec![0_u8; 64 * 1024];
+        // Allocated when the first bytes arrive, and never zeroed: most runs write no output,
+        // and every byte read is written before it is looked at.
+        let mut channel_buf = Vec::new();
+        let mut output_buf = Vec::new();
         let (mut channel_open, mut output_open) = (true, true);
         tokio::pin!(cancel);
         loop {
@@ -271,18 +218,20 @@ impl Worker {
                         break;
                     }
                 }
-                read = self.channel.read(&mut channel_buf), if channel_open => match read {
-                    Ok(0) | Err(_) => channel_open = false,
-                    Ok(n) => {
-                        for line in framer.push(&channel_buf[..n]) {
-                            absorb(&line, &mut reports, &mut output);
-                        }
-                    }
-                },
-                read = self.output.read(&mut output_buf), if output_open => match read {
-                    Ok(0) | Err(_) => output_open = false,
-                    Ok(n) => output.push(&output_buf[..n]),
-                },
+                ready = self.channel.readable(), if channel_open => {
+                    channel_open = ready.is_ok()
+                        && read_reports(
+                            &self.channel,
+                            &mut channel_buf,
+                            &mut framer,
+                            &mut reports,
+                            &mut output,
+                        ) != Read::Closed;
+                }
+                ready = self.output.readable(), if output_open => {
+                    output_open = ready.is_ok()
+                        && read_output(&self.output, &mut output_buf, &mut output) != Read::Closed;
+                }
                 () = sleep_until(term_at), if stop.is_none() => {
                     stop = limits.timeout.map(Stop::TimedOut);
                     kill_at = Some(self.terminate(limits.kill_grace));
@@ -308,8 +257,19 @@ impl Worker {
         // The worker is a zombie now: its pid, and so its process group's id, cannot be reused
         // until it is reaped. That makes this the safe moment to kill what it left behind.
         self.signal_group(Signal::SIGKILL);
-        drain_channel(&self.channel, &mut framer, &mut reports, &mut output);
-        drain_output(&self.output, &mut output);
+        // What they wrote last; a descendant that escaped the kill may still hold the ends
+        // open, so this takes what is there and does not wait for the end.
+        while channel_open
+            && read_reports(
+                &self.channel,
+                &mut channel_buf,
+                &mut framer,
+                &mut reports,
+                &mut output,
+            ) == Read::Data
+        {}
+        while output_open && read_output(&self.output, &mut output_buf, &mut output) == Read::Data {
+        }
         let exit = reap(&mut self.child);
         Ended {
             exit,
@@ -386,25 +346,60 @@ fn absorb(line: &[u8], reports: &mut Reports, output: &mut Tail) {
     }
 }
 
-fn drain_channel(
-    channel: &UnixStream,
-    framer: &mut LineFramer,
-    reports: &mut Reports,
-    output: &mut Tail,
-) {
-    let mut buf = vec![0_u8; 16 * 1024];
-    while let Ok(n @ 1..) = channel.try_read(&mut buf) {
-        for line in framer.push(&buf[..n]) {
-            absorb(&line, reports, output);
+/// Bytes taken from a worker's channel or output per read.
+const READ_SIZE: usize = 16 * 1024;
+
+/// What one read from a worker's channel or output found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// Bytes, taken in.
+    Data,
+    /// Nothing now.
+    Empty,
+    /// The end (or a failure, which ends it as well).
+    Closed,
+}
+
+impl Read {
+    fn of(result: io::Result<usize>) -> Read {
+        match result {
+            Ok(0) => Read::Closed,
+            Ok(_) => Read::Data,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Read::Empty,
+            Err(_) => Read::Closed,
         }
     }
 }
 
-fn drain_output(pipe: &pipe::Receiver, output: &mut Tail) {
-    let mut buf = vec![0_u8; 64 * 1024];
-    while let Ok(n @ 1..) = pipe.try_read(&mut buf) {
-        output.push(&buf[..n]);
+/// Reads what the channel holds now into `reports` (and `output`, for log lines), through
+/// `buf`, which keeps its allocation from one read to the next.
+fn read_reports(
+    channel: &UnixStream,
+    buf: &mut Vec<u8>,
+    framer: &mut LineFramer,
+    reports: &mut Reports,
+    output: &mut Tail,
+) -> Read {
+    buf.clear();
+    buf.reserve(READ_SIZE);
+    let read = Read::of(channel.try_read_buf(buf));
+    if read == Read::Data {
+        for line in framer.push(buf) {
+            absorb(&line, reports, output);
+        }
     }
+    read
+}
+
+/// Reads what the output pipe holds now into `output`, through `buf`.
+fn read_output(pipe: &pipe::Receiver, buf: &mut Vec<u8>, output: &mut Tail) -> Read {
+    buf.clear();
+    buf.reserve(READ_SIZE);
+    let read = Read::of(pipe.try_read_buf(buf));
+    if read == Read::Data {
+        output.push(buf);
+    }
+    read
 }
 
 /// Reaps the worker, whose exit the pidfd already reported.

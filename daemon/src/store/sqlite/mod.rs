@@ -64,6 +64,8 @@ fn open_for_writing(path: &Path) -> Result<(Connection, WriterLock), StoreError>
     };
     let mut conn = Connection::open(path).map_err(open_error)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(open_error)?;
+    // Room for every statement the writer prepares, so the ones each run uses stay parsed.
+    conn.set_prepared_statement_cache_capacity(32);
     // The database file is read and written with system calls, never through a memory map,
     // so a failing disk is an error value (SQLite's default, said here so it stays so).
     conn.pragma_update(None, "mmap_size", 0)

@@ -91,6 +91,55 @@ fn all(history: &SqliteHistory) -> Vec<(RunId, String, Status)> {
 }
 
 #[tokio::test]
+async fn held_run_records_wait_for_send_held_and_go_in_the_order_they_were_held() {
+    let (_dir, path) = database();
+    let store = SqliteStore::open(&path).unwrap();
+    let ending = started(&store, "old", 1_000).await;
+    let next = queued(&store, new_fire("new", 1_000)).await;
+    let start = |id| StartRun {
+        id,
+        started_at: 2_000,
+        queue_ms: 1_000,
+        process: None,
+    };
+    let ended = store.hold_finish_run(finish(ending, Status::Succeeded, 2_000));
+    let started = store.hold_start_run(start(next));
+    let history = SqliteHistory::open(&path).unwrap();
+    assert_eq!(
+        all(&history),
+        [
+            (next, "new".to_owned(), Status::Queued),
+            (ending, "old".to_owned(), Status::Running)
+        ],
+        "held records are not written"
+    );
+    store.send_held();
+    ended.await.unwrap();
+    started.await.unwrap();
+    assert_eq!(
+        all(&history),
+        [
+            (next, "new".to_owned(), Status::Running),
+            (ending, "old".to_owned(), Status::Succeeded)
+        ]
+    );
+    // A start held twice fails the second time, in order, and the first stays.
+    let twice = (
+        store.hold_start_run(start(next)),
+        store.hold_finish_run(finish(next, Status::Failed, 3_000)),
+    );
+    let closed = store.hold_start_run(start(next));
+    store.send_held();
+    assert!(matches!(twice.0.await, Err(StoreError::NotQueued(_))));
+    twice.1.await.unwrap();
+    store.close().await.unwrap();
+    assert!(
+        matches!(closed.await, Err(StoreError::NotQueued(_))),
+        "what was held is still written before closing"
+    );
+}
+
+#[tokio::test]
 async fn a_run_is_recorded_at_start_and_completed_at_end() {
     let (_dir, path) = database();
     let store = SqliteStore::open(&path).unwrap();
