@@ -335,6 +335,12 @@ pub async fn serve(
     let now = to_ms(clock.now());
     edge.apply(engine.handle(Input::Shutdown, now));
     tracing::info!(in_flight = engine.in_flight(), "stopping");
+    if let Some(unwritable) = health.borrow().as_ref() {
+        tracing::warn!(
+            "{unwritable}; the stop waits until it can be written, so that the end of every run \
+             is recorded"
+        );
+    }
     notify::stopping();
     server.abort();
     pruner.abort();

@@ -1,5 +1,6 @@
 //! What comes due on the timeline, and the `catch_up` policy for fires that came due while
-//! the daemon was down (or found very late: a suspend, a clock jump).
+//! the daemon was down (or found very late: a suspend, a clock jump, a history that could not
+//! be written).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,19 +16,21 @@ use crate::scheduler::{Due, Timer};
 use crate::time::rfc3339_ms;
 use crate::units::format_duration;
 
-/// A missed fire, or a stretch of them not listed one by one, waiting for its job's
-/// `catch_up` policy.
-enum Missed {
-    Fire(Arc<Job>, i64),
-    /// The job, the first fire of the stretch and its end (exclusive), Unix ms.
-    Gap(Arc<Job>, i64, i64),
-}
-
 impl Engine {
-    /// Handles what the timeline found due: fires on time go to admission together (so
+    /// Handles what the timeline found due, in due order, so that a job's fires are recorded
+    /// in the order they came due even when some were missed and later ones were not (the
+    /// history could not be written for a while): fires on time go to admission together (so
     /// priority decides among them), missed ones follow their job's `catch_up`.
     pub(super) fn take_due(&mut self, due: Vec<Due>, now: i64) {
-        let mut missed = Vec::new();
+        let mut missed_left: HashMap<String, u32> = HashMap::new();
+        for item in &due {
+            if let Due::Fire {
+                job, missed: true, ..
+            } = item
+            {
+                *missed_left.entry(job.name.clone()).or_default() += 1;
+            }
+        }
         for item in due {
             match item {
                 Due::Fire {
@@ -45,8 +48,21 @@ impl Engine {
                     job,
                     at,
                     missed: true,
-                } => missed.push(Missed::Fire(job, at)),
-                Due::Gap { job, from, before } => missed.push(Missed::Gap(job, from, before)),
+                } => {
+                    let left = missed_left.get_mut(&job.name).map_or(0, |left| {
+                        *left -= 1;
+                        *left
+                    });
+                    self.catch_up(&job, at, left, now);
+                }
+                Due::Gap { job, from, before } => {
+                    let reason = format!(
+                        "missed, with every later fire before {}: more than {MAX_LISTED_MISSED} \
+                         fires were missed, and those between are not recorded one by one",
+                        rfc3339_ms(before)
+                    );
+                    self.skip_missed(Fire::of(&job, Trigger::CatchUp, from, now), reason);
+                }
                 Due::Timer {
                     timer: Timer::Fire(key),
                     ..
@@ -65,75 +81,58 @@ impl Engine {
                 }
             }
         }
-        self.catch_up(missed, now);
     }
 
-    /// Applies each job's `catch_up` policy to its missed fires, recording them in due order:
-    /// `skip` records each as skipped; `once` runs the latest and records the others; `all`
-    /// runs the newest `max_catch_up`, one after another, and records the older ones.
-    fn catch_up(&mut self, missed: Vec<Missed>, now: i64) {
-        let mut remaining: HashMap<String, u32> = HashMap::new();
-        for item in &missed {
-            if let Missed::Fire(job, _) = item {
-                *remaining.entry(job.name.clone()).or_default() += 1;
-            }
-        }
+    /// Applies `job`'s `catch_up` policy to its missed fire at `at`, with `left` more of its
+    /// missed fires due after it: `skip` records each as skipped; `once` runs the latest and
+    /// records the others; `all` runs the newest `max_catch_up`, one after another, and records
+    /// the older ones.
+    fn catch_up(&mut self, job: &Arc<Job>, at: i64, left: u32, now: i64) {
         let cap = self.config.daemon.max_catch_up;
-        for item in missed {
-            let (job, at) = match item {
-                Missed::Fire(job, at) => (job, at),
-                Missed::Gap(job, from, before) => {
-                    let reason = format!(
-                        "missed, with every later fire before {}: more than {MAX_LISTED_MISSED} \
-                         fires were missed, and those between are not recorded one by one",
-                        rfc3339_ms(before)
-                    );
-                    self.skip_missed(Fire::of(&job, Trigger::CatchUp, from, now), reason);
-                    continue;
-                }
-            };
-            let left = remaining.get_mut(&job.name).map_or(0, |left| {
-                *left -= 1;
-                *left
-            });
-            let why = self.why_missed(at, now);
-            let fire = Fire::of(&job, Trigger::CatchUp, at, now);
-            match job.catch_up {
-                // One after another, so a long outage does not put every missed fire in the
-                // queue at once (where `overlap = "skip"` would decline all but the first).
-                CatchUp::All if left < cap => {
-                    self.accept(fire, Then::Backlog, now);
-                }
-                CatchUp::All => self.skip_missed(
-                    fire,
-                    format!(
-                        "{why}; catch_up = \"all\" runs only the newest max_catch_up = {cap} \
-                         missed fires"
-                    ),
+        let why = self.why_missed(at, now);
+        let fire = Fire::of(job, Trigger::CatchUp, at, now);
+        match job.catch_up {
+            // One after another, so a long outage does not put every missed fire in the
+            // queue at once (where `overlap = "skip"` would decline all but the first).
+            CatchUp::All if left < cap => {
+                self.accept(fire, Then::Backlog, now);
+            }
+            CatchUp::All => self.skip_missed(
+                fire,
+                format!(
+                    "{why}; catch_up = \"all\" runs only the newest max_catch_up = {cap} \
+                     missed fires"
                 ),
-                CatchUp::Once if left == 0 => {
-                    self.accept(fire, Then::Admission, now);
-                }
-                CatchUp::Once => self.skip_missed(
-                    fire,
-                    format!("{why}; catch_up = \"once\" runs only the latest missed fire"),
-                ),
-                CatchUp::Skip => {
-                    self.skip_missed(fire, format!("{why} (catch_up = \"skip\")"));
-                }
+            ),
+            CatchUp::Once if left == 0 => {
+                self.accept(fire, Then::Admission, now);
+            }
+            CatchUp::Once => self.skip_missed(
+                fire,
+                format!("{why}; catch_up = \"once\" runs only the latest missed fire"),
+            ),
+            CatchUp::Skip => {
+                self.skip_missed(fire, format!("{why} (catch_up = \"skip\")"));
             }
         }
     }
 
     fn why_missed(&self, at: i64, now: i64) -> String {
         if at <= self.started_at {
-            "missed while pacerd was not running".to_owned()
-        } else {
-            format!(
-                "missed: found {} late (the machine was suspended, the wall clock jumped, or \
-                 the history could not be written)",
+            return "missed while pacerd was not running".to_owned();
+        }
+        match self.history_held {
+            Some((since, until)) if at >= since && until.is_none_or(|until| at <= until) => {
+                format!(
+                    "missed while the history could not be written (from {} to {})",
+                    rfc3339_ms(since),
+                    rfc3339_ms(until.unwrap_or(now))
+                )
+            }
+            _ => format!(
+                "missed: found {} late (the machine was suspended or the wall clock jumped)",
                 format_duration(Duration::from_millis(u64::try_from(now - at).unwrap_or(0)))
-            )
+            ),
         }
     }
 

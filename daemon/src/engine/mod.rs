@@ -347,6 +347,9 @@ pub struct Engine {
     /// A config is being read.
     loading: bool,
     history_error: Option<String>,
+    /// When the history last became unwritable and, once it could be written again, until
+    /// when (Unix ms): the fires due in between waited for it, so a missed one says so.
+    history_held: Option<(i64, Option<i64>)>,
     stopping: bool,
     /// This node's own state, when it is one of a cluster.
     cluster: Option<cluster::Cluster>,
@@ -439,6 +442,7 @@ impl Engine {
             reloading: Vec::new(),
             loading: false,
             history_error: None,
+            history_held: None,
             stopping: false,
             cluster: node.map(|node| {
                 cluster::Cluster::new(
@@ -517,10 +521,7 @@ impl Engine {
             Input::PluginsChanged => self.plugins_changed(now),
             Input::Rescanned(registry) => self.rescanned(registry),
             Input::Boot(jobs) => self.boot(jobs, now),
-            Input::History(error) => {
-                self.observe(Observation::HistoryWritable(error.is_none()));
-                self.history_error = error;
-            }
+            Input::History(error) => self.history(error, now),
             Input::Claimed {
                 outcomes,
                 withdrawn,
@@ -601,6 +602,21 @@ impl Engine {
         }
         let due = self.scheduler.take_due(now);
         self.take_due(due, now);
+    }
+
+    /// The history became unwritable (why), or writable again (`None`).
+    fn history(&mut self, error: Option<String>, now: i64) {
+        self.observe(Observation::HistoryWritable(error.is_none()));
+        match (&self.history_error, &error) {
+            (None, Some(_)) => self.history_held = Some((now, None)),
+            (Some(_), None) => {
+                if let Some((_, until)) = &mut self.history_held {
+                    *until = Some(now);
+                }
+            }
+            _ => {}
+        }
+        self.history_error = error;
     }
 
     fn write(&mut self, write: Write) {

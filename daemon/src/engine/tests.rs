@@ -956,3 +956,51 @@ async fn stopping_leaves_waiting_fires_queued_for_the_next_start() {
     rig.crash_and_restart("2027-01-01T00:01:00Z").await;
     assert_eq!(rig.running_jobs(), ["b"]);
 }
+
+#[tokio::test]
+async fn fires_held_for_an_unwritable_history_are_recorded_in_due_order_and_say_why() {
+    let config = format!(
+        "{DAEMON}{}",
+        job("tick", "schedule = \"*/10 * * * * *\"\ncatch_up = \"skip\"")
+    );
+    let mut rig = Rig::new(&config, "2027-01-01T00:00:05Z").await;
+    rig.at("2027-01-01T00:00:10Z").await;
+    rig.end("tick", Status::Succeeded).await;
+    rig.now = ms("2027-01-01T00:00:15Z");
+    rig.step(Input::History(Some("database or disk is full".into())))
+        .await;
+    rig.at("2027-01-01T00:01:00Z").await;
+    assert_eq!(rig.runs().len(), 1, "nothing is taken while it lasts");
+    rig.now = ms("2027-01-01T00:01:35Z");
+    rig.step(Input::History(None)).await;
+    rig.step(Input::Tick).await;
+    let fires: Vec<(String, Status)> = rig
+        .runs()
+        .into_iter()
+        .skip(1)
+        .map(|run| (from_ms(run.scheduled_at).to_string(), run.status))
+        .collect();
+    let at = |s: &str| format!("2027-01-01T00:0{s}Z");
+    assert_eq!(
+        fires,
+        [
+            (at("0:20"), Status::Skipped),
+            (at("0:30"), Status::Skipped),
+            (at("0:40"), Status::Running),
+            (at("0:50"), Status::Skipped),
+            (at("1:00"), Status::Skipped),
+            (at("1:10"), Status::Skipped),
+            (at("1:20"), Status::Skipped),
+            (at("1:30"), Status::Skipped),
+        ],
+        "recorded in the order they came due: more than a minute late they were missed, later \
+         ones run (and overlap declines all but the first)"
+    );
+    assert_eq!(
+        rig.runs()[1].error.as_deref(),
+        Some(
+            "missed while the history could not be written (from 2027-01-01T00:00:15.000Z to \
+             2027-01-01T00:01:35.000Z) (catch_up = \"skip\")"
+        )
+    );
+}

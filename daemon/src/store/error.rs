@@ -187,9 +187,12 @@ pub(crate) fn sqlite_advice(cause: &rusqlite::Error, path: &Path) -> String {
             "; it cannot be written: is its file system mounted read-only, or is the file, its \
              -wal or -shm immutable (`lsattr {file}*`, then `chattr -i`)?"
         ),
+        // SQLite reports a write the kernel refused (an immutable file: EPERM) as an I/O
+        // error too, so both causes are named.
         Some(ErrorCode::SystemIoFailure) => format!(
-            "; the operating system reported an I/O error on {file} or its -wal/-shm: check the \
-             disk (`dmesg`) and free space"
+            "; the operating system failed or refused a read or write of {file} or its \
+             -wal/-shm: check whether one is immutable or append-only (`lsattr {file}*`, then \
+             `chattr -i -a`), the disk (`dmesg`) and free space"
         ),
         Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => format!(
             "; the file is damaged or is not a pacer history: stop pacerd, move {file} aside and \

@@ -31,5 +31,6 @@ mod plugin_report;
 mod restart;
 mod sdk;
 mod socket_abuse;
+mod store_faults;
 mod validation;
 mod web;
