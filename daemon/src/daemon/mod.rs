@@ -284,9 +284,17 @@ pub async fn serve(
         };
         let mut fenced = matches!(input, Input::Fenced(_));
         let mut effects = engine.handle(input, to_ms(clock.now()));
-        // What else has come meanwhile (runs that ended together, writes committed together)
-        // is taken in the same step, so the records it causes are committed together.
-        while !fenced && let Ok(input) = inputs.try_recv() {
+        // What else has come meanwhile (runs that ended together, writes committed together,
+        // requests sent together) is taken in the same step, so the records it causes are
+        // committed together.
+        while !fenced {
+            let input = match inputs.try_recv() {
+                Ok(input) => input,
+                Err(_) => match control_rx.try_recv() {
+                    Ok(incoming) => edge.control(incoming),
+                    Err(_) => break,
+                },
+            };
             fenced = matches!(input, Input::Fenced(_));
             effects.extend(engine.handle(input, to_ms(clock.now())));
         }
