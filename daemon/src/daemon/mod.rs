@@ -317,11 +317,17 @@ pub async fn serve(
         };
         let mut fenced = fence_of(&input);
         let mut effects = engine.handle(input, to_ms(clock.now()));
-        // What else has come meanwhile (runs that ended together, writes committed together)
-        // is taken in the same step, so the records it causes are committed together.
-        while fenced.is_none()
-            && let Ok(input) = inputs.try_recv()
-        {
+        // What else has come meanwhile (runs that ended together, writes committed together,
+        // requests sent together) is taken in the same step, so the records it causes are
+        // committed together.
+        while fenced.is_none() {
+            let input = match inputs.try_recv() {
+                Ok(input) => input,
+                Err(_) => match control_rx.try_recv() {
+                    Ok(incoming) => edge.control(incoming),
+                    Err(_) => break,
+                },
+            };
             fenced = fence_of(&input);
             effects.extend(engine.handle(input, to_ms(clock.now())));
         }
