@@ -113,8 +113,7 @@ async fn unspawned(env: Arc<RunEnv>, start: Start, cause: std::io::Error) {
                 0,
             );
             env.store.send();
-            finished.await;
-            Some(RunSpan {
+            finished.await.then_some(RunSpan {
                 started_at: now,
                 finished_at,
             })
@@ -199,13 +198,14 @@ async fn execute(
     // The end is held before the slot is given back, so the edge sends it with the start of
     // the run that takes the slot.
     let _ = env.events.send(Input::Exited { key: start.key });
-    finished.await;
+    let recorded = finished.await;
     log_finished(level, &job.name, id, status, error.as_deref().unwrap_or(""));
-    let span = RunSpan {
+    // An end that was not stored has no span: nobody is told an outcome the history lacks.
+    let span = recorded.then_some(RunSpan {
         started_at,
         finished_at,
-    };
-    report_finished(&env, &start, status, error, Some(span));
+    });
+    report_finished(&env, &start, status, error, span);
 }
 
 /// The end of a run, at the level [`severity`] chose (tracing needs the level at compile time).
@@ -231,8 +231,8 @@ fn quick_stop() -> Limits {
 }
 
 /// Holds the run's final record; returns its `finished_at`, and what resolves once it is
-/// written. The store retries what may pass (a full disk, a lock), so the engine hears of the
-/// end only once it is recorded.
+/// written (`true`) or given up (`false`). The store retries what may pass (a full disk, a
+/// lock), so the engine hears of the end only once it is recorded.
 fn finish(
     env: &RunEnv,
     id: RunId,
@@ -241,7 +241,7 @@ fn finish(
     message: Option<String>,
     output: Vec<u8>,
     output_dropped: u64,
-) -> (i64, impl Future<Output = ()> + use<>) {
+) -> (i64, impl Future<Output = bool> + use<>) {
     let finished_at = to_ms(env.clock.now());
     let finished = env.store.finish_run(Finish {
         id,
@@ -253,8 +253,12 @@ fn finish(
         output_dropped,
     });
     let written = async move {
-        if let Err(e) = finished.await {
-            tracing::error!(run_id = id, "cannot record the end of the run: {e}");
+        match finished.await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(run_id = id, "cannot record the end of the run: {e}");
+                false
+            }
         }
     };
     (finished_at, written)

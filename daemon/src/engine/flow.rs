@@ -543,12 +543,22 @@ impl Engine {
         }
         let retry = status.is_failure() && fire.attempt <= job.retries && !self.stopping;
         if let Some(waiter) = fire.waiter {
-            let update = RunUpdate::Finished {
-                id,
-                status,
-                error: error.map(str::to_owned),
+            // Without a span the end was not stored: the client learns that, not an outcome
+            // the history does not hold.
+            let response = match span {
+                Some(_) => Response::Run(RunUpdate::Finished {
+                    id,
+                    status,
+                    error: error.map(str::to_owned),
+                }),
+                None => Response::Error {
+                    message: format!(
+                        "run {id} ended, but the history could not record its end (pacerd's \
+                         log says why; pacer show {id} tells what the history holds)"
+                    ),
+                },
             };
-            self.reply(waiter.to, Response::Run(update), !(retry && waiter.wait));
+            self.reply(waiter.to, response, !(retry && waiter.wait));
         }
         if retry {
             self.accept(fire.retry(now), Then::Timeline, now);

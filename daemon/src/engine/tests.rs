@@ -698,6 +698,42 @@ async fn a_slot_frees_when_the_process_is_gone_and_the_client_hears_once_the_end
 }
 
 #[tokio::test]
+async fn a_client_is_never_told_an_outcome_that_was_not_recorded() {
+    let config = format!("{DAEMON}{}", job("once", ""));
+    let mut rig = Rig::new(&config, "2027-01-01T00:00:00Z").await;
+    let waiting = rig
+        .ask(Request::Run {
+            job: "once".into(),
+            params: None,
+            wait: true,
+        })
+        .await;
+    let start = rig.exit("once").await;
+    // The edge gave up on the end's record (a damaged file, say): the run ends without a span.
+    rig.step(Input::Finished {
+        key: start.key,
+        status: Status::Succeeded,
+        error: None,
+        span: None,
+    })
+    .await;
+    let answers = rig.answers(waiting);
+    assert!(
+        !answers
+            .iter()
+            .any(|answer| matches!(answer, Response::Run(RunUpdate::Finished { .. }))),
+        "{answers:?}"
+    );
+    assert!(
+        answers.iter().any(|answer| matches!(
+            answer,
+            Response::Error { message } if message.contains("could not record its end")
+        )),
+        "{answers:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_restart_takes_every_queued_fire_back_in_order_and_a_retry_keeps_its_instant() {
     let config = format!(
         "{DAEMON}max_concurrency = 1\n{}{}{}{}",
