@@ -31,7 +31,7 @@ pub fn run(quick: bool, report: &mut Report) -> anyhow::Result<()> {
     )?;
     let figures = measure(port, &pages(rows))?;
     drop(daemon);
-    add(report, "web", figures);
+    add(report, "web", &figures);
     Ok(())
 }
 
@@ -59,7 +59,7 @@ pub fn run_cluster(quick: bool, report: &mut Report) -> anyhow::Result<()> {
     pages.push(("nodes", "/nodes".to_owned()));
     let figures = measure(port, &pages)?;
     drop(daemon);
-    add(report, "web_cluster", figures);
+    add(report, "web_cluster", &figures);
     Ok(())
 }
 
@@ -127,7 +127,7 @@ fn measure(port: u16, pages: &[(&'static str, String)]) -> anyhow::Result<Vec<(S
     Ok(figures)
 }
 
-fn add(report: &mut Report, scenario: &str, figures: Vec<(String, f64)>) {
+fn add(report: &mut Report, scenario: &str, figures: &[(String, f64)]) {
     report.add(
         scenario,
         figures
