@@ -12,7 +12,7 @@ use pacer::store::{Finish, History, HistoryQuery, NewFire, StartRun, Store, Writ
 use crate::report::{Report, median};
 
 pub(super) const JOBS: usize = 1_000;
-const DAYS: i64 = 30;
+pub(super) const DAYS: i64 = 30;
 
 pub fn run(quick: bool, report: &mut Report) -> anyhow::Result<()> {
     let rows = if quick { 100_000 } else { 1_000_000 };

@@ -19,7 +19,7 @@ use crate::report::{Report, median};
 type Scenario = fn(bool, &mut Report) -> anyhow::Result<()>;
 
 /// Every scenario, in the order they run.
-const SCENARIOS: [(&str, Scenario); 12] = [
+const SCENARIOS: [(&str, Scenario); 13] = [
     ("limits", limits::run),
     ("dispatch", dispatch::run),
     ("peer", peer::run),
@@ -32,6 +32,7 @@ const SCENARIOS: [(&str, Scenario); 12] = [
     ("queue", queue::run),
     ("faults", faults::run),
     ("cluster", cluster::run),
+    ("web_cluster", web::run_cluster),
 ];
 
 /// Runs every scenario (or those named in `only`).

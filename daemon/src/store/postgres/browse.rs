@@ -35,30 +35,19 @@ fn window_run(row: &Row) -> Result<WindowRun, ClusterError> {
 }
 
 fn span(row: &Row) -> Result<Span, ClusterError> {
-    let started_at: Option<i64> = row.try_get("started_at").map_err(db)?;
-    let waiting_from = match started_at {
-        Some(started) => {
-            started
-                - row
-                    .try_get::<_, Option<i64>>("queue_ms")
-                    .map_err(db)?
-                    .unwrap_or(0)
-                    .max(0)
-        }
-        None => {
-            let due: i64 = row.try_get("scheduled_at").map_err(db)?;
-            row.try_get::<_, Option<i64>>("queued_at")
-                .map_err(db)?
-                .map_or(due, |accepted| accepted.max(due))
-        }
-    };
     Ok(Span {
         job: row.try_get("job").map_err(db)?,
-        waiting_from,
-        started_at,
+        waiting_from: row.try_get("waiting_from").map_err(db)?,
+        started_at: row.try_get("started_at").map_err(db)?,
         finished_at: row.try_get("finished_at").map_err(db)?,
     })
 }
+
+/// When a run began to wait for a slot (as the SQLite history's spans say it).
+const WAITING_FROM: &str = "CASE WHEN started_at IS NOT NULL
+                                 THEN started_at - greatest(coalesce(queue_ms, 0), 0)
+                                 ELSE greatest(scheduled_at, coalesce(queued_at, scheduled_at))
+                            END AS waiting_from";
 
 impl PgDatabase {
     /// The runs of `job` scheduled in `[from, to)`, latest due first, at most `limit`.
@@ -270,8 +259,8 @@ impl PgDatabase {
             let client = self.client().await?;
             let mut spans = client
                 .query(
-                    "SELECT job, scheduled_at, NULL::bigint AS queued_at, started_at, finished_at,
-                            queue_ms
+                    "SELECT job, started_at - greatest(coalesce(queue_ms, 0), 0) AS waiting_from,
+                            started_at, finished_at
                      FROM runs
                      WHERE scheduled_at >= $1 AND scheduled_at < $2 AND started_at IS NOT NULL
                        AND (finished_at IS NULL OR finished_at >= $3)
@@ -285,10 +274,12 @@ impl PgDatabase {
                 .collect::<Result<Vec<_>, _>>()?;
             let waiting_or_going = client
                 .query(
-                    "SELECT job, scheduled_at, queued_at, started_at, finished_at, queue_ms
-                     FROM runs
-                     WHERE (status = 'running' AND scheduled_at < $1 AND started_at IS NOT NULL)
-                        OR status = 'queued'",
+                    &format!(
+                        "SELECT job, {WAITING_FROM}, started_at, finished_at FROM runs
+                         WHERE (status = 'running' AND scheduled_at < $1
+                                AND started_at IS NOT NULL)
+                            OR status = 'queued'"
+                    ),
                     &[&(from - lookback)],
                 )
                 .await

@@ -12,7 +12,7 @@ use super::{ClusterError, db};
 const MIGRATION_LOCK: i64 = 0x0070_6163_6572;
 
 /// Every migration, oldest first; `pacer_schema` records how many have run.
-pub(super) const MIGRATIONS: [&str; 2] = [V1, V2_WEB_VIEW];
+pub(super) const MIGRATIONS: [&str; 3] = [V1, V2_WEB_VIEW, V3_JOB_AND_STATUS];
 
 /// Brings the schema up to date.
 pub(super) async fn migrate(client: &mut Client) -> Result<(), ClusterError> {
@@ -197,4 +197,9 @@ CREATE INDEX runs_spans ON runs (scheduled_at) INCLUDE (started_at, finished_at,
 -- The runs page's trigger filter, newest first. Only the rare triggers are indexed:
 -- `schedule` is most rows, and walking the newest ids finds them at once.
 CREATE INDEX runs_by_trigger ON runs (trigger, id) WHERE trigger <> 'schedule';
+";
+
+/// `pacer history --job J --status S` and the runs page with both filters, newest first.
+const V3_JOB_AND_STATUS: &str = r"
+CREATE INDEX runs_by_job_status ON runs (job, status, id);
 ";

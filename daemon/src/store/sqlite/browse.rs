@@ -72,44 +72,37 @@ impl WindowColumns {
 #[derive(Debug)]
 struct SpanColumns {
     job: Column,
-    scheduled_at: Column,
-    queued_at: Column,
+    waiting_from: Column,
     started_at: Column,
     finished_at: Column,
-    queue_ms: Column,
 }
 
 impl SpanColumns {
     fn of(statement: &rusqlite::Statement<'_>) -> Result<SpanColumns, StoreError> {
         Ok(SpanColumns {
             job: position(statement, "job")?,
-            scheduled_at: position(statement, "scheduled_at")?,
-            queued_at: position(statement, "queued_at")?,
+            waiting_from: position(statement, "waiting_from")?,
             started_at: position(statement, "started_at")?,
             finished_at: position(statement, "finished_at")?,
-            queue_ms: position(statement, "queue_ms")?,
         })
     }
 
     fn read(&self, row: &rusqlite::Row<'_>) -> Result<Span, Problem> {
-        let started_at: Option<i64> = self.started_at.get(row)?;
-        let waiting_from = match started_at {
-            Some(started) => started - self.queue_ms.get::<Option<i64>>(row)?.unwrap_or(0).max(0),
-            None => {
-                let due: i64 = self.scheduled_at.get(row)?;
-                self.queued_at
-                    .get::<Option<i64>>(row)?
-                    .map_or(due, |accepted| accepted.max(due))
-            }
-        };
         Ok(Span {
             job: self.job.get(row)?,
-            waiting_from,
-            started_at,
+            waiting_from: self.waiting_from.get(row)?,
+            started_at: self.started_at.get(row)?,
             finished_at: self.finished_at.get(row)?,
         })
     }
 }
+
+/// When a run began to wait for a slot, in SQL: its start minus its wait once it started;
+/// while it waits, its due instant, or when it was accepted if that was later.
+const WAITING_FROM: &str = "CASE WHEN started_at IS NOT NULL
+                                 THEN started_at - max(coalesce(queue_ms, 0), 0)
+                                 ELSE max(scheduled_at, coalesce(queued_at, scheduled_at))
+                            END AS waiting_from";
 
 impl SqliteHistory {
     /// The runs of `job` scheduled in `[from, to)`, latest due first, at most `limit`.
@@ -202,7 +195,8 @@ impl SqliteHistory {
         limit: u32,
     ) -> Result<Vec<Span>, StoreError> {
         let mut statement = self.conn.prepare_cached(
-            "SELECT id, job, scheduled_at, NULL AS queued_at, started_at, finished_at, queue_ms
+            "SELECT id, job, started_at - max(coalesce(queue_ms, 0), 0) AS waiting_from,
+                    started_at, finished_at
              FROM runs INDEXED BY runs_by_schedule
              WHERE scheduled_at >= ?1 AND scheduled_at < ?2 AND started_at IS NOT NULL
                AND (finished_at IS NULL OR finished_at >= ?3)
@@ -216,12 +210,12 @@ impl SqliteHistory {
             )?
             .collect::<Result<Vec<_>, _>>()?;
         // Runs due before the look-back that still go, and fires that wait.
-        let mut going = self.conn.prepare_cached(
-            "SELECT id, job, scheduled_at, queued_at, started_at, finished_at, queue_ms
+        let mut going = self.conn.prepare_cached(&format!(
+            "SELECT id, job, {WAITING_FROM}, started_at, finished_at
              FROM runs INDEXED BY runs_by_status
              WHERE (status = 'running' AND scheduled_at < ?1 AND started_at IS NOT NULL)
-                OR status = 'queued'",
-        )?;
+                OR status = 'queued'"
+        ))?;
         let columns = SpanColumns::of(&going)?;
         for span in going.query_and_then([from - lookback], |row| {
             columns.read(row).map_err(|problem| damaged(row, problem))

@@ -13,6 +13,7 @@ pub fn migrations() -> Migrations<'static> {
         M::up(V2_QUEUED_FIRES).foreign_key_check(),
         M::up(WEB_VIEW),
         M::up(WEB_WINDOWS_FROM_INDEXES),
+        M::up(JOB_AND_STATUS),
     ])
 }
 
@@ -136,4 +137,11 @@ CREATE INDEX runs_by_job_schedule ON runs (job, scheduled_at, status, started_at
 -- window (the load under the timeline).
 DROP INDEX runs_by_schedule;
 CREATE INDEX runs_by_schedule ON runs (scheduled_at, started_at, finished_at, queue_ms, job);
+";
+
+/// `pacer history --job J --status S` and the runs page with both filters, newest first: with
+/// `runs_by_job` or `runs_by_status` alone, a page walks all of the job's runs, or all runs of
+/// the status, to find its rows.
+const JOB_AND_STATUS: &str = r"
+CREATE INDEX runs_by_job_status ON runs (job, status, id);
 ";

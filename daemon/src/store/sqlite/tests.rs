@@ -560,6 +560,19 @@ fn the_cli_queries_use_their_indexes() {
         "{by_status}"
     );
     assert!(!by_status.contains("TEMP B-TREE"), "{by_status}");
+    let by_job_and_status = plan(HistoryQuery {
+        job: Some("a".into()),
+        status: Some(Status::Failed),
+        ..base.clone()
+    });
+    assert!(
+        by_job_and_status.contains("INDEX runs_by_job_status"),
+        "{by_job_and_status}"
+    );
+    assert!(
+        !by_job_and_status.contains("TEMP B-TREE"),
+        "{by_job_and_status}"
+    );
     let newest = plan(base.clone());
     assert!(!newest.contains("TEMP B-TREE"), "{newest}");
     let window = plan(HistoryQuery {

@@ -42,20 +42,9 @@ pub(crate) async fn page(site: &Arc<Site>, query: Option<&str>) -> Result<Reply,
     let filter = query.text("q").map(str::to_lowercase);
     let page_no = usize::try_from(query.number("page", 1..=1_000_000)?.unwrap_or(1)).unwrap_or(1);
     let (jobs, daemon) = tokio::join!(jobs_in_force(site), daemon_status(site));
-    let mut jobs = jobs?;
-    if site.is_cluster() {
-        // A node's engine knows the last status of the runs it ran; the cluster's database
-        // knows every node's.
-        let statuses = site
-            .read(|history, _| history.cluster_statuses())
-            .await?
-            .unwrap_or_default();
-        for job in &mut jobs {
-            job.last_status = statuses.get(&job.name).copied().or(job.last_status);
-        }
-    }
+    let jobs = jobs?;
     let total = jobs.len();
-    let matching: Vec<JobInfo> = jobs
+    let mut matching: Vec<JobInfo> = jobs
         .into_iter()
         .filter(|job| {
             filter
@@ -69,12 +58,30 @@ pub(crate) async fn page(site: &Arc<Site>, query: Option<&str>) -> Result<Reply,
             "page {page_no} is past the last page ({pages})"
         )));
     }
-    let shown: Vec<JobInfo> = matching
+    let shown: Vec<String> = matching
         .iter()
         .skip((page_no - 1) * PER_PAGE)
         .take(PER_PAGE)
-        .cloned()
+        .map(|job| job.name.clone())
         .collect();
+    let now = now_ms();
+    let (overview, pools) = site
+        .read(move |history, config| {
+            let pools: Vec<Option<String>> = shown
+                .iter()
+                .map(|name| config.job(name).map(|job| job.pool.clone()))
+                .collect();
+            let overview = history.overview(&shown, STRIP, now - window, now + 1, STATS_RUNS)?;
+            Ok((overview, pools))
+        })
+        .await?;
+    if let Some(statuses) = &overview.statuses {
+        // A node's engine knows the last status of the runs it ran; the cluster's database
+        // knows every node's.
+        for job in &mut matching {
+            job.last_status = statuses.get(&job.name).copied();
+        }
+    }
     let failing = matching
         .iter()
         .filter(|job| {
@@ -83,26 +90,20 @@ pub(crate) async fn page(site: &Arc<Site>, query: Option<&str>) -> Result<Reply,
         })
         .count();
     let paused = matching.iter().filter(|job| job.paused).count();
-    let now = now_ms();
-    let rows = site
-        .read(move |history, config| {
-            let names: Vec<String> = shown.iter().map(|job| job.name.clone()).collect();
-            let recent = history.recent_runs(&names, STRIP)?;
-            let figures = history.jobs_figures(&names, now - window, now + 1, STATS_RUNS)?;
-            Ok(shown
-                .into_iter()
-                .zip(recent)
-                .zip(figures)
-                .map(|((job, recent), (stats, read))| Row {
-                    pool: config.job(&job.name).map(|j| j.pool.clone()),
-                    stats,
-                    capped: read == STATS_RUNS as usize,
-                    recent,
-                    job,
-                })
-                .collect::<Vec<Row>>())
+    let rows: Vec<Row> = matching
+        .into_iter()
+        .skip((page_no - 1) * PER_PAGE)
+        .take(PER_PAGE)
+        .zip(pools)
+        .zip(overview.recent.into_iter().zip(overview.figures))
+        .map(|((job, pool), (recent, (stats, read)))| Row {
+            pool,
+            stats,
+            capped: read == STATS_RUNS as usize,
+            recent,
+            job,
         })
-        .await?;
+        .collect();
 
     let window_text = fmt::span(window);
     let mut body = String::new();

@@ -14,6 +14,7 @@ use crate::model::Status;
 use crate::store::{Span, WindowRun};
 use crate::time::{from_ms, rfc3339_ms};
 use crate::web::fmt::{self, Px, esc, url};
+use crate::web::history::TimelineQuery;
 use crate::web::page::{Nav, Page, PageError, legend, w};
 use crate::web::query::Query;
 use crate::web::server::Reply;
@@ -97,17 +98,22 @@ pub(crate) async fn page(site: &Arc<Site>, query: Option<&str>) -> Result<Reply,
     names.sort();
     let found = site
         .read(move |history, config| {
-            let active = history.jobs_with_runs(&names, from - LOOKBACK, to)?;
-            let count = active.len();
-            let shown: Vec<String> = active
+            let read = history.timeline(&TimelineQuery {
+                jobs: &names,
+                skip: (page_no - 1) * ROWS,
+                take: ROWS,
+                from,
+                to,
+                rows_from: from - LOOKBACK,
+                row_runs: ROW_RUNS,
+                load_lookback: LOAD_LOOKBACK,
+                load_runs: LOAD_RUNS,
+            })?;
+            let count = read.active;
+            let spans = read.spans;
+            let rows = read
+                .rows
                 .into_iter()
-                .skip((page_no - 1) * ROWS)
-                .take(ROWS)
-                .collect();
-            let windows = history.jobs_windows(&shown, from - LOOKBACK, to, ROW_RUNS)?;
-            let rows = shown
-                .into_iter()
-                .zip(windows)
                 .map(|(job, mut runs)| {
                     let cut_at = (runs.len() == ROW_RUNS as usize)
                         .then(|| runs.last().map(|r| r.scheduled_at))
@@ -116,7 +122,6 @@ pub(crate) async fn page(site: &Arc<Site>, query: Option<&str>) -> Result<Reply,
                     Row { job, runs, cut_at }
                 })
                 .collect();
-            let spans = history.spans(from, to, LOAD_LOOKBACK, LOAD_RUNS)?;
             let load_cut_at = (spans.len() >= LOAD_RUNS as usize)
                 .then(|| spans.iter().filter_map(|s| s.started_at).min())
                 .flatten();
@@ -522,15 +527,15 @@ fn loads(spans: &[Span], config: &Config, from: i64, to: i64, now: i64) -> Vec<L
     // the same few jobs.
     let mut pool_of: HashMap<&str, usize> = HashMap::new();
     let mut pools: Vec<&str> = Vec::new();
-    let mut events: Vec<Vec<(i64, i32, bool)>> = Vec::new();
+    let mut events: Vec<Events> = Vec::new();
     for span in spans {
-        let pool = *pool_of.entry(span.job.as_str()).or_insert_with(|| {
+        let pool = *pool_of.entry(&span.job).or_insert_with(|| {
             let name = config
                 .job(&span.job)
                 .map_or(crate::config::defaults::POOL, |j| j.pool.as_str());
             pools.iter().position(|p| *p == name).unwrap_or_else(|| {
                 pools.push(name);
-                events.push(Vec::new());
+                events.push(Events::default());
                 pools.len() - 1
             })
         });
@@ -538,12 +543,13 @@ fn loads(spans: &[Span], config: &Config, from: i64, to: i64, now: i64) -> Vec<L
         // Waiting until it started (or until now, while it waits), then running.
         let waited_until = span.started_at.unwrap_or(now);
         if span.waiting_from < waited_until {
-            list.push((span.waiting_from, 1, false));
-            list.push((waited_until, -1, false));
+            list.waiting.push(event(span.waiting_from, true));
+            list.waiting.push(event(waited_until, false));
         }
         if let Some(started) = span.started_at {
-            list.push((started, 1, true));
-            list.push((span.finished_at.unwrap_or(now), -1, true));
+            list.running.push(event(started, true));
+            list.running
+                .push(event(span.finished_at.unwrap_or(now), false));
         }
     }
     let mut order: Vec<usize> = (0..pools.len()).collect();
@@ -562,16 +568,16 @@ fn loads(spans: &[Span], config: &Config, from: i64, to: i64, now: i64) -> Vec<L
         .map(|i| {
             let pool = pools[i];
             let list = &mut events[i];
-            // Ends before starts at the same instant: a slot handed on is not two runs.
-            list.sort_unstable_by_key(|(at, delta, _)| (*at, *delta));
+            list.running.sort_unstable();
+            list.waiting.sort_unstable();
             let cap = config
                 .pools
                 .get(pool)
                 .and_then(|p| p.max_concurrency)
                 .unwrap_or(config.daemon.max_concurrency);
             Load {
-                in_flight: sweep(list, true, from, to),
-                waiting: sweep(list, false, from, to),
+                in_flight: sweep(&list.running, from, to),
+                waiting: sweep(&list.waiting, from, to),
                 pool: pool.to_owned(),
                 cap,
             }
@@ -579,10 +585,22 @@ fn loads(spans: &[Span], config: &Config, from: i64, to: i64, now: i64) -> Vec<L
         .collect()
 }
 
-/// The highest level per column of the events of one kind (`running`, else waiting), sorted
-/// by instant: the level carried into a column counts in it, and so does each level reached
-/// inside it.
-fn sweep(events: &[(i64, i32, bool)], running: bool, from: i64, to: i64) -> Vec<u32> {
+/// A pool's starts and ends of runs in flight and of waits, each an [`event`].
+#[derive(Debug, Default)]
+struct Events {
+    running: Vec<i64>,
+    waiting: Vec<i64>,
+}
+
+/// A start (`true`) or an end at `at` as one number, so that thousands sort as plain integers:
+/// by instant, and at the same instant ends before starts (a slot handed on is not two runs).
+fn event(at: i64, start: bool) -> i64 {
+    at * 2 + i64::from(start)
+}
+
+/// The highest level per column of `events` (each an [`event`], sorted): the level carried
+/// into a column counts in it, and so does each level reached inside it.
+fn sweep(events: &[i64], from: i64, to: i64) -> Vec<u32> {
     let width = ((to - from) as f64 / LOAD_COLUMNS as f64).max(1.0);
     let last = LOAD_COLUMNS - 1;
     let column = |at: i64| (((at - from) as f64 / width) as usize).min(last);
@@ -590,7 +608,8 @@ fn sweep(events: &[(i64, i32, bool)], running: bool, from: i64, to: i64) -> Vec<
     let mut peaks = vec![0u32; LOAD_COLUMNS];
     let mut level: i64 = 0;
     let mut current = 0;
-    for &(at, delta, _) in events.iter().filter(|e| e.2 == running) {
+    for &key in events {
+        let at = key.div_euclid(2);
         if at >= to {
             break;
         }
@@ -601,7 +620,7 @@ fn sweep(events: &[(i64, i32, bool)], running: bool, from: i64, to: i64) -> Vec<
                 peaks[current] = peaks[current].max(count(level));
             }
         }
-        level += i64::from(delta);
+        level += if key.rem_euclid(2) == 1 { 1 } else { -1 };
         if at >= from {
             peaks[current] = peaks[current].max(count(level));
         } else {
@@ -728,21 +747,19 @@ mod tests {
 
     #[test]
     fn the_load_counts_each_column_at_its_peak() {
-        // Two runs in flight from 10 to 30 and 20 to 40, a wait from 5 to 20.
+        // Two runs in flight from 10 to 30 and 20 to 40.
         let mut events = vec![
-            (10, 1, true),
-            (30, -1, true),
-            (20, 1, true),
-            (40, -1, true),
-            (5, 1, false),
-            (20, -1, false),
+            event(10, true),
+            event(30, false),
+            event(20, true),
+            event(40, false),
         ];
-        events.sort_by_key(|(at, delta, _)| (*at, *delta));
-        let running = sweep(&events, true, 0, LOAD_COLUMNS as i64 * 1_000);
+        events.sort_unstable();
+        let running = sweep(&events, 0, LOAD_COLUMNS as i64 * 1_000);
         // Columns are a second wide here: all four instants fall in column 0.
         assert_eq!(running[0], 2);
         assert_eq!(running[1], 0);
-        let wide = sweep(&events, true, 0, LOAD_COLUMNS as i64);
+        let wide = sweep(&events, 0, LOAD_COLUMNS as i64);
         assert_eq!(
             &wide[..45],
             {
@@ -763,5 +780,9 @@ mod tests {
             }
             .as_slice()
         );
+        // A slot handed on at an instant is one run, not two.
+        let mut handed_on = vec![event(10, true), event(20, false), event(20, true)];
+        handed_on.sort_unstable();
+        assert_eq!(sweep(&handed_on, 0, LOAD_COLUMNS as i64)[20], 1);
     }
 }
