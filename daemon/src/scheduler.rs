@@ -7,11 +7,12 @@
 //! the core.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use crate::config::Job;
 use crate::config::defaults::MAX_LISTED_MISSED;
+use crate::fast_hash::FastMap;
 use crate::time::{from_ms, to_ms};
 
 /// A fire found more than this late was missed (the machine was suspended, or the wall clock
@@ -90,11 +91,11 @@ pub struct Scheduler {
     /// `(instant, entry)`; an entry whose slot no longer fires then, or whose timer was
     /// cancelled, is stale and skipped.
     heap: BinaryHeap<Reverse<(i64, Entry)>>,
-    timers: HashMap<TimerId, Timer>,
+    timers: FastMap<TimerId, Timer>,
     next_timer: TimerId,
     slots: Vec<Option<Scheduled>>,
     free: Vec<usize>,
-    by_name: HashMap<String, usize>,
+    by_name: FastMap<String, usize>,
     /// Slots whose fire [`Scheduler::take_due`] handed out and whose next fire is not computed
     /// yet (see [`Scheduler::reschedule`]).
     taken: Vec<usize>,
@@ -130,11 +131,11 @@ impl Scheduler {
     pub fn new(started_at: i64, max_catch_up: u32) -> Scheduler {
         Scheduler {
             heap: BinaryHeap::new(),
-            timers: HashMap::new(),
+            timers: FastMap::default(),
             next_timer: 0,
             slots: Vec::new(),
             free: Vec::new(),
-            by_name: HashMap::new(),
+            by_name: FastMap::default(),
             taken: Vec::new(),
             started_at,
             max_catch_up,
@@ -229,7 +230,7 @@ impl Scheduler {
     ///
     /// A job's fires are at least a second apart, so a fire taken less than a second late is
     /// its job's only due fire: it is handed out at once, and the job's next fire is computed
-    /// by [`Scheduler::reschedule`], after the fires went to admission (computing 10,000 next
+    /// by [`Scheduler::reschedule`], after the fires were dealt with (computing 10,000 next
     /// fires first would make the last fire of a burst wait for all of them). A fire found
     /// later than that may have company, which is enumerated now.
     pub fn take_due(&mut self, now: i64) -> Vec<Due> {
@@ -275,10 +276,10 @@ impl Scheduler {
         due
     }
 
-    /// Computes the next fire of each job whose fire [`Scheduler::take_due`] handed out. The
-    /// daemon calls it once those fires are in admission; `take_due` and `next_wake` call it
-    /// first anyway, so it is never forgotten.
-    pub fn reschedule(&mut self) {
+    /// Computes the next fire of each job whose fire [`Scheduler::take_due`] handed out.
+    /// `take_due` and `next_wake` call it first, so it runs once the handed-out fires were
+    /// dealt with: in the daemon, while their records are being committed.
+    fn reschedule(&mut self) {
         for slot in std::mem::take(&mut self.taken) {
             // A slot removed (and perhaps reused) since is no longer waiting for this.
             let Some(Scheduled {

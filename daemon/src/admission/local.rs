@@ -3,7 +3,8 @@
 //! Fires due at the same instant are all submitted before [`Admission::admit`] runs, so
 //! priority decides among them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::bucket::TokenBucket;
 use super::pressure::{PressureGate, RECHECK_MS};
@@ -11,7 +12,8 @@ use super::{
     Admission, AdmissionStatus, Admitted, Candidate, FireKey, Limits, Load, Refusal, RunId,
     SkipKind, Stop, Submitted, Waiting,
 };
-use crate::config::Overlap;
+use crate::config::{Job, Overlap};
+use crate::fast_hash::FastMap;
 use crate::time::rfc3339_ms;
 
 /// Orders a pool's queue: higher priority first, then earlier due time, then arrival.
@@ -36,6 +38,8 @@ impl Entry {
 
 #[derive(Debug)]
 struct PoolState {
+    /// Its name, shared by the places and slots that refer to the pool.
+    name: Arc<str>,
     cap: Option<u32>,
     bucket: Option<TokenBucket>,
     in_flight: u32,
@@ -57,7 +61,7 @@ struct JobLoad {
 /// Where a waiting fire is, so a cancel finds it without a search.
 #[derive(Debug, Clone)]
 enum Place {
-    Queue(String, QueueKey),
+    Queue(Arc<str>, QueueKey),
     Held(String),
 }
 
@@ -65,8 +69,9 @@ enum Place {
 struct Slot {
     /// The pool the slot counts against, as the job had it when admitted (a reload may move
     /// the job since).
-    pool: String,
-    job: String,
+    pool: Arc<str>,
+    /// The job as it was when admitted.
+    job: Arc<Job>,
     run_id: Option<RunId>,
 }
 
@@ -77,9 +82,9 @@ pub struct LocalAdmission {
     max_queue: u32,
     in_flight: u32,
     pools: BTreeMap<String, PoolState>,
-    jobs: HashMap<String, JobLoad>,
-    places: HashMap<FireKey, Place>,
-    slots: HashMap<FireKey, Slot>,
+    jobs: FastMap<String, JobLoad>,
+    places: FastMap<FireKey, Place>,
+    slots: FastMap<FireKey, Slot>,
     pressure: PressureGate,
     pressure_wait: Option<String>,
     next_seq: u64,
@@ -93,9 +98,9 @@ impl LocalAdmission {
             max_queue: limits.max_queue,
             in_flight: 0,
             pools: BTreeMap::new(),
-            jobs: HashMap::new(),
-            places: HashMap::new(),
-            slots: HashMap::new(),
+            jobs: FastMap::default(),
+            places: FastMap::default(),
+            slots: FastMap::default(),
             pressure: PressureGate::new(limits.pressure.clone()),
             pressure_wait: None,
             next_seq: 0,
@@ -169,17 +174,25 @@ impl LocalAdmission {
     }
 
     fn enqueue(&mut self, entry: Entry) {
-        let job = &entry.fire.job;
-        self.jobs.entry(job.name.clone()).or_default().queued += 1;
-        let pool_name = job.pool.clone();
+        self.load_of(&entry.fire.job.name).queued += 1;
         let key = entry.key();
-        self.places
-            .insert(entry.fire.key, Place::Queue(pool_name.clone(), key));
         let pool = self
             .pools
-            .get_mut(&pool_name)
+            .get_mut(&entry.fire.job.pool)
             .expect("config validation guarantees the pool exists");
+        self.places
+            .insert(entry.fire.key, Place::Queue(Arc::clone(&pool.name), key));
         pool.queue.insert(key, entry);
+    }
+
+    /// The load of job `name`, made if it has none: its name is copied only then.
+    fn load_of(&mut self, name: &str) -> &mut JobLoad {
+        if !self.jobs.contains_key(name) {
+            self.jobs.insert(name.to_owned(), JobLoad::default());
+        }
+        self.jobs
+            .get_mut(name)
+            .expect("the load was just made if it was missing")
     }
 
     /// Takes an entry out of a pool queue, keeping the counts right.
@@ -305,7 +318,7 @@ impl LocalAdmission {
 
     fn entry(&self, key: FireKey) -> Option<&Entry> {
         match self.places.get(&key)? {
-            Place::Queue(pool, queue_key) => self.pools.get(pool)?.queue.get(queue_key),
+            Place::Queue(pool, queue_key) => self.pools.get(&**pool)?.queue.get(queue_key),
             Place::Held(job) => self.jobs.get(job)?.waiting.as_ref(),
         }
     }
@@ -318,6 +331,7 @@ impl Admission for LocalAdmission {
         self.pressure = PressureGate::new(limits.pressure.clone());
         for (name, pool) in &limits.pools {
             let state = self.pools.entry(name.clone()).or_insert_with(|| PoolState {
+                name: Arc::from(name.as_str()),
                 cap: None,
                 bucket: None,
                 in_flight: 0,
@@ -338,7 +352,8 @@ impl Admission for LocalAdmission {
     fn submit(&mut self, fire: Candidate, now: i64) -> Submitted {
         let key = fire.key;
         let overlap = fire.job.overlap;
-        let name = fire.job.name.clone();
+        let job = Arc::clone(&fire.job);
+        let name = job.name.as_str();
         let seq = self.next_seq;
         self.next_seq += 1;
         let entry = Entry {
@@ -346,7 +361,7 @@ impl Admission for LocalAdmission {
             enqueued_at: now,
             seq,
         };
-        let load = self.jobs.get(&name);
+        let load = self.jobs.get(name);
         let busy = load.is_some_and(|load| {
             !load.running.is_empty() || load.queued > 0 || load.waiting.is_some()
         });
@@ -358,7 +373,7 @@ impl Admission for LocalAdmission {
             Overlap::Skip => {
                 submitted.refused.push(Refusal {
                     key,
-                    reason: format!("{} (overlap = \"skip\")", self.describe_busy(&name)),
+                    reason: format!("{} (overlap = \"skip\")", self.describe_busy(name)),
                     kind: SkipKind::Overlap,
                 });
                 return submitted;
@@ -369,7 +384,7 @@ impl Admission for LocalAdmission {
                     reason: format!(
                         "{}, and another fire already waits for it (overlap = \"queue\" holds \
                          at most one)",
-                        self.describe_busy(&name)
+                        self.describe_busy(name)
                     ),
                     kind: SkipKind::Overlap,
                 });
@@ -382,8 +397,8 @@ impl Admission for LocalAdmission {
                     entry.fire.trigger,
                     rfc3339_ms(entry.fire.scheduled_at)
                 );
-                submitted.refused = self.withdraw_job(&name, &successor);
-                if let Some(load) = self.jobs.get(&name) {
+                submitted.refused = self.withdraw_job(name, &successor);
+                if let Some(load) = self.jobs.get(name) {
                     submitted
                         .stop
                         .extend(load.running.iter().map(|running| Stop {
@@ -407,7 +422,7 @@ impl Admission for LocalAdmission {
         let entry = match place {
             Some(Place::Queue(pool, queue_key)) => self
                 .pools
-                .get_mut(&pool)
+                .get_mut(&*pool)
                 .and_then(|pool| pool.queue.get_mut(&queue_key)),
             Some(Place::Held(job)) => self
                 .jobs
@@ -433,8 +448,8 @@ impl Admission for LocalAdmission {
             let global_cap = self.max_concurrency;
             let best = self
                 .pools
-                .iter_mut()
-                .filter_map(|(name, pool)| {
+                .values_mut()
+                .filter_map(|pool| {
                     let (key, head) = pool.queue.iter().next()?;
                     let key = *key;
                     // A fire is started only once its record exists, and the queue's order
@@ -442,14 +457,14 @@ impl Admission for LocalAdmission {
                     let recorded = head.fire.run_id.is_some();
                     let has_room = pool.in_flight < pool.cap.unwrap_or(global_cap);
                     let has_token = pool.bucket.as_mut().is_none_or(|b| b.ready(now));
-                    (recorded && has_room && has_token).then_some((key, name.clone()))
+                    (recorded && has_room && has_token).then_some((key, Arc::clone(&pool.name)))
                 })
                 .min_by_key(|(key, _)| *key);
             let Some((key, pool_name)) = best else { break };
             let Some(entry) = self.remove_queued(&pool_name, key) else {
                 break;
             };
-            if let Some(pool) = self.pools.get_mut(&pool_name) {
+            if let Some(pool) = self.pools.get_mut(&*pool_name) {
                 pool.in_flight += 1;
                 if let Some(bucket) = pool.bucket.as_mut() {
                     bucket.take(now);
@@ -457,16 +472,12 @@ impl Admission for LocalAdmission {
             }
             self.in_flight += 1;
             let fire = entry.fire;
-            self.jobs
-                .entry(fire.job.name.clone())
-                .or_default()
-                .running
-                .push(fire.key);
+            self.load_of(&fire.job.name).running.push(fire.key);
             self.slots.insert(
                 fire.key,
                 Slot {
                     pool: pool_name,
-                    job: fire.job.name.clone(),
+                    job: Arc::clone(&fire.job),
                     run_id: fire.run_id,
                 },
             );
@@ -483,10 +494,10 @@ impl Admission for LocalAdmission {
             return;
         };
         self.in_flight = self.in_flight.saturating_sub(1);
-        if let Some(pool) = self.pools.get_mut(&done.pool) {
+        if let Some(pool) = self.pools.get_mut(&*done.pool) {
             pool.in_flight = pool.in_flight.saturating_sub(1);
         }
-        let name = &done.job;
+        let name = &done.job.name;
         if let Some(load) = self.jobs.get_mut(name) {
             load.running.retain(|running| *running != key);
         }

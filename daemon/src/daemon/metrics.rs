@@ -399,9 +399,11 @@ impl Metrics {
         }
         match observation {
             Observation::Skipped { job, kind } => self.skipped(&job, kind),
-            Observation::Admitted { pool, wait_ms } => self.admitted(&pool, wait_ms),
+            Observation::Admitted { job, wait_ms } => self.admitted(&job.pool, wait_ms),
             Observation::Started { lateness_ms } => self.run_started(lateness_ms),
-            Observation::Finished { job, status, span } => self.run_finished(&job, status, span),
+            Observation::Finished { job, status, span } => {
+                self.run_finished(&job.name, status, span);
+            }
             Observation::Load(status) => self.load(&status),
             Observation::Paused { job, paused } => self.paused(&job, paused, now),
             Observation::Jobs { config, paused } => self.schedules(&config.jobs, &paused, now),

@@ -410,7 +410,7 @@ impl Engine {
         fire.state = State::Running;
         self.by_run.insert(run.id, key);
         self.observe(Observation::Admitted {
-            pool: job.pool.clone(),
+            job: Arc::clone(&job),
             wait_ms: run.queue_ms,
         });
         let start = Start {

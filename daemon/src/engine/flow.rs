@@ -462,9 +462,9 @@ impl Engine {
                 queue_ms: admitted.queue_ms,
                 plugin,
             };
-            let pool = fire.job.pool.clone();
+            let job = Arc::clone(&fire.job);
             self.observe(Observation::Admitted {
-                pool,
+                job,
                 wait_ms: admitted.queue_ms,
             });
             self.out.push(Effect::Start(start));
@@ -533,11 +533,16 @@ impl Engine {
         self.by_run.remove(&id);
         let job = Arc::clone(&fire.job);
         self.observe(Observation::Finished {
-            job: job.name.clone(),
+            job: Arc::clone(&job),
             status,
             span,
         });
-        self.last_status.insert(job.name.clone(), status);
+        match self.last_status.get_mut(&job.name) {
+            Some(last) => *last = status,
+            None => {
+                self.last_status.insert(job.name.clone(), status);
+            }
+        }
         if fire.trigger == Trigger::CatchUp && self.catching_up.remove(&job.name) {
             self.backlog_turn.insert(job.name.clone());
         }

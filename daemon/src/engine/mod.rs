@@ -23,12 +23,13 @@ mod tests;
 mod verbs;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::admission::{Admission, AdmissionStatus, FireKey, SkipKind};
 use crate::config::{Config, Job};
 use crate::control::{Request, Response};
+use crate::fast_hash::FastMap;
 use crate::model::{RunSpan, Status, Trigger};
 use crate::plugins::Registry;
 use crate::scheduler::{Scheduler, TimerId};
@@ -241,7 +242,7 @@ pub struct Start {
     /// How long it waited for admission, ms.
     pub queue_ms: i64,
     /// The plugin library.
-    pub plugin: PathBuf,
+    pub plugin: Arc<Path>,
 }
 
 /// Something the metrics count.
@@ -256,8 +257,8 @@ pub enum Observation {
     },
     /// A fire was admitted after waiting `wait_ms`.
     Admitted {
-        /// Its pool.
-        pool: String,
+        /// Its job (the metric counts its pool).
+        job: Arc<Job>,
         /// How long it waited.
         wait_ms: i64,
     },
@@ -269,7 +270,7 @@ pub enum Observation {
     /// A run ended.
     Finished {
         /// Its job.
-        job: String,
+        job: Arc<Job>,
         /// How.
         status: Status,
         /// Its spawn and reap.
@@ -317,16 +318,16 @@ pub struct Engine {
     registry: Registry,
     scheduler: Scheduler,
     admission: Box<dyn Admission>,
-    fires: HashMap<FireKey, Fire>,
-    by_run: HashMap<RunId, FireKey>,
+    fires: FastMap<FireKey, Fire>,
+    by_run: FastMap<RunId, FireKey>,
     next_key: FireKey,
     /// What to do when each ticketed write is committed.
-    after: HashMap<Ticket, After>,
+    after: FastMap<Ticket, After>,
     next_ticket: Ticket,
     paused: HashSet<String>,
     /// Recent fires of paused jobs, which leave no record, for `pacer why`.
     paused_fires: HashMap<String, VecDeque<i64>>,
-    last_status: HashMap<String, Status>,
+    last_status: FastMap<String, Status>,
     /// Missed fires of `catch_up = "all"` jobs, recorded, waiting for their turn, per job.
     backlog: HashMap<String, VecDeque<FireKey>>,
     /// Jobs whose next missed fire may go (their previous one ended or was declined).
@@ -334,7 +335,7 @@ pub struct Engine {
     /// Jobs with a missed fire out of their backlog, not ended yet.
     catching_up: HashSet<String>,
     /// Recorded fires waiting outside admission (on the timeline or in a backlog), per pool.
-    deferred: HashMap<String, u32>,
+    deferred: FastMap<String, u32>,
     /// When the engine started, Unix ms: fires due before were missed while it was down.
     started_at: i64,
     pid: u32,
@@ -417,10 +418,10 @@ impl Engine {
             scheduler: Scheduler::new(now, config.daemon.max_catch_up),
             admission,
             registry,
-            fires: HashMap::new(),
-            by_run: HashMap::new(),
+            fires: FastMap::default(),
+            by_run: FastMap::default(),
             next_key: 1,
-            after: HashMap::new(),
+            after: FastMap::default(),
             next_ticket: 1,
             paused: states
                 .iter()
@@ -428,11 +429,11 @@ impl Engine {
                 .map(|(name, _)| name.clone())
                 .collect(),
             paused_fires: HashMap::new(),
-            last_status,
+            last_status: last_status.into_iter().collect(),
             backlog: HashMap::new(),
             backlog_turn: HashSet::new(),
             catching_up: HashSet::new(),
-            deferred: HashMap::new(),
+            deferred: FastMap::default(),
             started_at: now,
             pid,
             rescan: None,
@@ -541,8 +542,9 @@ impl Engine {
             Input::StopAll(reason) => self.stop_all(&reason),
         }
         self.admit(now);
-        // Next fires are computed once this step's fires are in admission (or started).
-        self.scheduler.reschedule();
+        // The next fires of the jobs that just fired are computed when the timeline is next
+        // looked at (`next_wake`, `take_due`): after this step's records were asked for, so in
+        // the daemon while they are being committed, not before.
         self.take_effects()
     }
 

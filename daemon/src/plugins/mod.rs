@@ -7,6 +7,7 @@ mod watch;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 pub use watch::PluginWatcher;
 
 use crate::config::plugin_name;
+use crate::fast_hash::FastMap;
 use crate::worker::outcome::signal_name;
 use crate::worker::protocol::{Assignment, Setup, Task};
 use crate::worker::{Launcher, perform};
@@ -40,8 +42,8 @@ pub struct PluginInfo {
     pub version: Option<String>,
     /// The ABI version it declares.
     pub abi_version: Option<u32>,
-    /// The file.
-    pub path: PathBuf,
+    /// The file: shared with every run of the plugin's jobs.
+    pub path: Arc<Path>,
     /// Usable or refused.
     pub state: PluginState,
     /// Why it was refused.
@@ -55,7 +57,7 @@ impl PluginInfo {
             name: None,
             version: None,
             abi_version: None,
-            path: path.to_owned(),
+            path: Arc::from(path),
             state: PluginState::Refused,
             error: Some(error),
         }
@@ -143,7 +145,8 @@ struct Inspected {
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     found: Vec<PluginInfo>,
-    by_name: HashMap<String, usize>,
+    /// Looked up for every fire and every start.
+    by_name: FastMap<String, usize>,
     inspected: HashMap<PathBuf, Inspected>,
 }
 
@@ -211,7 +214,7 @@ impl Registry {
                 }
             }
         }
-        self.inspected.insert(info.path.clone(), inspected);
+        self.inspected.insert(info.path.to_path_buf(), inspected);
         self.found.push(info);
     }
 
@@ -225,7 +228,7 @@ impl Registry {
                     name: Some((*name).to_owned()),
                     version: Some("1.0.0".to_owned()),
                     abi_version: Some(1),
-                    path: PathBuf::from(path),
+                    path: Arc::from(Path::new(path)),
                     state: PluginState::Ok,
                     error: None,
                 },
@@ -261,8 +264,8 @@ impl Registry {
         for info in &self.found {
             let old = before.found.iter().find(|old| old.path == info.path);
             let same_file = old.is_some()
-                && before.inspected.get(&info.path).map(|i| i.identity)
-                    == self.inspected.get(&info.path).map(|i| i.identity);
+                && before.inspected.get(&*info.path).map(|i| i.identity)
+                    == self.inspected.get(&*info.path).map(|i| i.identity);
             match (old, info.state) {
                 (Some(old), _) if same_file && old == info => {}
                 (_, PluginState::Refused) => changes.push(PluginChange::refused(format!(
@@ -392,7 +395,7 @@ async fn inspect(path: &Path, launcher: &Launcher) -> PluginInfo {
         Err(e) => return refused(format!("cannot read it: {e}")),
     }
     let assignment = Assignment {
-        plugin: path.to_owned(),
+        plugin: Arc::from(path),
         setup: Setup::default(),
         task: Task::Inspect,
     };
@@ -429,7 +432,7 @@ async fn inspect(path: &Path, launcher: &Launcher) -> PluginInfo {
         name: name.clone(),
         version,
         abi_version: Some(abi_version),
-        path: path.to_owned(),
+        path: Arc::from(path),
         state: PluginState::Ok,
         error: None,
     };

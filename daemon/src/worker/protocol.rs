@@ -1,7 +1,7 @@
 //! What the daemon and a worker process say to each other over the worker's channel (its
 //! stdin, a Unix socket): one JSON object per line each way.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,7 @@ pub const MAX_LINE: usize = 64 * 1024;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Assignment {
     /// The plugin library.
-    pub plugin: PathBuf,
+    pub plugin: Arc<Path>,
     /// Process settings applied before the library is loaded.
     pub setup: Setup,
     /// What to do once it is loaded.
