@@ -155,10 +155,11 @@ pub async fn serve(
     limits: ClientLimits,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_clients));
+    let mut room = Room::new(&limits);
     let mut short = false;
     loop {
         // Checked before accepting: once accepted, a connection holds its descriptor.
-        if !room_for_a_client(limits.descriptor_reserve) {
+        if !room.for_a_client() {
             if !short {
                 tracing::warn!(
                     reserve = limits.descriptor_reserve,
@@ -185,9 +186,47 @@ pub async fn serve(
     }
 }
 
+/// How long a count of free descriptors that left room for every client is trusted.
+const RECOUNT_EVERY: Duration = Duration::from_secs(1);
+
 /// Whether a connection may take a descriptor without eating into the runs' reserve.
-fn room_for_a_client(reserve: u64) -> bool {
-    crate::descriptors::free().is_some_and(|free| free > reserve)
+///
+/// Counting free descriptors lists `/proc/self/fd`, which for each connection of a burst of
+/// requests cost more than serving it. The server itself holds at most `max_clients`
+/// connections (and one being refused), so a count that left that many free above the
+/// reserve stays good for the server's own connections; it is taken again after
+/// [`RECOUNT_EVERY`] for what other parts of the daemon opened meanwhile.
+#[derive(Debug)]
+struct Room {
+    reserve: u64,
+    clients: u64,
+    /// When a count last left room for every client on top of the reserve.
+    roomy_since: Option<Instant>,
+}
+
+impl Room {
+    fn new(limits: &ClientLimits) -> Room {
+        Room {
+            reserve: limits.descriptor_reserve,
+            clients: u64::try_from(limits.max_clients)
+                .unwrap_or(u64::MAX)
+                .saturating_add(1),
+            roomy_since: None,
+        }
+    }
+
+    fn for_a_client(&mut self) -> bool {
+        if self
+            .roomy_since
+            .is_some_and(|since| since.elapsed() < RECOUNT_EVERY)
+        {
+            return true;
+        }
+        let free = crate::descriptors::free();
+        let roomy = free.is_some_and(|free| free > self.reserve.saturating_add(self.clients));
+        self.roomy_since = roomy.then(Instant::now);
+        free.is_some_and(|free| free > self.reserve)
+    }
 }
 
 /// Answers a connection beyond [`ClientLimits::max_clients`] with one line and closes it.
@@ -359,6 +398,26 @@ async fn pass_on(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_descriptors_are_counted_again_only_when_they_may_run_short() {
+        let limits = ClientLimits {
+            descriptor_reserve: 0,
+            ..ClientLimits::reserving_for_runs(1)
+        };
+        let mut plenty = Room::new(&limits);
+        assert!(plenty.for_a_client());
+        assert!(
+            plenty.roomy_since.is_some(),
+            "room for every client: the count is trusted for a while"
+        );
+        let mut short = Room::new(&ClientLimits {
+            descriptor_reserve: u64::MAX - 1,
+            ..limits
+        });
+        assert!(!short.for_a_client());
+        assert!(short.roomy_since.is_none(), "short: counted at each accept");
+    }
 
     #[tokio::test]
     async fn a_peer_carries_its_supplementary_groups_without_proc() {

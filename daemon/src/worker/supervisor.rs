@@ -5,8 +5,9 @@ use std::future::Future;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
@@ -30,26 +31,31 @@ pub(super) const DESCRIPTOR_LIMIT_ARG: &str = "--descriptor-limit=";
 /// Workers inherit the daemon's environment untouched, and each drops systemd's variables
 /// itself after exec ([`super::child`]): any change to a command's environment makes std
 /// copy, sort and convert the whole environment on every spawn, which cost the daemon more
-/// than the spawn itself.
+/// than the spawn itself. For the same reason the command (program, arguments, process group)
+/// is built once and shared; a spawn sets only its directory and descriptors.
 #[derive(Debug, Clone)]
 pub struct Launcher {
-    exe: PathBuf,
-    arg0: &'static str,
-    /// The descriptor limit the daemon started with, which its workers go back to (the daemon
-    /// raised its own).
-    descriptor_limit: Option<u64>,
+    command: Arc<Mutex<Command>>,
 }
 
 impl Launcher {
     /// Workers of this very executable: `/proc/PID/exe` names the image that is running even
     /// after a package upgrade replaced the file, so workers always speak the daemon's protocol.
     /// The daemon's own pid, not `self`: the path is resolved in the new process, and looking
-    /// up its own `/proc` entry would make reaping it slower.
+    /// up its own `/proc` entry would make reaping it slower. Workers go back to the descriptor
+    /// limit the daemon started with (the daemon raised its own).
     pub fn current(arg0: &'static str) -> Launcher {
+        let mut command = Command::new(format!("/proc/{}/exe", std::process::id()));
+        command
+            .arg0(arg0)
+            .arg("worker")
+            .args(
+                crate::descriptors::limit_for_runs()
+                    .map(|limit| format!("{DESCRIPTOR_LIMIT_ARG}{limit}")),
+            )
+            .process_group(0);
         Launcher {
-            exe: PathBuf::from(format!("/proc/{}/exe", std::process::id())),
-            arg0,
-            descriptor_limit: crate::descriptors::limit_for_runs(),
+            command: Arc::new(Mutex::new(command)),
         }
     }
 
@@ -61,29 +67,30 @@ impl Launcher {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
         let (output_reader, output_writer) = io::pipe()?;
         let stderr_writer = output_writer.try_clone()?;
-        let mut command = Command::new(&self.exe);
+        let mut command = self
+            .command
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         command
-            .arg0(self.arg0)
-            .arg("worker")
-            .args(
-                self.descriptor_limit
-                    .map(|limit| format!("{DESCRIPTOR_LIMIT_ARG}{limit}")),
-            )
             .current_dir(workdir)
-            .process_group(0)
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(output_writer)
             .stderr(stderr_writer);
         let spawned_after = boot_ticks();
-        let child = command.spawn().map_err(|e| {
+        let spawned = command.spawn();
+        // The daemon's copies of the worker's ends are closed at once, so EOF on them means the
+        // worker (and everything it started) is gone.
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        drop(command);
+        let child = spawned.map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("cannot start a worker in {}: {e}", workdir.display()),
             )
         })?;
-        // Dropping the command closes the daemon's copies of the worker's ends, so EOF on them
-        // means the worker (and everything it started) is gone.
-        drop(command);
         let spawned = Instant::now();
         let spawned_at_ms = crate::time::to_ms(jiff::Timestamp::now());
         let pid = i32::try_from(child.id()).map_err(|_| io::Error::other("pid out of range"))?;
@@ -95,12 +102,23 @@ impl Launcher {
             spawned_after,
             pidfd,
             channel: UnixStream::from_std(ours)?,
-            output: pipe::Receiver::from_owned_fd(OwnedFd::from(output_reader))?,
+            output: output_receiver(OwnedFd::from(output_reader))?,
             spawned,
             spawned_at_ms,
             renewals: None,
         })
     }
+}
+
+/// The daemon's end of a worker's output pipe, for tokio. The pipe was just made and its read
+/// end is known to hold no other flag, so it is set non-blocking with one call (tokio's
+/// checked conversion asks the kernel twice more).
+fn output_receiver(reader: OwnedFd) -> io::Result<pipe::Receiver> {
+    nix::fcntl::fcntl(
+        &reader,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )?;
+    pipe::Receiver::from_owned_fd_unchecked(reader)
 }
 
 /// A spawned worker process, not yet reaped.

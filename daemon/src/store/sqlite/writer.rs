@@ -1,6 +1,8 @@
 //! The one thread that writes: commands arrive on a channel, and whatever arrived together is
 //! committed in one `BEGIN IMMEDIATE` transaction (group commit), so a burst of fires costs
-//! one fsync-free WAL commit instead of one per row.
+//! one fsync-free WAL commit instead of one per row. A transaction takes at most
+//! [`MAX_BATCH_ROWS`] rows from several commands, so what comes behind a burst is not held
+//! up by all of it.
 //!
 //! Runs' own records (a start, an end) can also be held and sent together at a moment the
 //! daemon chooses ([`SqliteStore::hold_start_run`], [`SqliteStore::send_held`]): the end of
@@ -30,8 +32,10 @@ use super::open_for_writing;
 use super::rows::{self, column};
 use crate::model::{Status, Trigger};
 
-/// Most commands folded into one transaction; bounds the latency of the first in a burst.
-const MAX_BATCH: usize = 512;
+/// Most rows one transaction takes from several commands (one command's rows are never
+/// split): a run's start or end that comes behind a burst's records waits for this many at
+/// most, not for the whole burst.
+const MAX_BATCH_ROWS: usize = 512;
 
 /// The first pause before a failed transaction is tried again; it doubles up to
 /// [`MAX_RETRY_DELAY`].
@@ -186,8 +190,11 @@ impl SqliteStore {
     }
 
     /// Sends the held run records, in the order they were held, to be committed together.
+    ///
+    /// Called in a tokio runtime, the answers come back through one task: the writer then
+    /// wakes this thread once per batch rather than once per record.
     pub fn send_held(&self) {
-        let held = std::mem::take(
+        let mut held = std::mem::take(
             &mut *self
                 .held
                 .lock()
@@ -195,6 +202,15 @@ impl SqliteStore {
         );
         if held.is_empty() {
             return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let relays: Vec<_> = held.iter_mut().filter_map(Command::relay).collect();
+            runtime.spawn(async move {
+                // The first answer wakes this task; the others are there by the time it runs.
+                for (answered, reply) in relays {
+                    let _ = reply.send(answered.await.unwrap_or(Err(StoreError::Closed)));
+                }
+            });
         }
         if let Err(mpsc::SendError(Sent::Many(held))) = self.commands.send(Sent::Many(held)) {
             for command in held {
@@ -311,14 +327,22 @@ fn write_loop(
     path: &Path,
 ) {
     let mut closing = None;
-    while let Ok(first) = commands.recv() {
+    // A command taken from the channel that did not fit in the last transaction.
+    let mut next = None;
+    while let Some(first) = next.take().or_else(|| commands.recv().ok()) {
+        let mut rows = first.rows();
         let mut batch = Vec::new();
         first.add_to(&mut batch);
-        while batch.len() < MAX_BATCH {
-            match commands.try_recv() {
-                Ok(sent) => sent.add_to(&mut batch),
-                Err(_) => break,
+        while rows < MAX_BATCH_ROWS {
+            let Ok(sent) = commands.try_recv() else {
+                break;
+            };
+            if rows + sent.rows() > MAX_BATCH_ROWS {
+                next = Some(sent);
+                break;
             }
+            rows += sent.rows();
+            sent.add_to(&mut batch);
         }
         if let Some(at) = batch
             .iter()
@@ -507,6 +531,15 @@ fn apply(conn: &Connection, command: &Command) -> Result<Answer, Arc<rusqlite::E
 }
 
 impl Sent {
+    /// How many rows it writes, about.
+    fn rows(&self) -> usize {
+        match self {
+            Sent::One(Command::Write(writes, _)) => writes.len(),
+            Sent::One(_) => 1,
+            Sent::Many(commands) => commands.len(),
+        }
+    }
+
     fn add_to(self, batch: &mut Vec<Command>) {
         match self {
             Sent::One(command) => batch.push(command),
@@ -515,7 +548,19 @@ impl Sent {
     }
 }
 
+/// Where a held record's answer goes first, and where it is passed on to.
+type Relay = (oneshot::Receiver<Result<(), StoreError>>, Reply<()>);
+
 impl Command {
+    /// Points a run record's answer at a new channel; returns that channel and the caller's.
+    fn relay(&mut self) -> Option<Relay> {
+        let (Command::Start(_, reply) | Command::Finish(_, reply)) = self else {
+            return None;
+        };
+        let (first, answered) = oneshot::channel();
+        Some((answered, std::mem::replace(reply, first)))
+    }
+
     /// Sends the answer the command produced. The caller may have stopped waiting (the daemon
     /// is stopping); nothing to do then.
     fn answer(self, answer: Answer) {
