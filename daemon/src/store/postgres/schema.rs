@@ -214,7 +214,7 @@ const V4_ENDED_RUNS_BY_JOB: &str = r"
 DROP INDEX runs_by_job_schedule;
 DROP INDEX runs_by_job_status;
 CREATE INDEX runs_ended_by_job ON runs (job, scheduled_at)
-    INCLUDE (status, trigger, attempt, queued_at, started_at, finished_at, queue_ms)
+    INCLUDE (id, status, trigger, attempt, queued_at, started_at, finished_at, queue_ms)
     WHERE status NOT IN ('queued', 'running');
 DROP INDEX runs_by_status;
 CREATE INDEX runs_by_status ON runs (status, id) INCLUDE (job);
