@@ -84,9 +84,6 @@ params = { command = "true" }
     );
     let mut daemon = sandbox.start();
     let run = sandbox.wait_for_run("a running run", &["--job", "stuck", "--status", "running"]);
-    daemon.signal("KILL");
-    daemon.wait();
-    let killed = Instant::now();
     let id = run["id"].as_i64().unwrap();
     let processes_of_run = || {
         let marker = format!("PACER_RUN_ID={id}");
@@ -100,6 +97,12 @@ params = { command = "true" }
             })
             .count()
     };
+    // The record says `running` before the plugin has started its command: wait for the shell
+    // and its sleep, so that the kill lands while they go.
+    wait_for("the run's shell and its sleep", || processes_of_run() >= 2);
+    daemon.signal("KILL");
+    daemon.wait();
+    let killed = Instant::now();
     assert!(
         processes_of_run() > 0,
         "the run's shell and sleep outlive the killed daemon"

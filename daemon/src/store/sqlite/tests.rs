@@ -779,13 +779,27 @@ impl Tmpfs {
         self.dir.path()
     }
 
+    /// Remounts with `options`, waiting (with a deadline) while the kernel refuses because a
+    /// file is still open for writing: a dropped store's writer thread closes its files on its
+    /// own time.
     fn remount(&self, options: &str) {
-        let status = std::process::Command::new("mount")
-            .args(["-o", &format!("remount,{options}")])
-            .arg(self.path())
-            .status()
-            .unwrap();
-        assert!(status.success(), "mount -o remount,{options} failed");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let status = std::process::Command::new("mount")
+                .args(["-o", &format!("remount,{options}")])
+                .arg(self.path())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            if status.success() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mount -o remount,{options} kept failing"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 }
 
