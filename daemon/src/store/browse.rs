@@ -21,7 +21,7 @@ pub struct WindowRun {
     pub attempt: u32,
     /// The due instant, Unix ms.
     pub scheduled_at: i64,
-    /// When it was accepted, Unix ms (unknown for runs older than the record of it).
+    /// When a fire still waiting was accepted, Unix ms (not read for the others).
     pub queued_at: Option<i64>,
     /// When its process was spawned.
     pub started_at: Option<i64>,

@@ -65,7 +65,8 @@ impl PgDatabase {
     }
 
     /// For each of `jobs`, its runs scheduled in `[from, to)`, latest due first, at most
-    /// `limit` each, in one query.
+    /// `limit` each, in one query: those that ended, from the index of ended runs, and those
+    /// waiting or going (few).
     pub async fn jobs_windows(
         &self,
         jobs: &[String],
@@ -78,11 +79,16 @@ impl PgDatabase {
             let rows = client
                 .query(
                     &format!(
-                        "SELECT runs.* FROM unnest($1::text[]) AS wanted (name)
+                        "SELECT ended.* FROM unnest($1::text[]) AS wanted (name)
                          CROSS JOIN LATERAL (SELECT {WINDOW_COLUMNS} FROM runs
                                              WHERE job = wanted.name AND scheduled_at >= $2
                                                    AND scheduled_at < $3
-                                             ORDER BY scheduled_at DESC LIMIT $4) AS runs"
+                                                   AND status NOT IN ('queued', 'running')
+                                             ORDER BY scheduled_at DESC LIMIT $4) AS ended
+                         UNION ALL
+                         SELECT {WINDOW_COLUMNS} FROM runs
+                         WHERE status IN ('queued', 'running') AND job = ANY($1)
+                               AND scheduled_at >= $2 AND scheduled_at < $3"
                     ),
                     &[&jobs, &from, &to, &i64::from(limit)],
                 )
@@ -95,7 +101,12 @@ impl PgDatabase {
             }
             Ok(jobs
                 .iter()
-                .map(|job| found.remove(job).unwrap_or_default())
+                .map(|job| {
+                    let mut runs = found.remove(job).unwrap_or_default();
+                    runs.sort_by(|a, b| b.scheduled_at.cmp(&a.scheduled_at).then(b.id.cmp(&a.id)));
+                    runs.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+                    runs
+                })
                 .collect())
         })
         .await
@@ -135,9 +146,10 @@ impl PgDatabase {
         .await
     }
 
-    /// For each of `jobs`, `pacer stats`' figures over its newest `limit` runs scheduled in
-    /// `[from, to)`, and how many runs that was: as the SQLite history counts them (runs that
-    /// started and ended; percentiles by nearest rank), computed by the database in one query.
+    /// For each of `jobs`, `pacer stats`' figures over its newest `limit` runs that ended,
+    /// scheduled in `[from, to)`, and how many runs that was: as the SQLite history counts them
+    /// (runs that started and ended; percentiles by nearest rank), computed by the database in
+    /// one query.
     pub async fn jobs_figures(
         &self,
         jobs: &[String],
@@ -149,31 +161,37 @@ impl PgDatabase {
             let client = self.client().await?;
             let rows = client
                 .query(
-                    "SELECT wanted.name AS job, count(*) AS read,
-                            count(*) FILTER (WHERE ended) AS runs,
-                            count(*) FILTER (WHERE ended AND status = 'succeeded') AS succeeded,
-                            count(*) FILTER (WHERE ended AND status IN ('failed', 'timed_out',
-                                                                        'crashed')) AS failed,
-                            percentile_disc(0.5) WITHIN GROUP (ORDER BY took) AS p50_ms,
-                            percentile_disc(0.95) WITHIN GROUP (ORDER BY took) AS p95_ms,
-                            max(took) AS max_ms,
-                            (avg(queue_ms) FILTER (WHERE ended))::double precision
-                                AS mean_queue_ms,
-                            percentile_disc(0.5) WITHIN GROUP (ORDER BY late) AS p50_late_ms,
-                            percentile_disc(0.95) WITHIN GROUP (ORDER BY late) AS p95_late_ms,
-                            max(late) AS max_late_ms
-                     FROM unnest($1::text[]) AS wanted (name)
+                    // Aggregated per job inside the lateral subquery: each job's runs are
+                    // sorted on their own, and no sort of all of them by job is needed.
+                    "SELECT wanted.name AS job, figures.* FROM unnest($1::text[]) AS wanted (name)
                      CROSS JOIN LATERAL (
-                         SELECT status, queue_ms, ended,
-                                CASE WHEN ended THEN finished_at - started_at END AS took,
-                                CASE WHEN ended THEN started_at - scheduled_at END AS late
-                         FROM (SELECT status, scheduled_at, started_at, finished_at, queue_ms,
-                                      started_at IS NOT NULL AND finished_at IS NOT NULL AS ended
-                               FROM runs
-                               WHERE job = wanted.name AND scheduled_at >= $2
-                                     AND scheduled_at < $3
-                               ORDER BY scheduled_at DESC LIMIT $4) AS newest) AS r
-                     GROUP BY wanted.name",
+                         SELECT count(*) AS read,
+                                count(*) FILTER (WHERE ended) AS runs,
+                                count(*) FILTER (WHERE ended AND status = 'succeeded')
+                                    AS succeeded,
+                                count(*) FILTER (WHERE ended AND status IN ('failed',
+                                                 'timed_out', 'crashed')) AS failed,
+                                percentile_disc(0.5) WITHIN GROUP (ORDER BY took) AS p50_ms,
+                                percentile_disc(0.95) WITHIN GROUP (ORDER BY took) AS p95_ms,
+                                max(took) AS max_ms,
+                                (avg(queue_ms) FILTER (WHERE ended))::double precision
+                                    AS mean_queue_ms,
+                                percentile_disc(0.5) WITHIN GROUP (ORDER BY late) AS p50_late_ms,
+                                percentile_disc(0.95) WITHIN GROUP (ORDER BY late) AS p95_late_ms,
+                                max(late) AS max_late_ms
+                         FROM (SELECT status, queue_ms, ended,
+                                      CASE WHEN ended THEN finished_at - started_at END AS took,
+                                      CASE WHEN ended THEN started_at - scheduled_at END AS late
+                               FROM (SELECT status, scheduled_at, started_at, finished_at,
+                                            queue_ms,
+                                            started_at IS NOT NULL AND finished_at IS NOT NULL
+                                                AS ended
+                                     FROM runs
+                                     WHERE job = wanted.name AND scheduled_at >= $2
+                                           AND scheduled_at < $3
+                                           AND status NOT IN ('queued', 'running')
+                                     ORDER BY scheduled_at DESC LIMIT $4) AS newest) AS samples
+                     ) AS figures",
                     &[&jobs, &from, &to, &i64::from(limit)],
                 )
                 .await
@@ -232,6 +250,10 @@ impl PgDatabase {
                 .query(
                     "SELECT wanted.name FROM unnest($1::text[]) WITH ORDINALITY AS wanted (name, at)
                      WHERE EXISTS (SELECT 1 FROM runs WHERE job = wanted.name
+                                   AND scheduled_at >= $2 AND scheduled_at < $3
+                                   AND status NOT IN ('queued', 'running'))
+                        OR EXISTS (SELECT 1 FROM runs WHERE status IN ('queued', 'running')
+                                   AND job = wanted.name
                                    AND scheduled_at >= $2 AND scheduled_at < $3)
                      ORDER BY wanted.at",
                     &[&jobs, &from, &to],

@@ -12,7 +12,7 @@ use super::{ClusterError, db};
 const MIGRATION_LOCK: i64 = 0x0070_6163_6572;
 
 /// Every migration, oldest first; `pacer_schema` records how many have run.
-pub(super) const MIGRATIONS: [&str; 3] = [V1, V2_WEB_VIEW, V3_JOB_AND_STATUS];
+pub(super) const MIGRATIONS: [&str; 4] = [V1, V2_WEB_VIEW, V3_JOB_AND_STATUS, V4_ENDED_RUNS_BY_JOB];
 
 /// Brings the schema up to date.
 pub(super) async fn migrate(client: &mut Client) -> Result<(), ClusterError> {
@@ -202,4 +202,20 @@ CREATE INDEX runs_by_trigger ON runs (trigger, id) WHERE trigger <> 'schedule';
 /// `pacer history --job J --status S` and the runs page with both filters, newest first.
 const V3_JOB_AND_STATUS: &str = r"
 CREATE INDEX runs_by_job_status ON runs (job, status, id);
+";
+
+/// Fewer index entries written per run. A run's start and end each write a new row version
+/// into every index (the status changes, so no update is heap-only): the per-job window index
+/// and the job-and-status index took two more entries per run. A job's window is now read in
+/// two parts: the runs that ended, from an index of ended runs alone (one entry, when a run ends
+/// or a fire is skipped), and the runs waiting or going, few, from `runs_by_status`, which now
+/// carries the job (and so also serves `pacer history --job J --status S`).
+const V4_ENDED_RUNS_BY_JOB: &str = r"
+DROP INDEX runs_by_job_schedule;
+DROP INDEX runs_by_job_status;
+CREATE INDEX runs_ended_by_job ON runs (job, scheduled_at)
+    INCLUDE (id, status, trigger, attempt, queued_at, started_at, finished_at, queue_ms)
+    WHERE status NOT IN ('queued', 'running');
+DROP INDEX runs_by_status;
+CREATE INDEX runs_by_status ON runs (status, id) INCLUDE (job);
 ";

@@ -105,7 +105,8 @@ const WAITING_FROM: &str = "CASE WHEN started_at IS NOT NULL
                             END AS waiting_from";
 
 impl SqliteHistory {
-    /// The runs of `job` scheduled in `[from, to)`, latest due first, at most `limit`.
+    /// The runs of `job` scheduled in `[from, to)`, latest due first, at most `limit`: those
+    /// that ended, from the index of ended runs, and those waiting or going.
     pub fn job_window(
         &self,
         job: &str,
@@ -113,24 +114,48 @@ impl SqliteHistory {
         to: i64,
         limit: u32,
     ) -> Result<Vec<WindowRun>, StoreError> {
+        let mut runs = self.active_window(job, from, to)?;
         let mut statement = self.conn.prepare_cached(
-            "SELECT id, job, status, trigger, attempt, scheduled_at, queued_at, started_at,
-                    finished_at, queue_ms
-             FROM runs INDEXED BY runs_by_job_schedule
+            "SELECT id, job, status, trigger, attempt, scheduled_at, NULL AS queued_at,
+                    started_at, finished_at, queue_ms
+             FROM runs INDEXED BY runs_ended_by_job
              WHERE job = ?1 AND scheduled_at >= ?2 AND scheduled_at < ?3
+               AND status NOT IN ('queued', 'running')
              ORDER BY scheduled_at DESC LIMIT ?4",
         )?;
         let columns = WindowColumns::of(&statement)?;
-        let rows = statement
+        for run in statement
             .query_and_then(rusqlite::params![job, from, to, i64::from(limit)], |row| {
                 columns.read(row).map_err(|problem| damaged(row, problem))
-            })?;
+            })?
+        {
+            runs.push(run?);
+        }
+        runs.sort_by(|a, b| b.scheduled_at.cmp(&a.scheduled_at).then(b.id.cmp(&a.id)));
+        runs.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(runs)
+    }
+
+    /// The runs of `job` scheduled in `[from, to)` that wait or go: few (at most the queue's
+    /// bound and the caps), found in `runs_by_status` alone.
+    fn active_window(&self, job: &str, from: i64, to: i64) -> Result<Vec<WindowRun>, StoreError> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT id, job, status, trigger, attempt, scheduled_at, queued_at, started_at,
+                    finished_at, queue_ms
+             FROM runs INDEXED BY runs_by_status
+             WHERE status IN ('queued', 'running') AND job = ?1
+               AND scheduled_at >= ?2 AND scheduled_at < ?3",
+        )?;
+        let columns = WindowColumns::of(&statement)?;
+        let rows = statement.query_and_then(rusqlite::params![job, from, to], |row| {
+            columns.read(row).map_err(|problem| damaged(row, problem))
+        })?;
         rows.collect()
     }
 
-    /// `pacer stats`' figures for `job` over its newest `limit` runs scheduled in `[from, to)`,
-    /// and how many runs that was (`limit` when the window holds more). Reads only what the
-    /// figures need, from the index alone.
+    /// `pacer stats`' figures for `job` over its newest `limit` runs that ended, scheduled in
+    /// `[from, to)`, and how many runs that was (`limit` when the window holds more). Reads
+    /// only what the figures need, from the index of ended runs alone.
     pub fn job_figures(
         &self,
         job: &str,
@@ -140,8 +165,9 @@ impl SqliteHistory {
     ) -> Result<(JobStats, usize), StoreError> {
         let mut statement = self.conn.prepare_cached(
             "SELECT status, scheduled_at, started_at, finished_at, queue_ms
-             FROM runs INDEXED BY runs_by_job_schedule
+             FROM runs INDEXED BY runs_ended_by_job
              WHERE job = ?1 AND scheduled_at >= ?2 AND scheduled_at < ?3
+               AND status NOT IN ('queued', 'running')
              ORDER BY scheduled_at DESC LIMIT ?4",
         )?;
         let status = position(&statement, "status")?;
@@ -171,16 +197,22 @@ impl SqliteHistory {
         Ok((samples.summarize(job.to_owned()), read))
     }
 
-    /// Whether `job` has a run scheduled in `[from, to)`: one index probe.
+    /// Whether `job` has a run scheduled in `[from, to)`: an index probe or two.
     pub fn has_runs(&self, job: &str, from: i64, to: i64) -> Result<bool, StoreError> {
-        let mut statement = self.conn.prepare_cached(
-            "SELECT 1 FROM runs INDEXED BY runs_by_job_schedule
-             WHERE job = ?1 AND scheduled_at >= ?2 AND scheduled_at < ?3 LIMIT 1",
+        let mut ended = self.conn.prepare_cached(
+            "SELECT 1 FROM runs INDEXED BY runs_ended_by_job
+             WHERE job = ?1 AND scheduled_at >= ?2 AND scheduled_at < ?3
+               AND status NOT IN ('queued', 'running')
+             LIMIT 1",
         )?;
-        Ok(statement
+        if ended
             .query_row(rusqlite::params![job, from, to], |_| Ok(()))
             .optional()?
-            .is_some())
+            .is_some()
+        {
+            return Ok(true);
+        }
+        Ok(!self.active_window(job, from, to)?.is_empty())
     }
 
     /// The runs of every job that held a slot during `[from, to)`: those due in

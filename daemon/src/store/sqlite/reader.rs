@@ -217,8 +217,11 @@ impl SqliteHistory {
         since_ms: Option<i64>,
     ) -> Result<Vec<JobStats>, StoreError> {
         let mut sql = String::from(
+            // A run that started and ended is neither queued nor running: said, so that the
+            // index of ended runs (which carries every column read) serves one job's figures.
             "SELECT id, job, status, started_at, finished_at, queue_ms, scheduled_at FROM runs
-             WHERE started_at IS NOT NULL AND finished_at IS NOT NULL",
+             WHERE started_at IS NOT NULL AND finished_at IS NOT NULL
+               AND status NOT IN ('queued', 'running')",
         );
         let mut values = Vec::new();
         if let Some(job) = job {
