@@ -12,7 +12,6 @@ pub mod daemon;
 mod descriptors;
 pub mod dir_watch;
 pub mod engine;
-pub(crate) mod fast_hash;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod logging;

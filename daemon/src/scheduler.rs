@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::config::Job;
 use crate::config::defaults::MAX_LISTED_MISSED;
-use crate::fast_hash::FastMap;
+use foldhash::HashMap as FastMap;
 use crate::time::{from_ms, to_ms};
 
 /// A fire found more than this late was missed (the machine was suspended, or the wall clock

@@ -13,7 +13,7 @@ use super::{
     SkipKind, Stop, Submitted, Waiting,
 };
 use crate::config::{Job, Overlap};
-use crate::fast_hash::FastMap;
+use foldhash::HashMap as FastMap;
 use crate::time::rfc3339_ms;
 
 /// Orders a pool's queue: higher priority first, then earlier due time, then arrival.

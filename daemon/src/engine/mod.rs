@@ -29,7 +29,7 @@ use std::sync::Arc;
 use crate::admission::{Admission, AdmissionStatus, FireKey, SkipKind};
 use crate::config::{Config, Job};
 use crate::control::{Request, Response};
-use crate::fast_hash::FastMap;
+use foldhash::HashMap as FastMap;
 use crate::model::{RunSpan, Status, Trigger};
 use crate::plugins::Registry;
 use crate::scheduler::{Scheduler, TimerId};

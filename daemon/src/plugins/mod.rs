@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 pub use watch::PluginWatcher;
 
 use crate::config::plugin_name;
-use crate::fast_hash::FastMap;
+use foldhash::HashMap as FastMap;
 use crate::worker::outcome::signal_name;
 use crate::worker::protocol::{Assignment, Setup, Task};
 use crate::worker::{Launcher, perform};
