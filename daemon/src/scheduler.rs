@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use crate::config::Job;
 use crate::config::defaults::MAX_LISTED_MISSED;
-use foldhash::HashMap as FastMap;
 use crate::time::{from_ms, to_ms};
+use foldhash::HashMap as FastMap;
 
 /// A fire found more than this late was missed (the machine was suspended, or the wall clock
 /// jumped forward): it follows the job's `catch_up` policy instead of running as if on time.

@@ -13,8 +13,8 @@ use super::{
     SkipKind, Stop, Submitted, Waiting,
 };
 use crate::config::{Job, Overlap};
-use foldhash::HashMap as FastMap;
 use crate::time::rfc3339_ms;
+use foldhash::HashMap as FastMap;
 
 /// Orders a pool's queue: higher priority first, then earlier due time, then arrival.
 type QueueKey = (i64, i64, u64);

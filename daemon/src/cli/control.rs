@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail};
 
+use super::source::Source;
 use super::{Context, print_json};
 use crate::control::client::{ClientError, ask, converse};
 use crate::control::{Request, Response, RunUpdate};
@@ -82,6 +83,36 @@ fn report(context: &Context, update: &RunUpdate) {
 pub fn simple(context: &Context, request: &Request) -> anyhow::Result<ExitCode> {
     let settings = context.settings()?;
     let answer = not_running_is_an_error(ask(&settings.socket, request))?;
+    tell(context, answer)
+}
+
+/// `pacer cancel ID`. The daemon knows the runs that go or wait; for an id it does not know,
+/// the history tells a run that ended from one that never was.
+pub fn cancel(context: &Context, id: i64) -> anyhow::Result<ExitCode> {
+    let settings = context.settings()?;
+    let answer = not_running_is_an_error(ask(&settings.socket, &Request::Cancel { id }))?;
+    if matches!(answer, Response::Error { .. }) && run_is_unknown(context, id) {
+        return tell(
+            context,
+            Response::Error {
+                message: format!("no run with id {id} (pacer history lists them)"),
+            },
+        );
+    }
+    tell(context, answer)
+}
+
+/// Whether the history holds no run `id` (not when it cannot be read: the daemon's word stands).
+fn run_is_unknown(context: &Context, id: i64) -> bool {
+    match Source::open(context) {
+        Ok(Some(source)) => matches!(source.run(id), Ok(None)),
+        Ok(None) => true,
+        Err(_) => false,
+    }
+}
+
+/// Prints the daemon's answer to a verb that changes its state.
+fn tell(context: &Context, answer: Response) -> anyhow::Result<ExitCode> {
     match answer {
         Response::Done { message } => {
             if context.json {

@@ -76,6 +76,9 @@ fn print_runs(
     }
     if runs.is_empty() {
         println!("no runs match");
+        if let Some(job) = &args.job {
+            super::note_unknown_job(context, job);
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let mut table = Table::new(columns(cluster));

@@ -146,7 +146,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Plugins => plugins::run(&context),
         Command::Status => status::run(&context),
         Command::Run { job, params, wait } => control::run(&context, &job, params, wait),
-        Command::Cancel { id } => control::simple(&context, &ControlRequest::Cancel { id }),
+        Command::Cancel { id } => control::cancel(&context, id),
         Command::Pause { job } => control::simple(&context, &ControlRequest::Pause { job }),
         Command::Resume { job } => control::simple(&context, &ControlRequest::Resume { job }),
         Command::Reload => control::simple(&context, &ControlRequest::Reload),
@@ -154,6 +154,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Nodes => nodes::run(&context),
         Command::Completions { shell } => generate::completions(shell),
         Command::Manual { dir } => generate::manual(&dir),
+    }
+}
+
+/// After a query by job found nothing: says so when the name is in no config either, with the
+/// name a typo meant. A job removed from the config keeps its history, so this is a note on
+/// stderr, not an error; a config that cannot be read says nothing here.
+fn note_unknown_job(context: &Context, job: &str) {
+    let Ok(config) = crate::config::load(&context.config, crate::config::Environment::current())
+    else {
+        return;
+    };
+    if config.job(job).is_some() {
+        return;
+    }
+    match config.nearest_job(job) {
+        Some(near) => eprintln!("pacer: no job `{job}` in the config: did you mean `{near}`?"),
+        None => eprintln!("pacer: no job `{job}` in the config (pacer jobs lists them)"),
     }
 }
 

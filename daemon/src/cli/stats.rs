@@ -33,6 +33,9 @@ pub fn run(context: &Context, args: &StatsArgs) -> anyhow::Result<ExitCode> {
     }
     if stats.is_empty() {
         println!("no finished runs match");
+        if let Some(job) = &args.job {
+            super::note_unknown_job(context, job);
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let mut table = Table::new(vec![

@@ -82,9 +82,7 @@ pub fn daemon_only(
         errors,
     };
     let root = reader.parse()?;
-    root.into_iter()
-        .find(|(key, _)| key.get_ref() == "daemon")
-        .and_then(|(_, value)| reader.section(value, "[daemon]"))
+    reader.one_section(root, "daemon")
 }
 
 /// `[cluster]` alone, as the CLI reads it to find the shared database.
@@ -99,9 +97,7 @@ pub fn cluster_only(
         errors,
     };
     let root = reader.parse()?;
-    root.into_iter()
-        .find(|(key, _)| key.get_ref() == "cluster")
-        .and_then(|(_, value)| reader.section(value, "[cluster]"))
+    reader.one_section(root, "cluster")
 }
 
 /// The main file's sections, in the order the docs list them.
@@ -148,6 +144,25 @@ impl<'a> Reader<'a, '_> {
                 None
             }
         }
+    }
+
+    /// The section `name` of the main file alone; the other sections are skipped unread, but a
+    /// key that is no section at all is reported, since a `database = ...` above every table
+    /// would otherwise leave the reader on the default path without a word.
+    fn one_section<T: DeserializeOwned>(
+        &mut self,
+        root: DeTable<'a>,
+        name: &str,
+    ) -> Option<Spanned<T>> {
+        let mut found = None;
+        for (key, value) in root {
+            match key.get_ref().as_ref() {
+                wanted if wanted == name => found = Some(value),
+                known if MAIN_SECTIONS.contains(&known) => {}
+                other => self.unknown(key.span(), other, "at the top level", &MAIN_SECTIONS),
+            }
+        }
+        found.and_then(|value| self.section(value, &format!("[{name}]")))
     }
 
     /// One table read into `T`, after its unknown keys are reported.
@@ -237,7 +252,7 @@ impl<'a> Reader<'a, '_> {
     }
 
     fn unknown(&mut self, span: Range<usize>, key: &str, place: &str, known: &[&str]) {
-        let message = match closest(key, known) {
+        let message = match closest(key, known.iter().copied()) {
             Some(near) => format!("unknown key `{key}` {place}: did you mean `{near}`?"),
             None => format!(
                 "unknown key `{key}` {place}: expected one of {}",
@@ -253,11 +268,14 @@ impl<'a> Reader<'a, '_> {
 }
 
 /// The known key a misspelled `key` most likely meant, if one is close.
-fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+pub(crate) fn closest<'k>(key: &str, known: impl IntoIterator<Item = &'k str>) -> Option<&'k str> {
     let key = key.to_lowercase();
     known
-        .iter()
-        .map(|candidate| (strsim::jaro_winkler(&key, candidate), *candidate))
+        .into_iter()
+        .map(|candidate| {
+            let similarity = strsim::jaro_winkler(&key, &candidate.to_lowercase());
+            (similarity, candidate)
+        })
         .filter(|(similarity, _)| *similarity >= 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, candidate)| candidate)
@@ -314,10 +332,30 @@ mod tests {
     #[test]
     fn near_misses_get_a_suggestion() {
         let known = fields_of::<raw::Job>();
-        assert_eq!(closest("timout", known), Some("timeout"));
-        assert_eq!(closest("Timeout", known), Some("timeout"));
-        assert_eq!(closest("retires", known), Some("retries"));
-        assert_eq!(closest("shedule", known), Some("schedule"));
-        assert_eq!(closest("colour", known), None);
+        assert_eq!(closest("timout", known.iter().copied()), Some("timeout"));
+        assert_eq!(closest("Timeout", known.iter().copied()), Some("timeout"));
+        assert_eq!(closest("retires", known.iter().copied()), Some("retries"));
+        assert_eq!(closest("shedule", known.iter().copied()), Some("schedule"));
+        assert_eq!(closest("colour", known.iter().copied()), None);
+    }
+
+    #[test]
+    fn one_section_reports_keys_that_are_no_section() {
+        let text = "database = \"x.db\"\n[daemon]\nsocket = \"s\"\n[[jobs]]\nname = \"a\"\n";
+        let lines = Lines::new(text);
+        let mut errors = Vec::new();
+        let daemon = daemon_only(Path::new("p.toml"), &lines, &mut errors);
+        assert!(daemon.is_some(), "[daemon] is still read");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0]
+                .to_string()
+                .contains("unknown key `database` at the top level"),
+            "{}",
+            errors[0]
+        );
+        let mut errors = Vec::new();
+        assert!(cluster_only(Path::new("p.toml"), &lines, &mut errors).is_none());
+        assert_eq!(errors.len(), 1, "{errors:?}");
     }
 }

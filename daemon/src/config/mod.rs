@@ -284,6 +284,11 @@ impl Config {
     pub fn job(&self, name: &str) -> Option<&Arc<Job>> {
         self.jobs.named(name)
     }
+
+    /// The job whose name a mistyped `name` most likely meant, if one is close.
+    pub fn nearest_job(&self, name: &str) -> Option<&str> {
+        document::closest(name, self.jobs.iter().map(|job| job.name.as_str()))
+    }
 }
 
 /// Resolves `path` against `base` (the directory of the file it was written in).

@@ -54,6 +54,8 @@ pub(super) struct Cluster {
     offset_ms: i64,
     /// Jobs this node's config defines differently from the cluster's, warned about once.
     differs: HashSet<String>,
+    /// The last heartbeat's failure, until one lands again.
+    unreachable: Option<String>,
 }
 
 impl Cluster {
@@ -68,6 +70,7 @@ impl Cluster {
             manual_seq: 0,
             offset_ms: 0,
             differs: HashSet::new(),
+            unreachable: None,
         }
     }
 
@@ -94,6 +97,20 @@ impl Cluster {
     /// The node, for the status.
     pub(super) fn identity(&self) -> &NodeIdentity {
         &self.identity
+    }
+
+    /// Why the job cannot run from this node, when its definition differs from the cluster's.
+    pub(super) fn drift(&self, job: &str) -> Option<String> {
+        self.differs.contains(job).then(|| {
+            "defined differently on this node than in the cluster's config: this node proposes \
+             none of its fires (pacer nodes shows the drift)"
+                .to_owned()
+        })
+    }
+
+    /// Why the cluster's database cannot be reached, since the last heartbeat failed.
+    pub(super) fn unreachable(&self) -> Option<&str> {
+        self.unreachable.as_deref()
     }
 }
 
@@ -214,6 +231,14 @@ impl Engine {
 
     fn claim_outcome(&mut self, fire: &Fire, outcome: Result<Outcome, String>) {
         let backlog_done = fire.trigger == Trigger::CatchUp;
+        if let (
+            Ok(Outcome::Queued { .. } | Outcome::Skipped { .. } | Outcome::Taken),
+            Some(cluster),
+        ) = (&outcome, self.cluster.as_mut())
+            && cluster.differs.remove(&fire.job.name)
+        {
+            tracing::info!(job = %fire.job.name, "this node's `{}` agrees with the cluster's again", fire.job.name);
+        }
         match outcome {
             Ok(Outcome::Queued { id, reason }) => {
                 tracing::debug!(job = %fire.job.name, run_id = id, "fire claimed and queued");
@@ -449,12 +474,20 @@ impl Engine {
 
     /// A heartbeat was acknowledged: the cancels asked for this node's runs, and its clock's
     /// offset from the database's.
+    /// A heartbeat failed: the status says so until one lands.
+    pub(super) fn beat_failed(&mut self, error: String) {
+        if let Some(cluster) = self.cluster.as_mut() {
+            cluster.unreachable = Some(error);
+        }
+    }
+
     pub(super) fn beat(&mut self, cancel: Vec<RunId>, offset_ms: i64) {
         let Some(cluster) = self.cluster.as_mut() else {
             return;
         };
         let was_skewed = cluster.skewed();
         cluster.offset_ms = offset_ms;
+        cluster.unreachable = None;
         match (was_skewed, cluster.skewed()) {
             (false, true) => tracing::error!(
                 offset_ms,

@@ -29,12 +29,12 @@ use std::sync::Arc;
 use crate::admission::{Admission, AdmissionStatus, FireKey, SkipKind};
 use crate::config::{Config, Job};
 use crate::control::{Request, Response};
-use foldhash::HashMap as FastMap;
 use crate::model::{RunSpan, Status, Trigger};
 use crate::plugins::Registry;
 use crate::scheduler::{Scheduler, TimerId};
 use crate::store::postgres::{AdmittedRun, Outcome, Proposal, Room};
 use crate::store::{JobState, QueuedFire, RunId, Write};
+use foldhash::HashMap as FastMap;
 
 pub use cluster::NodeIdentity;
 use fire::Fire;
@@ -124,6 +124,8 @@ pub enum Input {
         /// This node's clock minus the database's, ms.
         offset_ms: i64,
     },
+    /// A heartbeat failed: the cluster's database cannot be reached (why).
+    BeatFailed(String),
     /// The jobs paused in the cluster (any node may pause).
     PausedJobs(HashSet<String>),
     /// A run watched for a backlog is over (on whichever node ran it).
@@ -535,6 +537,7 @@ impl Engine {
                 }
             }
             Input::Beat { cancel, offset_ms } => self.beat(cancel, offset_ms),
+            Input::BeatFailed(error) => self.beat_failed(error),
             Input::PausedJobs(paused) => self.paused = paused,
             Input::RunOver { job } => self.run_over(&job),
             Input::Fenced(why) => self.fenced(&why),
@@ -663,7 +666,10 @@ impl Engine {
     }
 }
 
-/// The message for a job that is not in the config in force.
-fn unknown_job(name: &str) -> String {
-    format!("no job `{name}` in the config in force (pacer jobs lists them)")
+/// The message for a job that is not in the config in force, with the near name a typo meant.
+fn unknown_job(config: &Config, name: &str) -> String {
+    match config.nearest_job(name) {
+        Some(near) => format!("no job `{name}` in the config in force: did you mean `{near}`?"),
+        None => format!("no job `{name}` in the config in force (pacer jobs lists them)"),
+    }
 }

@@ -65,7 +65,11 @@ impl Engine {
         if self.stopping {
             return Err("pacerd is stopping; run it again once it is back".to_owned());
         }
-        let job = Arc::clone(self.config.job(name).ok_or_else(|| unknown_job(name))?);
+        let job = Arc::clone(
+            self.config
+                .job(name)
+                .ok_or_else(|| unknown_job(&self.config, name))?,
+        );
         let mut fire = Fire::of(&job, Trigger::Manual, now, now);
         if params.is_some() {
             fire.params = Arc::new(merge_params(&job.params, params)?);
@@ -117,7 +121,11 @@ impl Engine {
 
     /// `pacer pause` / `resume`: answered once it is recorded (it survives restarts).
     fn set_paused(&mut self, name: &str, paused: bool, to: ReplyTo) -> Result<(), String> {
-        let job = Arc::clone(self.config.job(name).ok_or_else(|| unknown_job(name))?);
+        let job = Arc::clone(
+            self.config
+                .job(name)
+                .ok_or_else(|| unknown_job(&self.config, name))?,
+        );
         let changed = if paused {
             self.paused.insert(name.to_owned())
         } else {
@@ -155,7 +163,9 @@ impl Engine {
     /// What the daemon knows of a job that the history does not hold: its next fire, the fires
     /// of it that wait and why, and its fires while paused.
     fn why(&self, name: &str, now: i64) -> Result<WhyInfo, String> {
-        self.config.job(name).ok_or_else(|| unknown_job(name))?;
+        self.config
+            .job(name)
+            .ok_or_else(|| unknown_job(&self.config, name))?;
         let mut waiting: Vec<Waiting> = self
             .admission
             .waiting(name)
@@ -259,7 +269,11 @@ impl Engine {
                 })
                 .collect(),
             waiting_on: status.waiting_on,
-            history_error: self.history_error.clone(),
+            history_error: self.history_error.clone().or_else(|| {
+                self.cluster
+                    .as_ref()
+                    .and_then(|c| c.unreachable().map(str::to_owned))
+            }),
             node: self.cluster.as_ref().map(|c| c.identity().node.clone()),
             database: self.cluster.as_ref().map(|c| c.identity().database.clone()),
         }
@@ -275,7 +289,8 @@ impl Engine {
                     self.paused.contains(&job.name),
                     self.scheduler.next_fire(&job.name),
                     self.last_status.get(&job.name).copied(),
-                    self.plugin_problem(job),
+                    self.plugin_problem(job)
+                        .or_else(|| self.cluster.as_ref().and_then(|c| c.drift(&job.name))),
                 )
             })
             .collect()

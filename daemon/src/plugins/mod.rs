@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 pub use watch::PluginWatcher;
 
 use crate::config::plugin_name;
-use foldhash::HashMap as FastMap;
 use crate::worker::outcome::signal_name;
 use crate::worker::protocol::{Assignment, Setup, Task};
 use crate::worker::{Launcher, perform};
+use foldhash::HashMap as FastMap;
 
 /// How long loading a library may take before it is refused as hanging.
 const INSPECT_TIMEOUT: Duration = Duration::from_secs(10);

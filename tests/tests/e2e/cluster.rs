@@ -305,6 +305,31 @@ fn a_node_started_while_its_database_is_away_waits_for_it() {
         "{}",
         daemon.log()
     );
+
+    // Cut while it runs (for less than a lease long enough to outlast the wait), it says in
+    // `pacer status` why fires wait, and stops saying so once its heartbeats land again.
+    let text = std::fs::read_to_string(sandbox.path().join(&config)).unwrap();
+    sandbox.write(
+        &config,
+        &text.replace("lease_ttl = \"3s\"", "lease_ttl = \"60s\""),
+    );
+    proxy.restore();
+    let mut daemon = sandbox.start_on(&config);
+    let says = |status: &Value| {
+        status["history_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("the cluster's database cannot be reached"))
+    };
+    assert!(!says(&json(&sandbox, &config, &["status"])));
+    proxy.cut();
+    wait_for("pacer status to say the database cannot be reached", || {
+        says(&json(&sandbox, &config, &["status"]))
+    });
+    proxy.restore();
+    wait_for("pacer status to stop saying so", || {
+        !says(&json(&sandbox, &config, &["status"]))
+    });
+    assert_eq!(daemon.stop(), Some(0), "{}", daemon.log());
 }
 
 #[test]
@@ -462,6 +487,18 @@ fn a_job_changed_on_one_node_is_drift_and_the_others_sit_it_out() {
     });
     let table = sandbox.pacer_on(&a, ["nodes"]);
     assert!(table.stdout.contains("DRIFT"), "{table}");
+    wait_for("a's jobs to say it sits `tick` out", || {
+        json(&sandbox, &a, &["jobs"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|job| job["name"] == "tick")
+            .is_some_and(|tick| {
+                tick["problem"]
+                    .as_str()
+                    .is_some_and(|p| p.contains("this node proposes none of its fires"))
+            })
+    });
     wait_for("the drift in a's metrics", || {
         let metrics = scrape(port);
         metrics.contains("pacer_cluster_config_drift{node=\"a\"} 1")

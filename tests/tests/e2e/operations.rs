@@ -491,6 +491,27 @@ fn manual_runs_follow_the_job_policies() {
             .contains("no job `nope` in the config in force"),
         "{unknown}"
     );
+    let typo = sandbox.pacer(["run", "helo"]);
+    assert_eq!(typo.code, 1);
+    assert!(
+        typo.stderr
+            .contains("no job `helo` in the config in force: did you mean `hello`?"),
+        "{typo}"
+    );
+    let never = sandbox.pacer(["cancel", "999999"]);
+    assert_eq!(never.code, 1);
+    assert!(
+        never.stderr.contains("no run with id 999999"),
+        "an id no run ever had: {never}"
+    );
+    let typo = sandbox.pacer(["history", "--job", "helo"]);
+    assert_eq!(typo.code, 0, "a listing that matched nothing: {typo}");
+    assert_eq!(typo.stdout.trim(), "no runs match");
+    assert!(
+        typo.stderr
+            .contains("no job `helo` in the config: did you mean `hello`?"),
+        "{typo}"
+    );
     let bad_params = sandbox.pacer(["run", "hello", "--params", "[1]"]);
     assert_eq!(bad_params.code, 2, "a usage error: {bad_params}");
 
