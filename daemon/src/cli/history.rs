@@ -30,7 +30,7 @@ pub struct HistoryArgs {
     #[arg(long, value_name = "T", value_parser = super::instant_arg)]
     until: Option<jiff::Timestamp>,
     /// At most N runs.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_LIMIT)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_LIMIT, value_parser = clap::value_parser!(u32).range(1..))]
     limit: u32,
     /// Only runs older than ID (the next page).
     #[arg(long, value_name = "ID")]

@@ -48,7 +48,11 @@ pub fn run(context: &Context) -> anyhow::Result<ExitCode> {
         println!("node {node} of the cluster on {database} (pacer nodes lists them all)");
     }
     if let Some(reason) = &status.history_error {
-        println!("{reason}; fires wait until it can be written again");
+        if status.node.is_some() {
+            println!("{reason}; fires wait until it can be reached again");
+        } else {
+            println!("{reason}; fires wait until it can be written again");
+        }
     }
     if let Some(reason) = &status.waiting_on {
         println!("new starts wait: {reason}");

@@ -22,6 +22,7 @@ use jiff::tz::TimeZone;
 use crate::schedule::{Schedule, jitter_offset};
 
 pub use cluster::{ClusterSettings, DatabaseUrl, SslMode, UrlSource};
+pub(crate) use document::closest;
 pub use error::{ConfigError, ConfigErrors};
 #[cfg(test)]
 pub use load::load_text;
@@ -287,7 +288,7 @@ impl Config {
 
     /// The job whose name a mistyped `name` most likely meant, if one is close.
     pub fn nearest_job(&self, name: &str) -> Option<&str> {
-        document::closest(name, self.jobs.iter().map(|job| job.name.as_str()))
+        closest(name, self.jobs.iter().map(|job| job.name.as_str()))
     }
 }
 

@@ -80,9 +80,10 @@ pub fn spawn_membership(
                 }
                 Err(e) => {
                     tracing::warn!("heartbeat failed: {e}");
-                    let _ = inputs.send(Input::BeatFailed(format!(
-                        "the cluster's database cannot be reached: {e}"
-                    )));
+                    let _ = inputs.send(Input::BeatFailed(match &e {
+                        ClusterError::Connect { .. } => e.to_string(),
+                        _ => format!("the cluster's database cannot be reached: {e}"),
+                    }));
                     if now.duration_since(last_ok) >= fence_after {
                         cluster.fence();
                         let _ = inputs.send(Input::Fenced(format!(

@@ -338,8 +338,12 @@ impl Registry {
                     .iter()
                     .filter(|info| info.state == PluginState::Refused)
                     .count();
+                let near = crate::config::closest(name, self.by_name.keys().map(String::as_str))
+                    .map(|near| format!(" (did you mean `{near}`?)"))
+                    .unwrap_or_default();
                 format!(
-                    "plugin `{name}` is not installed: no library in plugin_dirs ({}) declares it{}",
+                    "plugin `{name}` is not installed{near}: no library in plugin_dirs ({}) \
+                     declares it{}",
                     dirs.iter()
                         .map(|d| d.display().to_string())
                         .collect::<Vec<_>>()
@@ -455,4 +459,23 @@ async fn inspect(path: &Path, launcher: &Launcher) -> PluginInfo {
         info.error = Some(problem);
     }
     info
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Registry;
+
+    #[test]
+    fn a_missing_plugin_near_an_installed_one_gets_a_suggestion() {
+        let registry = Registry::of(&[("exec", "/plugins/libpacer_plugin_exec.so")]);
+        let dirs = ["/plugins".into()];
+        let typo = registry.problem("exce", &dirs).unwrap();
+        assert!(
+            typo.starts_with("plugin `exce` is not installed (did you mean `exec`?): no library"),
+            "{typo}"
+        );
+        let other = registry.problem("mailer", &dirs).unwrap();
+        assert!(!other.contains("did you mean"), "{other}");
+        assert_eq!(registry.problem("exec", &dirs), None);
+    }
 }
