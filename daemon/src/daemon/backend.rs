@@ -18,7 +18,7 @@ use crate::engine::{NodeIdentity, Resume};
 use crate::plugins::{PluginState, Registry};
 use crate::store::postgres::{ClusterError, FinishOutcome, JoinRequest, PgDatabase, PgNode};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Finish, StartRun, Store};
+use crate::store::{Finish, RunId, StartRun, Store};
 use crate::time::{Clock, to_ms};
 
 /// The records' home.
@@ -270,6 +270,11 @@ impl RunRecords for SqliteStore {
         Box::pin(async move { started.await.map_err(|e| e.to_string()) })
     }
 
+    fn withdraw_start(&self, id: RunId) -> bool {
+        SqliteStore::withdraw_start(self, id);
+        true
+    }
+
     fn finish_run(&self, finish: Finish) -> RecordFuture {
         let finished = self.hold_finish_run(finish);
         Box::pin(async move { finished.await.map_err(|e| e.to_string()) })
@@ -336,6 +341,12 @@ impl RunRecords for ClusterRecords {
                 .await
                 .map_err(|e| e.to_string())
         })
+    }
+
+    /// A cluster's run is `running` from its admission (the database admits it); its start
+    /// only adds the process, so there is nothing to take back.
+    fn withdraw_start(&self, _id: RunId) -> bool {
+        false
     }
 
     fn finish_run(&self, finish: Finish) -> RecordFuture {

@@ -167,7 +167,6 @@ pub async fn serve(
     let env = Arc::new(RunEnv {
         store: backend.records(),
         launcher,
-        output_limit: config.daemon.output_limit,
         kill_grace: config::defaults::KILL_GRACE,
         events: inputs_tx.clone(),
         clock: Arc::clone(&clock),

@@ -27,6 +27,10 @@ pub trait RunRecords: Send + Sync + std::fmt::Debug {
     /// Turns the queued run `start.id` `running`; an error means it must not start. The write
     /// may be held until [`RunRecords::send`].
     fn start_run(&self, start: StartRun) -> RecordFuture;
+    /// Takes back the start of run `id` if it is not written yet, so that the run stays
+    /// `queued` (its start's future then fails); whether this store can (else the start is
+    /// written whatever happens).
+    fn withdraw_start(&self, id: RunId) -> bool;
     /// Records the run's end. The write may be held until [`RunRecords::send`].
     fn finish_run(&self, finish: Finish) -> RecordFuture;
     /// Sends the writes held so far, to be committed together.
@@ -43,8 +47,6 @@ pub struct RunEnv {
     pub store: Arc<dyn RunRecords>,
     /// Starts workers.
     pub launcher: Launcher,
-    /// Captured output kept per run.
-    pub output_limit: u64,
     /// Between SIGTERM and SIGKILL when a run is stopped.
     pub kill_grace: Duration,
     /// Where runs report back to the engine.
@@ -138,10 +140,64 @@ async fn execute(
             Err(_) => std::future::pending().await,
         }
     };
+    tokio::pin!(cancel);
     let job = Arc::clone(&start.job);
     let id = start.run_id;
     let started_at = worker.spawned_at_ms();
-    if let Err(e) = recorded.await {
+    // The start waits for the history; a stop meanwhile takes it back, so that nothing starts
+    // once the daemon is stopping and no record says a run started before it could.
+    let mut recorded = recorded;
+    let stopped = tokio::select! {
+        written = &mut recorded => Err(written),
+        reason = &mut cancel => Ok(reason),
+    };
+    let written = match stopped {
+        Err(written) => written,
+        Ok(reason) => {
+            let withdrawing = env.store.withdraw_start(id);
+            match recorded.await {
+                Err(_) if withdrawing => {
+                    drop(
+                        worker
+                            .supervise(quick_stop(), std::future::ready(reason.clone()))
+                            .await,
+                    );
+                    let _ = env.events.send(Input::Withdrawn {
+                        key: start.key,
+                        reason: format!("{reason} before its start could be recorded"),
+                    });
+                    return;
+                }
+                Err(e) => Err(e),
+                Ok(()) => {
+                    // Written before it could be taken back: it ends at once, its plugin never
+                    // given its task.
+                    report_started(&env, &start, started_at);
+                    let ended = worker
+                        .supervise(quick_stop(), std::future::ready(reason.clone()))
+                        .await;
+                    let (output, dropped) = ended.output.into_parts();
+                    let (finished_at, finished) = finish(
+                        &env,
+                        id,
+                        Status::Cancelled,
+                        Some(reason.clone()),
+                        None,
+                        output,
+                        dropped,
+                    );
+                    let _ = env.events.send(Input::Exited { key: start.key });
+                    let span = finished.await.then_some(RunSpan {
+                        started_at,
+                        finished_at,
+                    });
+                    report_finished(&env, &start, Status::Cancelled, Some(reason), span);
+                    return;
+                }
+            }
+        }
+    };
+    if let Err(e) = written {
         // Without a `running` record the plugin must not run: a run that started is never lost.
         let error = format!("cannot record the run's start, so it was not started: {e}");
         tracing::error!(job = %job.name, run_id = id, "{error}");
@@ -182,7 +238,7 @@ async fn execute(
     let _ = worker.assign(&assignment).await;
     let limits = Limits {
         timeout: job.timeout,
-        output_limit: env.output_limit,
+        output_limit: start.output_limit,
         kill_grace: env.kill_grace,
     };
     let ended = worker.supervise(limits, cancel).await;

@@ -448,6 +448,7 @@ impl Engine {
             params: Arc::clone(&fire.params),
             queue_ms: run.queue_ms,
             plugin,
+            output_limit: self.config.daemon.output_limit,
         };
         self.fires.insert(key, fire);
         if let Some(cluster) = self.cluster.as_mut() {

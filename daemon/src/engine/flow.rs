@@ -414,7 +414,11 @@ impl Engine {
 
     /// Starts what admission allows.
     pub(super) fn admit(&mut self, now: i64) {
-        if self.stopping {
+        // A run starts only once its `running` record is written: one admitted while the
+        // history cannot be written would wait for it with its process spawned, then start as
+        // late as the history came back (a stop may have begun meanwhile), under a record
+        // saying it started when it was admitted.
+        if self.stopping || self.history_error.is_some() {
             return;
         }
         self.next_catch_ups(now);
@@ -461,6 +465,7 @@ impl Engine {
                 params: Arc::clone(&fire.params),
                 queue_ms: admitted.queue_ms,
                 plugin,
+                output_limit: self.config.daemon.output_limit,
             };
             let job = Arc::clone(&fire.job);
             self.observe(Observation::Admitted {
@@ -504,6 +509,30 @@ impl Engine {
         if fire.state == State::Running {
             fire.state = State::Exited;
             self.admission.finished(key);
+        }
+    }
+
+    /// The run of `key` was stopped before its start was recorded, and that record was taken
+    /// back: its slot is free and its fire stays `queued` in the history. Only a stop does this
+    /// (a cancel waits for the start and records the run `cancelled`), so the next start takes
+    /// the fire back.
+    pub(super) fn withdrawn(&mut self, key: FireKey, reason: &str) {
+        let Some(fire) = self.fires.remove(&key) else {
+            return;
+        };
+        if self.cluster.is_some() {
+            self.cluster_finished();
+        } else if fire.state != State::Exited {
+            self.admission.finished(key);
+        }
+        let id = fire.run_id.expect("started fires are recorded");
+        self.by_run.remove(&id);
+        tracing::info!(job = %fire.job.name, run_id = id, "{reason}; the run stays queued for the next start");
+        if let Some(waiter) = fire.waiter {
+            let message = format!(
+                "run {id} did not start: {reason}; it stays queued and runs when pacerd starts                  again"
+            );
+            self.reply(waiter.to, Response::Error { message }, true);
         }
     }
 

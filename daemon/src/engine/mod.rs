@@ -82,6 +82,14 @@ pub enum Input {
         /// Its spawn and reap, when it got that far.
         span: Option<RunSpan>,
     },
+    /// A run was stopped before its `running` record was written, and that write was taken
+    /// back: its plugin never ran and its record is still `queued`.
+    Withdrawn {
+        /// The fire.
+        key: FireKey,
+        /// Why it did not start.
+        reason: String,
+    },
     /// A control request from `pacer` or an application.
     Control {
         /// What was asked.
@@ -245,6 +253,9 @@ pub struct Start {
     pub queue_ms: i64,
     /// The plugin library.
     pub plugin: Arc<Path>,
+    /// Captured output kept, from the config in force when it was admitted (so a reload
+    /// applies to the runs that start after it).
+    pub output_limit: u64,
 }
 
 /// Something the metrics count.
@@ -517,6 +528,7 @@ impl Engine {
                 error,
                 span,
             } => self.finished(key, status, error.as_deref(), span, now),
+            Input::Withdrawn { key, reason } => self.withdrawn(key, &reason),
             Input::Control { request, reply } => self.control(request, reply, now),
             Input::ConfigChanged => self.config_changed(now),
             Input::ReloadSignal => self.request_reload(None),

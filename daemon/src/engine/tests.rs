@@ -1040,3 +1040,81 @@ async fn fires_held_for_an_unwritable_history_are_recorded_in_due_order_and_say_
         )
     );
 }
+
+#[tokio::test]
+async fn a_reload_applies_a_new_output_limit_to_the_runs_started_after_it() {
+    let config = |limit: &str| format!("{DAEMON}output_limit = \"{limit}\"\n{}", job("a", ""));
+    let mut rig = Rig::new(&config("64K"), "2027-01-01T00:00:00Z").await;
+    let run = Request::Run {
+        job: "a".into(),
+        params: None,
+        wait: false,
+    };
+    rig.ask(run.clone()).await;
+    assert_eq!(rig.running[0].output_limit, 64 << 10);
+    rig.rewrite_config(&config("2K"));
+    rig.ask(Request::Reload).await;
+    rig.end("a", Status::Succeeded).await;
+    rig.ask(run).await;
+    assert_eq!(rig.running[0].output_limit, 2 << 10);
+}
+
+#[tokio::test]
+async fn nothing_starts_while_the_history_cannot_be_written_nor_once_stopping() {
+    let config = format!(
+        "{DAEMON}max_concurrency = 1\n{}{}",
+        job("a", ""),
+        job("b", ""),
+    );
+    let mut rig = Rig::new(&config, "2027-01-01T00:00:00Z").await;
+    for name in ["a", "b"] {
+        rig.ask(Request::Run {
+            job: name.into(),
+            params: None,
+            wait: false,
+        })
+        .await;
+    }
+    rig.now = ms("2027-01-01T00:00:10Z");
+    rig.step(Input::History(Some("database or disk is full".into())))
+        .await;
+    rig.exit("a").await;
+    assert!(
+        rig.running.is_empty(),
+        "a slot freed while the history is unwritable is not taken: the start's record could \
+         not be written, and a run held for it would start late"
+    );
+    rig.step(Input::Shutdown).await;
+    rig.now = ms("2027-01-01T00:10:00Z");
+    rig.step(Input::History(None)).await;
+    assert!(rig.running.is_empty(), "a stopping daemon starts nothing");
+    assert_eq!(rig.runs()[1].status, Status::Queued);
+}
+
+#[tokio::test]
+async fn a_run_whose_start_was_not_recorded_when_stopped_stays_queued() {
+    let config = format!("{DAEMON}{}", job("a", ""));
+    let mut rig = Rig::new(&config, "2027-01-01T00:00:00Z").await;
+    let to = rig
+        .ask(Request::Run {
+            job: "a".into(),
+            params: None,
+            wait: true,
+        })
+        .await;
+    assert_eq!(rig.engine.in_flight(), 1);
+    rig.step(Input::Shutdown).await;
+    rig.step(Input::StopAll("pacerd stopped".into())).await;
+    let start = rig.take_run("a");
+    rig.step(Input::Withdrawn {
+        key: start.key,
+        reason: "pacerd stopped before its start could be recorded".into(),
+    })
+    .await;
+    assert_eq!(rig.engine.in_flight(), 0, "the stop does not wait for it");
+    let answers = rig.answers(to);
+    assert!(
+        matches!(answers.last(), Some(Response::Error { message }) if message.contains("stays queued")),
+        "{answers:?}"
+    );
+}

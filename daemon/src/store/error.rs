@@ -113,6 +113,10 @@ pub enum StoreError {
     /// started, or was cancelled or skipped, already).
     #[error("run {0} is no longer queued")]
     NotQueued(RunId),
+    /// A run's start was taken back before it was written (the daemon is stopping): the run
+    /// stays `queued`.
+    #[error("the start of run {0} was taken back before it could be written")]
+    Withdrawn(RunId),
     /// The params could not be encoded for storing.
     #[error("cannot encode the params of a run: {0}")]
     Params(serde_json::Error),

@@ -1248,3 +1248,34 @@ async fn the_web_views_windows_are_read_from_the_indexes_alone() {
     let capped = history.run_capped(waits, 0).unwrap().unwrap();
     assert_eq!(capped.queued_at, Some(7_200));
 }
+
+#[tokio::test]
+async fn a_start_taken_back_before_it_is_written_leaves_its_run_queued() {
+    let (_dir, path) = database();
+    let store = SqliteStore::open(&path).unwrap();
+    let kept = queued(&store, new_fire("kept", 1_000)).await;
+    let taken_back = queued(&store, new_fire("taken_back", 1_000)).await;
+    let start = |id| StartRun {
+        id,
+        started_at: 2_000,
+        queue_ms: 1_000,
+        process: None,
+    };
+    let started = store.hold_start_run(start(kept));
+    let withdrawn = store.hold_start_run(start(taken_back));
+    store.withdraw_start(taken_back);
+    store.send_held();
+    started.await.unwrap();
+    assert!(matches!(
+        withdrawn.await,
+        Err(StoreError::Withdrawn(id)) if id == taken_back
+    ));
+    let history = SqliteHistory::open(&path).unwrap();
+    assert_eq!(
+        all(&history),
+        [
+            (taken_back, "taken_back".to_owned(), Status::Queued),
+            (kept, "kept".to_owned(), Status::Running)
+        ]
+    );
+}

@@ -14,7 +14,7 @@
 //! later fire of a job without the earlier ones. While that lasts, [`SqliteStore::unwritable`]
 //! says why.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -83,6 +83,8 @@ struct Health {
     /// Set once the daemon closes the store: a failing write is then given up rather than
     /// retried forever, so the daemon can stop.
     closing: AtomicBool,
+    /// Runs whose start, not written yet, was taken back: the writer leaves each `queued`.
+    withdrawn: Mutex<HashSet<RunId>>,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -141,6 +143,7 @@ impl SqliteStore {
         let health = Arc::new(Health {
             unwritable: watch::Sender::new(None),
             closing: AtomicBool::new(false),
+            withdrawn: Mutex::default(),
         });
         let shared = Arc::clone(&health);
         std::thread::Builder::new()
@@ -182,6 +185,13 @@ impl SqliteStore {
     /// Turns a queued run `running`, with the next [`SqliteStore::send_held`].
     pub fn hold_start_run(&self, start: StartRun) -> StoreFuture<()> {
         self.hold(|reply| Command::Start(start, reply))
+    }
+
+    /// Takes back the start of run `id` if it is not written yet (it waits for a history that
+    /// cannot be written): its future then fails with [`StoreError::Withdrawn`] and the run
+    /// stays `queued`. A start already written stays written.
+    pub fn withdraw_start(&self, id: RunId) {
+        self.health.withdrawn().insert(id);
     }
 
     /// Records a run's end, with the next [`SqliteStore::send_held`].
@@ -387,9 +397,27 @@ fn write_loop(
 /// Commits `batch`, trying again while the failure may pass; answers every command once its
 /// outcome is durable (or final).
 fn commit_batch(conn: &mut Connection, batch: Vec<Command>, health: &Health, path: &Path) {
+    let starts: Vec<RunId> = batch
+        .iter()
+        .filter_map(|command| match command {
+            Command::Start(start, _) => Some(start.id),
+            _ => None,
+        })
+        .collect();
+    commit_answered(conn, batch, health, path);
+    if !starts.is_empty() {
+        let mut withdrawn = health.withdrawn();
+        for id in starts {
+            withdrawn.remove(&id);
+        }
+    }
+}
+
+/// [`commit_batch`]'s attempts, until each command is answered.
+fn commit_answered(conn: &mut Connection, batch: Vec<Command>, health: &Health, path: &Path) {
     let mut delay = FIRST_RETRY_DELAY;
     loop {
-        match try_commit(conn, &batch) {
+        match try_commit(conn, &batch, health) {
             Ok(answers) => {
                 health.recovered();
                 for (command, answer) in batch.into_iter().zip(answers) {
@@ -428,12 +456,16 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Command>, health: &Health, pat
 /// `BEGIN` and `COMMIT` are cached statements like the rest: parsing them anew for every
 /// transaction, as `Connection::transaction` does, cost about a twentieth of this thread's
 /// time when runs start and end one by one.
-fn try_commit(conn: &Connection, batch: &[Command]) -> Result<Vec<Answer>, Arc<rusqlite::Error>> {
+fn try_commit(
+    conn: &Connection,
+    batch: &[Command],
+    health: &Health,
+) -> Result<Vec<Answer>, Arc<rusqlite::Error>> {
     let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
     run("BEGIN IMMEDIATE").map_err(Arc::new)?;
     let applied = batch
         .iter()
-        .map(|command| apply(conn, command))
+        .map(|command| apply(conn, command, health))
         .collect::<Result<Vec<_>, _>>()
         .and_then(|answers| run("COMMIT").map(|_| answers).map_err(Arc::new));
     if applied.is_err() && !conn.is_autocommit() {
@@ -444,6 +476,12 @@ fn try_commit(conn: &Connection, batch: &[Command]) -> Result<Vec<Answer>, Arc<r
 }
 
 impl Health {
+    fn withdrawn(&self) -> std::sync::MutexGuard<'_, HashSet<RunId>> {
+        self.withdrawn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn failing(&self, cause: &StoreError) {
         self.unwritable.send_if_modified(|unwritable| {
             if unwritable.is_some() {
@@ -492,7 +530,11 @@ fn is_transient(error: &rusqlite::Error) -> bool {
 
 /// Runs one command inside the open transaction. A failure that may pass aborts the batch
 /// (`Err`); any other failure is that command's answer.
-fn apply(conn: &Connection, command: &Command) -> Result<Answer, Arc<rusqlite::Error>> {
+fn apply(
+    conn: &Connection,
+    command: &Command,
+    health: &Health,
+) -> Result<Answer, Arc<rusqlite::Error>> {
     fn keep<T>(
         result: Result<T, StoreError>,
     ) -> Result<Result<T, StoreError>, Arc<rusqlite::Error>> {
@@ -508,6 +550,11 @@ fn apply(conn: &Connection, command: &Command) -> Result<Answer, Arc<rusqlite::E
                 ids.push(keep(apply_write(conn, write))?);
             }
             Answer::Ids(ids)
+        }
+        // Looked at in each attempt, so a start taken back while its batch is retried is left
+        // out of the attempt that commits.
+        Command::Start(start, _) if health.withdrawn().contains(&start.id) => {
+            Answer::Unit(Err(StoreError::Withdrawn(start.id)))
         }
         Command::Start(start, _) => Answer::Unit(keep(update_started(conn, start))?),
         Command::Finish(finish, _) => Answer::Unit(keep(update_finished(conn, finish))?),
