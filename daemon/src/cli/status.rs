@@ -36,7 +36,12 @@ pub fn run(context: &Context) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "pacerd is running (pid {}, up {})",
+        "pacerd is {} (pid {}, up {})",
+        if status.stopping {
+            "stopping: it starts nothing more, and waits for its runs to end and be recorded"
+        } else {
+            "running"
+        },
         status.pid,
         uptime(status.uptime_s)
     );

@@ -190,6 +190,10 @@ pub struct StatusInfo {
     /// Why the history cannot be written now, if it cannot (fires wait until it can).
     #[serde(default)]
     pub history_error: Option<String>,
+    /// The daemon is stopping: it starts nothing more and waits for its runs to end and be
+    /// recorded.
+    #[serde(default)]
+    pub stopping: bool,
     /// With `[cluster]`: this node's id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,

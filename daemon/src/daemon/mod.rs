@@ -347,7 +347,6 @@ pub async fn serve(
         );
     }
     notify::stopping();
-    server.abort();
     pruner.abort();
     http_server.abort();
     if let Backend::Cluster(node) = &backend
@@ -356,7 +355,15 @@ pub async fn serve(
     {
         tracing::warn!("cannot tell the cluster this node is stopping: {e}");
     }
-    drain(&mut engine, &mut edge, &mut inputs, &mut stop, how, &clock).await;
+    // The control socket answers while the stop waits (`pacer status` says it is stopping
+    // and what for; a new run is refused), and closes once the runs' ends are recorded.
+    let mut queues = Queues {
+        inputs: &mut inputs,
+        control: &mut control_rx,
+        stop: &mut stop,
+    };
+    drain(&mut engine, &mut edge, &mut queues, how, &clock).await;
+    server.abort();
     edge.flush().await;
     match &backend {
         Backend::Local(store) => {
@@ -393,8 +400,7 @@ pub async fn serve(
 async fn drain(
     engine: &mut Engine,
     edge: &mut Edge,
-    inputs: &mut mpsc::UnboundedReceiver<Input>,
-    stop: &mut mpsc::UnboundedReceiver<Stop>,
+    queues: &mut Queues<'_>,
     how: Stop,
     clock: &Arc<dyn Clock>,
 ) {
@@ -412,12 +418,13 @@ async fn drain(
     }
     while engine.in_flight() > 0 || engine.ends_unrecorded() {
         let input = tokio::select! {
-            Some(input) = inputs.recv() => input,
+            Some(input) = queues.inputs.recv() => input,
+            Some(incoming) = queues.control.recv() => edge.control(incoming),
             () = &mut grace, if !stopped => {
                 stopped = true;
                 Input::StopAll("pacerd stopped and shutdown_grace elapsed".to_owned())
             }
-            Some(_) = stop.recv(), if !stopped => {
+            Some(_) = queues.stop.recv(), if !stopped => {
                 stopped = true;
                 Input::StopAll("pacerd was stopped at once (a second signal)".to_owned())
             }
@@ -426,6 +433,13 @@ async fn drain(
         let now = to_ms(clock.now());
         edge.apply(engine.handle(input, now));
     }
+}
+
+/// What the stop's wait listens to.
+struct Queues<'a> {
+    inputs: &'a mut mpsc::UnboundedReceiver<Input>,
+    control: &'a mut mpsc::Receiver<control::server::Incoming>,
+    stop: &'a mut mpsc::UnboundedReceiver<Stop>,
 }
 
 fn stop_all(engine: &mut Engine, edge: &mut Edge, clock: &Arc<dyn Clock>, reason: &str) {

@@ -530,7 +530,8 @@ impl Engine {
         tracing::info!(job = %fire.job.name, run_id = id, "{reason}; the run stays queued for the next start");
         if let Some(waiter) = fire.waiter {
             let message = format!(
-                "run {id} did not start: {reason}; it stays queued and runs when pacerd starts                  again"
+                "run {id} did not start: {reason}; it stays queued and runs when pacerd starts \
+                 again"
             );
             self.reply(waiter.to, Response::Error { message }, true);
         }

@@ -269,6 +269,7 @@ impl Engine {
                 })
                 .collect(),
             waiting_on: status.waiting_on,
+            stopping: self.stopping,
             history_error: self.history_error.clone().or_else(|| {
                 self.cluster
                     .as_ref()

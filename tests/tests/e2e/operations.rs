@@ -624,9 +624,16 @@ fn stopping_gives_runs_their_grace_then_cancels_them() {
     assert_eq!(sandbox.pacer(["run", "endless"]).code, 0);
     let stop_asked = Instant::now();
     daemon.signal("TERM");
-    wait_for("the daemon to begin stopping", || {
-        sandbox.pacer(["status"]).code != 0
+    wait_for("the daemon to say it is stopping", || {
+        let status = sandbox.pacer(["status", "--json"]);
+        status.code == 0 && status.json()["stopping"] == true
     });
+    let refused = sandbox.pacer(["run", "short"]);
+    assert_eq!(
+        refused.code, 1,
+        "a stopping daemon starts nothing: {refused}"
+    );
+    assert!(refused.stderr.contains("pacerd is stopping"), "{refused}");
     daemon.signal("TERM");
     assert_eq!(daemon.wait(), Some(0));
     assert!(
