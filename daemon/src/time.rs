@@ -52,24 +52,38 @@ pub fn local(ms: i64, tz: &TimeZone) -> String {
         .to_string()
 }
 
+/// Why a `--since`/`--until`/`--from` value was refused; its text names the value and the forms
+/// accepted, so that the CLI shows it as is and the web view can say the same of a parameter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InstantError {
+    /// Neither form parses.
+    #[error(
+        "`{0}` is neither an RFC 3339 instant (2027-01-01T00:00:00Z) nor a duration ago \
+         (30m, 2h, 7d)"
+    )]
+    Unparsed(String),
+    /// A duration ago that lands before the earliest instant represented (year -9999).
+    #[error(
+        "`{0}` is a duration ago that reaches before the year -9999: give a shorter duration \
+         or an RFC 3339 instant (2027-01-01T00:00:00Z)"
+    )]
+    TooFarBack(String),
+}
+
 /// Parses `--since`/`--until`/`--from` values: an RFC 3339 instant, or a duration ago such as
 /// `2h`.
-pub fn parse_instant_or_ago(text: &str, now: Timestamp) -> Result<Timestamp, String> {
+pub fn parse_instant_or_ago(text: &str, now: Timestamp) -> Result<Timestamp, InstantError> {
     if let Ok(ts) = text.parse::<Timestamp>() {
         return Ok(ts);
     }
     if let Some(ts) = clamped_instant(text) {
         return Ok(ts);
     }
-    let ago = units::parse_duration(text).map_err(|_| {
-        format!(
-            "`{text}` is neither an RFC 3339 instant (2027-01-01T00:00:00Z) \
-             nor a duration ago (30m, 2h, 7d)"
-        )
-    })?;
-    let ago = jiff::SignedDuration::try_from(ago).map_err(|e| e.to_string())?;
-    now.checked_sub(ago)
-        .map_err(|_| format!("`{text}` reaches too far into the past"))
+    let ago = units::parse_duration(text).map_err(|_| InstantError::Unparsed(text.to_owned()))?;
+    jiff::SignedDuration::try_from(ago)
+        .ok()
+        .and_then(|ago| now.checked_sub(ago).ok())
+        .ok_or_else(|| InstantError::TooFarBack(text.to_owned()))
 }
 
 /// An RFC 3339 instant beyond the ones `jiff` represents (which end late on 9999-12-30 UTC, so
@@ -151,8 +165,17 @@ mod tests {
             parse_instant_or_ago("2h", now).unwrap(),
             "2027-01-01T22:00:00Z".parse::<Timestamp>().unwrap()
         );
-        let err = parse_instant_or_ago("yesterday", now).unwrap_err();
+        let err = parse_instant_or_ago("yesterday", now)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("neither an RFC 3339 instant"), "{err}");
+        assert_eq!(
+            parse_instant_or_ago("99999999999d", now)
+                .unwrap_err()
+                .to_string(),
+            "`99999999999d` is a duration ago that reaches before the year -9999: give a \
+             shorter duration or an RFC 3339 instant (2027-01-01T00:00:00Z)"
+        );
     }
 
     #[test]
@@ -170,9 +193,11 @@ mod tests {
             parse_instant_or_ago("-009999-01-01T00:00:00Z", now),
             Ok(Timestamp::MIN)
         );
-        let err = parse_instant_or_ago("9999-12-31T23:58:00", now).unwrap_err();
-        assert!(err.contains("neither an RFC 3339 instant"), "{err}");
-        let err = parse_instant_or_ago("9999-13-31T23:58:00Z", now).unwrap_err();
-        assert!(err.contains("neither an RFC 3339 instant"), "{err}");
+        for text in ["9999-12-31T23:58:00", "9999-13-31T23:58:00Z"] {
+            assert_eq!(
+                parse_instant_or_ago(text, now),
+                Err(InstantError::Unparsed(text.to_owned()))
+            );
+        }
     }
 }

@@ -375,6 +375,45 @@ pub fn seed(path: &Path, now_ms: i64) -> Seeded {
     })
 }
 
+/// Writes `count` runs of `job`, due at even steps over the week before `now_ms` (the first a
+/// few minutes after the week's start, the last a few minutes before `now_ms`), into the
+/// database at `path`; returns their ids, oldest first. A job too busy for one chart.
+pub fn seed_busy(path: &Path, job: &str, count: usize, now_ms: i64) -> Vec<i64> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = SqliteStore::open(path).unwrap();
+        let first = now_ms - 7 * DAY + 10 * MINUTE;
+        let step = (7 * DAY - 20 * MINUTE) / i64::try_from(count).unwrap();
+        let mut ids = Vec::with_capacity(count);
+        for n in 0..count {
+            let due = first + i64::try_from(n).unwrap() * step;
+            let outcome = Outcome {
+                status: Status::Succeeded,
+                took: 1_000,
+                waited: 0,
+            };
+            ids.push(
+                run(
+                    &store,
+                    job,
+                    Trigger::Schedule,
+                    1,
+                    due,
+                    due + 5,
+                    outcome,
+                    format!("{job}: done\n"),
+                    serde_json::json!({"command": "true"}),
+                )
+                .await,
+            );
+        }
+        store.close().await.unwrap();
+        ids
+    })
+}
+
 /// How a run of `job` goes: its usual duration, and now and then a failure.
 fn outcome(job: &str, dice: &mut Dice) -> Outcome {
     let (status, took) = match job {

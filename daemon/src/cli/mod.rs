@@ -183,7 +183,7 @@ pub fn quiet_on_closed_pipe() {
 /// `--since`, `--until`, `--from`: an RFC 3339 instant or a duration ago, read by clap so that a
 /// bad one is a usage error (exit 2) like any other.
 fn instant_arg(text: &str) -> Result<jiff::Timestamp, String> {
-    crate::time::parse_instant_or_ago(text, jiff::Timestamp::now())
+    crate::time::parse_instant_or_ago(text, jiff::Timestamp::now()).map_err(|e| e.to_string())
 }
 
 /// `--params`: a JSON object.

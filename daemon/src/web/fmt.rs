@@ -58,6 +58,25 @@ pub(crate) fn short_when(ms: i64, zone: &TimeZone) -> String {
         .to_string()
 }
 
+/// A window `from – to`, as [`short_when`] within the current year, with the year on both ends
+/// when either lies in another (`Dec 31 2026 00:00:00 – Jan 01 2027 00:00:00`), so that a
+/// window in the past says which year it is.
+pub(crate) fn window(from: i64, to: i64, now: i64, zone: &TimeZone) -> String {
+    let year = |ms: i64| from_ms(ms).to_zoned(zone.clone()).year();
+    let format = if year(from) == year(now) && year(to) == year(now) {
+        "%b %d %H:%M:%S"
+    } else {
+        "%b %d %Y %H:%M:%S"
+    };
+    let at = |ms: i64| {
+        from_ms(ms)
+            .to_zoned(zone.clone())
+            .strftime(format)
+            .to_string()
+    };
+    format!("{} – {}", at(from), at(to))
+}
+
 /// How far `at` is from `now`: `in 4 min`, `3 h ago`, `now`.
 pub(crate) fn relative(at: i64, now: i64) -> String {
     let delta = at - now;
@@ -160,6 +179,24 @@ pub(crate) fn first_line(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_names_its_year_outside_the_current_one() {
+        let now = 1_800_000_000_000; // 2027-01-15
+        let day = 86_400_000;
+        assert_eq!(
+            window(now - day, now, now, &TimeZone::UTC),
+            "Jan 14 08:00:00 – Jan 15 08:00:00"
+        );
+        assert_eq!(
+            window(-day, 0, now, &TimeZone::UTC),
+            "Dec 31 1969 00:00:00 – Jan 01 1970 00:00:00"
+        );
+        assert_eq!(
+            window(now - 20 * day, now, now, &TimeZone::UTC),
+            "Dec 26 2026 08:00:00 – Jan 15 2027 08:00:00"
+        );
+    }
 
     #[test]
     fn html_is_escaped() {

@@ -1,6 +1,7 @@
 //! Query strings: each page names the parameters it takes, and anything else, a repeated
 //! parameter or a value that does not parse is a 400 whose text says which and what was
-//! expected. An empty value counts as absent, as a form sends its empty fields.
+//! expected. An empty value counts as absent, as a form sends its empty fields. The query string
+//! must be valid percent-encoded UTF-8: a bad escape is refused, not read as something else.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -8,7 +9,7 @@ use std::str::FromStr;
 use jiff::tz::TimeZone;
 
 use super::page::PageError;
-use crate::time::{parse_instant_or_ago, to_ms};
+use crate::time::{InstantError, parse_instant_or_ago, to_ms};
 use crate::units::parse_duration;
 
 /// A page's parsed query string.
@@ -21,7 +22,24 @@ impl Query {
     /// Parses `raw` (the part after `?`), accepting only the parameters in `allowed`.
     pub(crate) fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Query, PageError> {
         let mut values = BTreeMap::new();
-        for (key, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        let pairs = raw
+            .unwrap_or_default()
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                let refuse = |at: String| {
+                    PageError::BadRequest(format!(
+                        "the query string is not valid percent-encoded UTF-8 at `{at}`"
+                    ))
+                };
+                Ok((
+                    decode(key, true).map_err(refuse)?,
+                    decode(value, true).map_err(refuse)?,
+                ))
+            })
+            .collect::<Result<Vec<(String, String)>, PageError>>()?;
+        for (key, value) in pairs {
             if !allowed.contains(&key.as_ref()) {
                 let expected = if allowed.is_empty() {
                     "this page takes no parameters".to_owned()
@@ -36,7 +54,7 @@ impl Query {
                 continue;
             }
             if values
-                .insert(key.clone().into_owned(), value.trim().to_owned())
+                .insert(key.clone(), value.trim().to_owned())
                 .is_some()
             {
                 return Err(PageError::BadRequest(format!(
@@ -144,11 +162,99 @@ impl Query {
         parse_instant_or_ago(text, now)
             .map(|at| Some(to_ms(at)))
             .map_err(|e| {
-                PageError::BadRequest(format!(
-                    "parameter `{key}`: {e}, or a local date and time (2027-01-05 10:00)"
-                ))
+                PageError::BadRequest(match e {
+                    InstantError::Unparsed(_) => format!(
+                        "parameter `{key}`: `{text}` is neither an RFC 3339 instant \
+                         (2027-01-01T00:00:00Z), a duration ago (30m, 2h, 7d) nor a local date \
+                         and time (2027-01-05 10:00)"
+                    ),
+                    InstantError::TooFarBack(_) => format!(
+                        "parameter `{key}`: `{text}` is a duration ago that reaches before the \
+                         year -9999: give a shorter duration, an RFC 3339 instant \
+                         (2027-01-01T00:00:00Z) or a local date and time (2027-01-05 10:00)"
+                    ),
+                })
             })
     }
+
+    /// `key` as an instant (as [`Query::instant`] reads it) from `earliest` to `latest`, Unix
+    /// ms; the error names the range, in `zone`.
+    pub(crate) fn instant_within(
+        &self,
+        key: &str,
+        now: jiff::Timestamp,
+        zone: &TimeZone,
+        (earliest, latest): (i64, i64),
+    ) -> Result<Option<i64>, PageError> {
+        let out_of_range = |text: &str| {
+            PageError::BadRequest(format!(
+                "parameter `{key}` must be an instant from {} to {}, not `{text}`",
+                super::fmt::when(earliest, zone),
+                super::fmt::when(latest, zone)
+            ))
+        };
+        match self.instant(key, now, zone) {
+            Ok(Some(at)) if !(earliest..=latest).contains(&at) => {
+                Err(out_of_range(self.text(key).unwrap_or_default()))
+            }
+            Err(_)
+                if self.text(key).is_some_and(|text| {
+                    matches!(
+                        parse_instant_or_ago(text, now),
+                        Err(InstantError::TooFarBack(_))
+                    )
+                }) =>
+            {
+                Err(out_of_range(self.text(key).unwrap_or_default()))
+            }
+            other => other,
+        }
+    }
+}
+
+/// `text` with its percent-escapes decoded (and `+` read as a space when `plus_is_space`, as in
+/// a query string). A `%` not followed by two hex digits, or escapes that do not make UTF-8,
+/// are refused: the error is the text where decoding failed, as written.
+pub(crate) fn decode(text: &str, plus_is_space: bool) -> Result<String, String> {
+    let raw = text.as_bytes();
+    let refuse = |at: std::ops::Range<usize>| {
+        String::from_utf8_lossy(&raw[at.start..at.end.min(raw.len())]).into_owned()
+    };
+    let mut bytes = Vec::with_capacity(raw.len());
+    // Where each decoded byte starts in `raw`, to point at the escapes that do not make UTF-8.
+    let mut origin = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        origin.push(i);
+        match raw[i] {
+            b'%' => {
+                let hex = raw.get(i + 1..i + 3).and_then(|digits| {
+                    std::str::from_utf8(digits)
+                        .ok()
+                        .and_then(|digits| u8::from_str_radix(digits, 16).ok())
+                });
+                let byte = hex.ok_or_else(|| refuse(i..i + 3))?;
+                bytes.push(byte);
+                i += 3;
+            }
+            b'+' if plus_is_space => {
+                bytes.push(b' ');
+                i += 1;
+            }
+            byte => {
+                bytes.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let bad = e.utf8_error();
+        let start = bad.valid_up_to();
+        let end = bad.error_len().map_or(raw.len(), |len| {
+            origin.get(start + len).copied().unwrap_or(raw.len())
+        });
+        refuse(origin[start]..end)
+    })
 }
 
 #[cfg(test)]
@@ -217,7 +323,69 @@ mod tests {
         else {
             panic!()
         };
-        assert!(reason.contains("RFC 3339"), "{reason}");
+        assert_eq!(
+            reason,
+            "parameter `at`: `tomorrow` is neither an RFC 3339 instant (2027-01-01T00:00:00Z), \
+             a duration ago (30m, 2h, 7d) nor a local date and time (2027-01-05 10:00)"
+        );
+    }
+
+    #[test]
+    fn bad_percent_escapes_are_refused() {
+        for (raw, at) in [
+            ("job=%FF%FE", "%FF"),
+            ("job=ok%C3", "%C3"),
+            ("job=%", "%"),
+            ("job=%zz", "%zz"),
+            ("job=a%2", "%2"),
+            ("j%ZZob=a", "%ZZ"),
+        ] {
+            assert_eq!(
+                bad(raw, &["job"]),
+                format!("the query string is not valid percent-encoded UTF-8 at `{at}`"),
+                "{raw}"
+            );
+        }
+        let query = Query::parse(Some("job=caf%C3%A9+cr%C3%A8me%2B"), &["job"]).unwrap();
+        assert_eq!(query.text("job"), Some("café crème+"));
+        assert_eq!(decode("a+b%20c", false).unwrap(), "a+b c");
+    }
+
+    #[test]
+    fn instants_too_far_back_or_out_of_range_say_what_is_accepted() {
+        let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let query = Query::parse(
+            Some("since=99999999999d&end=1969-12-31T00:00:00Z"),
+            &["since", "end"],
+        )
+        .unwrap();
+        let PageError::BadRequest(reason) =
+            query.instant("since", now, &TimeZone::UTC).unwrap_err()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            reason,
+            "parameter `since`: `99999999999d` is a duration ago that reaches before the year \
+             -9999: give a shorter duration, an RFC 3339 instant (2027-01-01T00:00:00Z) or a \
+             local date and time (2027-01-05 10:00)"
+        );
+        let range = (0, 1_800_000_000_000);
+        for key in ["since", "end"] {
+            let PageError::BadRequest(reason) = query
+                .instant_within(key, now, &TimeZone::UTC, range)
+                .unwrap_err()
+            else {
+                panic!()
+            };
+            assert!(
+                reason.starts_with(&format!(
+                    "parameter `{key}` must be an instant from 1970-01-01 00:00:00 UTC to \
+                     2027-01-15 08:00:00 UTC, not `"
+                )),
+                "{reason}"
+            );
+        }
     }
 
     #[test]

@@ -26,12 +26,29 @@ use crate::store::postgres::PgDatabase;
 /// A response with its whole body in memory: every page is rendered before it is sent.
 pub(crate) type Reply = Response<Full<Bytes>>;
 
-/// Connections open at once, all listeners together; further clients wait to be accepted. A
-/// browser opens about six, a scraper one: this leaves room for a few people and Prometheus
-/// without letting idle clients take the daemon's descriptors.
+/// Connections served at once, all listeners together: those that have sent a byte. A browser
+/// opens about six, a scraper one: this leaves room for a few people and Prometheus without
+/// letting idle clients take the daemon's descriptors.
 const MAX_CONNECTIONS: usize = 64;
 
-/// How long a client may take to send a request's head.
+/// Connections accepted that have not sent a byte yet (a browser's speculative preconnect, or
+/// a client that only holds a socket open): they wait apart, so that they never take a slot of
+/// [`MAX_CONNECTIONS`] from a client with a request. Further clients wait to be accepted.
+const MAX_SILENT: usize = 256;
+
+/// Free slots below which a connection gets [`HEAD_TIMEOUT_BUSY`] to send its head: when slots
+/// run short, clients that trickle their heads give them up sooner.
+const FEW_SLOTS: usize = MAX_CONNECTIONS / 4;
+
+/// How long a client may take to send a request's head once slots run short.
+const HEAD_TIMEOUT_BUSY: Duration = Duration::from_secs(2);
+
+/// The longest path and query answered; a longer one gets a 414 of ours, with the headers
+/// every response carries. (Beyond 64 KiB the head does not fit hyper's buffer, and hyper
+/// answers by itself, with a bare status.)
+const MAX_URI: usize = 8 * 1024;
+
+/// How long a client may take to send its first byte, and then its request's head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// After this long a connection is closed once its current request is answered, so a browser's
@@ -131,9 +148,12 @@ impl Listeners {
             .any(|(_, serves)| serves.web)
             .then(|| Arc::new(Site::new(&config, engine, cluster)));
         let handler = Arc::new(Handler { site, metrics });
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let limits = Arc::new(Limits {
+            silent: Arc::new(Semaphore::new(MAX_SILENT)),
+            slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        });
         let loops = self.bound.into_iter().map(|(listener, serves)| {
-            accept_loop(listener, serves, Arc::clone(&handler), Arc::clone(&slots))
+            accept_loop(listener, serves, Arc::clone(&handler), Arc::clone(&limits))
         });
         run_all(loops).await;
     }
@@ -149,22 +169,44 @@ async fn run_all(loops: impl Iterator<Item = impl Future<Output = ()> + Send + '
     while set.join_next().await.is_some() {}
 }
 
+/// The caps on connections, shared by every listener.
+#[derive(Debug)]
+struct Limits {
+    /// Connections accepted that have not sent a byte yet.
+    silent: Arc<Semaphore>,
+    /// Connections being served.
+    slots: Arc<Semaphore>,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     serves: Serves,
     handler: Arc<Handler>,
-    slots: Arc<Semaphore>,
+    limits: Arc<Limits>,
 ) {
     loop {
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+        let Ok(silent) = Arc::clone(&limits.silent).acquire_owned().await else {
             return;
         };
         match listener.accept().await {
             Ok((stream, _)) => {
                 let handler = Arc::clone(&handler);
+                let limits = Arc::clone(&limits);
                 tokio::spawn(async move {
-                    connection(stream, serves, handler).await;
-                    drop(slot);
+                    let spoke = first_byte(&stream).await;
+                    drop(silent);
+                    if !spoke {
+                        return;
+                    }
+                    let Ok(_slot) = limits.slots.acquire().await else {
+                        return;
+                    };
+                    let head_timeout = if limits.slots.available_permits() < FEW_SLOTS {
+                        HEAD_TIMEOUT_BUSY
+                    } else {
+                        HEAD_TIMEOUT
+                    };
+                    connection(stream, serves, handler, head_timeout).await;
                 });
             }
             Err(e) => {
@@ -175,14 +217,28 @@ async fn accept_loop(
     }
 }
 
-async fn connection(stream: TcpStream, serves: Serves, handler: Arc<Handler>) {
+/// Whether the client sent a byte within [`HEAD_TIMEOUT`] (and did not just close).
+async fn first_byte(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(HEAD_TIMEOUT, stream.peek(&mut byte)).await,
+        Ok(Ok(1..))
+    )
+}
+
+async fn connection(
+    stream: TcpStream,
+    serves: Serves,
+    handler: Arc<Handler>,
+    head_timeout: Duration,
+) {
     let service = service_fn(move |request: Request<Incoming>| {
         let handler = Arc::clone(&handler);
         async move { Ok::<_, Infallible>(handler.answer(&request, serves).await) }
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEAD_TIMEOUT)
+        .header_read_timeout(head_timeout)
         .title_case_headers(true)
         .max_buf_size(64 * 1024)
         .serve_connection(TokioIo::new(stream), service);
@@ -191,7 +247,7 @@ async fn connection(stream: TcpStream, serves: Serves, handler: Arc<Handler>) {
         _ = connection.as_mut() => {}
         () = tokio::time::sleep(CONNECTION_LIFETIME) => {
             connection.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(HEAD_TIMEOUT, connection).await;
+            let _ = tokio::time::timeout(head_timeout, connection).await;
         }
     }
 }
@@ -206,7 +262,19 @@ struct Handler {
 impl Handler {
     async fn answer(&self, request: &Request<Incoming>, serves: Serves) -> Reply {
         let method = request.method();
-        let mut reply = if method != Method::GET && method != Method::HEAD {
+        let uri_len = request
+            .uri()
+            .path_and_query()
+            .map_or(0, |target| target.as_str().len());
+        let mut reply = if uri_len > MAX_URI {
+            plain(
+                StatusCode::URI_TOO_LONG,
+                format!(
+                    "the request's address is {uri_len} bytes long; at most {MAX_URI} are \
+                     served\n"
+                ),
+            )
+        } else if method != Method::GET && method != Method::HEAD {
             let mut reply = plain(
                 StatusCode::METHOD_NOT_ALLOWED,
                 format!("{method} is not served here: this server is read-only (GET and HEAD)\n"),

@@ -174,6 +174,34 @@ fn the_web_view_is_read_only_and_refuses_bad_requests_clearly() {
         ),
         ("/runs/1?x=1", "this page takes no parameters"),
         ("/jobs/healthcheck?window=1y2", "not a duration"),
+        (
+            "/runs?since=99999999999d",
+            "parameter `since`: `99999999999d` is a duration ago that reaches before the year \
+             -9999: give a shorter duration, an RFC 3339 instant (2027-01-01T00:00:00Z) or a \
+             local date and time (2027-01-05 10:00)",
+        ),
+        (
+            "/runs?until=tomorrow",
+            "parameter `until`: `tomorrow` is neither an RFC 3339 instant \
+             (2027-01-01T00:00:00Z), a duration ago (30m, 2h, 7d) nor a local date and time \
+             (2027-01-05 10:00)",
+        ),
+        (
+            "/runs?job=%FF%FE",
+            "the query string is not valid percent-encoded UTF-8 at `%FF`",
+        ),
+        (
+            "/runs?job=%",
+            "the query string is not valid percent-encoded UTF-8 at `%`",
+        ),
+        (
+            "/runs?job=%zz",
+            "the query string is not valid percent-encoded UTF-8 at `%zz`",
+        ),
+        (
+            "/jobs/%C3%28",
+            "the path is not valid percent-encoded UTF-8 at `%C3`",
+        ),
     ] {
         let (status, _, body) = fetch("GET", &format!("{base}{path}"));
         assert_eq!(status, 400, "{path}: {body}");
@@ -182,6 +210,29 @@ fn the_web_view_is_read_only_and_refuses_bad_requests_clearly() {
             "{path}: the reason `{reason}` in:\n{body}"
         );
     }
+    // A window's end from 1970 to a year ahead; each refusal names that range.
+    for end in [
+        "99999999999d",
+        "9999-12-31T23:59:59Z",
+        "0001-01-01T00:00:00Z",
+        "1969-12-31T23:59:59Z",
+    ] {
+        let path = format!("/timeline?end={end}");
+        let (status, _, body) = fetch("GET", &format!("{base}{path}"));
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(
+            body.contains("parameter `end` must be an instant from 1970-01-01 ")
+                && body.contains(&format!(", not `{end}`")),
+            "{path}:\n{body}"
+        );
+    }
+    let (status, _, body) = fetch("GET", &format!("{base}/timeline?end=1970-01-01T12:00:00Z"));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(" 1969 ") && body.contains(" 1970 "),
+        "a window of another year names it:\n{body}"
+    );
+
     for path in [
         "/runs/999999",
         "/runs/abc",
@@ -216,6 +267,64 @@ fn the_web_view_is_read_only_and_refuses_bad_requests_clearly() {
     assert_eq!(
         header(&headers, "content-type"),
         Some("text/css; charset=utf-8")
+    );
+
+    // Every response of ours carries the security headers: assets, errors, a 414.
+    let long = format!("/runs?job={}", "x".repeat(10_000));
+    for (path, expected) in [
+        ("/static/app.js", 200),
+        ("/static/app.css", 200),
+        ("/favicon.ico", 200),
+        ("/metrics", 200),
+        ("/nowhere", 404),
+        ("/runs?limit=0", 400),
+        (long.as_str(), 414),
+    ] {
+        let (status, headers, body) = fetch("GET", &format!("{base}{path}"));
+        assert_eq!(status, expected, "{path}: {body}");
+        assert_secure(&headers, path);
+    }
+    let (_, _, body) = fetch("GET", &format!("{base}{long}"));
+    assert!(
+        body.contains("the request's address is 10010 bytes long; at most 8192 are served"),
+        "{body}"
+    );
+
+    // Clients that connect and send nothing wait apart: they take no slot from a request.
+    let silent: Vec<std::net::TcpStream> = (0..200)
+        .map(|_| std::net::TcpStream::connect(base.trim_start_matches("http://")).unwrap())
+        .collect();
+    let quick = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build();
+    let quick: ureq::Agent = quick.into();
+    let answered = quick.get(&format!("{base}/runs?limit=1")).call();
+    assert!(
+        answered.as_ref().is_ok_and(|r| r.status() == 200),
+        "a request beside 200 silent connections is served before their head deadline: \
+         {answered:?}"
+    );
+    drop(silent);
+}
+
+/// The headers every response of ours carries.
+fn assert_secure(headers: &[(String, String)], path: &str) {
+    let csp = header(headers, "content-security-policy").unwrap_or_default();
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{path}: {headers:?}"
+    );
+    assert_eq!(header(headers, "x-frame-options"), Some("DENY"), "{path}");
+    assert_eq!(
+        header(headers, "x-content-type-options"),
+        Some("nosniff"),
+        "{path}"
+    );
+    assert_eq!(
+        header(headers, "referrer-policy"),
+        Some("same-origin"),
+        "{path}"
     );
 }
 
@@ -627,5 +736,66 @@ fn a_cluster_node_shows_the_whole_cluster_and_its_nodes() {
     assert!(
         !scheduled.contains(&format!("href=\"/runs/{id}\"")),
         "{scheduled}"
+    );
+}
+
+/// The `href`s of a page, unescaped.
+fn hrefs(body: &str) -> Vec<String> {
+    body.split("href=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(|href| href.replace("&amp;", "&"))
+        .collect()
+}
+
+/// The run ids a page links to.
+fn run_links(body: &str) -> BTreeSet<i64> {
+    hrefs(body)
+        .iter()
+        .filter_map(|href| href.strip_prefix("/runs/")?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn every_run_of_a_busy_jobs_week_is_two_clicks_from_its_page() {
+    let sandbox = Sandbox::new();
+    let port = free_port();
+    sandbox.write_config(
+        &format!("web_listen = \"127.0.0.1:{port}\"\n"),
+        "[[jobs]]\nname = \"busy\"\nschedule = \"0 0 1 1 *\"\nplugin = \"exec\"\n\
+         params = { command = \"true\" }\n",
+    );
+    let now = jiff::Timestamp::now().as_millisecond();
+    let ids = history::seed_busy(&sandbox.path().join("pacer.db"), "busy", 3_000, now);
+    let _daemon = sandbox.start();
+    let base = format!("http://127.0.0.1:{port}");
+
+    let (status, _, page) = fetch("GET", &format!("{base}/jobs/busy"));
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("The newest 2000 runs are drawn"),
+        "the chart is cut:\n{page}"
+    );
+    let mut reached = run_links(&page);
+    let mut slices = 0;
+    for href in hrefs(&page) {
+        if href.starts_with("/runs?job=busy&since=") {
+            slices += 1;
+            assert!(href.ends_with("&limit=1000"), "{href}");
+        }
+        if href.starts_with('/') && !href.starts_with("/runs/") && !href.starts_with("/static/") {
+            let (status, _, linked) = fetch("GET", &format!("{base}{href}"));
+            assert_eq!(status, 200, "{href}: {linked}");
+            reached.extend(run_links(&linked));
+        }
+    }
+    assert!(slices > 0, "the undrawn part is linked by slice:\n{page}");
+    let missed: Vec<&i64> = ids.iter().filter(|id| !reached.contains(id)).collect();
+    assert!(
+        missed.is_empty(),
+        "{} of the week's {} runs are more than two clicks from /jobs/busy, the oldest {:?}",
+        missed.len(),
+        ids.len(),
+        missed.first()
     );
 }

@@ -8,6 +8,7 @@ use super::{daemon_status, jobs_in_force, now_ms, ok};
 use crate::control::{Request, Response, WhyInfo};
 use crate::model::Status;
 use crate::store::{HistoryQuery, JobStats, RunRecord, WindowRun, summarize};
+use crate::time::rfc3339_ms;
 use crate::units::format_duration;
 use crate::web::fmt::{self, esc, url};
 use crate::web::page::{Nav, Page, PageError, badge, legend, w};
@@ -209,6 +210,11 @@ pub(crate) async fn page(
             )
         );
         body.push_str(&legend());
+        if let Some(oldest) = found.in_window.last()
+            && found.in_window.len() == CHART_RUNS as usize
+        {
+            older_slices(&mut body, name, chart_end - window, oldest, window, zone);
+        }
     }
     body.push_str("</section>");
 
@@ -234,6 +240,44 @@ pub(crate) async fn page(
         daemon,
         cluster: site.is_cluster(),
     })
+}
+
+/// Links to the runs of the window the charts could not draw (those due before `oldest`, the
+/// oldest drawn), one per slice of the charts, each listing the slice's runs on one page: any
+/// run of the window is then two clicks from the job's page, its dot or its slice and then it.
+fn older_slices(
+    body: &mut String,
+    name: &str,
+    from: i64,
+    oldest: &WindowRun,
+    window: i64,
+    zone: &jiff::tz::TimeZone,
+) {
+    let slice = (window / BUCKETS as i64).max(1);
+    // Runs due on the oldest drawn one's instant may be cut too: the last slice takes them in.
+    let cut = oldest.scheduled_at + 1;
+    w!(
+        body,
+        "<p class=\"hint older-slices\">Runs due before {} are not drawn; they are listed by \
+         slice: ",
+        fmt::short_when(oldest.scheduled_at, zone)
+    );
+    let mut since = from;
+    let mut links = Vec::new();
+    while since < cut {
+        let until = (since + slice).min(cut);
+        links.push(format!(
+            "<a href=\"/runs?job={}&amp;since={}&amp;until={}&amp;limit={}\">{}</a>",
+            url(name),
+            url(&rfc3339_ms(since)),
+            url(&rfc3339_ms(until)),
+            super::runs::MAX_LIMIT,
+            fmt::short_when(since, zone)
+        ));
+        since = until;
+    }
+    body.push_str(&links.join(" · "));
+    body.push_str("</p>");
 }
 
 /// The job's settings that explain its runs.

@@ -33,33 +33,39 @@ pub(crate) async fn route(site: &Arc<Site>, uri: &Uri) -> Reply {
                 return assets::serve(name)
                     .unwrap_or_else(|| PageError::NotFound(format!("no file {path}")).reply());
             } else if let Some(name) = path.strip_prefix("/jobs/") {
-                job::page(site, &decode(name), query).await
+                match decode(name) {
+                    Ok(name) => job::page(site, &name, query).await,
+                    Err(e) => Err(e),
+                }
             } else if let Some(id) = path.strip_prefix("/runs/") {
                 match id.parse::<i64>() {
                     Ok(id) => run::page(site, id, query).await,
-                    Err(_) => Err(PageError::NotFound(format!(
-                        "no run `{}`: run ids are whole numbers, as /runs lists them",
-                        decode(id)
-                    ))),
+                    Err(_) => decode(id).and_then(|id| {
+                        Err(PageError::NotFound(format!(
+                            "no run `{id}`: run ids are whole numbers, as /runs lists them"
+                        )))
+                    }),
                 }
             } else {
-                Err(PageError::NotFound(format!(
-                    "no page {}: the pages are / (jobs), /runs, /timeline, /jobs/NAME, /runs/ID \
-                     and, in a cluster, /nodes",
-                    decode(path)
-                )))
+                decode(path).and_then(|path| {
+                    Err(PageError::NotFound(format!(
+                        "no page {path}: the pages are / (jobs), /runs, /timeline, /jobs/NAME, \
+                         /runs/ID and, in a cluster, /nodes"
+                    )))
+                })
             }
         }
     };
     page.unwrap_or_else(|e| e.reply())
 }
 
-/// A path segment with its percent-escapes decoded.
-fn decode(segment: &str) -> String {
-    form_urlencoded::parse(format!("x={}", segment.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, value)| value.into_owned())
-        .unwrap_or_default()
+/// A path segment with its percent-escapes decoded (a `+` stays a `+`); bad escapes are a 400.
+fn decode(segment: &str) -> Result<String, PageError> {
+    super::query::decode(segment, false).map_err(|at| {
+        PageError::BadRequest(format!(
+            "the path is not valid percent-encoded UTF-8 at `{at}`"
+        ))
+    })
 }
 
 /// A page that rendered, as a 200.

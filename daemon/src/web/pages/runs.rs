@@ -18,7 +18,7 @@ use crate::web::site::Site;
 /// Runs per page without `limit`, as `pacer history`.
 const DEFAULT_LIMIT: u32 = 50;
 /// The most runs one page lists.
-const MAX_LIMIT: i64 = 1_000;
+pub(super) const MAX_LIMIT: i64 = 1_000;
 
 pub(crate) async fn page(site: &Arc<Site>, query: Option<&str>) -> Result<Reply, PageError> {
     let query = Query::parse(

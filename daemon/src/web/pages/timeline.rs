@@ -29,6 +29,9 @@ const SPANS: [&str; 7] = ["1h", "3h", "6h", "12h", "24h", "3d", "7d"];
 const ROWS: usize = 25;
 /// Runs drawn per row; a busier row says so and asks to zoom in.
 const ROW_RUNS: u32 = 1_500;
+/// How far ahead of now a window may end (`end=`): enough to see the fires of the coming
+/// months drawn as nothing, not so far that the page shows times it cannot label.
+const LATEST_END: i64 = 366 * DAY;
 /// Runs due this long before the window are still drawn if they ran into it.
 const LOOKBACK: i64 = DAY;
 /// Runs read for the load; a busier window draws the load of its newest part.
@@ -80,7 +83,7 @@ pub(crate) async fn page(site: &Arc<Site>, query: Option<&str>) -> Result<Reply,
     let query = Query::parse(query, &["span", "end", "job", "page"])?;
     let span = query.duration_ms("span", HOUR, 7 * DAY)?.unwrap_or(DAY);
     let now = now_ms();
-    let end = query.instant("end", from_ms(now), &site.zone)?;
+    let end = query.instant_within("end", from_ms(now), &site.zone, (0, now + LATEST_END))?;
     let to = end.unwrap_or(now);
     let from = to - span;
     let page_no = usize::try_from(query.number("page", 1..=100_000)?.unwrap_or(1)).unwrap_or(1);
@@ -144,9 +147,8 @@ pub(crate) async fn page(site: &Arc<Site>, query: Option<&str>) -> Result<Reply,
     w!(
         body,
         "<div class=\"title-row\"><h1>Timeline</h1><div class=\"chips\">\
-         <span class=\"chip\">{} – {}</span></div></div>",
-        fmt::short_when(from, zone),
-        fmt::short_when(to, zone)
+         <span class=\"chip\">{}</span></div></div>",
+        fmt::window(from, to, now, zone)
     );
     controls(&mut body, &query, span, end, now);
     body.push_str("<section class=\"panel\" id=\"timeline\" data-live>");
@@ -268,14 +270,16 @@ fn controls(body: &mut String, query: &Query, span: i64, end: Option<i64>, now: 
         );
     }
     let to = end.unwrap_or(now);
-    let earlier = rfc3339_ms(to - span / 2);
-    w!(
-        body,
-        "</span><span class=\"segmented\" aria-label=\"move\">\
-         <a href=\"{0}end={1}\" id=\"earlier\">← Earlier</a>",
-        base_href(query, &["span", "job"]),
-        url(&earlier)
-    );
+    body.push_str("</span><span class=\"segmented\" aria-label=\"move\">");
+    // A window ends in 1970 at the earliest (`end=` refuses earlier ones).
+    if to - span / 2 >= 0 {
+        w!(
+            body,
+            "<a href=\"{0}end={1}\" id=\"earlier\">← Earlier</a>",
+            base_href(query, &["span", "job"]),
+            url(&rfc3339_ms(to - span / 2))
+        );
+    }
     if end.is_some() {
         let later = to + span / 2;
         if later >= now {
