@@ -6,6 +6,7 @@
 //! their nodes, and the nodes themselves.
 
 use std::collections::BTreeSet;
+use std::io::Read as _;
 use std::time::Duration;
 
 use pacer_tests::browser::{self, Browser};
@@ -294,17 +295,20 @@ fn the_web_view_is_read_only_and_refuses_bad_requests_clearly() {
     let silent: Vec<std::net::TcpStream> = (0..200)
         .map(|_| std::net::TcpStream::connect(base.trim_start_matches("http://")).unwrap())
         .collect();
-    let quick = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build();
-    let quick: ureq::Agent = quick.into();
-    let answered = quick.get(&format!("{base}/runs?limit=1")).call();
-    assert!(
-        answered.as_ref().is_ok_and(|r| r.status() == 200),
-        "a request beside 200 silent connections is served before their head deadline: \
-         {answered:?}"
-    );
+    let answered = fetch("GET", &format!("{base}/runs?limit=1"));
+    assert_eq!(answered.0, 200, "served beside 200 silent connections");
+    // Had the silent connections taken the slots, the request would have been served only once
+    // the server closed them at their head deadline; they are all still open.
+    for stream in &silent {
+        stream.set_nonblocking(true).unwrap();
+        let mut byte = [0_u8; 1];
+        let read = (&*stream).read(&mut byte);
+        assert!(
+            read.as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+            "a silent connection was closed before the request was served: {read:?}"
+        );
+    }
     drop(silent);
 }
 
