@@ -31,9 +31,10 @@ pub(crate) type Reply = Response<Full<Bytes>>;
 /// letting idle clients take the daemon's descriptors.
 const MAX_CONNECTIONS: usize = 64;
 
-/// Connections accepted that have not sent a byte yet (a browser's speculative preconnect, or
-/// a client that only holds a socket open): they wait apart, so that they never take a slot of
-/// [`MAX_CONNECTIONS`] from a client with a request. Further clients wait to be accepted.
+/// Connections accepted that have no slot yet: those that have not sent a byte (a browser's
+/// speculative preconnect, or a client that only holds a socket open) wait apart, so that they
+/// never take a slot of [`MAX_CONNECTIONS`] from a client with a request, and those that have
+/// spoken wait here for a slot. Further clients wait to be accepted.
 const MAX_SILENT: usize = 256;
 
 /// Free slots below which a connection gets [`HEAD_TIMEOUT_BUSY`] to send its head: when slots
@@ -193,14 +194,15 @@ async fn accept_loop(
                 let handler = Arc::clone(&handler);
                 let limits = Arc::clone(&limits);
                 tokio::spawn(async move {
-                    let spoke = first_byte(&stream).await;
-                    drop(silent);
-                    if !spoke {
+                    if !first_byte(&stream).await {
                         return;
                     }
+                    // Still counted among the silent until it has a slot, so that clients
+                    // waiting for one stay bounded too.
                     let Ok(_slot) = limits.slots.acquire().await else {
                         return;
                     };
+                    drop(silent);
                     let head_timeout = if limits.slots.available_permits() < FEW_SLOTS {
                         HEAD_TIMEOUT_BUSY
                     } else {
