@@ -24,6 +24,15 @@ pub fn run(
         params,
         wait,
     };
+    // A run is answered once its record is committed: while the history cannot be written,
+    // that waits, and the user hears why at once rather than after a silence.
+    if let Ok(Response::Status(status)) = ask(&settings.socket, &Request::Status)
+        && let Some(why) = status.history_error
+    {
+        eprintln!(
+            "pacer: {why}: the run is recorded, and gets its id, only once it can be; until then              this waits"
+        );
+    }
     let mut outcome: Result<Option<Status>, String> = Err("pacerd said nothing".to_owned());
     let timeout = (!wait).then_some(std::time::Duration::from_secs(60));
     let talked = converse(&settings.socket, &request, timeout, |response| {
@@ -45,6 +54,12 @@ pub fn run(
         }
         outcome.is_ok()
     });
+    if let Err(ClientError::NoAnswer { waited, .. }) = talked {
+        bail!(
+            "pacerd has not recorded the run within {} s (pacer status tells why: the history              may not be writable); it is not lost while pacerd runs: it gets its id and starts              once it is recorded, and pacer history shows it then. Do not run it again",
+            waited.as_secs()
+        );
+    }
     not_running_is_an_error(talked)?;
     if wait && matches!(outcome, Ok(None)) {
         outcome =

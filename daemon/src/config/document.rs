@@ -191,11 +191,51 @@ impl<'a> Reader<'a, '_> {
             .iter()
             .map(|(key, value)| (key.get_ref().clone(), value.span()))
             .collect();
+        let mut rest = table.clone();
+        let span = value.span();
         match <Spanned<T> as serde::Deserialize>::deserialize(ValueDeserializer::from(value)) {
             Ok(parsed) => Some(parsed),
             Err(error) => {
                 self.toml_error(&error, &values);
-                None
+                self.further_errors::<T>(error, &mut rest, span, &values)
+            }
+        }
+    }
+
+    /// The other values of a table that serde cannot read: serde stops at the first, so the
+    /// table is read again without each value at fault, and a user fixes them all in one go.
+    /// What is left, once it reads, is returned so that its validation reports its errors too
+    /// (the errors already reported keep the config from being used). It stops at an error
+    /// that is about no value of the table (a field left missing).
+    fn further_errors<T: DeserializeOwned>(
+        &mut self,
+        mut error: toml::de::Error,
+        rest: &mut DeTable<'a>,
+        span: Range<usize>,
+        values: &[(DeString<'_>, Range<usize>)],
+    ) -> Option<Spanned<T>> {
+        loop {
+            let at = error.span()?;
+            let key = rest
+                .iter()
+                .find(|(_, value)| value.span().start <= at.start && at.end <= value.span().end)
+                .map(|(key, _)| key.clone())?;
+            rest.remove(&key);
+            let table = Spanned::new(span.clone(), DeValue::Table(rest.clone()));
+            match <Spanned<T> as serde::Deserialize>::deserialize(ValueDeserializer::from(table)) {
+                Ok(parsed) => return Some(parsed),
+                Err(next) => {
+                    let about_a_value = next.span().is_some_and(|at| {
+                        rest.values().any(|value| {
+                            value.span().start <= at.start && at.end <= value.span().end
+                        })
+                    });
+                    if !about_a_value {
+                        return None;
+                    }
+                    self.toml_error(&next, values);
+                    error = next;
+                }
             }
         }
     }

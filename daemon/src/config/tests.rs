@@ -310,6 +310,42 @@ pool = "nope"
 }
 
 #[test]
+fn a_job_with_several_bad_values_has_each_reported_in_one_pass() {
+    let errors = errors_of(
+        r#"
+[[jobs]]
+name = "a"
+plugin = "exec"
+schedule = "61 * * * *"
+retries = "three"
+timeout = 5
+overlap = "skipp"
+
+[[jobs]]
+name = "b"
+plugin = "exec"
+schedule = "@dialy"
+timezone = "Europe/Berln"
+"#,
+    );
+    let starts = [
+        "5:12: invalid schedule `61 * * * *`",
+        "6:11: retries: invalid type: string \"three\"",
+        "7:11: timeout: invalid type: integer `5`",
+        "8:11: overlap `skipp` is not one of",
+        "13:12: invalid schedule `@dialy`",
+        "14:12: unknown time zone `Europe/Berln`",
+    ];
+    assert_eq!(errors.len(), starts.len(), "{errors:?}");
+    for (error, start) in errors.iter().zip(starts) {
+        assert!(
+            error.starts_with(start),
+            "{error} should start with {start}"
+        );
+    }
+}
+
+#[test]
 fn a_file_that_is_not_utf8_names_the_place_of_the_first_bad_byte() {
     let dir = Dir::new();
     let path = dir.path().join("pacer.toml");

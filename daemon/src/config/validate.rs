@@ -425,7 +425,18 @@ fn validate_job(
                     .map_err(|e| e.to_string()),
             )
             .map(Some),
-        (Some(_), None) => None,
+        (Some(text), None) => {
+            // The zone is wrong, but the schedule's own mistakes are reported now too (read in
+            // the daemon's zone), not one fix later.
+            let _ = errors.check(
+                source,
+                text.span(),
+                schedules
+                    .parse(text.get_ref(), &daemon.timezone.tz)
+                    .map_err(|e| e.to_string()),
+            );
+            None
+        }
         (None, _) => Some(None),
     };
     let pool = match &job.pool {

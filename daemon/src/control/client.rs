@@ -37,6 +37,14 @@ pub enum ClientError {
         /// Its length, newline included.
         size: usize,
     },
+    /// No answer came within the time the caller gave.
+    #[error("pacerd did not answer within {} s on {path}", waited.as_secs())]
+    NoAnswer {
+        /// The socket.
+        path: String,
+        /// How long it was waited for.
+        waited: Duration,
+    },
     /// The exchange broke off.
     #[error("pacerd did not answer properly on {path}: {reason}")]
     Protocol {
@@ -94,7 +102,15 @@ pub fn converse(
         .map_err(|e| protocol(e.to_string()))?;
     send_all(&stream, &line).map_err(|e| protocol(e.to_string()))?;
     for answer in BufReader::new(stream).lines() {
-        let answer = answer.map_err(|e| protocol(e.to_string()))?;
+        let answer = answer.map_err(|e| match (e.kind(), timeout) {
+            (std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut, Some(waited)) => {
+                ClientError::NoAnswer {
+                    path: path.clone(),
+                    waited,
+                }
+            }
+            _ => protocol(e.to_string()),
+        })?;
         let response: Response = serde_json::from_str(&answer)
             .map_err(|e| protocol(format!("unreadable answer: {e}")))?;
         if !each(response) {

@@ -68,10 +68,31 @@ impl PageError {
             nav: Nav::None,
             body,
             live: false,
-            daemon: None,
+            daemon: DaemonLine::Unasked,
             cluster: false,
         };
         html(self.status(), page.render())
+    }
+}
+
+/// The daemon's state in the header.
+#[derive(Debug)]
+pub(crate) enum DaemonLine {
+    /// Its load, as it answered.
+    Answered(StatusInfo),
+    /// It was asked and did not answer.
+    Silent,
+    /// Not asked (an error page says nothing of it rather than something untrue).
+    Unasked,
+}
+
+impl DaemonLine {
+    /// Its status, when it answered.
+    pub(crate) fn status(&self) -> Option<&StatusInfo> {
+        match self {
+            DaemonLine::Answered(status) => Some(status),
+            DaemonLine::Silent | DaemonLine::Unasked => None,
+        }
     }
 }
 
@@ -96,8 +117,8 @@ pub(crate) struct Page {
     pub(crate) body: String,
     /// Whether the script refreshes the page's `data-live` parts while it is shown.
     pub(crate) live: bool,
-    /// The daemon's load for the header, when it answered.
-    pub(crate) daemon: Option<StatusInfo>,
+    /// What the header says of the daemon.
+    pub(crate) daemon: DaemonLine,
     /// Whether the daemon is a node of a cluster (the navigation then offers its nodes).
     pub(crate) cluster: bool,
 }
@@ -147,7 +168,7 @@ impl Page {
         }
         out.push_str("</nav><div class=\"daemon\" id=\"daemon\" data-live>");
         match &self.daemon {
-            Some(status) => {
+            DaemonLine::Answered(status) => {
                 let busy = if status.in_flight > 0 { " busy" } else { "" };
                 w!(out, "<span class=\"dot{busy}\"></span>");
                 if let Some(node) = &status.node {
@@ -163,7 +184,10 @@ impl Page {
                     w!(out, " · <span class=\"warn\">{}</span>", esc(reason));
                 }
             }
-            None => out.push_str("<span class=\"dot off\"></span>pacerd not answering"),
+            DaemonLine::Silent => {
+                out.push_str("<span class=\"dot off\"></span>pacerd not answering");
+            }
+            DaemonLine::Unasked => {}
         }
         w!(
             out,

@@ -303,6 +303,7 @@ impl RunWait {
             .env_remove("PACER_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -337,6 +338,12 @@ impl RunWait {
         self.reader.join().unwrap();
         let updates = self.updates.lock().unwrap().clone();
         assert_eq!(code, Some(0), "{updates:?}");
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut self.child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert!(
+            stderr.contains("the run is recorded, and gets its id, only once it can be"),
+            "started while the history could not be written, it says so at once: {stderr}"
+        );
         updates
     }
 }

@@ -244,12 +244,23 @@ fn the_web_view_is_read_only_and_refuses_bad_requests_clearly() {
     ] {
         let (status, _, body) = fetch("GET", &format!("{base}{path}"));
         assert_eq!(status, 404, "{path}: {body}");
+        assert!(
+            !body.contains("pacerd not answering"),
+            "an error page says nothing untrue of the daemon: {body}"
+        );
     }
 
     let id = seeded.ids["nightly-backup"][0];
     let (status, _, body) = fetch("GET", &format!("{base}/runs/{id}"));
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("nightly-backup"), "{body}");
+    let encoded: String = id
+        .to_string()
+        .bytes()
+        .map(|b| format!("%{b:02X}"))
+        .collect();
+    let (status, _, body) = fetch("GET", &format!("{base}/runs/{encoded}"));
+    assert_eq!(status, 200, "/runs/{encoded} is run {id}: {body}");
     assert!(
         body.contains("web_show_output = true") && !body.contains("backup: done"),
         "output is hidden without web_show_output:\n{body}"

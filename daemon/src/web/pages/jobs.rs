@@ -112,7 +112,7 @@ pub(crate) async fn page(site: &Arc<Site>, query: Option<&str>) -> Result<Reply,
         "<div class=\"title-row\"><h1>Jobs</h1><div class=\"chips\" id=\"summary\" data-live>\
          <span class=\"chip\">{total} jobs</span>"
     );
-    if let Some(status) = &daemon {
+    if let Some(status) = daemon.status() {
         w!(
             body,
             "<span class=\"chip run\">{} running</span>",

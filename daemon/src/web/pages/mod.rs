@@ -13,10 +13,10 @@ use std::sync::Arc;
 use hyper::{StatusCode, Uri};
 
 use super::assets;
-use super::page::{Page, PageError, html};
+use super::page::{DaemonLine, Page, PageError, html};
 use super::server::Reply;
 use super::site::Site;
-use crate::control::{JobInfo, Request, Response, StatusInfo};
+use crate::control::{JobInfo, Request, Response};
 
 /// The page for `uri`; every failure is a page too (400, 404, 503), never a dropped request.
 pub(crate) async fn route(site: &Arc<Site>, uri: &Uri) -> Reply {
@@ -38,13 +38,15 @@ pub(crate) async fn route(site: &Arc<Site>, uri: &Uri) -> Reply {
                     Err(e) => Err(e),
                 }
             } else if let Some(id) = path.strip_prefix("/runs/") {
-                match id.parse::<i64>() {
-                    Ok(id) => run::page(site, id, query).await,
-                    Err(_) => decode(id).and_then(|id| {
-                        Err(PageError::NotFound(format!(
+                // Decoded first, as every path is: `%33` is `3`.
+                match decode(id) {
+                    Ok(id) => match id.parse::<i64>() {
+                        Ok(id) => run::page(site, id, query).await,
+                        Err(_) => Err(PageError::NotFound(format!(
                             "no run `{id}`: run ids are whole numbers, as /runs lists them"
-                        )))
-                    }),
+                        ))),
+                    },
+                    Err(e) => Err(e),
                 }
             } else {
                 decode(path).and_then(|path| {
@@ -74,10 +76,10 @@ fn ok(page: &Page) -> Result<Reply, PageError> {
 }
 
 /// The daemon's load for the header; `None` when it does not answer.
-async fn daemon_status(site: &Site) -> Option<StatusInfo> {
+async fn daemon_status(site: &Site) -> DaemonLine {
     match site.ask(Request::Status).await {
-        Ok(Response::Status(status)) => Some(status),
-        _ => None,
+        Ok(Response::Status(status)) => DaemonLine::Answered(status),
+        _ => DaemonLine::Silent,
     }
 }
 

@@ -22,7 +22,7 @@ pub(crate) async fn page(site: &Arc<Site>, query: Option<&str>) -> Result<Reply,
     let (nodes, daemon) =
         tokio::join!(site.read(|history, _| history.nodes()), daemon_status(site));
     let nodes = nodes?.unwrap_or_default();
-    let this = daemon.as_ref().and_then(|status| status.node.clone());
+    let this = daemon.status().and_then(|status| status.node.clone());
     let mut body = String::from("<div class=\"title-row\"><h1>Nodes</h1>");
     let alive = nodes.iter().filter(|node| node.state == "alive").count();
     w!(
@@ -31,7 +31,7 @@ pub(crate) async fn page(site: &Arc<Site>, query: Option<&str>) -> Result<Reply,
          <span class=\"chip\">{alive} alive</span>",
         nodes.len()
     );
-    if let Some(database) = daemon.as_ref().and_then(|status| status.database.as_ref()) {
+    if let Some(database) = daemon.status().and_then(|status| status.database.as_ref()) {
         w!(body, "<span class=\"chip\">{}</span>", esc(database));
     }
     body.push_str("</div></div><section class=\"panel\" id=\"nodes\" data-live>");
