@@ -513,10 +513,13 @@ impl Engine {
     }
 
     /// The run of `key` was stopped before its start was recorded, and that record was taken
-    /// back: its slot is free and its fire stays `queued` in the history. Only a stop does this
-    /// (a cancel waits for the start and records the run `cancelled`), so the next start takes
-    /// the fire back.
+    /// back: its slot is free. At a stop its fire stays `queued` in the history, so the next
+    /// start takes it back; a cancel or a replace ends it `cancelled`.
     pub(super) fn withdrawn(&mut self, key: FireKey, reason: &str) {
+        if !self.stopping {
+            self.withdrawn_for_good(key, reason);
+            return;
+        }
         let Some(fire) = self.fires.remove(&key) else {
             return;
         };
@@ -535,6 +538,31 @@ impl Engine {
             );
             self.reply(waiter.to, Response::Error { message }, true);
         }
+    }
+
+    /// A cancel or a replace (not a stop) took back the start of `key`: the run never started,
+    /// and was not to run, so its `queued` record ends `cancelled` rather than wait for the
+    /// next start.
+    fn withdrawn_for_good(&mut self, key: FireKey, reason: &str) {
+        let Some(fire) = self.fires.get_mut(&key) else {
+            return;
+        };
+        let exited = fire.state == State::Exited;
+        let id = fire.run_id.expect("started fires are recorded");
+        fire.state = State::Ending(Status::Cancelled, reason.to_owned());
+        if self.cluster.is_some() {
+            self.cluster_finished();
+        } else if !exited {
+            self.admission.finished(key);
+        }
+        self.write_then(
+            Write::Resolve {
+                id,
+                status: Status::Cancelled,
+                reason: reason.to_owned(),
+            },
+            After::Ended(key),
+        );
     }
 
     /// The run of `key` ended and is recorded: its slot is free (if [`Engine::exited`] did not

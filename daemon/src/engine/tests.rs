@@ -29,6 +29,8 @@ struct Rig {
     stops: Vec<(FireKey, String)>,
     booted: Vec<String>,
     next_reply: ReplyTo,
+    /// Starts are spawned but their `running` records not written (a history that holds them).
+    hold_starts: bool,
 }
 
 impl Rig {
@@ -48,6 +50,7 @@ impl Rig {
             stops: Vec::new(),
             booted: Vec::new(),
             next_reply: 1,
+            hold_starts: false,
         };
         rig.settle(effects).await;
         rig
@@ -114,6 +117,7 @@ impl Rig {
                         writes.push(write);
                         tickets.push(ticket);
                     }
+                    Effect::Start(start) if self.hold_starts => self.running.push(start),
                     Effect::Start(start) => {
                         self.store
                             .start_run(StartRun {
@@ -1115,6 +1119,44 @@ async fn a_run_whose_start_was_not_recorded_when_stopped_stays_queued() {
     let answers = rig.answers(to);
     assert!(
         matches!(answers.last(), Some(Response::Error { message }) if message.contains("stays queued")),
+        "{answers:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_run_cancelled_before_its_start_was_recorded_ends_cancelled_not_queued() {
+    let config = format!("{DAEMON}{}", job("a", ""));
+    let mut rig = Rig::new(&config, "2027-01-01T00:00:00Z").await;
+    rig.hold_starts = true;
+    let to = rig
+        .ask(Request::Run {
+            job: "a".into(),
+            params: None,
+            wait: true,
+        })
+        .await;
+    let start = rig.take_run("a");
+    rig.step(Input::Withdrawn {
+        key: start.key,
+        reason: "cancelled by pacer cancel before its start could be recorded".into(),
+    })
+    .await;
+    assert_eq!(rig.engine.in_flight(), 0);
+    let run = &rig.runs()[0];
+    assert_eq!(
+        run.status,
+        Status::Cancelled,
+        "not left queued for a next start"
+    );
+    let answers = rig.answers(to);
+    assert!(
+        matches!(
+            answers.last(),
+            Some(Response::Run(RunUpdate::Finished {
+                status: Status::Cancelled,
+                ..
+            }))
+        ),
         "{answers:?}"
     );
 }
