@@ -17,6 +17,15 @@ fn ms(text: &str) -> i64 {
     to_ms(text.parse().expect("an RFC 3339 instant"))
 }
 
+/// `pacer run JOB` (with `--wait` when `wait`), without params.
+fn manual(job: &str, wait: bool) -> Request {
+    Request::Run {
+        job: job.into(),
+        params: None,
+        wait,
+    }
+}
+
 /// The engine, its history, and what it asked for that the test looks at.
 struct Rig {
     dir: tempfile::TempDir,
@@ -424,13 +433,7 @@ async fn a_failed_run_is_retried_after_a_doubling_back_off_then_chains_on_failur
         job("alert", ""),
     );
     let mut rig = Rig::new(&config, "2027-01-01T00:00:00Z").await;
-    let to = rig
-        .ask(Request::Run {
-            job: "flaky".into(),
-            params: None,
-            wait: true,
-        })
-        .await;
+    let to = rig.ask(manual("flaky", true)).await;
     rig.end("flaky", Status::Failed).await;
     let retry = rig.runs().pop().unwrap();
     assert_eq!(
@@ -483,12 +486,7 @@ async fn a_chained_run_gets_its_upstream() {
         "\n[[jobs]]\nname = \"publish\"\nplugin = \"exec\"\n[jobs.params]\ncommand = \"echo {upstream.job} {upstream.status}\"\n",
     );
     let mut rig = Rig::new(&config, "2027-01-01T00:00:00Z").await;
-    rig.ask(Request::Run {
-        job: "build".into(),
-        params: None,
-        wait: false,
-    })
-    .await;
+    rig.ask(manual("build", false)).await;
     rig.end("build", Status::Succeeded).await;
     let publish = rig.running.last().unwrap();
     assert_eq!(publish.job.name, "publish");
@@ -587,13 +585,7 @@ async fn manual_runs_are_answered_with_their_id_once_recorded_and_can_be_cancell
         job("later", "overlap = \"allow\""),
     );
     let mut rig = Rig::new(&config, "2027-01-01T00:00:00Z").await;
-    let first = rig
-        .ask(Request::Run {
-            job: "busy".into(),
-            params: None,
-            wait: false,
-        })
-        .await;
+    let first = rig.ask(manual("busy", false)).await;
     assert!(matches!(
         &rig.answers(first)[..],
         [Response::Run(RunUpdate::Started { id: 1, attempt: 1 })]
@@ -614,13 +606,7 @@ async fn manual_runs_are_answered_with_their_id_once_recorded_and_can_be_cancell
         })],
         "the id at once, and the limit that holds it"
     );
-    let skipped = rig
-        .ask(Request::Run {
-            job: "busy".into(),
-            params: None,
-            wait: false,
-        })
-        .await;
+    let skipped = rig.ask(manual("busy", false)).await;
     assert!(matches!(
         &rig.answers(skipped)[..],
         [Response::Run(RunUpdate::Skipped { id: Some(3), reason })] if reason.contains("overlap = \"skip\"")
@@ -659,14 +645,9 @@ async fn a_slot_frees_when_the_process_is_gone_and_the_client_hears_once_the_end
         job("third", ""),
     );
     let mut rig = Rig::new(&config, "2027-01-01T00:00:00Z").await;
-    let run = |job: &str, wait| Request::Run {
-        job: job.into(),
-        params: None,
-        wait,
-    };
-    let first = rig.ask(run("first", true)).await;
-    rig.ask(run("second", false)).await;
-    rig.ask(run("third", false)).await;
+    let first = rig.ask(manual("first", true)).await;
+    rig.ask(manual("second", false)).await;
+    rig.ask(manual("third", false)).await;
     assert_eq!(rig.running_jobs(), ["first"]);
     let exited = rig.exit("first").await;
     assert_eq!(
@@ -705,13 +686,7 @@ async fn a_slot_frees_when_the_process_is_gone_and_the_client_hears_once_the_end
 async fn a_client_is_never_told_an_outcome_that_was_not_recorded() {
     let config = format!("{DAEMON}{}", job("once", ""));
     let mut rig = Rig::new(&config, "2027-01-01T00:00:00Z").await;
-    let waiting = rig
-        .ask(Request::Run {
-            job: "once".into(),
-            params: None,
-            wait: true,
-        })
-        .await;
+    let waiting = rig.ask(manual("once", true)).await;
     let start = rig.exit("once").await;
     // The edge gave up on the end's record (a damaged file, say): the run ends without a span.
     rig.step(Input::Finished {
@@ -980,12 +955,7 @@ async fn stopping_leaves_waiting_fires_queued_for_the_next_start() {
     );
     let mut rig = Rig::new(&config, "2027-01-01T00:00:00Z").await;
     for name in ["a", "b"] {
-        rig.ask(Request::Run {
-            job: name.into(),
-            params: None,
-            wait: false,
-        })
-        .await;
+        rig.ask(manual(name, false)).await;
     }
     rig.step(Input::Shutdown).await;
     rig.step(Input::StopAll("pacerd stopped".into())).await;
@@ -1049,11 +1019,7 @@ async fn fires_held_for_an_unwritable_history_are_recorded_in_due_order_and_say_
 async fn a_reload_applies_a_new_output_limit_to_the_runs_started_after_it() {
     let config = |limit: &str| format!("{DAEMON}output_limit = \"{limit}\"\n{}", job("a", ""));
     let mut rig = Rig::new(&config("64K"), "2027-01-01T00:00:00Z").await;
-    let run = Request::Run {
-        job: "a".into(),
-        params: None,
-        wait: false,
-    };
+    let run = manual("a", false);
     rig.ask(run.clone()).await;
     assert_eq!(rig.running[0].output_limit, 64 << 10);
     rig.rewrite_config(&config("2K"));
@@ -1072,12 +1038,7 @@ async fn nothing_starts_while_the_history_cannot_be_written_nor_once_stopping() 
     );
     let mut rig = Rig::new(&config, "2027-01-01T00:00:00Z").await;
     for name in ["a", "b"] {
-        rig.ask(Request::Run {
-            job: name.into(),
-            params: None,
-            wait: false,
-        })
-        .await;
+        rig.ask(manual(name, false)).await;
     }
     rig.now = ms("2027-01-01T00:00:10Z");
     rig.step(Input::History(Some("database or disk is full".into())))
@@ -1099,13 +1060,7 @@ async fn nothing_starts_while_the_history_cannot_be_written_nor_once_stopping() 
 async fn a_run_whose_start_was_not_recorded_when_stopped_stays_queued() {
     let config = format!("{DAEMON}{}", job("a", ""));
     let mut rig = Rig::new(&config, "2027-01-01T00:00:00Z").await;
-    let to = rig
-        .ask(Request::Run {
-            job: "a".into(),
-            params: None,
-            wait: true,
-        })
-        .await;
+    let to = rig.ask(manual("a", true)).await;
     assert_eq!(rig.engine.in_flight(), 1);
     rig.step(Input::Shutdown).await;
     rig.step(Input::StopAll("pacerd stopped".into())).await;
@@ -1128,13 +1083,7 @@ async fn a_run_cancelled_before_its_start_was_recorded_ends_cancelled_not_queued
     let config = format!("{DAEMON}{}", job("a", ""));
     let mut rig = Rig::new(&config, "2027-01-01T00:00:00Z").await;
     rig.hold_starts = true;
-    let to = rig
-        .ask(Request::Run {
-            job: "a".into(),
-            params: None,
-            wait: true,
-        })
-        .await;
+    let to = rig.ask(manual("a", true)).await;
     let start = rig.take_run("a");
     rig.step(Input::Withdrawn {
         key: start.key,

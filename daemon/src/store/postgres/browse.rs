@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use tokio_postgres::Row;
 
-use super::history::{RUN_COLUMNS, parse_status, run_from_row};
+use super::history::{RUN_COLUMNS, job_stats_from_row, parse_status, run_from_row};
 use super::{ClusterError, PgDatabase, db, within};
 use crate::store::{CappedRun, JobStats, RunDetail, RunId, RunRecord, Samples, Span, WindowRun};
 
@@ -198,31 +198,10 @@ impl PgDatabase {
                 .map_err(db)?;
             let mut found = HashMap::new();
             for row in &rows {
-                let count = |name: &str| -> Result<u64, ClusterError> {
-                    Ok(u64::try_from(row.try_get::<_, i64>(name).map_err(db)?).unwrap_or(0))
-                };
-                let (runs, succeeded) = (count("runs")?, count("succeeded")?);
-                let job: String = row.try_get("job").map_err(db)?;
-                let stats = JobStats {
-                    job: job.clone(),
-                    runs,
-                    succeeded,
-                    failed: count("failed")?,
-                    success_rate: if runs == 0 {
-                        0.0
-                    } else {
-                        succeeded as f64 / runs as f64
-                    },
-                    p50_ms: row.try_get("p50_ms").map_err(db)?,
-                    p95_ms: row.try_get("p95_ms").map_err(db)?,
-                    max_ms: row.try_get("max_ms").map_err(db)?,
-                    mean_queue_ms: row.try_get("mean_queue_ms").map_err(db)?,
-                    p50_late_ms: row.try_get("p50_late_ms").map_err(db)?,
-                    p95_late_ms: row.try_get("p95_late_ms").map_err(db)?,
-                    max_late_ms: row.try_get("max_late_ms").map_err(db)?,
-                };
-                let read = usize::try_from(count("read")?).unwrap_or(usize::MAX);
-                found.insert(job, (stats, read));
+                let stats = job_stats_from_row(row)?;
+                let read: i64 = row.try_get("read").map_err(db)?;
+                let read = usize::try_from(read.max(0)).unwrap_or(usize::MAX);
+                found.insert(stats.job.clone(), (stats, read));
             }
             Ok(jobs
                 .iter()

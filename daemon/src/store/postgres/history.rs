@@ -213,31 +213,7 @@ impl PgDatabase {
                 )
                 .await
                 .map_err(db)?;
-            rows.iter()
-                .map(|row| {
-                    let runs: i64 = row.try_get("runs").map_err(db)?;
-                    let succeeded: i64 = row.try_get("succeeded").map_err(db)?;
-                    let count = |n: i64| u64::try_from(n).unwrap_or(0);
-                    Ok(JobStats {
-                        job: row.try_get("job").map_err(db)?,
-                        runs: count(runs),
-                        succeeded: count(succeeded),
-                        failed: count(row.try_get("failed").map_err(db)?),
-                        success_rate: if runs == 0 {
-                            0.0
-                        } else {
-                            succeeded as f64 / runs as f64
-                        },
-                        p50_ms: row.try_get("p50_ms").map_err(db)?,
-                        p95_ms: row.try_get("p95_ms").map_err(db)?,
-                        max_ms: row.try_get("max_ms").map_err(db)?,
-                        mean_queue_ms: row.try_get("mean_queue_ms").map_err(db)?,
-                        p50_late_ms: row.try_get("p50_late_ms").map_err(db)?,
-                        p95_late_ms: row.try_get("p95_late_ms").map_err(db)?,
-                        max_late_ms: row.try_get("max_late_ms").map_err(db)?,
-                    })
-                })
-                .collect()
+            rows.iter().map(job_stats_from_row).collect()
         })
         .await
     }
@@ -383,6 +359,33 @@ pub(super) fn run_from_row(row: &Row) -> Result<ClusterRun, ClusterError> {
             node: None,
         },
         node: row.try_get("node").map_err(db)?,
+    })
+}
+
+/// A job's figures from a row with the columns `job`, `runs`, `succeeded`, `failed`, and the
+/// duration, queue and lateness figures `JobStats` has.
+pub(super) fn job_stats_from_row(row: &Row) -> Result<JobStats, ClusterError> {
+    let count = |name: &str| -> Result<u64, ClusterError> {
+        Ok(u64::try_from(row.try_get::<_, i64>(name).map_err(db)?).unwrap_or(0))
+    };
+    let (runs, succeeded) = (count("runs")?, count("succeeded")?);
+    Ok(JobStats {
+        job: row.try_get("job").map_err(db)?,
+        runs,
+        succeeded,
+        failed: count("failed")?,
+        success_rate: if runs == 0 {
+            0.0
+        } else {
+            succeeded as f64 / runs as f64
+        },
+        p50_ms: row.try_get("p50_ms").map_err(db)?,
+        p95_ms: row.try_get("p95_ms").map_err(db)?,
+        max_ms: row.try_get("max_ms").map_err(db)?,
+        mean_queue_ms: row.try_get("mean_queue_ms").map_err(db)?,
+        p50_late_ms: row.try_get("p50_late_ms").map_err(db)?,
+        p95_late_ms: row.try_get("p95_late_ms").map_err(db)?,
+        max_late_ms: row.try_get("max_late_ms").map_err(db)?,
     })
 }
 
