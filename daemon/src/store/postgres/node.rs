@@ -89,6 +89,10 @@ pub(super) struct Health {
     pub(super) healthy_since: Option<Instant>,
     /// The last measured offset.
     offset_ms: i64,
+    /// The last beat failed after it may have reached the database (a connection cut while
+    /// the answer came back): its update may have landed, so the counter there may be one
+    /// ahead, which the next beat accepts rather than take for having been declared dead.
+    unsure: bool,
 }
 
 impl PgNode {
@@ -113,6 +117,7 @@ impl PgNode {
                 last_ok: Some(now),
                 healthy_since: Some(now),
                 offset_ms: 0,
+                unsure: false,
             }),
             observer: Mutex::new(Observer::default()),
         };
@@ -139,9 +144,9 @@ impl PgNode {
     /// database clock and the cancels asked for this node's runs. [`ClusterError::Fenced`]
     /// when the node was declared dead: it must stop its runs at once.
     pub async fn heartbeat(&self, in_flight: u32, now: Instant) -> Result<Beat, ClusterError> {
-        let (expected, offset) = {
+        let (expected, offset, unsure) = {
             let health = self.health();
-            (health.beat, health.offset_ms)
+            (health.beat, health.offset_ms, health.unsure)
         };
         let sent = jiff::Timestamp::now();
         let timeout = self.heartbeat.max(Duration::from_secs(1));
@@ -152,7 +157,8 @@ impl PgNode {
                     "WITH beat AS (
                          UPDATE nodes SET beat = beat + 1, last_beat_at = pacer_now_ms(),
                                           clock_offset_ms = $4, in_flight = $5
-                         WHERE id = $1 AND incarnation = $2 AND beat = $3
+                         WHERE id = $1 AND incarnation = $2
+                               AND (beat = $3 OR ($6 AND beat = $3 + 1))
                                AND state IN ('alive', 'stopping')
                          RETURNING beat, last_beat_at)
                      SELECT beat.beat, beat.last_beat_at,
@@ -172,6 +178,7 @@ impl PgNode {
                         &expected,
                         &offset,
                         &int(in_flight),
+                        &unsure,
                     ],
                 )
                 .await
@@ -191,6 +198,7 @@ impl PgNode {
             Err(e) => {
                 let mut health = self.health();
                 health.healthy_since = None;
+                health.unsure = true;
                 return Err(e);
             }
         };
@@ -203,6 +211,7 @@ impl PgNode {
         };
         let mut health = self.health();
         health.beat = row.try_get("beat").map_err(db)?;
+        health.unsure = false;
         health.offset_ms = beat.offset_ms;
         // A gap longer than two beats (this process was stopped, or the database away) means
         // peers' silence during it was not observed.
