@@ -58,6 +58,17 @@ struct JobLoad {
     waiting: Option<Entry>,
 }
 
+impl JobLoad {
+    /// The held fire, taken out, if its job has nothing running and nothing queued.
+    fn take_releasable(&mut self) -> Option<Entry> {
+        if self.running.is_empty() && self.queued == 0 {
+            self.waiting.take()
+        } else {
+            None
+        }
+    }
+}
+
 /// Where a waiting fire is, so a cancel finds it without a search.
 #[derive(Debug, Clone)]
 enum Place {
@@ -174,7 +185,17 @@ impl LocalAdmission {
     }
 
     fn enqueue(&mut self, entry: Entry) {
-        self.load_of(&entry.fire.job.name).queued += 1;
+        let name = &entry.fire.job.name;
+        match self.jobs.get_mut(name) {
+            Some(load) => load.queued += 1,
+            None => {
+                let load = JobLoad {
+                    queued: 1,
+                    ..JobLoad::default()
+                };
+                self.jobs.insert(name.clone(), load);
+            }
+        }
         let key = entry.key();
         let pool = self
             .pools
@@ -183,16 +204,6 @@ impl LocalAdmission {
         self.places
             .insert(entry.fire.key, Place::Queue(Arc::clone(&pool.name), key));
         pool.queue.insert(key, entry);
-    }
-
-    /// The load of job `name`, made if it has none: its name is copied only then.
-    fn load_of(&mut self, name: &str) -> &mut JobLoad {
-        if !self.jobs.contains_key(name) {
-            self.jobs.insert(name.to_owned(), JobLoad::default());
-        }
-        self.jobs
-            .get_mut(name)
-            .expect("the load was just made if it was missing")
     }
 
     /// Takes an entry out of a pool queue, keeping the counts right.
@@ -209,16 +220,15 @@ impl LocalAdmission {
     /// queued: a fire still waiting for a slot counts as the previous run, so `queue` never
     /// lets two fires of one job reach the pool queue together.
     fn release_waiting(&mut self, name: &str) {
-        let Some(load) = self.jobs.get_mut(name) else {
-            return;
-        };
-        if !load.running.is_empty() || load.queued > 0 {
-            return;
+        if let Some(entry) = self.jobs.get_mut(name).and_then(JobLoad::take_releasable) {
+            self.enqueue_held(entry);
         }
-        if let Some(entry) = load.waiting.take() {
-            *self.held_in(&entry.fire.job.pool) -= 1;
-            self.enqueue(entry);
-        }
+    }
+
+    /// Moves a fire held by its job into its pool's queue.
+    fn enqueue_held(&mut self, entry: Entry) {
+        *self.held_in(&entry.fire.job.pool) -= 1;
+        self.enqueue(entry);
     }
 
     /// Removes the job's fires that wait in a pool queue or are held (for `replace`).
@@ -326,6 +336,10 @@ impl LocalAdmission {
 
 impl Admission for LocalAdmission {
     fn reconfigure(&mut self, limits: &Limits, now: i64) {
+        // Idle loads go here, so that jobs renamed or removed by reloads leave nothing behind.
+        self.jobs.retain(|_, load| {
+            !load.running.is_empty() || load.queued > 0 || load.waiting.is_some()
+        });
         self.max_concurrency = limits.max_concurrency;
         self.max_queue = limits.max_queue;
         self.pressure = PressureGate::new(limits.pressure.clone());
@@ -461,18 +475,33 @@ impl Admission for LocalAdmission {
                 })
                 .min_by_key(|(key, _)| *key);
             let Some((key, pool_name)) = best else { break };
-            let Some(entry) = self.remove_queued(&pool_name, key) else {
+            let Some(pool) = self.pools.get_mut(&*pool_name) else {
                 break;
             };
-            if let Some(pool) = self.pools.get_mut(&*pool_name) {
-                pool.in_flight += 1;
-                if let Some(bucket) = pool.bucket.as_mut() {
-                    bucket.take(now);
-                }
+            let Some(entry) = pool.queue.remove(&key) else {
+                break;
+            };
+            pool.in_flight += 1;
+            if let Some(bucket) = pool.bucket.as_mut() {
+                bucket.take(now);
             }
             self.in_flight += 1;
             let fire = entry.fire;
-            self.load_of(&fire.job.name).running.push(fire.key);
+            self.places.remove(&fire.key);
+            // One lookup moves the fire from the job's queued count to its running ones.
+            match self.jobs.get_mut(&fire.job.name) {
+                Some(load) => {
+                    load.queued = load.queued.saturating_sub(1);
+                    load.running.push(fire.key);
+                }
+                None => {
+                    let load = JobLoad {
+                        running: vec![fire.key],
+                        ..JobLoad::default()
+                    };
+                    self.jobs.insert(fire.job.name.clone(), load);
+                }
+            }
             self.slots.insert(
                 fire.key,
                 Slot {
@@ -497,17 +526,14 @@ impl Admission for LocalAdmission {
         if let Some(pool) = self.pools.get_mut(&*done.pool) {
             pool.in_flight = pool.in_flight.saturating_sub(1);
         }
-        let name = &done.job.name;
-        if let Some(load) = self.jobs.get_mut(name) {
-            load.running.retain(|running| *running != key);
-        }
-        self.release_waiting(name);
-        if let Some(load) = self.jobs.get(name)
-            && load.running.is_empty()
-            && load.queued == 0
-            && load.waiting.is_none()
-        {
-            self.jobs.remove(name);
+        // The job's load stays when it falls idle (until the next reconfigure), so that its
+        // next fire neither looks it up twice nor copies its name again.
+        let Some(load) = self.jobs.get_mut(&done.job.name) else {
+            return;
+        };
+        load.running.retain(|running| *running != key);
+        if let Some(entry) = load.take_releasable() {
+            self.enqueue_held(entry);
         }
     }
 

@@ -208,6 +208,36 @@ fn overlap_skip_names_the_run_still_going() {
 }
 
 #[test]
+fn a_job_idle_again_is_judged_afresh_before_and_after_a_reconfigure() {
+    let (_dir, config) = config(&jobs("", &[("j", "")]));
+    let mut rig = Rig::new(config);
+    let limits = Limits::of(&rig.config);
+    for round in 0..3 {
+        let at = round * 10;
+        assert_eq!(
+            rig.submit("j", at, at),
+            Submitted::default(),
+            "round {round}"
+        );
+        let admitted = rig.admit(at);
+        assert_eq!(admitted.len(), 1, "round {round}");
+        assert_eq!(
+            reasons(&rig.submit("j", at + 1, at + 1)),
+            [format!(
+                "run {} of `j` is still running (overlap = \"skip\")",
+                admitted[0].key * 10
+            )],
+            "round {round}"
+        );
+        rig.admission.finished(admitted[0].key);
+        assert_eq!(rig.admission.status().total, Load::default());
+        if round == 1 {
+            rig.admission.reconfigure(&limits, at + 2);
+        }
+    }
+}
+
+#[test]
 fn overlap_queue_holds_one_fire_until_the_run_ends() {
     let (_dir, config) = config(&jobs("", &[("j", "overlap = \"queue\"")]));
     let mut rig = Rig::new(config);
