@@ -371,8 +371,8 @@ impl Admission for LocalAdmission {
         let seq = self.next_seq;
         self.next_seq += 1;
         let entry = Entry {
+            enqueued_at: fire.waiting_since.min(now),
             fire,
-            enqueued_at: now,
             seq,
         };
         let load = self.jobs.get(name);

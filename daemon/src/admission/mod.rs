@@ -50,6 +50,9 @@ pub struct Candidate {
     pub scheduled_at: i64,
     /// Its record, once committed; a fire is never started before it has one.
     pub run_id: Option<RunId>,
+    /// Since when it waits for a slot, Unix ms: its queue time counts from then (a fire that
+    /// waited across a restart keeps the time it waited before).
+    pub waiting_since: i64,
 }
 
 /// A fire a policy declined: the core records it as `skipped` with `reason`.

@@ -47,6 +47,7 @@ impl Rig {
                 trigger: Trigger::Schedule,
                 scheduled_at: at,
                 run_id: None,
+                waiting_since: now,
             },
             now,
         );

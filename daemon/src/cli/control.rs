@@ -1,6 +1,7 @@
 //! The verbs that change the daemon's state: `run`, `cancel`, `pause`, `resume`, `reload`.
 //! Each needs a running daemon, and root or membership in the control socket's group.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail};
@@ -30,10 +31,16 @@ pub fn run(
         && let Some(why) = status.history_error
     {
         eprintln!(
-            "pacer: {why}: the run is recorded, and gets its id, only once it can be; until then              this waits"
+            "pacer: {why}: the run is recorded, and gets its id, only once it can be; until then \
+             this waits"
         );
     }
-    let mut outcome: Result<Option<Status>, String> = Err("pacerd said nothing".to_owned());
+    let mut outcome: Result<Option<Status>, String> = Err(
+        "pacerd closed the connection before answering (it stopped or was killed): if the run \
+         was recorded first, pacer history shows it (it runs at pacerd's next start); if not, \
+         it was not accepted"
+            .to_owned(),
+    );
     let timeout = (!wait).then_some(std::time::Duration::from_secs(60));
     let talked = converse(&settings.socket, &request, timeout, |response| {
         match response {
@@ -56,7 +63,9 @@ pub fn run(
     });
     if let Err(ClientError::NoAnswer { waited, .. }) = talked {
         bail!(
-            "pacerd has not recorded the run within {} s (pacer status tells why: the history              may not be writable); it is not lost while pacerd runs: it gets its id and starts              once it is recorded, and pacer history shows it then. Do not run it again",
+            "pacerd has not recorded the run within {} s (pacer status tells why: the history \
+             may not be writable); it is not lost while pacerd runs: it gets its id and starts \
+             once it is recorded, and pacer history shows it then. Do not run it again",
             waited.as_secs()
         );
     }
@@ -97,15 +106,46 @@ fn report(context: &Context, update: &RunUpdate) {
 /// `pacer cancel`, `pause`, `resume`, `reload`: one request, one answer.
 pub fn simple(context: &Context, request: &Request) -> anyhow::Result<ExitCode> {
     let settings = context.settings()?;
-    let answer = not_running_is_an_error(ask(&settings.socket, request))?;
+    let answer = ask_recorded(&settings.socket, request)?;
     tell(context, answer)
+}
+
+/// The answer to a verb that the daemon confirms once its record is written. When none comes
+/// in time, the user learns whether the history is what it waits for (the request then takes
+/// effect once it can be written) rather than just that pacerd was silent.
+fn ask_recorded(socket: &Path, request: &Request) -> anyhow::Result<Response> {
+    let waited = match ask(socket, request) {
+        Err(ClientError::NoAnswer { waited, .. }) => waited.as_secs(),
+        other => return not_running_is_an_error(other),
+    };
+    let what = match request {
+        Request::Cancel { id } => format!("the cancel of run {id}"),
+        Request::Pause { job } => format!("the pause of `{job}`"),
+        Request::Resume { job } => format!("the resume of `{job}`"),
+        Request::Reload => "the reload".to_owned(),
+        _ => "the request".to_owned(),
+    };
+    let history_error = match ask(socket, &Request::Status) {
+        Ok(Response::Status(status)) => status.history_error,
+        _ => None,
+    };
+    Err(match history_error {
+        Some(why) => anyhow!(
+            "pacerd has not recorded {what} within {waited} s: {why}. It takes effect once the \
+             history can be written (pacer status says when it can); do not repeat it"
+        ),
+        None => anyhow!(
+            "pacerd did not answer {what} within {waited} s; it may still take effect (pacer \
+             status and pacer history tell)"
+        ),
+    })
 }
 
 /// `pacer cancel ID`. The daemon knows the runs that go or wait; for an id it does not know,
 /// the history tells a run that ended from one that never was.
 pub fn cancel(context: &Context, id: i64) -> anyhow::Result<ExitCode> {
     let settings = context.settings()?;
-    let answer = not_running_is_an_error(ask(&settings.socket, &Request::Cancel { id }))?;
+    let answer = ask_recorded(&settings.socket, &Request::Cancel { id })?;
     if matches!(answer, Response::Error { .. }) && run_is_unknown(context, id) {
         return tell(
             context,

@@ -254,10 +254,10 @@ async fn handle(
     let peer = Peer::of(&stream);
     let (mut read, mut write) = stream.into_split();
     let (reply, mut answers) = mpsc::unbounded_channel();
-    let request = match read_request(&mut read, &limits).await {
+    let (request, still_sending) = match read_request(&mut read, &limits).await {
         Ok(None) => return,
-        Ok(Some(line)) => decode(&line),
-        Err(message) => Err(message),
+        Ok(Some(line)) => (decode(&line), false),
+        Err(refused) => (Err(refused.message), refused.still_sending),
     };
     // `reply` moves into the engine's hands or is dropped here, so `answers` ends once the
     // engine has said everything.
@@ -274,6 +274,49 @@ async fn handle(
             Ok(Err(_)) | Err(_) => return,
         }
     }
+    if still_sending {
+        let _ = write.shutdown().await;
+        discard_the_rest(&mut read, &limits).await;
+    }
+}
+
+/// The most of a refused request that is read and dropped after the refusal.
+const DISCARDED_AT_MOST: usize = 16 << 20;
+
+/// Reads and drops what a client whose request was refused unread still sends, until it closes
+/// (or [`DISCARDED_AT_MOST`] bytes, or `request_deadline`). Closing a Unix socket with unread
+/// bytes resets the connection, and the client, still writing, would get the reset rather than
+/// the refusal already sent to it.
+async fn discard_the_rest(read: &mut OwnedReadHalf, limits: &ClientLimits) {
+    let mut sink = vec![0_u8; 8 << 10];
+    let mut left = DISCARDED_AT_MOST;
+    let drained = async {
+        while left > 0 {
+            match read.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(limits.request_deadline, drained).await;
+}
+
+/// Why the request line was not taken.
+#[derive(Debug)]
+struct Refused {
+    /// What the client is told.
+    message: String,
+    /// Whether the client may still be sending (its line was too long).
+    still_sending: bool,
+}
+
+impl From<String> for Refused {
+    fn from(message: String) -> Refused {
+        Refused {
+            message,
+            still_sending: false,
+        }
+    }
 }
 
 /// Reads the one request line: `None` when the client closed without sending anything. A
@@ -282,7 +325,7 @@ async fn handle(
 async fn read_request(
     read: &mut OwnedReadHalf,
     limits: &ClientLimits,
-) -> Result<Option<Vec<u8>>, String> {
+) -> Result<Option<Vec<u8>>, Refused> {
     let deadline = Instant::now() + limits.request_deadline;
     let mut line = RequestLine::default();
     let mut chunk = vec![0_u8; 4096];
@@ -290,23 +333,31 @@ async fn read_request(
         let by = deadline.min(Instant::now() + limits.idle);
         let n = match tokio::time::timeout_at(by, read.read(&mut chunk)).await {
             Ok(Ok(n)) => n,
-            Ok(Err(e)) => return Err(format!("cannot read the request: {e}")),
+            Ok(Err(e)) => return Err(format!("cannot read the request: {e}").into()),
             Err(_) if by == deadline => {
                 return Err(format!(
                     "the request did not arrive within {:?}",
                     limits.request_deadline
-                ));
+                )
+                .into());
             }
             Err(_) => {
-                return Err(format!("no byte of the request came for {:?}", limits.idle));
+                return Err(format!("no byte of the request came for {:?}", limits.idle).into());
             }
         };
         // End of stream ends the request too, for clients that shut down their side.
         if n == 0 {
             return Ok(line.finish());
         }
-        if let Some(done) = line.push(&chunk[..n])? {
-            return Ok(Some(done));
+        match line.push(&chunk[..n]) {
+            Ok(Some(done)) => return Ok(Some(done)),
+            Ok(None) => {}
+            Err(message) => {
+                return Err(Refused {
+                    message,
+                    still_sending: true,
+                });
+            }
         }
     }
 }

@@ -104,15 +104,17 @@ pub struct Opened {
 }
 
 impl Backend {
-    /// Opens the backend `config` names, recovering what a previous process left.
-    pub async fn open(
-        config: &Config,
-        registry: &Registry,
-        clock: &Arc<dyn Clock>,
-    ) -> anyhow::Result<Opened> {
+    /// Takes the backend `config` names, without waiting for anything: what a previous
+    /// process left is recovered by [`Taken::open`], while the control socket already answers.
+    pub fn take(config: &Config) -> anyhow::Result<Taken> {
         match &config.cluster {
-            None => open_local(config, clock).await,
-            Some(settings) => open_cluster(config, settings, registry).await,
+            None => {
+                let sqlite = SqliteStore::open(&config.daemon.database)?;
+                crate::store::sqlite::explain_bus_errors(&config.daemon.database)
+                    .context("cannot handle SIGBUS")?;
+                Ok(Taken::Local(sqlite))
+            }
+            Some(settings) => Ok(Taken::Cluster(Box::new(settings.clone()))),
         }
     }
 
@@ -125,10 +127,32 @@ impl Backend {
     }
 }
 
-async fn open_local(config: &Config, clock: &Arc<dyn Clock>) -> anyhow::Result<Opened> {
-    let sqlite = SqliteStore::open(&config.daemon.database)?;
-    crate::store::sqlite::explain_bus_errors(&config.daemon.database)
-        .context("cannot handle SIGBUS")?;
+/// The history taken for this daemon, before anything is read from it or written to it: a
+/// second pacerd on the same SQLite file is refused when it is taken, at once.
+pub enum Taken {
+    /// The SQLite file, opened and locked.
+    Local(SqliteStore),
+    /// A cluster's database, reached when opened.
+    Cluster(Box<ClusterSettings>),
+}
+
+impl Taken {
+    /// What the history holds for the start: the runs a crash left are recorded `abandoned`
+    /// (which waits while the history cannot be written), then the state to resume from.
+    pub async fn open(
+        self,
+        config: &Config,
+        registry: &Registry,
+        clock: &Arc<dyn Clock>,
+    ) -> anyhow::Result<Opened> {
+        match self {
+            Taken::Local(sqlite) => open_local(sqlite, clock).await,
+            Taken::Cluster(settings) => open_cluster(config, &settings, registry).await,
+        }
+    }
+}
+
+async fn open_local(sqlite: SqliteStore, clock: &Arc<dyn Clock>) -> anyhow::Result<Opened> {
     let last_alive = sqlite
         .previous_alive()
         .unwrap_or_else(|| to_ms(clock.now()));

@@ -14,6 +14,7 @@ mod reboot;
 mod recovery;
 mod retention;
 mod runner;
+mod starting;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -125,8 +126,34 @@ pub async fn serve(
         ScanOptions::for_current_user(),
     )
     .await;
+    let taken = Backend::take(&config)?;
+    let (listener, access) = control::server::bind(&config.daemon.socket).with_context(|| {
+        format!(
+            "cannot listen on the control socket {}",
+            config.daemon.socket.display()
+        )
+    })?;
+    let (control_tx, mut control_rx) = mpsc::channel(64);
+    let server = tokio::spawn(control::server::serve(
+        listener,
+        control_tx.clone(),
+        access,
+        control::server::ClientLimits::reserving_for_runs(config.daemon.max_concurrency),
+    ));
+    let opening = match &config.cluster {
+        None => format!(
+            "opening the history {} and recording the runs a crash left before it takes \
+             requests; while the history cannot be written (a full disk, a lock) this waits, \
+             and pacerd's log says why",
+            config.daemon.database.display()
+        ),
+        Some(_) => "joining the cluster before it takes requests; while the cluster's \
+                    database cannot be reached this waits, and pacerd's log says why"
+            .to_owned(),
+    };
     let opened = tokio::select! {
-        opened = Backend::open(&config, &registry, &clock) => opened?,
+        opened = taken.open(&config, &registry, &clock) => opened?,
+        never = starting::answer_while_opening(&mut control_rx, &opening) => match never {},
         _ = stop.recv() => {
             tracing::info!("stopped while starting: pacerd did not start");
             return Ok(());
@@ -137,12 +164,6 @@ pub async fn serve(
         resume,
         node,
     } = opened;
-    let (listener, access) = control::server::bind(&config.daemon.socket).with_context(|| {
-        format!(
-            "cannot listen on the control socket {}",
-            config.daemon.socket.display()
-        )
-    })?;
     let metrics = Arc::new(metrics::Metrics::new(
         config.pools.keys(),
         config.daemon.metrics_listen.is_some(),
@@ -224,7 +245,6 @@ pub async fn serve(
     // fire is taken, so a crash right after the start still finds their fires missed.
     edge.flush().await;
     crate::sys::return_free_memory();
-    let (control_tx, mut control_rx) = mpsc::channel(64);
     // The web view reads a cluster's history through a pool of its own, so that pages never
     // hold the connections the node's claims, admissions and finishes need.
     let web_history = match &backend {
@@ -234,18 +254,8 @@ pub async fn serve(
         ),
         _ => None,
     };
-    let http_server = tokio::spawn(http.serve(
-        Arc::clone(&config),
-        control_tx.clone(),
-        scrapes,
-        web_history,
-    ));
-    let server = tokio::spawn(control::server::serve(
-        listener,
-        control_tx,
-        access,
-        control::server::ClientLimits::reserving_for_runs(config.daemon.max_concurrency),
-    ));
+    let http_server =
+        tokio::spawn(http.serve(Arc::clone(&config), control_tx, scrapes, web_history));
     let (config_changes, mut config_events) = mpsc::unbounded_channel();
     let config_watcher = config_watch::ConfigWatcher::new(config_path, config_changes);
     // A cluster's health is its heartbeat's (see `cluster::spawn_membership`).

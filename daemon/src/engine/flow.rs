@@ -38,7 +38,7 @@ impl Engine {
         fire.state = State::New;
         self.fires.insert(key, fire);
         if then == Then::Admission {
-            if !self.submit(key, now) {
+            if !self.submit(key, now, now) {
                 return Some(key);
             }
         } else {
@@ -59,8 +59,9 @@ impl Engine {
         Some(key)
     }
 
-    /// Submits fire `key` to admission; false if it was declined (its ending is recorded).
-    fn submit(&mut self, key: FireKey, now: i64) -> bool {
+    /// Submits fire `key`, waiting since `since`, to admission; false if it was declined (its
+    /// ending is recorded).
+    fn submit(&mut self, key: FireKey, since: i64, now: i64) -> bool {
         let Some(fire) = self.fires.get(&key) else {
             return false;
         };
@@ -74,6 +75,7 @@ impl Engine {
             trigger: fire.trigger,
             scheduled_at: fire.scheduled_at,
             run_id: fire.run_id,
+            waiting_since: since,
         };
         let submitted = self.admission.submit(candidate, now);
         let accepted = !submitted.refuses(key);
@@ -682,7 +684,7 @@ impl Engine {
         fire.state = State::Admitting;
         let pool = fire.job.pool.clone();
         self.undefer(&pool);
-        self.submit(key, now);
+        self.submit(key, now, now);
     }
 
     /// Takes the fires found `queued` at start back, in their order: each to the timeline
@@ -746,7 +748,9 @@ impl Engine {
                     .push_back(key);
                 self.backlog_turn.insert(job.name.clone());
             } else {
-                self.submit(key, now);
+                // Its wait for a slot began before the restart, and its queue time says so.
+                let since = queued.accepted_at.max(queued.scheduled_at);
+                self.submit(key, since, now);
             }
         }
     }

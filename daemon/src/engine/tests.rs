@@ -749,6 +749,10 @@ async fn a_restart_takes_every_queued_fire_back_in_order_and_a_retry_keeps_its_i
         ["high"],
         "priority first, under the same cap"
     );
+    assert_eq!(
+        rig.running[0].queue_ms, 20_000,
+        "its queue time counts the wait before the restart"
+    );
     rig.end("high", Status::Succeeded).await;
     assert_eq!(rig.running_jobs(), ["low"]);
     assert_eq!(

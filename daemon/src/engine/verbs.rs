@@ -313,7 +313,8 @@ fn merge_params(
         }
         Some(other) => {
             return Err(format!(
-                "--params must be a JSON object such as '{{\"key\": \"value\"}}', not {other}"
+                "params (`pacer run --params`, or `params` in the request) must be a JSON \
+                 object such as '{{\"key\": \"value\"}}', not {other}"
             ));
         }
     }

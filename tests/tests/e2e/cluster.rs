@@ -287,6 +287,12 @@ fn a_node_started_while_its_database_is_away_waits_for_it() {
     });
     let status = sandbox.pacer_on(&config, ["status"]);
     assert_eq!(status.code, 1, "not ready while it waits: {status}");
+    assert!(
+        status
+            .stderr
+            .contains("pacerd is starting: it is joining the cluster"),
+        "it says why it does not answer yet: {status}"
+    );
     proxy.restore();
     wait_for("pacerd to be ready once the database is back", || {
         sandbox.pacer_on(&config, ["status"]).code == 0

@@ -126,6 +126,26 @@ fn garbage_and_huge_lines_are_refused_and_memory_stays_small() {
         "the request is longer than 64 KiB, the most pacerd reads"
     );
 
+    // Over the limit, from just over to more than the socket's buffer holds, each written whole:
+    // the write completes and the client reads the refusal (not a broken pipe or a reset),
+    // because the daemon reads the rest before it closes.
+    for extra in [1, 5_000, 200_000, 500_000, 2_000_000] {
+        let mut stream = connect(&sandbox);
+        stream
+            .set_read_timeout(Some(pacer_tests::DEADLINE))
+            .unwrap();
+        stream.write_all(&vec![b'x'; (64 << 10) + extra]).unwrap();
+        let mut line = String::new();
+        BufReader::new(&stream)
+            .read_line(&mut line)
+            .unwrap_or_else(|e| panic!("64 KiB + {extra} bytes: {e}"));
+        let refusal: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            refusal["message"], "the request is longer than 64 KiB, the most pacerd reads",
+            "64 KiB + {extra} bytes"
+        );
+    }
+
     // Three hundred clients each sending a mebibyte at once: what the daemon holds is bounded
     // by the number it serves at once and the longest request, and given back.
     let before = rss_kib(daemon.pid());

@@ -212,6 +212,18 @@ fn ride_out(scene: &mut Scene, fault: &mut dyn Fault, hold: Duration, missed: bo
     let queued_when_noticed = queued(&sandbox.pacer_json(&["status"]));
     let waiting = RunWait::start(sandbox, "manual", scene.database.clone());
 
+    // A verb answered once it is recorded (a pause here; a cancel of a queued run alike) says
+    // what it waits for when the answer does not come in time, and takes effect later.
+    let pause = sandbox.pacer(["pause", "long"]);
+    assert_eq!(pause.code, 1, "{pause}");
+    for words in [
+        "pacerd has not recorded the pause of `long` within 10 s: ",
+        fault.cause(),
+        "It takes effect once the history can be written",
+    ] {
+        assert!(pause.stderr.contains(words), "`{words}` in: {pause}");
+    }
+
     // While the fault lasts nothing new is recorded, pacerd keeps saying why, and the fires
     // that come due wait on the schedule (each job's next one) rather than pile up in a queue:
     // only the manual run joins the fires accepted before pacerd noticed.
@@ -254,6 +266,14 @@ fn ride_out(scene: &mut Scene, fault: &mut dyn Fault, hold: Duration, missed: bo
 
     let updates = waiting.finish();
     check_reported(&updates);
+    wait_for("the pause sent during the fault to take effect", || {
+        sandbox
+            .pacer_json(&["jobs"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|job| job["name"] == "long" && job["paused"] == true)
+    });
     let long_run = wait_until("the end of `long`, recorded", || {
         let run = sandbox.pacer_json(&["show", &long.to_string()]);
         (run["status"] != "running").then_some(run)
@@ -594,32 +614,41 @@ impl Fault for HeldLock {
     }
 
     fn begin(&mut self, scene: &Scene) {
-        let mut child = Command::new("sqlite3")
-            .arg(&scene.database)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("sqlite3 starts");
-        let mut stdin = child.stdin.take().unwrap();
-        // pacerd holds the lock for a moment at each commit: wait for it, as a person would.
-        stdin
-            .write_all(b".timeout 30000\nBEGIN EXCLUSIVE;\nSELECT 'locked';\n")
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "locked", "sqlite3 took the lock");
-        self.shell = Some((child, stdin));
+        self.shell = Some(take_lock(&scene.database));
     }
 
     fn end(&mut self, _scene: &Scene) {
-        let (mut child, mut stdin) = self.shell.take().unwrap();
-        stdin.write_all(b"ROLLBACK;\n.quit\n").unwrap();
-        drop(stdin);
-        assert!(child.wait().unwrap().success());
+        let (child, stdin) = self.shell.take().unwrap();
+        release_lock(child, stdin);
     }
+}
+
+/// `BEGIN EXCLUSIVE` on `database` in a `sqlite3` shell left open; returns the shell.
+fn take_lock(database: &Path) -> (Child, ChildStdin) {
+    let mut child = Command::new("sqlite3")
+        .arg(database)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("sqlite3 starts");
+    let mut stdin = child.stdin.take().unwrap();
+    // pacerd holds the lock for a moment at each commit: wait for it, as a person would.
+    stdin
+        .write_all(b".timeout 30000\nBEGIN EXCLUSIVE;\nSELECT 'locked';\n")
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked", "sqlite3 took the lock");
+    (child, stdin)
+}
+
+fn release_lock(mut child: Child, mut stdin: ChildStdin) {
+    stdin.write_all(b"ROLLBACK;\n.quit\n").unwrap();
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
 }
 
 impl Drop for HeldLock {
@@ -640,6 +669,54 @@ fn a_lock_held_by_another_process_holds_fires_until_it_is_released() {
     let mut fault = HeldLock { shell: None };
     // Longer than pacerd's busy timeout (5 s) many times over.
     ride_out(&mut scene, &mut fault, Duration::from_secs(30), false);
+}
+
+/// A start after a crash must record the run the crash left before anything else; while a lock
+/// held elsewhere keeps it waiting, the control socket says so (not that no pacerd runs), and
+/// the start goes on once the lock is released.
+#[test]
+fn a_start_held_by_a_lock_says_so_on_the_control_socket() {
+    if !require_tool("sqlite3") {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    sandbox.write_config(
+        "",
+        r#"
+[[jobs]]
+name = "long"
+plugin = "exec"
+params = { command = "while [ -e hold ]; do sleep 0.1; done" }
+"#,
+    );
+    sandbox.write("hold", "");
+    let mut first = sandbox.start();
+    assert_eq!(sandbox.pacer(["run", "long"]).code, 0);
+    let run = sandbox.wait_for_run("`long` running", &["--job", "long", "--status", "running"]);
+    first.signal("KILL");
+    first.wait();
+
+    let (shell, stdin) = take_lock(&sandbox.path().join("pacer.db"));
+    let _second = sandbox.spawn_daemon();
+    let starting = "pacerd is starting: it is opening the history";
+    let status = wait_until("pacer status to say pacerd is starting", || {
+        let status = sandbox.pacer(["status"]);
+        status.stderr.contains(starting).then_some(status)
+    });
+    assert_eq!(status.code, 1, "{status}");
+    let refused = sandbox.pacer(["run", "long"]);
+    assert_eq!(refused.code, 1, "{refused}");
+    assert!(refused.stderr.contains(starting), "{refused}");
+
+    release_lock(shell, stdin);
+    wait_for("pacerd to be ready", || sandbox.pacer(["status"]).code == 0);
+    let left = sandbox.pacer_json(&["show", &run["id"].to_string()]);
+    assert_eq!(left["status"], "abandoned", "{left}");
+    assert_eq!(
+        sandbox.history(&["--job", "long"]).len(),
+        1,
+        "the refused run left no record"
+    );
 }
 
 #[test]
