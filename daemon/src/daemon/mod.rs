@@ -151,13 +151,23 @@ pub async fn serve(
                     database cannot be reached this waits, and pacerd's log says why"
             .to_owned(),
     };
+    // `None`: stopped while starting.
     let opened = tokio::select! {
-        opened = taken.open(&config, &registry, &clock) => opened?,
+        opened = taken.open(&config, &registry, &clock) => Some(opened),
         never = starting::answer_while_opening(&mut control_rx, &opening) => match never {},
-        _ = stop.recv() => {
-            tracing::info!("stopped while starting: pacerd did not start");
-            return Ok(());
-        }
+        _ = stop.recv() => None,
+    };
+    let Some(Ok(opened)) = opened else {
+        // A start that ends here leaves no socket behind, as a stop does.
+        server.abort();
+        let _ = std::fs::remove_file(&config.daemon.socket);
+        return match opened {
+            Some(Err(e)) => Err(e),
+            _ => {
+                tracing::info!("stopped while starting: pacerd did not start");
+                Ok(())
+            }
+        };
     };
     let Opened {
         backend,

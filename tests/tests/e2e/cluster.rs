@@ -311,6 +311,10 @@ fn a_node_started_while_its_database_is_away_waits_for_it() {
         "{}",
         daemon.log()
     );
+    assert!(
+        !sandbox.path().join("a.sock").exists(),
+        "a start that ends leaves no control socket behind"
+    );
 
     // Cut while it runs (for less than a lease long enough to outlast the wait), it says in
     // `pacer status` why fires wait, and stops saying so once its heartbeats land again.
