@@ -185,17 +185,7 @@ impl LocalAdmission {
     }
 
     fn enqueue(&mut self, entry: Entry) {
-        let name = &entry.fire.job.name;
-        match self.jobs.get_mut(name) {
-            Some(load) => load.queued += 1,
-            None => {
-                let load = JobLoad {
-                    queued: 1,
-                    ..JobLoad::default()
-                };
-                self.jobs.insert(name.clone(), load);
-            }
-        }
+        self.change_load(&entry.fire.job.name, |load| load.queued += 1);
         let key = entry.key();
         let pool = self
             .pools
@@ -204,6 +194,19 @@ impl LocalAdmission {
         self.places
             .insert(entry.fire.key, Place::Queue(Arc::clone(&pool.name), key));
         pool.queue.insert(key, entry);
+    }
+
+    /// Applies `change` to the load of job `name`, made if it has none: one lookup when it
+    /// exists, and its name is copied only when it does not.
+    fn change_load(&mut self, name: &str, change: impl FnOnce(&mut JobLoad)) {
+        match self.jobs.get_mut(name) {
+            Some(load) => change(load),
+            None => {
+                let mut load = JobLoad::default();
+                change(&mut load);
+                self.jobs.insert(name.to_owned(), load);
+            }
+        }
     }
 
     /// Takes an entry out of a pool queue, keeping the counts right.
@@ -489,19 +492,10 @@ impl Admission for LocalAdmission {
             let fire = entry.fire;
             self.places.remove(&fire.key);
             // One lookup moves the fire from the job's queued count to its running ones.
-            match self.jobs.get_mut(&fire.job.name) {
-                Some(load) => {
-                    load.queued = load.queued.saturating_sub(1);
-                    load.running.push(fire.key);
-                }
-                None => {
-                    let load = JobLoad {
-                        running: vec![fire.key],
-                        ..JobLoad::default()
-                    };
-                    self.jobs.insert(fire.job.name.clone(), load);
-                }
-            }
+            self.change_load(&fire.job.name, |load| {
+                load.queued = load.queued.saturating_sub(1);
+                load.running.push(fire.key);
+            });
             self.slots.insert(
                 fire.key,
                 Slot {
