@@ -547,6 +547,13 @@ pub fn is_alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z "))
 }
 
+/// Whether the ELF file at `path` names `libgcc_s.so.1` (a library it needs is named in its
+/// dynamic string table; nothing else in these files spells that name).
+pub fn names_libgcc_s(path: &Path) -> bool {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    bytes.windows(13).any(|window| window == b"libgcc_s.so.1")
+}
+
 /// Whether a test that needs `tool` (a command on `PATH`, or `cargo-NAME` for a cargo
 /// subcommand) may go on. When the tool is missing the test skips, saying so on the terminal;
 /// under `CI=true` nothing may skip, so a missing tool fails the test. `tests/run` installs

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use pacer_tests::{
-    AS_THE_UNIT, Sandbox, compile_c_plugin, is_alive, is_over, processes_of_run, require_root,
-    require_tool, text, wait_for, wait_until,
+    AS_THE_UNIT, Sandbox, artifacts, compile_c_plugin, is_alive, is_over, names_libgcc_s,
+    processes_of_run, require_root, require_tool, text, wait_for, wait_until,
 };
 use serde_json::Value;
 
@@ -245,6 +245,34 @@ fn rust_plugin_faults_cost_one_record_each() {
     );
     drop(daemon);
     assert_heartbeat_kept_firing(&sandbox);
+}
+
+/// Each run starts a process that loads its plugin: neither `pacerd` nor a plugin built with
+/// the SDK loads `libgcc_s.so.1`, whose constructor's `cpuid`s each trap to the hypervisor on
+/// a virtual machine. Their unwinder is linked in instead, and a panic still unwinds to a
+/// `failed` record (`rust_plugin_faults_cost_one_record_each`).
+#[test]
+fn workers_start_without_libgcc_s() {
+    let built = artifacts();
+    let mut checked = vec![built.pacerd.clone(), built.pacer.clone()];
+    for entry in std::fs::read_dir(&built.libraries).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|ext| ext == "so") {
+            checked.push(path);
+        }
+    }
+    assert!(
+        checked.len() > 3,
+        "no plugins built in {}",
+        built.libraries.display()
+    );
+    for path in checked {
+        assert!(
+            !names_libgcc_s(&path),
+            "{} needs libgcc_s.so.1 (plugin-api/build.rs links the unwinder in)",
+            path.display()
+        );
+    }
 }
 
 #[test]

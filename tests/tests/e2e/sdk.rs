@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use pacer_tests::{CommandOutput, Sandbox, artifacts, require_tool};
+use pacer_tests::{CommandOutput, Sandbox, artifacts, names_libgcc_s, require_tool};
 
 use crate::packaging::debs;
 
@@ -89,6 +89,10 @@ fn plugins_build_outside_the_checkout_from_pacer_dev() {
         .args(["build", "--release", "--quiet"]);
     run(build);
     let rust_plugin = target.join("release/libpacer_plugin_ping.so");
+    assert!(
+        !names_libgcc_s(&rust_plugin),
+        "a plugin built with the packaged SDK links its unwinder in, as pacerd's own do"
+    );
 
     // C: the guide's source and build line; `-I` stands in for /usr/include.
     let c_dir = outside.path().join("cleanup");
