@@ -111,6 +111,7 @@ pub async fn serve(
     mut stop: mpsc::UnboundedReceiver<Stop>,
     mut reload: mpsc::UnboundedReceiver<()>,
 ) -> anyhow::Result<()> {
+    let up_since = to_ms(clock.now());
     match crate::descriptors::raise_limit() {
         Ok(raised) => tracing::debug!(from = raised.from, to = raised.to, "descriptor limit"),
         Err(e) => tracing::warn!("cannot raise the limit on open descriptors: {e}"),
@@ -221,6 +222,7 @@ pub async fn serve(
         now,
         node,
     );
+    engine.up_since(up_since);
     let in_flight = Arc::new(AtomicU32::new(0));
     let membership = match &backend {
         Backend::Cluster(node) => Some((

@@ -351,6 +351,9 @@ pub struct Engine {
     deferred: FastMap<String, u32>,
     /// When the engine started, Unix ms: fires due before were missed while it was down.
     started_at: i64,
+    /// Since when the daemon has been up, Unix ms (its status's uptime): the process may have
+    /// waited for the history before the engine started.
+    up_since: i64,
     pid: u32,
     rescan: Option<TimerId>,
     rescanning: bool,
@@ -448,6 +451,7 @@ impl Engine {
             catching_up: HashSet::new(),
             deferred: FastMap::default(),
             started_at: now,
+            up_since: now,
             pid,
             rescan: None,
             rescanning: false,
@@ -513,6 +517,12 @@ impl Engine {
                 None
             }
         }
+    }
+
+    /// Counts the daemon's uptime from `at` (Unix ms), when its process began to start, rather
+    /// than from the engine's start, which may have waited for a locked or full history.
+    pub fn up_since(&mut self, at: i64) {
+        self.up_since = at.min(self.started_at);
     }
 
     /// Handles `input` at `now`, then starts what admission allows; returns what to do.

@@ -1113,3 +1113,18 @@ async fn a_run_cancelled_before_its_start_was_recorded_ends_cancelled_not_queued
         "{answers:?}"
     );
 }
+
+#[tokio::test]
+async fn the_uptime_counts_from_the_process_start_not_the_engine_start() {
+    let config = format!("{DAEMON}{}", job("tick", ""));
+    let mut rig = Rig::new(&config, "2027-01-01T00:00:30Z").await;
+    // The process began 20 s before the engine (it waited for a locked history).
+    rig.engine.up_since(ms("2027-01-01T00:00:10Z"));
+    rig.now = ms("2027-01-01T00:00:35Z");
+    let to = rig.ask(Request::Status).await;
+    let answers = rig.answers(to);
+    let [Response::Status(status)] = answers.as_slice() else {
+        panic!("not one status: {answers:?}");
+    };
+    assert_eq!(status.uptime_s, 25);
+}

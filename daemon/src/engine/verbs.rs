@@ -252,7 +252,7 @@ impl Engine {
         StatusInfo {
             running: true,
             pid: self.pid,
-            uptime_s: u64::try_from((now - self.started_at) / 1_000).unwrap_or(0),
+            uptime_s: u64::try_from((now - self.up_since) / 1_000).unwrap_or(0),
             in_flight: status.total.in_flight,
             queued: status.total.queued,
             pools: status

@@ -697,6 +697,7 @@ params = { command = "while [ -e hold ]; do sleep 0.1; done" }
     first.wait();
 
     let (shell, stdin) = take_lock(&sandbox.path().join("pacer.db"));
+    let spawned = Instant::now();
     let _second = sandbox.spawn_daemon();
     let starting = "pacerd is starting: it is opening the history";
     let status = wait_until("pacer status to say pacerd is starting", || {
@@ -708,8 +709,15 @@ params = { command = "while [ -e hold ]; do sleep 0.1; done" }
     assert_eq!(refused.code, 1, "{refused}");
     assert!(refused.stderr.contains(starting), "{refused}");
 
+    // The lock is held for 3 s at least: the uptime counts them, as the process was up.
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(spawned.elapsed()));
     release_lock(shell, stdin);
     wait_for("pacerd to be ready", || sandbox.pacer(["status"]).code == 0);
+    let up = sandbox.pacer_json(&["status"]);
+    assert!(
+        up["uptime_s"].as_u64().is_some_and(|s| s >= 2),
+        "the uptime counts from the process's start, not the history's opening: {up}"
+    );
     let left = sandbox.pacer_json(&["show", &run["id"].to_string()]);
     assert_eq!(left["status"], "abandoned", "{left}");
     assert_eq!(
