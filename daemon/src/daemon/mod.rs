@@ -69,6 +69,7 @@ pub enum Stop {
 
 /// Runs the daemon until SIGTERM or SIGINT; returns once every run has ended and been recorded.
 pub fn run(options: &Options) -> anyhow::Result<()> {
+    crate::sys::fix_allocator_thresholds();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
