@@ -29,6 +29,16 @@ pub fn to_ms(ts: Timestamp) -> i64 {
     ts.as_millisecond()
 }
 
+/// How long from `now` until the Unix millisecond `at` begins (zero if it has), to the
+/// microsecond: a wait counted from `now` truncated to its millisecond ends up to 1 ms after
+/// `at`, before the timer's own rounding up.
+pub fn until(now: Timestamp, at: i64) -> std::time::Duration {
+    let micros = at
+        .saturating_mul(1_000)
+        .saturating_sub(now.as_microsecond());
+    std::time::Duration::from_micros(u64::try_from(micros).unwrap_or(0))
+}
+
 /// The instant `ms` Unix milliseconds name, clamped to what `jiff` can represent.
 pub fn from_ms(ms: i64) -> Timestamp {
     Timestamp::from_millisecond(ms).unwrap_or(if ms < 0 {
@@ -146,6 +156,17 @@ mod tests {
     fn rfc3339_has_milliseconds_and_utc() {
         assert_eq!(rfc3339_ms(1_798_761_600_000), "2027-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_ms(1_798_761_600_123), "2027-01-01T00:00:00.123Z");
+    }
+
+    #[test]
+    fn a_wait_ends_at_the_millisecond_not_a_millisecond_after() {
+        let now: Timestamp = "2027-01-01T00:00:00.999600Z".parse().unwrap();
+        let next_second = 1_798_761_601_000;
+        assert_eq!(
+            until(now, next_second),
+            std::time::Duration::from_micros(400)
+        );
+        assert_eq!(until(now, next_second - 1_000), std::time::Duration::ZERO);
     }
 
     #[test]

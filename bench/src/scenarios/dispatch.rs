@@ -3,7 +3,6 @@
 //! late each fire is started, its record written first, and whether every due fire is.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use pacer::admission::{Limits, LocalAdmission};
 use pacer::config::{Config, Environment, load};
@@ -67,8 +66,7 @@ fn one(jobs: usize, seconds: i64) -> anyhow::Result<Lateness> {
         // The daemon's loop: sleep until the next fire, hand the engine the tick, answer its
         // writes, and count each fire it starts.
         while let Some(wake) = engine.next_wake(now_ms()).filter(|at| *at < end) {
-            let wait = u64::try_from(wake - now_ms()).unwrap_or(0);
-            tokio::time::sleep(Duration::from_millis(wait)).await;
+            tokio::time::sleep(pacer::time::until(jiff::Timestamp::now(), wake)).await;
             let mut effects = engine.handle(Input::Tick, now_ms());
             while !effects.is_empty() {
                 let mut written = Vec::new();

@@ -42,7 +42,7 @@ use runner::RunEnv;
 
 /// The wall clock is re-read at least this often, so a clock step is noticed within a minute
 /// even while nothing is due (tokio's timers are monotonic and would not notice).
-const MAX_SLEEP_MS: i64 = 60_000;
+const MAX_SLEEP: Duration = Duration::from_secs(60);
 
 /// Connections the web view may hold to a cluster's database: pages read one query at a time,
 /// and a few people looking at once share them.
@@ -308,12 +308,11 @@ pub async fn serve(
         }
         edge.mark_alive();
         in_flight.store(engine.in_flight(), Ordering::Relaxed);
-        let now = to_ms(clock.now());
-        let sleep_ms = engine
-            .next_wake(now)
-            .map_or(MAX_SLEEP_MS, |at| (at - now).clamp(0, MAX_SLEEP_MS));
-        let mut wake = tokio::time::Instant::now()
-            + Duration::from_millis(u64::try_from(sleep_ms).unwrap_or(0));
+        let now = clock.now();
+        let sleep = engine
+            .next_wake(to_ms(now))
+            .map_or(MAX_SLEEP, |at| crate::time::until(now, at).min(MAX_SLEEP));
+        let mut wake = tokio::time::Instant::now() + sleep;
         if watchdog.is_some() {
             wake = wake.min(next_alive);
         }
