@@ -1,7 +1,8 @@
 //! Every `unsafe` operation of this crate: calling into a plugin library through the C ABI,
 //! and the few system calls that std and nix do not wrap. Only worker processes load plugins;
 //! the daemon itself calls nothing here but [`pidfd_open`], [`register_readable`],
-//! [`return_free_memory`], [`fix_allocator_thresholds`] and [`exit_on_bus_error`].
+//! [`return_free_memory`], [`allocator_starting`], [`allocator_running`] and
+//! [`exit_on_bus_error`].
 #![allow(unsafe_code)]
 
 use std::ffi::{CStr, c_char};
@@ -381,25 +382,40 @@ fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Blocks of at least this size are mapped on their own, and unmapped when freed.
-const MMAP_THRESHOLD: libc::c_int = 256 << 10;
+/// While the daemon starts, blocks of at least this size are mapped on their own, and unmapped
+/// when freed.
+const STARTING_MMAP_THRESHOLD: libc::c_int = 256 << 10;
 
-/// Free memory at the top of the heap beyond this is given back when a block is freed; less
-/// stays for the next burst of fires (and [`return_free_memory`] returns it after a load).
-const TRIM_THRESHOLD: libc::c_int = 8 << 20;
+/// Once it runs: about where glibc's own adjustment settled before (the largest block freed
+/// at start), so that large transient buffers (a page of the web view read from PostgreSQL)
+/// are reused from the heap rather than mapped and faulted in at every request.
+const RUNNING_MMAP_THRESHOLD: libc::c_int = 16 << 20;
 
-/// Fixes the allocator's thresholds for the daemon's lifetime.
+/// Free memory at the top of the heap beyond this is given back when a block is freed (glibc
+/// pairs it with the mmap threshold, twice as large).
+const RUNNING_TRIM_THRESHOLD: libc::c_int = 32 << 20;
+
+/// Sets the allocator's thresholds for the daemon's start, until [`allocator_running`].
 ///
 /// By default glibc raises its mmap threshold to the size of the largest mapped block freed so
 /// far. Parsing a config of 10,000 jobs frees blocks of 9 and 13 MB (the TOML parser's token
-/// buffers), so from then on every block under 13 MB, the engine's and the scheduler's tables
-/// for those jobs among them, came from the heap, laid out among the parser's freed memory,
-/// which the heap then could not give back: 3 MB more at idle (`pacer-bench --only idle`).
-pub fn fix_allocator_thresholds() {
+/// buffers), so every later block under 13 MB, the engine's and the scheduler's tables for
+/// those jobs among them, came from the heap, laid out among the parser's freed memory, which
+/// the heap then could not give back: 3 MB more at idle (`pacer-bench --only idle`).
+pub fn allocator_starting() {
     // SAFETY: mallopt only sets the allocator's parameters; it takes no pointers.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, STARTING_MMAP_THRESHOLD);
+    }
+}
+
+/// Sets the allocator's thresholds for the daemon once it has started (see
+/// [`allocator_starting`]).
+pub fn allocator_running() {
+    // SAFETY: as above.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, RUNNING_MMAP_THRESHOLD);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, RUNNING_TRIM_THRESHOLD);
     }
 }
 

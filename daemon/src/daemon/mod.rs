@@ -69,7 +69,7 @@ pub enum Stop {
 
 /// Runs the daemon until SIGTERM or SIGINT; returns once every run has ended and been recorded.
 pub fn run(options: &Options) -> anyhow::Result<()> {
-    crate::sys::fix_allocator_thresholds();
+    crate::sys::allocator_starting();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -258,6 +258,7 @@ pub async fn serve(
     // fire is taken, so a crash right after the start still finds their fires missed.
     edge.flush().await;
     crate::sys::return_free_memory();
+    crate::sys::allocator_running();
     // The web view reads a cluster's history through a pool of its own, so that pages never
     // hold the connections the node's claims, admissions and finishes need.
     let web_history = match &backend {
