@@ -8,6 +8,7 @@ pub mod admission;
 pub mod cli;
 pub mod config;
 pub mod control;
+mod counter_map;
 pub mod daemon;
 mod descriptors;
 pub mod dir_watch;

@@ -13,17 +13,29 @@ use super::{
     SkipKind, Stop, Submitted, Waiting,
 };
 use crate::config::{Job, Overlap};
+use crate::counter_map::CounterMap;
 use crate::time::rfc3339_ms;
 use foldhash::HashMap as FastMap;
 
 /// Orders a pool's queue: higher priority first, then earlier due time, then arrival.
 type QueueKey = (i64, i64, u64);
 
+/// A pool, by its place in [`LocalAdmission::pools`] (pools are never removed).
+type PoolId = usize;
+
+/// A job's load, by its place in [`LocalAdmission::loads`]: a load is freed only when idle,
+/// so every entry, place and slot that names one names the right one.
+type LoadId = usize;
+
 #[derive(Debug)]
 struct Entry {
     fire: Candidate,
     enqueued_at: i64,
     seq: u64,
+    /// Its job's load and its pool, found once when it was submitted: a burst of fires moves
+    /// through admission without looking a job up by name again.
+    load: LoadId,
+    pool: PoolId,
 }
 
 impl Entry {
@@ -51,6 +63,8 @@ struct PoolState {
 
 #[derive(Debug, Default)]
 struct JobLoad {
+    /// The job's name, its key in [`LocalAdmission::load_ids`].
+    name: String,
     running: Vec<FireKey>,
     /// Entries of this job in a pool queue.
     queued: u32,
@@ -67,22 +81,27 @@ impl JobLoad {
             None
         }
     }
+
+    /// Whether the job has a fire running, in a pool queue, or held.
+    fn busy(&self) -> bool {
+        !self.running.is_empty() || self.queued > 0 || self.waiting.is_some()
+    }
 }
 
 /// Where a waiting fire is, so a cancel finds it without a search.
 #[derive(Debug, Clone)]
 enum Place {
-    Queue(Arc<str>, QueueKey),
-    Held(String),
+    Queue(PoolId, QueueKey),
+    Held(LoadId),
 }
 
 #[derive(Debug)]
 struct Slot {
     /// The pool the slot counts against, as the job had it when admitted (a reload may move
     /// the job since).
-    pool: Arc<str>,
-    /// The job as it was when admitted.
-    job: Arc<Job>,
+    pool: PoolId,
+    /// The load of the job as it was when admitted.
+    load: LoadId,
     run_id: Option<RunId>,
 }
 
@@ -92,10 +111,20 @@ pub struct LocalAdmission {
     max_concurrency: u32,
     max_queue: u32,
     in_flight: u32,
-    pools: BTreeMap<String, PoolState>,
-    jobs: FastMap<String, JobLoad>,
-    places: FastMap<FireKey, Place>,
-    slots: FastMap<FireKey, Slot>,
+    pools: Vec<PoolState>,
+    pool_ids: BTreeMap<String, PoolId>,
+    loads: Vec<JobLoad>,
+    load_ids: FastMap<String, LoadId>,
+    /// Loads freed by [`Admission::reconfigure`], to be reused.
+    free_loads: Vec<LoadId>,
+    /// The load and pool of each job seen since the last reconfigure, by the job's address:
+    /// a fire finds them without hashing and comparing names, whose bytes are far apart in
+    /// memory for a burst of many jobs. The jobs are kept in `known_jobs`, so no address is
+    /// reused meanwhile.
+    known: FastMap<usize, (LoadId, PoolId)>,
+    known_jobs: Vec<Arc<Job>>,
+    places: CounterMap<FireKey, Place>,
+    slots: CounterMap<FireKey, Slot>,
     pressure: PressureGate,
     pressure_wait: Option<String>,
     next_seq: u64,
@@ -108,10 +137,15 @@ impl LocalAdmission {
             max_concurrency: limits.max_concurrency,
             max_queue: limits.max_queue,
             in_flight: 0,
-            pools: BTreeMap::new(),
-            jobs: FastMap::default(),
-            places: FastMap::default(),
-            slots: FastMap::default(),
+            pools: Vec::new(),
+            pool_ids: BTreeMap::new(),
+            loads: Vec::new(),
+            load_ids: FastMap::default(),
+            free_loads: Vec::new(),
+            known: FastMap::default(),
+            known_jobs: Vec::new(),
+            places: CounterMap::default(),
+            slots: CounterMap::default(),
             pressure: PressureGate::new(limits.pressure.clone()),
             pressure_wait: None,
             next_seq: 0,
@@ -126,12 +160,11 @@ impl LocalAdmission {
             submitted.refused.push(self.queue_full(entry.fire.key));
             return submitted;
         }
-        let name = entry.fire.job.name.clone();
-        *self.held_in(&entry.fire.job.pool) += 1;
-        self.places
-            .insert(entry.fire.key, Place::Held(name.clone()));
-        self.jobs.entry(name.clone()).or_default().waiting = Some(entry);
-        self.release_waiting(&name);
+        let load = entry.load;
+        self.pools[entry.pool].held += 1;
+        self.places.insert(entry.fire.key, Place::Held(load));
+        self.loads[load].waiting = Some(entry);
+        self.release_waiting(load);
         submitted
     }
 
@@ -145,7 +178,8 @@ impl LocalAdmission {
         let worst = self
             .pools
             .iter()
-            .filter_map(|(name, pool)| Some((*pool.queue.keys().next_back()?, name.clone())))
+            .enumerate()
+            .filter_map(|(id, pool)| Some((*pool.queue.keys().next_back()?, id)))
             .max()
             .filter(|(key, _)| *key > entry.key());
         let Some((key, pool)) = worst else {
@@ -155,16 +189,15 @@ impl LocalAdmission {
             "{}, and fires of higher priority came",
             self.queue_full_reason()
         );
-        let Some(declined) = self.remove_queued(&pool, key) else {
+        let Some(declined) = self.remove_queued(pool, key) else {
             return false;
         };
-        let name = declined.fire.job.name.clone();
         refused.push(Refusal {
             key: declined.fire.key,
             reason,
             kind: SkipKind::QueueFull,
         });
-        self.release_waiting(&name);
+        self.release_waiting(declined.load);
         self.queued() < self.max_queue
     }
 
@@ -185,69 +218,86 @@ impl LocalAdmission {
     }
 
     fn enqueue(&mut self, entry: Entry) {
-        self.change_load(&entry.fire.job.name, |load| load.queued += 1);
+        self.loads[entry.load].queued += 1;
         let key = entry.key();
-        let pool = self
-            .pools
-            .get_mut(&entry.fire.job.pool)
-            .expect("config validation guarantees the pool exists");
         self.places
-            .insert(entry.fire.key, Place::Queue(Arc::clone(&pool.name), key));
-        pool.queue.insert(key, entry);
+            .insert(entry.fire.key, Place::Queue(entry.pool, key));
+        self.pools[entry.pool].queue.insert(key, entry);
     }
 
-    /// Applies `change` to the load of job `name`, made if it has none: one lookup when it
-    /// exists, and its name is copied only when it does not.
-    fn change_load(&mut self, name: &str, change: impl FnOnce(&mut JobLoad)) {
-        match self.jobs.get_mut(name) {
-            Some(load) => change(load),
-            None => {
-                let mut load = JobLoad::default();
-                change(&mut load);
-                self.jobs.insert(name.to_owned(), load);
-            }
+    /// The load of job `name`, made if it has none: its name is copied only then.
+    fn load_of(&mut self, name: &str) -> LoadId {
+        if let Some(id) = self.load_ids.get(name) {
+            return *id;
         }
+        let load = JobLoad {
+            name: name.to_owned(),
+            ..JobLoad::default()
+        };
+        let id = match self.free_loads.pop() {
+            Some(id) => {
+                self.loads[id] = load;
+                id
+            }
+            None => {
+                self.loads.push(load);
+                self.loads.len() - 1
+            }
+        };
+        self.load_ids.insert(name.to_owned(), id);
+        id
+    }
+
+    /// The load and the pool of `job`.
+    fn place_of(&mut self, job: &Arc<Job>) -> (LoadId, PoolId) {
+        let address = Arc::as_ptr(job) as usize;
+        if let Some(known) = self.known.get(&address) {
+            return *known;
+        }
+        let load = self.load_of(&job.name);
+        let pool = *self
+            .pool_ids
+            .get(&job.pool)
+            .expect("config validation guarantees the pool exists");
+        self.known.insert(address, (load, pool));
+        self.known_jobs.push(Arc::clone(job));
+        (load, pool)
     }
 
     /// Takes an entry out of a pool queue, keeping the counts right.
-    fn remove_queued(&mut self, pool: &str, key: QueueKey) -> Option<Entry> {
-        let entry = self.pools.get_mut(pool)?.queue.remove(&key)?;
+    fn remove_queued(&mut self, pool: PoolId, key: QueueKey) -> Option<Entry> {
+        let entry = self.pools[pool].queue.remove(&key)?;
         self.places.remove(&entry.fire.key);
-        if let Some(load) = self.jobs.get_mut(&entry.fire.job.name) {
-            load.queued = load.queued.saturating_sub(1);
-        }
+        let load = &mut self.loads[entry.load];
+        load.queued = load.queued.saturating_sub(1);
         Some(entry)
     }
 
     /// Moves a held fire into its pool's queue once its job has nothing running and nothing
     /// queued: a fire still waiting for a slot counts as the previous run, so `queue` never
     /// lets two fires of one job reach the pool queue together.
-    fn release_waiting(&mut self, name: &str) {
-        if let Some(entry) = self.jobs.get_mut(name).and_then(JobLoad::take_releasable) {
+    fn release_waiting(&mut self, load: LoadId) {
+        if let Some(entry) = self.loads[load].take_releasable() {
             self.enqueue_held(entry);
         }
     }
 
     /// Moves a fire held by its job into its pool's queue.
     fn enqueue_held(&mut self, entry: Entry) {
-        *self.held_in(&entry.fire.job.pool) -= 1;
+        self.pools[entry.pool].held -= 1;
         self.enqueue(entry);
     }
 
     /// Removes the job's fires that wait in a pool queue or are held (for `replace`).
-    fn withdraw_job(&mut self, name: &str, reason: &str) -> Vec<Refusal> {
-        let keys: Vec<FireKey> = self
-            .places
+    fn withdraw_job(&mut self, load: LoadId, reason: &str) -> Vec<Refusal> {
+        let keys: Vec<FireKey> = self.loads[load]
+            .waiting
             .iter()
-            .filter(|(_, place)| match place {
-                Place::Held(job) => job == name,
-                Place::Queue(..) => false,
-            })
-            .map(|(key, _)| *key)
-            .chain(self.pools.values().flat_map(|pool| {
+            .map(|entry| entry.fire.key)
+            .chain(self.pools.iter().flat_map(|pool| {
                 pool.queue
                     .values()
-                    .filter(|entry| entry.fire.job.name == name)
+                    .filter(|entry| entry.load == load)
                     .map(|entry| entry.fire.key)
             }))
             .collect();
@@ -261,19 +311,9 @@ impl LocalAdmission {
             .collect()
     }
 
-    /// The held-fire count of `pool`.
-    fn held_in(&mut self, pool: &str) -> &mut u32 {
-        &mut self
-            .pools
-            .get_mut(pool)
-            .expect("config validation guarantees the pool exists")
-            .held
-    }
-
-    fn describe_busy(&self, name: &str) -> String {
-        let Some(load) = self.jobs.get(name) else {
-            return "the previous run is still going".to_owned();
-        };
+    fn describe_busy(&self, load: LoadId) -> String {
+        let load = &self.loads[load];
+        let name = &load.name;
         let ids: Vec<String> = load
             .running
             .iter()
@@ -289,12 +329,13 @@ impl LocalAdmission {
     }
 
     /// What holds the fires queued in `pool`: the first limit that is reached.
-    fn why_waiting_in(&self, pool: &str) -> String {
+    fn why_waiting_in(&self, pool: PoolId) -> String {
         if let Some(pressure) = &self.pressure_wait {
             return format!("new starts wait: {pressure}");
         }
-        let state = self.pools.get(pool);
-        match state.and_then(|state| Some((state.in_flight, state.cap?))) {
+        let state = &self.pools[pool];
+        let pool = &state.name;
+        match state.cap.map(|cap| (state.in_flight, cap)) {
             Some((in_flight, cap)) if in_flight >= cap => format!(
                 "waiting for a slot in pool `{pool}` ({in_flight} runs in flight of its \
                  max_concurrency = {cap})"
@@ -303,7 +344,7 @@ impl LocalAdmission {
                 "waiting for a slot (pool `{pool}`; {} runs in flight of max_concurrency = {})",
                 self.in_flight, self.max_concurrency
             ),
-            _ => match state.and_then(|state| state.bucket.as_ref()) {
+            _ => match &state.bucket {
                 Some(bucket) => format!(
                     "waiting for its turn: pool `{pool}` starts at most {} runs per second \
                      (max_starts_per_second)",
@@ -320,41 +361,60 @@ impl LocalAdmission {
 
     /// Fires waiting, held ones included.
     fn queued(&self) -> u32 {
-        let held: u32 = self.pools.values().map(|pool| pool.held).sum();
+        let held: u32 = self.pools.iter().map(|pool| pool.held).sum();
         self.queued_in_pools() + held
     }
 
     fn queued_in_pools(&self) -> u32 {
-        let n: usize = self.pools.values().map(|p| p.queue.len()).sum();
+        let n: usize = self.pools.iter().map(|p| p.queue.len()).sum();
         u32::try_from(n).unwrap_or(u32::MAX)
     }
 
     fn entry(&self, key: FireKey) -> Option<&Entry> {
         match self.places.get(&key)? {
-            Place::Queue(pool, queue_key) => self.pools.get(&**pool)?.queue.get(queue_key),
-            Place::Held(job) => self.jobs.get(job)?.waiting.as_ref(),
+            Place::Queue(pool, queue_key) => self.pools[*pool].queue.get(queue_key),
+            Place::Held(load) => self.loads[*load].waiting.as_ref(),
         }
     }
 }
 
 impl Admission for LocalAdmission {
     fn reconfigure(&mut self, limits: &Limits, now: i64) {
-        // Idle loads go here, so that jobs renamed or removed by reloads leave nothing behind.
-        self.jobs.retain(|_, load| {
-            !load.running.is_empty() || load.queued > 0 || load.waiting.is_some()
+        // Idle loads go here, so that jobs renamed or removed by reloads leave nothing behind;
+        // the jobs of the config before are let go.
+        self.known.clear();
+        self.known_jobs.clear();
+        let loads = &mut self.loads;
+        let free = &mut self.free_loads;
+        self.load_ids.retain(|_, id| {
+            let load = &mut loads[*id];
+            let busy = load.busy();
+            if !busy {
+                *load = JobLoad::default();
+                free.push(*id);
+            }
+            busy
         });
         self.max_concurrency = limits.max_concurrency;
         self.max_queue = limits.max_queue;
         self.pressure = PressureGate::new(limits.pressure.clone());
         for (name, pool) in &limits.pools {
-            let state = self.pools.entry(name.clone()).or_insert_with(|| PoolState {
-                name: Arc::from(name.as_str()),
-                cap: None,
-                bucket: None,
-                in_flight: 0,
-                queue: BTreeMap::new(),
-                held: 0,
-            });
+            let id = match self.pool_ids.get(name) {
+                Some(id) => *id,
+                None => {
+                    self.pools.push(PoolState {
+                        name: Arc::from(name.as_str()),
+                        cap: None,
+                        bucket: None,
+                        in_flight: 0,
+                        queue: BTreeMap::new(),
+                        held: 0,
+                    });
+                    self.pool_ids.insert(name.clone(), self.pools.len() - 1);
+                    self.pools.len() - 1
+                }
+            };
+            let state = &mut self.pools[id];
             state.cap = pool.max_concurrency;
             let rate_changed =
                 state.bucket.as_ref().map(TokenBucket::rate) != pool.max_starts_per_second;
@@ -369,20 +429,18 @@ impl Admission for LocalAdmission {
     fn submit(&mut self, fire: Candidate, now: i64) -> Submitted {
         let key = fire.key;
         let overlap = fire.job.overlap;
-        let job = Arc::clone(&fire.job);
-        let name = job.name.as_str();
+        let (load, pool) = self.place_of(&fire.job);
         let seq = self.next_seq;
         self.next_seq += 1;
         let entry = Entry {
             enqueued_at: fire.waiting_since.min(now),
             fire,
             seq,
+            load,
+            pool,
         };
-        let load = self.jobs.get(name);
-        let busy = load.is_some_and(|load| {
-            !load.running.is_empty() || load.queued > 0 || load.waiting.is_some()
-        });
-        let held = load.is_some_and(|load| load.waiting.is_some());
+        let busy = self.loads[load].busy();
+        let held = self.loads[load].waiting.is_some();
         let mut submitted = Submitted::default();
         match overlap {
             _ if !busy => {}
@@ -390,7 +448,7 @@ impl Admission for LocalAdmission {
             Overlap::Skip => {
                 submitted.refused.push(Refusal {
                     key,
-                    reason: format!("{} (overlap = \"skip\")", self.describe_busy(name)),
+                    reason: format!("{} (overlap = \"skip\")", self.describe_busy(load)),
                     kind: SkipKind::Overlap,
                 });
                 return submitted;
@@ -401,7 +459,7 @@ impl Admission for LocalAdmission {
                     reason: format!(
                         "{}, and another fire already waits for it (overlap = \"queue\" holds \
                          at most one)",
-                        self.describe_busy(name)
+                        self.describe_busy(load)
                     ),
                     kind: SkipKind::Overlap,
                 });
@@ -414,15 +472,13 @@ impl Admission for LocalAdmission {
                     entry.fire.trigger,
                     rfc3339_ms(entry.fire.scheduled_at)
                 );
-                submitted.refused = self.withdraw_job(name, &successor);
-                if let Some(load) = self.jobs.get(name) {
-                    submitted
-                        .stop
-                        .extend(load.running.iter().map(|running| Stop {
-                            key: *running,
-                            reason: successor.clone(),
-                        }));
-                }
+                submitted.refused = self.withdraw_job(load, &successor);
+                submitted
+                    .stop
+                    .extend(self.loads[load].running.iter().map(|running| Stop {
+                        key: *running,
+                        reason: successor.clone(),
+                    }));
                 return self.hold(entry, submitted);
             }
         }
@@ -435,16 +491,9 @@ impl Admission for LocalAdmission {
     }
 
     fn recorded(&mut self, key: FireKey, id: RunId) {
-        let place = self.places.get(&key).cloned();
-        let entry = match place {
-            Some(Place::Queue(pool, queue_key)) => self
-                .pools
-                .get_mut(&*pool)
-                .and_then(|pool| pool.queue.get_mut(&queue_key)),
-            Some(Place::Held(job)) => self
-                .jobs
-                .get_mut(&job)
-                .and_then(|load| load.waiting.as_mut()),
+        let entry = match self.places.get(&key) {
+            Some(Place::Queue(pool, queue_key)) => self.pools[*pool].queue.get_mut(queue_key),
+            Some(Place::Held(load)) => self.loads[*load].waiting.as_mut(),
             None => None,
         };
         if let Some(entry) = entry {
@@ -465,8 +514,9 @@ impl Admission for LocalAdmission {
             let global_cap = self.max_concurrency;
             let best = self
                 .pools
-                .values_mut()
-                .filter_map(|pool| {
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(id, pool)| {
                     let (key, head) = pool.queue.iter().next()?;
                     let key = *key;
                     // A fire is started only once its record exists, and the queue's order
@@ -474,13 +524,11 @@ impl Admission for LocalAdmission {
                     let recorded = head.fire.run_id.is_some();
                     let has_room = pool.in_flight < pool.cap.unwrap_or(global_cap);
                     let has_token = pool.bucket.as_mut().is_none_or(|b| b.ready(now));
-                    (recorded && has_room && has_token).then_some((key, Arc::clone(&pool.name)))
+                    (recorded && has_room && has_token).then_some((key, id))
                 })
                 .min_by_key(|(key, _)| *key);
-            let Some((key, pool_name)) = best else { break };
-            let Some(pool) = self.pools.get_mut(&*pool_name) else {
-                break;
-            };
+            let Some((key, pool_id)) = best else { break };
+            let pool = &mut self.pools[pool_id];
             let Some(entry) = pool.queue.remove(&key) else {
                 break;
             };
@@ -491,16 +539,14 @@ impl Admission for LocalAdmission {
             self.in_flight += 1;
             let fire = entry.fire;
             self.places.remove(&fire.key);
-            // One lookup moves the fire from the job's queued count to its running ones.
-            self.change_load(&fire.job.name, |load| {
-                load.queued = load.queued.saturating_sub(1);
-                load.running.push(fire.key);
-            });
+            let load = &mut self.loads[entry.load];
+            load.queued = load.queued.saturating_sub(1);
+            load.running.push(fire.key);
             self.slots.insert(
                 fire.key,
                 Slot {
-                    pool: pool_name,
-                    job: Arc::clone(&fire.job),
+                    pool: pool_id,
+                    load: entry.load,
                     run_id: fire.run_id,
                 },
             );
@@ -517,14 +563,11 @@ impl Admission for LocalAdmission {
             return;
         };
         self.in_flight = self.in_flight.saturating_sub(1);
-        if let Some(pool) = self.pools.get_mut(&*done.pool) {
-            pool.in_flight = pool.in_flight.saturating_sub(1);
-        }
+        let pool = &mut self.pools[done.pool];
+        pool.in_flight = pool.in_flight.saturating_sub(1);
         // The job's load stays when it falls idle (until the next reconfigure), so that its
-        // next fire neither looks it up twice nor copies its name again.
-        let Some(load) = self.jobs.get_mut(&done.job.name) else {
-            return;
-        };
+        // next fire does not copy its name again.
+        let load = &mut self.loads[done.load];
         load.running.retain(|running| *running != key);
         if let Some(entry) = load.take_releasable() {
             self.enqueue_held(entry);
@@ -537,18 +580,17 @@ impl Admission for LocalAdmission {
         };
         match place {
             Place::Queue(pool, queue_key) => {
-                let Some(entry) = self.remove_queued(&pool, queue_key) else {
+                let Some(entry) = self.remove_queued(pool, queue_key) else {
                     return false;
                 };
-                self.release_waiting(&entry.fire.job.name);
+                self.release_waiting(entry.load);
             }
-            Place::Held(job) => {
+            Place::Held(load) => {
                 self.places.remove(&key);
-                let Some(entry) = self.jobs.get_mut(&job).and_then(|load| load.waiting.take())
-                else {
+                let Some(entry) = self.loads[load].waiting.take() else {
                     return false;
                 };
-                *self.held_in(&entry.fire.job.pool) -= 1;
+                self.pools[entry.pool].held -= 1;
             }
         }
         true
@@ -563,7 +605,7 @@ impl Admission for LocalAdmission {
         }
         let global_cap = self.max_concurrency;
         self.pools
-            .values_mut()
+            .iter_mut()
             .filter(|pool| {
                 !pool.queue.is_empty() && pool.in_flight < pool.cap.unwrap_or(global_cap)
             })
@@ -576,9 +618,9 @@ impl Admission for LocalAdmission {
         let pools: BTreeMap<String, Load> = self
             .pools
             .iter()
-            .map(|(name, pool)| {
+            .map(|pool| {
                 (
-                    name.clone(),
+                    pool.name.to_string(),
                     Load {
                         in_flight: pool.in_flight,
                         queued: u32::try_from(pool.queue.len())
@@ -599,23 +641,21 @@ impl Admission for LocalAdmission {
     }
 
     fn waiting(&self, job: &str) -> Vec<Waiting> {
+        let Some(&load) = self.load_ids.get(job) else {
+            return Vec::new();
+        };
         let mut waiting: Vec<Waiting> = self
             .pools
             .iter()
-            .flat_map(|(pool_name, pool)| {
-                pool.queue
-                    .values()
-                    .filter(move |e| e.fire.job.name == job)
-                    .map(move |e| (e, pool_name))
-            })
-            .map(|(entry, pool)| Waiting {
+            .flat_map(|pool| pool.queue.values().filter(move |e| e.load == load))
+            .map(|entry| Waiting {
                 key: entry.fire.key,
                 scheduled_at: entry.fire.scheduled_at,
                 since: entry.enqueued_at,
-                reason: self.why_waiting_in(pool),
+                reason: self.why_waiting_in(entry.pool),
             })
             .collect();
-        if let Some(entry) = self.jobs.get(job).and_then(|load| load.waiting.as_ref()) {
+        if let Some(entry) = self.loads[load].waiting.as_ref() {
             waiting.push(Waiting {
                 key: entry.fire.key,
                 scheduled_at: entry.fire.scheduled_at,
@@ -628,8 +668,10 @@ impl Admission for LocalAdmission {
 
     fn why_waiting(&self, key: FireKey) -> Option<String> {
         match self.places.get(&key)? {
-            Place::Queue(pool, _) => Some(self.why_waiting_in(pool)),
-            Place::Held(job) => self.entry(key).map(|_| Self::held_reason(job)),
+            Place::Queue(pool, _) => Some(self.why_waiting_in(*pool)),
+            Place::Held(load) => self
+                .entry(key)
+                .map(|_| Self::held_reason(&self.loads[*load].name)),
         }
     }
 }

@@ -493,3 +493,37 @@ fn a_full_queue_keeps_the_fires_of_highest_priority() {
     let next = rig.admit(2_000);
     assert_eq!(rig.names(&next), ["q5"]);
 }
+
+#[test]
+fn a_reload_keeps_each_job_load_by_name_and_moves_a_job_to_its_new_pool() {
+    let (_before_dir, before) = config(&jobs("", &[("a", ""), ("idle", "")]));
+    let (_after_dir, after) = config(&jobs("", &[("a", "pool = \"slow\""), ("fresh", "")]));
+    let mut rig = Rig::new(before);
+    rig.submit("a", 0, 0);
+    rig.submit("idle", 0, 0);
+    let admitted = rig.admit(0);
+    assert_eq!(rig.names(&admitted), ["a", "idle"]);
+    rig.admission.finished(admitted[1].key);
+    rig.config = after;
+    rig.admission.reconfigure(&Limits::of(&rig.config), 1);
+    assert_eq!(
+        rig.submit("fresh", 2, 2),
+        Submitted::default(),
+        "a new job starts idle, whatever load it is given"
+    );
+    assert_eq!(
+        reasons(&rig.submit("a", 2, 2)),
+        [format!(
+            "run {} of `a` is still running (overlap = \"skip\")",
+            admitted[0].key * 10
+        )],
+        "the run of the job as it was before the reload still counts"
+    );
+    rig.admission.finished(admitted[0].key);
+    assert_eq!(rig.submit("a", 3, 3), Submitted::default());
+    let next = rig.admit(3);
+    assert_eq!(rig.names(&next), ["fresh", "a"]);
+    let status = rig.admission.status();
+    assert_eq!(status.pools["slow"].in_flight, 1, "`a` runs in its new pool");
+    assert_eq!(status.pools["default"].in_flight, 1);
+}

@@ -1,6 +1,7 @@
 //! A fire: what the engine knows of one accepted request to run a job, from the moment it is
 //! accepted to its run's end, and where it waits meanwhile.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +55,9 @@ pub struct Fire {
     pub upstream: Option<RunId>,
     /// Its record, once committed.
     pub run_id: Option<RunId>,
+    /// Its plugin's library, as found when it was submitted to admission: its start needs
+    /// no second lookup by name unless the plugin directories were scanned again meanwhile.
+    pub plugin: Option<Arc<Path>>,
     /// Where it is.
     pub state: State,
 }
@@ -113,6 +117,7 @@ impl Fire {
             retry_of: None,
             upstream: None,
             run_id: None,
+            plugin: None,
             state: State::New,
         }
     }
@@ -156,6 +161,7 @@ impl Fire {
             retry_of: self.run_id,
             upstream: None,
             run_id: None,
+            plugin: None,
             state: State::New,
         }
     }

@@ -14,6 +14,9 @@ use crate::scheduler::Timer;
 use crate::store::{QueuedFire, RunId, Write};
 use crate::time::rfc3339_ms;
 
+/// Committed writes taken in before admission runs (see [`Engine::written`]).
+const WRITTEN_CHUNK: usize = 256;
+
 impl Engine {
     /// Accepts a new fire: through admission's policies at once (declined: a `skipped`
     /// record), or on to the timeline or a backlog (`then`); either way a `queued` record.
@@ -65,10 +68,14 @@ impl Engine {
         let Some(fire) = self.fires.get(&key) else {
             return false;
         };
-        if let Some(reason) = self.plugin_problem(&fire.job) {
-            self.decline(key, Status::Skipped, reason, Some(SkipKind::PluginMissing));
-            return false;
-        }
+        let plugin = match self.registry.get(&fire.job.plugin) {
+            Some(plugin) => Arc::clone(&plugin.path),
+            None => {
+                let reason = self.plugin_problem(&fire.job).unwrap_or_default();
+                self.decline(key, Status::Skipped, reason, Some(SkipKind::PluginMissing));
+                return false;
+            }
+        };
         let candidate = Candidate {
             key,
             job: Arc::clone(&fire.job),
@@ -79,11 +86,11 @@ impl Engine {
         };
         let submitted = self.admission.submit(candidate, now);
         let accepted = !submitted.refuses(key);
-        if accepted
-            && let Some(fire) = self.fires.get_mut(&key)
-            && fire.state != State::New
-        {
-            fire.state = State::Admitting;
+        if accepted && let Some(fire) = self.fires.get_mut(&key) {
+            fire.plugin = Some(plugin);
+            if fire.state != State::New {
+                fire.state = State::Admitting;
+            }
         }
         self.carry_out(submitted);
         accepted
@@ -198,64 +205,83 @@ impl Engine {
 
     /// Takes in committed writes: fires whose record now exists go on; fires that ended are
     /// forgotten; clients hear what they were waiting for.
+    ///
+    /// A burst is taken in chunks, each admitted before the next is read: a fire's state is
+    /// still in the cache when it starts, and the first fires start without waiting for the
+    /// last to be read. The queue's order holds (its head starts only once recorded).
     pub(super) fn written(&mut self, results: Vec<(u64, Result<Option<RunId>, String>)>, now: i64) {
-        let mut recorded = Vec::new();
-        for (ticket, result) in results {
-            let Some(after) = self.after.remove(&ticket) else {
-                continue;
-            };
-            match after {
-                After::Queued(key) => match result {
-                    Ok(Some(id)) => {
-                        if self.recorded(key, id) {
-                            recorded.push(key);
-                        }
-                    }
-                    Ok(None) | Err(_) => {
-                        let error = result.err().unwrap_or_default();
-                        self.unrecorded(key, &error);
-                    }
-                },
-                After::Ended(key) => self.ended(key, &result),
-                After::Paused {
-                    to,
-                    job,
-                    paused,
-                    changed,
-                    message,
-                } => {
-                    let response = match result {
-                        Ok(_) => Response::Done { message },
-                        Err(error) => {
-                            let undone = changed
-                                && if paused {
-                                    self.paused.remove(&job.name)
-                                } else {
-                                    self.paused.insert(job.name.clone())
-                                };
-                            if undone {
-                                self.observe(Observation::Paused {
-                                    job: Arc::clone(&job),
-                                    paused: !paused,
-                                });
-                            }
-                            Response::Error {
-                                message: format!(
-                                    "`{}` is not {}: the history could not record it ({error}); \
-                                     try again once it can",
-                                    job.name,
-                                    if paused { "paused" } else { "resumed" }
-                                ),
-                            }
-                        }
-                    };
-                    self.reply(to, response, true);
+        let mut results = results.into_iter().peekable();
+        while results.peek().is_some() {
+            let recorded: Vec<FireKey> = results
+                .by_ref()
+                .take(WRITTEN_CHUNK)
+                .filter_map(|(ticket, result)| self.take_written(ticket, result))
+                .collect();
+            self.admit(now);
+            self.tell_waiting(recorded);
+        }
+    }
+
+    /// Takes in one committed write; the fire it recorded, if that fire went on to admission.
+    fn take_written(
+        &mut self,
+        ticket: u64,
+        result: Result<Option<RunId>, String>,
+    ) -> Option<FireKey> {
+        match self.after.remove(&ticket)? {
+            After::Queued(key) => match result {
+                Ok(Some(id)) => self.recorded(key, id).then_some(key),
+                Ok(None) | Err(_) => {
+                    let error = result.err().unwrap_or_default();
+                    self.unrecorded(key, &error);
+                    None
                 }
+            },
+            After::Ended(key) => {
+                self.ended(key, &result);
+                None
+            }
+            After::Paused {
+                to,
+                job,
+                paused,
+                changed,
+                message,
+            } => {
+                let response = match result {
+                    Ok(_) => Response::Done { message },
+                    Err(error) => {
+                        let undone = changed
+                            && if paused {
+                                self.paused.remove(&job.name)
+                            } else {
+                                self.paused.insert(job.name.clone())
+                            };
+                        if undone {
+                            self.observe(Observation::Paused {
+                                job: Arc::clone(&job),
+                                paused: !paused,
+                            });
+                        }
+                        Response::Error {
+                            message: format!(
+                                "`{}` is not {}: the history could not record it ({error}); \
+                                 try again once it can",
+                                job.name,
+                                if paused { "paused" } else { "resumed" }
+                            ),
+                        }
+                    }
+                };
+                self.reply(to, response, true);
+                None
             }
         }
-        self.admit(now);
-        // Fires recorded just now that admission still holds: their record and their client
-        // learn what holds them.
+    }
+
+    /// Fires recorded just now that admission still holds: their record and their client
+    /// learn what holds them.
+    fn tell_waiting(&mut self, recorded: Vec<FireKey>) {
         for key in recorded {
             let Some(fire) = self.fires.get(&key) else {
                 continue;
@@ -438,11 +464,12 @@ impl Engine {
                 self.admission.finished(key);
                 continue;
             };
-            let Some(plugin) = self
-                .registry
-                .get(&fire.job.plugin)
-                .map(|plugin| plugin.path.clone())
-            else {
+            let found = fire.plugin.take().or_else(|| {
+                self.registry
+                    .get(&fire.job.plugin)
+                    .map(|plugin| Arc::clone(&plugin.path))
+            });
+            let Some(plugin) = found else {
                 // The plugin went away while the fire waited.
                 let job = Arc::clone(&fire.job);
                 self.admission.finished(key);

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use crate::admission::{Admission, AdmissionStatus, FireKey, SkipKind};
 use crate::config::{Config, Job};
 use crate::control::{Request, Response};
+use crate::counter_map::CounterMap;
 use crate::model::{RunSpan, Status, Trigger};
 use crate::plugins::Registry;
 use crate::scheduler::{Scheduler, TimerId};
@@ -331,11 +332,11 @@ pub struct Engine {
     registry: Registry,
     scheduler: Scheduler,
     admission: Box<dyn Admission>,
-    fires: FastMap<FireKey, Fire>,
-    by_run: FastMap<RunId, FireKey>,
+    fires: CounterMap<FireKey, Fire>,
+    by_run: CounterMap<RunId, FireKey>,
     next_key: FireKey,
     /// What to do when each ticketed write is committed.
-    after: FastMap<Ticket, After>,
+    after: CounterMap<Ticket, After>,
     next_ticket: Ticket,
     paused: HashSet<String>,
     /// Recent fires of paused jobs, which leave no record, for `pacer why`.
@@ -434,10 +435,10 @@ impl Engine {
             scheduler: Scheduler::new(now, config.daemon.max_catch_up),
             admission,
             registry,
-            fires: FastMap::default(),
-            by_run: FastMap::default(),
+            fires: CounterMap::default(),
+            by_run: CounterMap::default(),
             next_key: 1,
-            after: FastMap::default(),
+            after: CounterMap::default(),
             next_ticket: 1,
             paused: states
                 .iter()

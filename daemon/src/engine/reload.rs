@@ -180,6 +180,9 @@ impl Engine {
         }
         self.observe(Observation::PluginsRefused(registry.refused_count()));
         self.registry = registry;
+        for fire in self.fires.values_mut() {
+            fire.plugin = None;
+        }
         self.out
             .push(Effect::WatchPlugins(self.config.daemon.plugin_dirs.clone()));
         if std::mem::take(&mut self.rescan_again) {
