@@ -524,6 +524,9 @@ fn a_reload_keeps_each_job_load_by_name_and_moves_a_job_to_its_new_pool() {
     let next = rig.admit(3);
     assert_eq!(rig.names(&next), ["fresh", "a"]);
     let status = rig.admission.status();
-    assert_eq!(status.pools["slow"].in_flight, 1, "`a` runs in its new pool");
+    assert_eq!(
+        status.pools["slow"].in_flight, 1,
+        "`a` runs in its new pool"
+    );
     assert_eq!(status.pools["default"].in_flight, 1);
 }
