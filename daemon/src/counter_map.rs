@@ -1,12 +1,12 @@
-//! Maps keyed by counters: fire keys, write tickets and run ids, each handed out one after
-//! the other.
+//! Maps keyed by counters: fire keys and write tickets, each handed out one after the
+//! other.
 //!
 //! A burst of thousands of co-due fires inserts, looks up and removes thousands of
 //! consecutive keys in each of these maps in turn. Hashed at random, each of those touches a
 //! bucket of its own far from the last one's; placed by the key itself, consecutive keys sit
 //! in consecutive buckets, so a burst walks each table in order, a cache line serving several
-//! keys. The keys are the daemon's own counters, never chosen from outside, so their order
-//! needs no hiding.
+//! keys. Only the daemon's own counters, which step by one and are never chosen from
+//! outside, are keys here: keys far apart by a power of two would share a bucket.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};

@@ -294,7 +294,7 @@ impl LocalAdmission {
             .waiting
             .iter()
             .map(|entry| entry.fire.key)
-            .chain(self.pools.iter().flat_map(|pool| {
+            .chain(self.pools_by_name().flat_map(|pool| {
                 pool.queue
                     .values()
                     .filter(|entry| entry.load == load)
@@ -353,6 +353,11 @@ impl LocalAdmission {
                 None => format!("waiting for admission in pool `{pool}`"),
             },
         }
+    }
+
+    /// The pools in the order of their names, as `pacer why` lists what waits in them.
+    fn pools_by_name(&self) -> impl Iterator<Item = &PoolState> {
+        self.pool_ids.values().map(|id| &self.pools[*id])
     }
 
     fn held_reason(name: &str) -> String {
@@ -645,8 +650,7 @@ impl Admission for LocalAdmission {
             return Vec::new();
         };
         let mut waiting: Vec<Waiting> = self
-            .pools
-            .iter()
+            .pools_by_name()
             .flat_map(|pool| pool.queue.values().filter(move |e| e.load == load))
             .map(|entry| Waiting {
                 key: entry.fire.key,

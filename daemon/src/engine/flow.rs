@@ -14,9 +14,6 @@ use crate::scheduler::Timer;
 use crate::store::{QueuedFire, RunId, Write};
 use crate::time::rfc3339_ms;
 
-/// Committed writes taken in before admission runs (see [`Engine::written`]).
-const WRITTEN_CHUNK: usize = 256;
-
 impl Engine {
     /// Accepts a new fire: through admission's policies at once (declined: a `skipped`
     /// record), or on to the timeline or a backlog (`then`); either way a `queued` record.
@@ -206,20 +203,16 @@ impl Engine {
     /// Takes in committed writes: fires whose record now exists go on; fires that ended are
     /// forgotten; clients hear what they were waiting for.
     ///
-    /// A burst is taken in chunks, each admitted before the next is read: a fire's state is
-    /// still in the cache when it starts, and the first fires start without waiting for the
-    /// last to be read. The queue's order holds (its head starts only once recorded).
+    /// Admission runs once every write is taken in, not before: the fires recorded together
+    /// (a burst of co-due fires, in any pools) compete by priority for the free slots, and a
+    /// fire is told it waits only if it still does then.
     pub(super) fn written(&mut self, results: Vec<(u64, Result<Option<RunId>, String>)>, now: i64) {
-        let mut results = results.into_iter().peekable();
-        while results.peek().is_some() {
-            let recorded: Vec<FireKey> = results
-                .by_ref()
-                .take(WRITTEN_CHUNK)
-                .filter_map(|(ticket, result)| self.take_written(ticket, result))
-                .collect();
-            self.admit(now);
-            self.tell_waiting(recorded);
-        }
+        let recorded: Vec<FireKey> = results
+            .into_iter()
+            .filter_map(|(ticket, result)| self.take_written(ticket, result))
+            .collect();
+        self.admit(now);
+        self.tell_waiting(recorded);
     }
 
     /// Takes in one committed write; the fire it recorded, if that fire went on to admission.

@@ -333,7 +333,8 @@ pub struct Engine {
     scheduler: Scheduler,
     admission: Box<dyn Admission>,
     fires: CounterMap<FireKey, Fire>,
-    by_run: CounterMap<RunId, FireKey>,
+    /// Run ids come from the database, not from a counter of the engine's own.
+    by_run: FastMap<RunId, FireKey>,
     next_key: FireKey,
     /// What to do when each ticketed write is committed.
     after: CounterMap<Ticket, After>,
@@ -436,7 +437,7 @@ impl Engine {
             admission,
             registry,
             fires: CounterMap::default(),
-            by_run: CounterMap::default(),
+            by_run: FastMap::default(),
             next_key: 1,
             after: CounterMap::default(),
             next_ticket: 1,

@@ -1128,3 +1128,109 @@ async fn the_uptime_counts_from_the_process_start_not_the_engine_start() {
     };
     assert_eq!(status.uptime_s, 25);
 }
+
+/// The daemon commits what arrives together in one transaction: one tick at `at`, its writes
+/// committed as one batch, and the effects of that one `Written`.
+async fn burst(rig: &mut Rig, at: &str) -> Vec<Effect> {
+    rig.now = ms(at);
+    let mut writes = Vec::new();
+    let mut tickets = Vec::new();
+    for effect in rig.engine.handle(Input::Tick, rig.now) {
+        if let Effect::Write(write, ticket) = effect {
+            writes.push(write);
+            tickets.push(ticket);
+        }
+    }
+    let results = rig.store.write(writes).await.unwrap();
+    let written = tickets
+        .into_iter()
+        .zip(results)
+        .filter_map(|(ticket, result)| Some((ticket?, result.map_err(|e| e.to_string()))))
+        .collect();
+    rig.engine.handle(Input::Written(written), rig.now)
+}
+
+/// 300 co-due jobs in pool `b`, then one of priority 9 (recorded last) in `high_pool`.
+fn burst_config(daemon: &str, high_pool: &str) -> String {
+    let mut config = format!("{DAEMON}{daemon}\n[pools.a]\n[pools.b]\n");
+    for i in 0..300 {
+        config.push_str(&job(
+            &format!("b{i:03}"),
+            "schedule = \"* * * * *\"\npool = \"b\"",
+        ));
+    }
+    config.push_str(&job(
+        "zhigh",
+        &format!("schedule = \"* * * * *\"\npool = \"{high_pool}\"\npriority = 9"),
+    ));
+    config
+}
+
+#[tokio::test]
+async fn fires_recorded_together_take_the_free_slots_by_priority_across_pools() {
+    let config = burst_config("max_concurrency = 10", "a");
+    let mut rig = Rig::new(&config, "2027-01-01T00:00:30Z").await;
+    let effects = burst(&mut rig, "2027-01-01T00:01:00Z").await;
+    let started: Vec<&str> = effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::Start(start) => Some(start.job.name.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started.len(), 10);
+    assert_eq!(
+        started[0], "zhigh",
+        "the fire of priority 9, recorded last, starts first: {started:?}"
+    );
+}
+
+#[tokio::test]
+async fn fires_that_start_at_once_are_not_recorded_as_waiting() {
+    let config = burst_config("max_concurrency = 1000", "b");
+    let mut rig = Rig::new(&config, "2027-01-01T00:00:30Z").await;
+    let effects = burst(&mut rig, "2027-01-01T00:01:00Z").await;
+    let starts = effects
+        .iter()
+        .filter(|effect| matches!(effect, Effect::Start(_)))
+        .count();
+    let waiting: Vec<&String> = effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::Write(Write::Waiting { reason, .. }, _) => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(starts, 301);
+    assert!(
+        waiting.is_empty(),
+        "{} told they wait: {waiting:?}",
+        waiting.len()
+    );
+}
+
+#[tokio::test]
+async fn a_manual_run_committed_with_a_burst_is_told_it_started_not_that_it_waits() {
+    let config = format!(
+        "{}{}",
+        burst_config("max_concurrency = 1000", "b"),
+        job("manual", "pool = \"b\"")
+    );
+    let mut rig = Rig::new(&config, "2027-01-01T00:00:30Z").await;
+    rig.now = ms("2027-01-01T00:01:00Z");
+    let mut effects = rig.engine.handle(
+        Input::Control {
+            request: manual("manual", false),
+            reply: 77,
+        },
+        rig.now,
+    );
+    effects.extend(rig.engine.handle(Input::Tick, rig.now));
+    rig.settle(effects).await;
+    assert!(rig.running_jobs().contains(&"manual"));
+    let answers = rig.answers(77);
+    assert!(
+        matches!(&answers[..], [Response::Run(RunUpdate::Started { .. })]),
+        "{answers:?}"
+    );
+}
