@@ -50,8 +50,9 @@ impl Entry {
 
 #[derive(Debug)]
 struct PoolState {
-    /// Its name, shared by the places and slots that refer to the pool.
-    name: Arc<str>,
+    /// Its name, for the status and the reasons given (places and slots name the pool by its
+    /// index).
+    name: String,
     cap: Option<u32>,
     bucket: Option<TokenBucket>,
     in_flight: u32,
@@ -408,7 +409,7 @@ impl Admission for LocalAdmission {
                 Some(id) => *id,
                 None => {
                     self.pools.push(PoolState {
-                        name: Arc::from(name.as_str()),
+                        name: name.clone(),
                         cap: None,
                         bucket: None,
                         in_flight: 0,
@@ -625,7 +626,7 @@ impl Admission for LocalAdmission {
             .iter()
             .map(|pool| {
                 (
-                    pool.name.to_string(),
+                    pool.name.clone(),
                     Load {
                         in_flight: pool.in_flight,
                         queued: u32::try_from(pool.queue.len())
