@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::super::{
     Finish, History, HistoryQuery, JobState, NewFire, RunId, Span, StartRun, Store, StoreError,
-    Write,
+    StoreFuture, Write,
 };
 use super::{SqliteHistory, SqliteStore};
 use crate::model::{Status, Trigger};
@@ -1278,4 +1278,115 @@ async fn a_start_taken_back_before_it_is_written_leaves_its_run_queued() {
             (kept, "kept".to_owned(), Status::Running)
         ]
     );
+}
+
+/// How many runs the database file itself holds, read without the write-ahead log (as the
+/// last checkpoint left the file); a read that meets a checkpoint half done counts none.
+fn checkpointed_runs(path: &std::path::Path) -> i64 {
+    let uri = format!("file:{}?immutable=1", path.display());
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+    rusqlite::Connection::open_with_flags(uri, flags)
+        .and_then(|conn| conn.query_row("SELECT count(*) FROM runs", [], |row| row.get(0)))
+        .unwrap_or(0)
+}
+
+fn queued_write(job: &str, scheduled_at: i64) -> Write {
+    Write::Queued {
+        fire: new_fire(job, scheduled_at),
+        reason: None,
+    }
+}
+
+/// Whether `future` is done at its first poll, without waiting.
+fn ready_at_once<T>(future: &mut StoreFuture<T>) -> bool {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    future.as_mut().poll(&mut cx).is_ready()
+}
+
+#[tokio::test]
+async fn a_small_batch_is_committed_by_its_sender_while_the_writer_thread_is_idle() {
+    let (_dir, path) = database();
+    let store = SqliteStore::open(&path).unwrap();
+    let mut written = store.write(vec![queued_write("a", 1)]);
+    // The writer thread would answer some time after being woken; its sender answered at once.
+    assert!(ready_at_once(&mut written), "committed by the sender");
+    let history = SqliteHistory::open(&path).unwrap();
+    assert_eq!(all(&history).len(), 1);
+    let id = queued(&store, new_fire("b", 2)).await;
+    let mut started = store.hold_start_run(StartRun {
+        id,
+        started_at: 3,
+        queue_ms: 1,
+        process: None,
+    });
+    store.send_held();
+    assert!(ready_at_once(&mut started), "held records too");
+    assert_eq!(
+        history.run(id).unwrap().unwrap().record.status,
+        Status::Running
+    );
+}
+
+#[tokio::test]
+async fn a_lock_held_elsewhere_never_holds_up_the_sender() {
+    let (_dir, path) = database();
+    let store = SqliteStore::open(&path).unwrap();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let sent = std::time::Instant::now();
+    let answer = store.write(vec![queued_write("a", 1)]);
+    assert!(
+        sent.elapsed() < super::BUSY_TIMEOUT / 2,
+        "the sender gave up the lock at once ({:?})",
+        sent.elapsed()
+    );
+    // The writer thread waits for the lock instead, and writes it once the lock is gone.
+    unwritable(&store).await;
+    other.execute_batch("ROLLBACK").unwrap();
+    let id = answer.await.unwrap().pop().unwrap().unwrap().unwrap();
+    let history = SqliteHistory::open(&path).unwrap();
+    assert_eq!(all(&history), [(id, "a".to_owned(), Status::Queued)]);
+}
+
+#[tokio::test]
+async fn a_small_batch_never_overtakes_what_the_writer_thread_has_yet_to_write() {
+    let (_dir, path) = database();
+    let store = SqliteStore::open(&path).unwrap();
+    for round in 0..20 {
+        let burst = (0..100)
+            .map(|i| queued_write(&format!("burst-{i}"), round))
+            .collect();
+        let burst = store.write(burst);
+        let small = store.write(vec![queued_write("small", round)]);
+        let last_of_burst = burst
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|id| id.unwrap().unwrap())
+            .max()
+            .unwrap();
+        let small = small.await.unwrap().pop().unwrap().unwrap().unwrap();
+        assert!(
+            small > last_of_burst,
+            "round {round}: the small batch ({small}) was written before the burst sent ahead \
+             of it ({last_of_burst})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn commits_made_by_senders_are_checkpointed_by_the_writer_thread() {
+    let (_dir, path) = database();
+    let store = SqliteStore::open(&path).unwrap();
+    for i in 0..300 {
+        queued(&store, new_fire("a", i)).await;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while checkpointed_runs(&path) < 256 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the write-ahead log was not checkpointed into the database file"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

@@ -8,6 +8,14 @@
 //! daemon chooses ([`SqliteStore::hold_start_run`], [`SqliteStore::send_held`]): the end of
 //! one run and the start of the run that takes its slot are then one transaction, not two.
 //!
+//! A small batch (a step's run records, a manual run) is committed by the thread that sends it
+//! when the writer thread has nothing to do ([`SqliteStore::commit_here`]): handing it over cost
+//! as much as the commit (waking the writer, then being woken by its answer, each a switch
+//! between threads and, under a hypervisor, between CPUs). It never waits there: a lock held
+//! by another process, a batch the writer is busy with or any failure sends it to the thread,
+//! which retries as below. Checkpoints are the thread's alone, so a slow disk's `fsync` never
+//! holds up the daemon's event loop.
+//!
 //! A transaction that fails for a reason that may pass (a full disk, a lock held by another
 //! process, an I/O error) is rolled back and tried again, with back-off, until it commits:
 //! nothing sent is dropped and nothing behind it overtakes it, so the history never records a
@@ -16,7 +24,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
@@ -36,6 +44,16 @@ use crate::model::{Status, Trigger};
 /// split): a run's start or end that comes behind a burst's records waits for this many at
 /// most, not for the whole burst.
 const MAX_BATCH_ROWS: usize = 512;
+
+/// Most rows a batch may have to be committed by the thread that sends it: a step's run
+/// records and a few fires, not a burst, whose commit would keep that thread from other work.
+const HERE_MAX_ROWS: usize = 16;
+
+/// Rows written after which the writer thread checkpoints the write-ahead log (`PASSIVE`, as
+/// SQLite's own automatic checkpoint, which is off because it would run in whichever commit
+/// crossed its threshold). A run's start and end move about eight pages together, so this is
+/// about SQLite's default of 1,000 pages.
+const CHECKPOINT_ROWS: usize = 256;
 
 /// The first pause before a failed transaction is tried again; it doubles up to
 /// [`MAX_RETRY_DELAY`].
@@ -85,6 +103,14 @@ struct Health {
     closing: AtomicBool,
     /// Runs whose start, not written yet, was taken back: the writer leaves each `queued`.
     withdrawn: Mutex<HashSet<RunId>>,
+    /// The one connection that writes: the thread's, and lent to a sender while the thread has
+    /// nothing to do. `None` once the store is closed.
+    connection: Mutex<Option<Connection>>,
+    /// Messages sent to the thread and not yet done with: while there are any, a sender does
+    /// not commit its own batch, which would overtake them.
+    in_thread: AtomicUsize,
+    /// Rows written since the last checkpoint.
+    unchecked: AtomicUsize,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -105,6 +131,8 @@ enum Command {
     FiredSince(Vec<String>, i64, Reply<Vec<String>>),
     Prune(i64, u32, Reply<u64>),
     Checkpoint(Reply<()>),
+    /// Wakes the thread for the checkpoint that commits made elsewhere made due.
+    Tidy,
     Close(Reply<()>),
 }
 
@@ -133,6 +161,12 @@ impl SqliteStore {
     /// Opens or creates the database at `path`, migrates it, and starts the writer thread.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let (conn, lock) = open_for_writing(path)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(|cause| StoreError::Open {
+                path: path.to_owned(),
+                cause,
+                hint: "",
+            })?;
         let alive = Arc::new(lock.alive.try_clone().map_err(|cause| StoreError::File {
             path: path.to_owned(),
             action: "open the lock file of",
@@ -144,13 +178,16 @@ impl SqliteStore {
             unwritable: watch::Sender::new(None),
             closing: AtomicBool::new(false),
             withdrawn: Mutex::default(),
+            connection: Mutex::new(Some(conn)),
+            in_thread: AtomicUsize::new(0),
+            unchecked: AtomicUsize::new(0),
         });
         let shared = Arc::clone(&health);
         std::thread::Builder::new()
             .name("pacer-store".into())
             .spawn({
                 let path = path.to_owned();
-                move || write_loop(conn, lock, &receiver, &shared, &path)
+                move || write_loop(lock, &receiver, &shared, &path)
             })
             .map_err(StoreError::Thread)?;
         Ok(SqliteStore {
@@ -199,12 +236,13 @@ impl SqliteStore {
         self.hold(|reply| Command::Finish(finish, reply))
     }
 
-    /// Sends the held run records, in the order they were held, to be committed together.
+    /// Commits the held run records together, in the order they were held: here if it may be
+    /// ([`SqliteStore::commit_here`]), else by the writer thread.
     ///
-    /// Called in a tokio runtime, the answers come back through one task: the writer then
-    /// wakes this thread once per batch rather than once per record.
+    /// Called in a tokio runtime, the thread's answers come back through one task: the writer
+    /// then wakes this thread once per batch rather than once per record.
     pub fn send_held(&self) {
-        let mut held = std::mem::take(
+        let held = std::mem::take(
             &mut *self
                 .held
                 .lock()
@@ -213,6 +251,9 @@ impl SqliteStore {
         if held.is_empty() {
             return;
         }
+        let Some(mut held) = self.commit_here(held) else {
+            return;
+        };
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let relays: Vec<_> = held.iter_mut().filter_map(Command::relay).collect();
             runtime.spawn(async move {
@@ -222,16 +263,64 @@ impl SqliteStore {
                 }
             });
         }
-        if let Err(mpsc::SendError(Sent::Many(held))) = self.commands.send(Sent::Many(held)) {
+        if let Err(Sent::Many(held)) = self.to_thread(Sent::Many(held)) {
             for command in held {
                 command.fail(|| StoreError::Closed);
             }
         }
     }
 
+    /// Commits `batch` on this thread if nothing waits for the writer thread and the batch is
+    /// small, answering each command; gives it back when the thread must do it (see the
+    /// module's introduction). The connection's lock is only tried, and a lock held by another
+    /// process fails the attempt at once instead of being waited for.
+    fn commit_here(&self, batch: Vec<Command>) -> Option<Vec<Command>> {
+        let rows = batch.iter().map(Command::rows).sum::<usize>();
+        if rows > HERE_MAX_ROWS {
+            return Some(batch);
+        }
+        let Ok(mut connection) = self.health.connection.try_lock() else {
+            return Some(batch);
+        };
+        // Read under the lock: the thread holds it while it writes what it was sent.
+        if self.health.in_thread.load(Ordering::SeqCst) > 0 {
+            return Some(batch);
+        }
+        let Some(conn) = connection.as_mut() else {
+            return Some(batch);
+        };
+        if conn.busy_timeout(Duration::ZERO).is_err() {
+            return Some(batch);
+        }
+        let attempt = try_commit(conn, &batch, &self.health);
+        // Cannot fail: it only sets the connection's busy handler.
+        let _ = conn.busy_timeout(super::BUSY_TIMEOUT);
+        drop(connection);
+        let Ok(answers) = attempt else {
+            return Some(batch);
+        };
+        for (command, answer) in batch.into_iter().zip(answers) {
+            command.answer(answer);
+        }
+        if self.health.written(rows) {
+            // The store is closing if this fails: closing checkpoints anyway.
+            let _ = self.to_thread(Sent::One(Command::Tidy));
+        }
+        None
+    }
+
+    /// Hands `sent` to the writer thread; gives it back when the thread is gone.
+    fn to_thread(&self, sent: Sent) -> Result<(), Sent> {
+        self.health.in_thread.fetch_add(1, Ordering::SeqCst);
+        self.commands.send(sent).map_err(|mpsc::SendError(sent)| {
+            self.health.in_thread.fetch_sub(1, Ordering::SeqCst);
+            sent
+        })
+    }
+
     fn send<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Command) -> StoreFuture<T> {
         let (reply, response) = oneshot::channel();
-        let sent = self.commands.send(Sent::One(make(reply))).is_ok();
+        let sent = self.to_thread(Sent::One(make(reply))).is_ok();
         self.answer(sent, response)
     }
 
@@ -265,10 +354,10 @@ impl SqliteStore {
 impl Store for SqliteStore {
     fn write(&self, writes: Vec<Write>) -> StoreFuture<Vec<Result<Option<RunId>, StoreError>>> {
         let (reply, response) = oneshot::channel();
-        let sent = self
-            .commands
-            .send(Sent::One(Command::Write(writes, reply)))
-            .is_ok();
+        let sent = match self.commit_here(vec![Command::Write(writes, reply)]) {
+            Some(batch) => self.to_thread(Sent::Many(batch)).is_ok(),
+            None => true,
+        };
         let path = Arc::clone(&self.path);
         Box::pin(async move {
             if !sent {
@@ -329,18 +418,12 @@ impl Store for SqliteStore {
     }
 }
 
-fn write_loop(
-    mut conn: Connection,
-    lock: WriterLock,
-    commands: &mpsc::Receiver<Sent>,
-    health: &Health,
-    path: &Path,
-) {
-    let mut closing = None;
+fn write_loop(lock: WriterLock, commands: &mpsc::Receiver<Sent>, health: &Health, path: &Path) {
     // A command taken from the channel that did not fit in the last transaction.
     let mut next = None;
     while let Some(first) = next.take().or_else(|| commands.recv().ok()) {
         let mut rows = first.rows();
+        let mut taken = 1;
         let mut batch = Vec::new();
         first.add_to(&mut batch);
         while rows < MAX_BATCH_ROWS {
@@ -352,51 +435,96 @@ fn write_loop(
                 break;
             }
             rows += sent.rows();
+            taken += 1;
             sent.add_to(&mut batch);
         }
-        if let Some(at) = batch
-            .iter()
-            .position(|c| matches!(c, Command::Checkpoint(_)))
-        {
-            // A checkpoint cannot run inside a transaction: commit what came before it first.
-            let rest = batch.split_off(at + 1);
-            if let Some(Command::Checkpoint(reply)) = batch.pop() {
-                commit_batch(&mut conn, batch, health, path);
-                let result = conn
-                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-                    .map_err(StoreError::from);
-                let _ = reply.send(result);
-            }
-            batch = rest;
-            if batch.is_empty() {
-                continue;
-            }
-        }
-        if let Some(at) = batch.iter().position(|c| matches!(c, Command::Close(_))) {
-            let rest = batch.split_off(at + 1);
-            if let Some(Command::Close(reply)) = batch.pop() {
-                closing = Some(reply);
-            }
-            commit_batch(&mut conn, batch, health, path);
-            for command in rest {
+        let mut connection = health.connection();
+        let Some(conn) = connection.as_mut() else {
+            // Closed already: nothing is sent after a close, but say so if it were.
+            for command in batch {
                 command.fail(|| StoreError::Closed);
             }
-            break;
+            continue;
+        };
+        let closing = write_batch(conn, batch, health, path);
+        if closing.is_none()
+            && health.unchecked.load(Ordering::SeqCst) >= CHECKPOINT_ROWS
+            && let Err(e) = checkpoint(conn, health, "PASSIVE")
+        {
+            tracing::debug!("cannot checkpoint the history: {e}");
         }
-        commit_batch(&mut conn, batch, health, path);
+        if let Some(reply) = closing {
+            // Closing the last connection checkpoints the write-ahead log and removes it; only
+            // then may another daemon take the database.
+            let closed = connection.take().map_or(Ok(()), |conn| {
+                conn.close().map_err(|(_, e)| StoreError::from(e))
+            });
+            drop(connection);
+            drop(lock);
+            let _ = reply.send(closed);
+            return;
+        }
+        drop(connection);
+        health.in_thread.fetch_sub(taken, Ordering::SeqCst);
     }
-    // Closing the last connection checkpoints the write-ahead log and removes it; only then may
-    // another daemon take the database.
-    let closed = conn.close().map_err(|(_, e)| StoreError::from(e));
+    // Every handle is gone without a close: the connection closes (and checkpoints) before the
+    // lock goes.
+    drop(health.connection().take());
     drop(lock);
-    if let Some(reply) = closing {
-        let _ = reply.send(closed);
+}
+
+/// Writes one batch taken from the channel. A checkpoint asked for in it runs between the
+/// commands before and after it; a close ends it (the commands after a close are refused) and
+/// its reply is returned.
+fn write_batch(
+    conn: &mut Connection,
+    mut batch: Vec<Command>,
+    health: &Health,
+    path: &Path,
+) -> Option<Reply<()>> {
+    batch.retain(|command| !matches!(command, Command::Tidy));
+    if let Some(at) = batch
+        .iter()
+        .position(|c| matches!(c, Command::Checkpoint(_)))
+    {
+        // A checkpoint cannot run inside a transaction: commit what came before it first.
+        let rest = batch.split_off(at + 1);
+        if let Some(Command::Checkpoint(reply)) = batch.pop() {
+            commit_batch(conn, batch, health, path);
+            let _ = reply.send(checkpoint(conn, health, "TRUNCATE"));
+        }
+        batch = rest;
     }
+    if let Some(at) = batch.iter().position(|c| matches!(c, Command::Close(_))) {
+        let rest = batch.split_off(at + 1);
+        let closing = match batch.pop() {
+            Some(Command::Close(reply)) => Some(reply),
+            _ => None,
+        };
+        commit_batch(conn, batch, health, path);
+        for command in rest {
+            command.fail(|| StoreError::Closed);
+        }
+        return closing;
+    }
+    commit_batch(conn, batch, health, path);
+    None
+}
+
+/// Copies the write-ahead log into the database file (`mode`: `PASSIVE` leaves what readers
+/// still use, `TRUNCATE` waits for them and empties the log).
+fn checkpoint(conn: &Connection, health: &Health, mode: &str) -> Result<(), StoreError> {
+    health.unchecked.store(0, Ordering::SeqCst);
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))
+        .map_err(StoreError::from)
 }
 
 /// Commits `batch`, trying again while the failure may pass; answers every command once its
 /// outcome is durable (or final).
 fn commit_batch(conn: &mut Connection, batch: Vec<Command>, health: &Health, path: &Path) {
+    if batch.is_empty() {
+        return;
+    }
     let starts: Vec<RunId> = batch
         .iter()
         .filter_map(|command| match command {
@@ -420,6 +548,8 @@ fn commit_answered(conn: &mut Connection, batch: Vec<Command>, health: &Health, 
         match try_commit(conn, &batch, health) {
             Ok(answers) => {
                 health.recovered();
+                // This thread checkpoints after the batch when one is due.
+                health.written(batch.iter().map(Command::rows).sum());
                 for (command, answer) in batch.into_iter().zip(answers) {
                     command.answer(answer);
                 }
@@ -476,6 +606,19 @@ fn try_commit(
 }
 
 impl Health {
+    /// The writer's connection, waited for.
+    fn connection(&self) -> std::sync::MutexGuard<'_, Option<Connection>> {
+        self.connection
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts `rows` written; whether they made a checkpoint due.
+    fn written(&self, rows: usize) -> bool {
+        let before = self.unchecked.fetch_add(rows, Ordering::SeqCst);
+        before < CHECKPOINT_ROWS && before + rows >= CHECKPOINT_ROWS
+    }
+
     fn withdrawn(&self) -> std::sync::MutexGuard<'_, HashSet<RunId>> {
         self.withdrawn
             .lock()
@@ -573,7 +716,7 @@ fn apply(
         }
         Command::FiredSince(jobs, since, _) => Answer::Jobs(keep(fired_since(conn, jobs, *since))?),
         Command::Prune(before, limit, _) => Answer::Count(keep(prune(conn, *before, *limit))?),
-        Command::Checkpoint(_) | Command::Close(_) => Answer::Unit(Ok(())),
+        Command::Checkpoint(_) | Command::Tidy | Command::Close(_) => Answer::Unit(Ok(())),
     })
 }
 
@@ -581,9 +724,8 @@ impl Sent {
     /// How many rows it writes, about.
     fn rows(&self) -> usize {
         match self {
-            Sent::One(Command::Write(writes, _)) => writes.len(),
-            Sent::One(_) => 1,
-            Sent::Many(commands) => commands.len(),
+            Sent::One(command) => command.rows(),
+            Sent::Many(commands) => commands.iter().map(Command::rows).sum(),
         }
     }
 
@@ -599,6 +741,15 @@ impl Sent {
 type Relay = (oneshot::Receiver<Result<(), StoreError>>, Reply<()>);
 
 impl Command {
+    /// How many rows it writes, about (a query counts as one).
+    fn rows(&self) -> usize {
+        match self {
+            Command::Write(writes, _) => writes.len(),
+            Command::Tidy => 0,
+            _ => 1,
+        }
+    }
+
     /// Points a run record's answer at a new channel; returns that channel and the caller's.
     fn relay(&mut self) -> Option<Relay> {
         let (Command::Start(_, reply) | Command::Finish(_, reply)) = self else {
@@ -633,6 +784,7 @@ impl Command {
             }
             (Command::FiredSince(_, _, reply), Answer::Jobs(result)) => drop(reply.send(result)),
             (Command::Prune(_, _, reply), Answer::Count(result)) => drop(reply.send(result)),
+            (Command::Tidy, _) => {}
             (_, _) => unreachable!("each command's answer comes from that command"),
         }
     }
@@ -659,6 +811,7 @@ impl Command {
             Command::LastSuccesses(_, reply) => err(reply, error),
             Command::FiredSince(_, _, reply) => err(reply, error),
             Command::Prune(_, _, reply) => err(reply, error),
+            Command::Tidy => {}
         }
     }
 }
