@@ -1280,13 +1280,19 @@ async fn a_start_taken_back_before_it_is_written_leaves_its_run_queued() {
     );
 }
 
-/// How many runs the database file itself holds, read without the write-ahead log (as the
-/// last checkpoint left the file); a read that meets a checkpoint half done counts none.
-fn checkpointed_runs(path: &std::path::Path) -> i64 {
+/// How many runs the database file itself holds in `status`, read without the write-ahead log
+/// (as the last checkpoint left the file); a read that meets a checkpoint half done counts none.
+fn checkpointed_runs(path: &std::path::Path, status: Status) -> i64 {
     let uri = format!("file:{}?immutable=1", path.display());
     let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI;
     rusqlite::Connection::open_with_flags(uri, flags)
-        .and_then(|conn| conn.query_row("SELECT count(*) FROM runs", [], |row| row.get(0)))
+        .and_then(|conn| {
+            conn.query_row(
+                "SELECT count(*) FROM runs WHERE status = ?1",
+                [status.as_str()],
+                |row| row.get(0),
+            )
+        })
         .unwrap_or(0)
 }
 
@@ -1297,6 +1303,26 @@ fn queued_write(job: &str, scheduled_at: i64) -> Write {
     }
 }
 
+/// Queues `count` fires of `job` in one write; their ids.
+async fn queued_many(store: &SqliteStore, job: &str, count: i64) -> Vec<RunId> {
+    store
+        .write((0..count).map(|i| queued_write(job, i)).collect())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|id| id.unwrap().unwrap())
+        .collect()
+}
+
+fn start_of(id: RunId) -> StartRun {
+    StartRun {
+        id,
+        started_at: 5_000,
+        queue_ms: 1,
+        process: None,
+    }
+}
+
 /// Whether `future` is done at its first poll, without waiting.
 fn ready_at_once<T>(future: &mut StoreFuture<T>) -> bool {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -1304,72 +1330,70 @@ fn ready_at_once<T>(future: &mut StoreFuture<T>) -> bool {
 }
 
 #[tokio::test]
-async fn a_small_batch_is_committed_by_its_sender_while_the_writer_thread_is_idle() {
+async fn held_records_are_committed_by_their_sender_while_the_writer_thread_is_idle() {
     let (_dir, path) = database();
     let store = SqliteStore::open(&path).unwrap();
-    let mut written = store.write(vec![queued_write("a", 1)]);
-    // The writer thread would answer some time after being woken; its sender answered at once.
-    assert!(ready_at_once(&mut written), "committed by the sender");
-    let history = SqliteHistory::open(&path).unwrap();
-    assert_eq!(all(&history).len(), 1);
-    let id = queued(&store, new_fire("b", 2)).await;
-    let mut started = store.hold_start_run(StartRun {
-        id,
-        started_at: 3,
-        queue_ms: 1,
-        process: None,
-    });
+    let ids = queued_many(&store, "a", 2).await;
+    store.start_run(start_of(ids[1])).await.unwrap();
+    let mut started = store.hold_start_run(start_of(ids[0]));
+    let mut ended = store.hold_finish_run(finish(ids[1], Status::Succeeded, 6_000));
     store.send_held();
-    assert!(ready_at_once(&mut started), "held records too");
+    // The writer thread would answer some time after being woken; the sender answered at once.
+    assert!(ready_at_once(&mut started), "committed by the sender");
+    assert!(ready_at_once(&mut ended), "in the same transaction");
+    let history = SqliteHistory::open(&path).unwrap();
     assert_eq!(
-        history.run(id).unwrap().unwrap().record.status,
-        Status::Running
+        all(&history),
+        [
+            (ids[1], "a".to_owned(), Status::Succeeded),
+            (ids[0], "a".to_owned(), Status::Running)
+        ]
     );
 }
 
 #[tokio::test]
-async fn a_lock_held_elsewhere_never_holds_up_the_sender() {
+async fn a_lock_held_elsewhere_never_holds_up_the_sender_of_held_records() {
     let (_dir, path) = database();
     let store = SqliteStore::open(&path).unwrap();
+    let id = queued(&store, new_fire("a", 1)).await;
     let other = rusqlite::Connection::open(&path).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let started = store.hold_start_run(start_of(id));
     let sent = std::time::Instant::now();
-    let answer = store.write(vec![queued_write("a", 1)]);
+    store.send_held();
     assert!(
         sent.elapsed() < super::BUSY_TIMEOUT / 2,
         "the sender gave up the lock at once ({:?})",
         sent.elapsed()
     );
-    // The writer thread waits for the lock instead, and writes it once the lock is gone.
+    // The writer thread waits for the lock instead, and writes the start once it is gone.
     unwritable(&store).await;
     other.execute_batch("ROLLBACK").unwrap();
-    let id = answer.await.unwrap().pop().unwrap().unwrap().unwrap();
+    started.await.unwrap();
     let history = SqliteHistory::open(&path).unwrap();
-    assert_eq!(all(&history), [(id, "a".to_owned(), Status::Queued)]);
+    assert_eq!(all(&history), [(id, "a".to_owned(), Status::Running)]);
 }
 
 #[tokio::test]
-async fn a_small_batch_never_overtakes_what_the_writer_thread_has_yet_to_write() {
+async fn held_records_never_overtake_what_the_writer_thread_has_yet_to_write() {
     let (_dir, path) = database();
     let store = SqliteStore::open(&path).unwrap();
     for round in 0..20 {
-        let burst = (0..100)
-            .map(|i| queued_write(&format!("burst-{i}"), round))
-            .collect();
-        let burst = store.write(burst);
-        let small = store.write(vec![queued_write("small", round)]);
-        let last_of_burst = burst
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|id| id.unwrap().unwrap())
-            .max()
-            .unwrap();
-        let small = small.await.unwrap().pop().unwrap().unwrap().unwrap();
+        let id = queued(&store, new_fire("raced", round)).await;
+        // The fire is cancelled in a write larger than a sender commits, so the thread has it.
+        let mut writes = vec![Write::Resolve {
+            id,
+            status: Status::Cancelled,
+            reason: "cancelled first".to_owned(),
+        }];
+        writes.extend((0..100).map(|i| queued_write("filler", i)));
+        let cancelled = store.write(writes);
+        let started = store.hold_start_run(start_of(id));
+        store.send_held();
+        cancelled.await.unwrap();
         assert!(
-            small > last_of_burst,
-            "round {round}: the small batch ({small}) was written before the burst sent ahead \
-             of it ({last_of_burst})"
+            matches!(started.await, Err(StoreError::NotQueued(not)) if not == id),
+            "round {round}: the start sent after the cancel was written before it"
         );
     }
 }
@@ -1378,14 +1402,16 @@ async fn a_small_batch_never_overtakes_what_the_writer_thread_has_yet_to_write()
 async fn commits_made_by_senders_are_checkpointed_by_the_writer_thread() {
     let (_dir, path) = database();
     let store = SqliteStore::open(&path).unwrap();
-    for i in 0..300 {
-        queued(&store, new_fire("a", i)).await;
+    for id in queued_many(&store, "a", 300).await {
+        let started = store.hold_start_run(start_of(id));
+        store.send_held();
+        started.await.unwrap();
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while checkpointed_runs(&path) < 256 {
+    while checkpointed_runs(&path, Status::Running) < 256 {
         assert!(
             std::time::Instant::now() < deadline,
-            "the write-ahead log was not checkpointed into the database file"
+            "the starts were not checkpointed into the database file"
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }

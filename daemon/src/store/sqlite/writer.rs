@@ -8,13 +8,14 @@
 //! daemon chooses ([`SqliteStore::hold_start_run`], [`SqliteStore::send_held`]): the end of
 //! one run and the start of the run that takes its slot are then one transaction, not two.
 //!
-//! A small batch (a step's run records, a manual run) is committed by the thread that sends it
-//! when the writer thread has nothing to do ([`SqliteStore::commit_here`]): handing it over cost
-//! as much as the commit (waking the writer, then being woken by its answer, each a switch
-//! between threads and, under a hypervisor, between CPUs). It never waits there: a lock held
-//! by another process, a batch the writer is busy with or any failure sends it to the thread,
-//! which retries as below. Checkpoints are the thread's alone, so a slow disk's `fsync` never
-//! holds up the daemon's event loop.
+//! The held run records of a step are committed by the thread that sends them when the writer
+//! thread has nothing to do ([`SqliteStore::commit_here`]): handing them over cost as much as
+//! the commit (waking the writer, then being woken by its answer, each a switch between
+//! threads and, under a hypervisor, between CPUs). They never wait there: a lock held by
+//! another process, a batch the writer is busy with or any failure sends them to the thread,
+//! which retries as below. Other writes (fires, requests) always go to the thread, which
+//! commits what arrives while it is busy together and leaves the event loop free meanwhile.
+//! Checkpoints are the thread's alone, so a slow disk's `fsync` never holds up the event loop.
 //!
 //! A transaction that fails for a reason that may pass (a full disk, a lock held by another
 //! process, an I/O error) is rolled back and tried again, with back-off, until it commits:
@@ -45,8 +46,9 @@ use crate::model::{Status, Trigger};
 /// most, not for the whole burst.
 const MAX_BATCH_ROWS: usize = 512;
 
-/// Most rows a batch may have to be committed by the thread that sends it: a step's run
-/// records and a few fires, not a burst, whose commit would keep that thread from other work.
+/// Most run records a step may have for them to be committed by the thread that sends them:
+/// runs that end and start one by one, not a wave of them, whose commit would keep that thread
+/// from other work.
 const HERE_MAX_ROWS: usize = 16;
 
 /// Rows written after which the writer thread checkpoints the write-ahead log (`PASSIVE`, as
@@ -354,10 +356,9 @@ impl SqliteStore {
 impl Store for SqliteStore {
     fn write(&self, writes: Vec<Write>) -> StoreFuture<Vec<Result<Option<RunId>, StoreError>>> {
         let (reply, response) = oneshot::channel();
-        let sent = match self.commit_here(vec![Command::Write(writes, reply)]) {
-            Some(batch) => self.to_thread(Sent::Many(batch)).is_ok(),
-            None => true,
-        };
+        let sent = self
+            .to_thread(Sent::One(Command::Write(writes, reply)))
+            .is_ok();
         let path = Arc::clone(&self.path);
         Box::pin(async move {
             if !sent {
