@@ -1335,6 +1335,15 @@ async fn held_records_are_committed_by_their_sender_while_the_writer_thread_is_i
     let store = SqliteStore::open(&path).unwrap();
     let ids = queued_many(&store, "a", 2).await;
     store.start_run(start_of(ids[1])).await.unwrap();
+    // The thread answers before it lets go of the connection.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !store.idle() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer thread stays busy"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
     let mut started = store.hold_start_run(start_of(ids[0]));
     let mut ended = store.hold_finish_run(finish(ids[1], Status::Succeeded, 6_000));
     store.send_held();
@@ -1380,7 +1389,7 @@ async fn held_records_never_overtake_what_the_writer_thread_has_yet_to_write() {
     let store = SqliteStore::open(&path).unwrap();
     for round in 0..20 {
         let id = queued(&store, new_fire("raced", round)).await;
-        // The fire is cancelled in a write larger than a sender commits, so the thread has it.
+        // Writes go to the thread; the start comes right behind, while the thread has them.
         let mut writes = vec![Write::Resolve {
             id,
             status: Status::Cancelled,

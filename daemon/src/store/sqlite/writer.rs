@@ -13,9 +13,11 @@
 //! the commit (waking the writer, then being woken by its answer, each a switch between
 //! threads and, under a hypervisor, between CPUs). They never wait there: a lock held by
 //! another process, a batch the writer is busy with or any failure sends them to the thread,
-//! which retries as below. Other writes (fires, requests) always go to the thread, which
-//! commits what arrives while it is busy together and leaves the event loop free meanwhile.
-//! Checkpoints are the thread's alone, so a slow disk's `fsync` never holds up the event loop.
+//! which retries as below. Other writes (fires, requests), and run records with more than a few
+//! pages of output, always go to the thread, which commits what arrives while it is busy
+//! together and leaves the event loop free meanwhile. Checkpoints, and the first commit after
+//! each (which starts the log over and syncs its header), are the thread's alone, so a slow
+//! disk's `fsync` never holds up the event loop.
 //!
 //! A transaction that fails for a reason that may pass (a full disk, a lock held by another
 //! process, an I/O error) is rolled back and tried again, with back-off, until it commits:
@@ -54,7 +56,7 @@ const HERE_MAX_ROWS: usize = 16;
 /// Rows written after which the writer thread checkpoints the write-ahead log (`PASSIVE`, as
 /// SQLite's own automatic checkpoint, which is off because it would run in whichever commit
 /// crossed its threshold). A run's start and end move about eight pages together, so this is
-/// about SQLite's default of 1,000 pages.
+/// about SQLite's default of 1,000 pages; a run's output counts a row per page it fills.
 const CHECKPOINT_ROWS: usize = 256;
 
 /// The first pause before a failed transaction is tried again; it doubles up to
@@ -113,6 +115,9 @@ struct Health {
     in_thread: AtomicUsize,
     /// Rows written since the last checkpoint.
     unchecked: AtomicUsize,
+    /// Set by a checkpoint (and at open): the next commit may start the log over and sync its
+    /// new header to the disk, which is the thread's to do.
+    log_restarts: AtomicBool,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -183,6 +188,7 @@ impl SqliteStore {
             connection: Mutex::new(Some(conn)),
             in_thread: AtomicUsize::new(0),
             unchecked: AtomicUsize::new(0),
+            log_restarts: AtomicBool::new(true),
         });
         let shared = Arc::clone(&health);
         std::thread::Builder::new()
@@ -285,7 +291,9 @@ impl SqliteStore {
             return Some(batch);
         };
         // Read under the lock: the thread holds it while it writes what it was sent.
-        if self.health.in_thread.load(Ordering::SeqCst) > 0 {
+        if self.health.in_thread.load(Ordering::SeqCst) > 0
+            || self.health.log_restarts.load(Ordering::SeqCst)
+        {
             return Some(batch);
         }
         let Some(conn) = connection.as_mut() else {
@@ -301,6 +309,8 @@ impl SqliteStore {
         let Ok(answers) = attempt else {
             return Some(batch);
         };
+        self.health.recovered();
+        self.health.forget_withdrawn(&start_ids(&batch));
         for (command, answer) in batch.into_iter().zip(answers) {
             command.answer(answer);
         }
@@ -309,6 +319,15 @@ impl SqliteStore {
             let _ = self.to_thread(Sent::One(Command::Tidy));
         }
         None
+    }
+
+    /// Whether the writer thread has nothing left to do and the next held records may be
+    /// committed by their sender.
+    #[cfg(test)]
+    pub(super) fn idle(&self) -> bool {
+        self.health.in_thread.load(Ordering::SeqCst) == 0
+            && !self.health.log_restarts.load(Ordering::SeqCst)
+            && self.health.connection.try_lock().is_ok()
     }
 
     /// Hands `sent` to the writer thread; gives it back when the thread is gone.
@@ -445,7 +464,7 @@ fn write_loop(lock: WriterLock, commands: &mpsc::Receiver<Sent>, health: &Health
             for command in batch {
                 command.fail(|| StoreError::Closed);
             }
-            continue;
+            break;
         };
         let closing = write_batch(conn, batch, health, path);
         if closing.is_none()
@@ -516,6 +535,7 @@ fn write_batch(
 /// still use, `TRUNCATE` waits for them and empties the log).
 fn checkpoint(conn: &Connection, health: &Health, mode: &str) -> Result<(), StoreError> {
     health.unchecked.store(0, Ordering::SeqCst);
+    health.log_restarts.store(true, Ordering::SeqCst);
     conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))
         .map_err(StoreError::from)
 }
@@ -526,20 +546,20 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Command>, health: &Health, pat
     if batch.is_empty() {
         return;
     }
-    let starts: Vec<RunId> = batch
+    let starts = start_ids(&batch);
+    commit_answered(conn, batch, health, path);
+    health.forget_withdrawn(&starts);
+}
+
+/// The runs whose starts are in `batch`.
+fn start_ids(batch: &[Command]) -> Vec<RunId> {
+    batch
         .iter()
         .filter_map(|command| match command {
             Command::Start(start, _) => Some(start.id),
             _ => None,
         })
-        .collect();
-    commit_answered(conn, batch, health, path);
-    if !starts.is_empty() {
-        let mut withdrawn = health.withdrawn();
-        for id in starts {
-            withdrawn.remove(&id);
-        }
-    }
+        .collect()
 }
 
 /// [`commit_batch`]'s attempts, until each command is answered.
@@ -549,6 +569,7 @@ fn commit_answered(conn: &mut Connection, batch: Vec<Command>, health: &Health, 
         match try_commit(conn, &batch, health) {
             Ok(answers) => {
                 health.recovered();
+                health.log_restarts.store(false, Ordering::SeqCst);
                 // This thread checkpoints after the batch when one is due.
                 health.written(batch.iter().map(Command::rows).sum());
                 for (command, answer) in batch.into_iter().zip(answers) {
@@ -612,6 +633,16 @@ impl Health {
         self.connection
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Forgets that the starts of runs `ids` were taken back: they are written or refused now.
+    fn forget_withdrawn(&self, ids: &[RunId]) {
+        if !ids.is_empty() {
+            let mut withdrawn = self.withdrawn();
+            for id in ids {
+                withdrawn.remove(id);
+            }
+        }
     }
 
     /// Counts `rows` written; whether they made a checkpoint due.
@@ -742,10 +773,12 @@ impl Sent {
 type Relay = (oneshot::Receiver<Result<(), StoreError>>, Reply<()>);
 
 impl Command {
-    /// How many rows it writes, about (a query counts as one).
+    /// How many rows it writes, about (a query counts as one, and a run's end one more for
+    /// each page its output fills).
     fn rows(&self) -> usize {
         match self {
             Command::Write(writes, _) => writes.len(),
+            Command::Finish(finish, _) => 1 + finish.output.len() / 4096,
             Command::Tidy => 0,
             _ => 1,
         }
