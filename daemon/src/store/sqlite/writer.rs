@@ -138,17 +138,17 @@ enum Command {
     FiredSince(Vec<String>, i64, Reply<Vec<String>>),
     Prune(i64, u32, Reply<u64>),
     Checkpoint(Reply<()>),
-    /// Wakes the thread for the checkpoint that commits made elsewhere made due.
-    Tidy,
     Close(Reply<()>),
 }
 
-/// What goes down the channel: one command, or the held ones at once (so the writer finds
-/// them all in its next transaction).
+/// What goes down the channel: one command, the held ones at once (so the writer finds them
+/// all in its next transaction), or a wake-up for the checkpoint that commits made elsewhere
+/// made due.
 #[derive(Debug)]
 enum Sent {
     One(Command),
     Many(Vec<Command>),
+    Tidy,
 }
 
 /// What a command produced inside a transaction that has not committed yet.
@@ -309,14 +309,10 @@ impl SqliteStore {
         let Ok(answers) = attempt else {
             return Some(batch);
         };
-        self.health.recovered();
         self.health.forget_withdrawn(&start_ids(&batch));
-        for (command, answer) in batch.into_iter().zip(answers) {
-            command.answer(answer);
-        }
-        if self.health.written(rows) {
+        if self.health.committed(batch, answers) {
             // The store is closing if this fails: closing checkpoints anyway.
-            let _ = self.to_thread(Sent::One(Command::Tidy));
+            let _ = self.to_thread(Sent::Tidy);
         }
         None
     }
@@ -502,7 +498,6 @@ fn write_batch(
     health: &Health,
     path: &Path,
 ) -> Option<Reply<()>> {
-    batch.retain(|command| !matches!(command, Command::Tidy));
     if let Some(at) = batch
         .iter()
         .position(|c| matches!(c, Command::Checkpoint(_)))
@@ -568,13 +563,9 @@ fn commit_answered(conn: &mut Connection, batch: Vec<Command>, health: &Health, 
     loop {
         match try_commit(conn, &batch, health) {
             Ok(answers) => {
-                health.recovered();
                 health.log_restarts.store(false, Ordering::SeqCst);
                 // This thread checkpoints after the batch when one is due.
-                health.written(batch.iter().map(Command::rows).sum());
-                for (command, answer) in batch.into_iter().zip(answers) {
-                    command.answer(answer);
-                }
+                health.committed(batch, answers);
                 return;
             }
             Err(cause) if is_transient(&cause) && !health.closing.load(Ordering::SeqCst) => {
@@ -645,8 +636,13 @@ impl Health {
         }
     }
 
-    /// Counts `rows` written; whether they made a checkpoint due.
-    fn written(&self, rows: usize) -> bool {
+    /// Answers each command of a committed batch; whether its rows made a checkpoint due.
+    fn committed(&self, batch: Vec<Command>, answers: Vec<Answer>) -> bool {
+        self.recovered();
+        let rows: usize = batch.iter().map(Command::rows).sum();
+        for (command, answer) in batch.into_iter().zip(answers) {
+            command.answer(answer);
+        }
         let before = self.unchecked.fetch_add(rows, Ordering::SeqCst);
         before < CHECKPOINT_ROWS && before + rows >= CHECKPOINT_ROWS
     }
@@ -748,7 +744,7 @@ fn apply(
         }
         Command::FiredSince(jobs, since, _) => Answer::Jobs(keep(fired_since(conn, jobs, *since))?),
         Command::Prune(before, limit, _) => Answer::Count(keep(prune(conn, *before, *limit))?),
-        Command::Checkpoint(_) | Command::Tidy | Command::Close(_) => Answer::Unit(Ok(())),
+        Command::Checkpoint(_) | Command::Close(_) => Answer::Unit(Ok(())),
     })
 }
 
@@ -758,6 +754,7 @@ impl Sent {
         match self {
             Sent::One(command) => command.rows(),
             Sent::Many(commands) => commands.iter().map(Command::rows).sum(),
+            Sent::Tidy => 0,
         }
     }
 
@@ -765,6 +762,7 @@ impl Sent {
         match self {
             Sent::One(command) => batch.push(command),
             Sent::Many(commands) => batch.extend(commands),
+            Sent::Tidy => {}
         }
     }
 }
@@ -779,7 +777,6 @@ impl Command {
         match self {
             Command::Write(writes, _) => writes.len(),
             Command::Finish(finish, _) => 1 + finish.output.len() / 4096,
-            Command::Tidy => 0,
             _ => 1,
         }
     }
@@ -818,7 +815,6 @@ impl Command {
             }
             (Command::FiredSince(_, _, reply), Answer::Jobs(result)) => drop(reply.send(result)),
             (Command::Prune(_, _, reply), Answer::Count(result)) => drop(reply.send(result)),
-            (Command::Tidy, _) => {}
             (_, _) => unreachable!("each command's answer comes from that command"),
         }
     }
@@ -845,7 +841,6 @@ impl Command {
             Command::LastSuccesses(_, reply) => err(reply, error),
             Command::FiredSince(_, _, reply) => err(reply, error),
             Command::Prune(_, _, reply) => err(reply, error),
-            Command::Tidy => {}
         }
     }
 }
